@@ -1,0 +1,3 @@
+from alf.cli import main
+
+main()

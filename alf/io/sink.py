@@ -1,0 +1,348 @@
+"""Where the receiver's ADUs go.
+
+Two shapes:
+- ``OffsetSink`` writes each run at its offset as it lands (file mode): holes cost no memory.
+  It hashes the content in order by reading back the contiguous prefix.
+- ``OrderedSink`` keeps ADUs that arrive beyond a hole and hands the contiguous prefix to a
+  writer in order (pipe mode); its memory is bounded by the receiver's window.
+Invariant: ``finish`` returns the length and SHA-256 of exactly the bytes that reached the
+output, so the verdict speaks of what was written, not of what was received.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import queue
+import stat
+import threading
+from typing import Protocol
+
+Buffer = bytes | memoryview
+
+HASH_CHUNK = 8 << 20
+
+
+class SinkError(Exception):
+    """The output cannot be written; the message is for the user."""
+
+
+class Sink(Protocol):
+    in_order: bool
+
+    def start(self, adu_size: int, total_bytes: int | None) -> None: ...
+
+    def write_run(self, first: int, payloads: list[Buffer]) -> None: ...
+
+    def advance(self, cum: int) -> int: ...
+
+    def finish(self, total_bytes: int) -> tuple[int, bytes]: ...
+
+    def close(self, ok: bool) -> str | None: ...
+
+    def error(self) -> str | None: ...
+
+
+def _describe(e: OSError, what: str) -> str:
+    if e.errno == errno.ENOSPC:
+        return f"{what}: no space left on the device"
+    if e.errno == errno.EPIPE:
+        return f"{what}: the reader of the output went away"
+    return f"{what}: {e.strerror or e}"
+
+
+# ---------------------------------------------------------------- offsets
+
+
+class OffsetBackend(Protocol):
+    def pwritev(self, buffers: list[Buffer], offset: int) -> None: ...
+
+    def pread(self, n: int, offset: int) -> bytes: ...
+
+    def reserve(self, total_bytes: int) -> None: ...
+
+    def commit(self, total_bytes: int) -> None: ...
+
+    def discard(self, keep: bool) -> str | None: ...
+
+
+class MemoryBackend:
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def pwritev(self, buffers: list[Buffer], offset: int) -> None:
+        blob = b"".join(buffers)
+        end = offset + len(blob)
+        if end > len(self.data):
+            self.data.extend(bytes(end - len(self.data)))
+        self.data[offset:end] = blob
+
+    def pread(self, n: int, offset: int) -> bytes:
+        return bytes(self.data[offset : offset + n])
+
+    def reserve(self, total_bytes: int) -> None:
+        pass
+
+    def commit(self, total_bytes: int) -> None:
+        del self.data[total_bytes:]
+
+    def discard(self, keep: bool) -> str | None:
+        return None
+
+
+class FileBackend:
+    """A file written through a ``.alf-partial`` twin that replaces it only once verified.
+
+    An existing non-regular output (a block device, /dev/null) is written in place.
+    """
+
+    def __init__(self, path: str, force: bool) -> None:
+        self.path = path
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            st = None
+        except OSError as e:
+            raise SinkError(_describe(e, f"cannot use {path}")) from None
+        if st is not None and not force:
+            raise SinkError(f"{path} exists; use --force to overwrite it")
+        self.in_place = st is not None and not stat.S_ISREG(st.st_mode)
+        self.work_path = path if self.in_place else path + ".alf-partial"
+        flags = os.O_WRONLY if self.in_place else os.O_RDWR | os.O_CREAT | os.O_TRUNC
+        try:
+            self.fd = os.open(self.work_path, flags, 0o644)
+            self._rfd = os.open(self.work_path, os.O_RDONLY) if not self.in_place else -1
+        except OSError as e:
+            raise SinkError(_describe(e, f"cannot create {self.work_path}")) from None
+
+    def pwritev(self, buffers: list[Buffer], offset: int) -> None:
+        total = sum(len(b) for b in buffers)
+        done = os.pwritev(self.fd, buffers, offset)
+        if done != total:  # rare short write: finish it piece by piece
+            blob = b"".join(buffers)
+            while done < total:
+                done += os.pwrite(self.fd, blob[done:], offset + done)
+
+    def pread(self, n: int, offset: int) -> bytes:
+        if self.in_place:
+            raise SinkError("cannot read back a non-regular output")
+        return os.pread(self._rfd, n, offset)
+
+    def reserve(self, total_bytes: int) -> None:
+        if not self.in_place and total_bytes:
+            os.posix_fallocate(self.fd, 0, total_bytes)
+
+    def commit(self, total_bytes: int) -> None:
+        if not self.in_place:
+            os.ftruncate(self.fd, total_bytes)
+            os.fsync(self.fd)
+            os.rename(self.work_path, self.path)
+        self._close()
+
+    def discard(self, keep: bool) -> str | None:
+        self._close()
+        if self.in_place:
+            return None
+        if keep:
+            return f"the partial output is kept in {self.work_path}"
+        try:
+            os.unlink(self.work_path)
+        except OSError:
+            pass
+        return None
+
+    def _close(self) -> None:
+        for fd in (self.fd, self._rfd):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.fd = self._rfd = -1
+
+
+class OffsetSink:
+    in_order = False
+
+    def __init__(self, backend: OffsetBackend, keep_partial: bool = False) -> None:
+        self.backend = backend
+        self.keep_partial = keep_partial
+        self.adu = 0
+        self._hash = hashlib.sha256()
+        self._hashed = 0  # bytes of the content hashed so far (a prefix)
+        self._readable_memory = not isinstance(backend, FileBackend) or not backend.in_place
+        self._error: str | None = None
+
+    def start(self, adu_size: int, total_bytes: int | None) -> None:
+        self.adu = adu_size
+        if total_bytes is not None:
+            try:
+                self.backend.reserve(total_bytes)
+            except OSError as e:
+                raise SinkError(_describe(e, f"cannot reserve {total_bytes} bytes for the output")) from None
+
+    def write_run(self, first: int, payloads: list[Buffer]) -> None:
+        try:
+            self.backend.pwritev(payloads, first * self.adu)
+        except OSError as e:
+            raise SinkError(_describe(e, "cannot write the output")) from None
+
+    def advance(self, cum: int) -> int:
+        if cum * self.adu - self._hashed >= HASH_CHUNK:
+            self._hash_to(cum * self.adu)
+        return cum
+
+    def _hash_to(self, end: int) -> None:
+        if not self._readable_memory:
+            raise SinkError("this output cannot be read back for verification")
+        while self._hashed < end:
+            n = min(HASH_CHUNK, end - self._hashed)
+            try:
+                chunk = self.backend.pread(n, self._hashed)
+            except OSError as e:
+                raise SinkError(_describe(e, "cannot read back the output")) from None
+            if len(chunk) != n:
+                raise SinkError("the output is shorter than what was written to it")
+            self._hash.update(chunk)
+            self._hashed += n
+
+    def finish(self, total_bytes: int) -> tuple[int, bytes]:
+        self._hash_to(total_bytes)
+        try:
+            self.backend.commit(total_bytes)
+        except OSError as e:
+            raise SinkError(_describe(e, "cannot complete the output")) from None
+        return total_bytes, self._hash.digest()
+
+    def close(self, ok: bool) -> str | None:
+        return None if ok else self.backend.discard(self.keep_partial)
+
+    def error(self) -> str | None:
+        return self._error
+
+
+# ---------------------------------------------------------------- in order
+
+
+class Writer(Protocol):
+    def submit(self, n_adus: int, data: bytes) -> None: ...
+
+    def written_adus(self) -> int: ...
+
+    def finish(self) -> tuple[int, bytes]: ...
+
+    def error(self) -> str | None: ...
+
+
+class MemoryWriter:
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self._adus = 0
+
+    def submit(self, n_adus: int, data: bytes) -> None:
+        self.data += data
+        self._adus += n_adus
+
+    def written_adus(self) -> int:
+        return self._adus
+
+    def finish(self) -> tuple[int, bytes]:
+        return len(self.data), hashlib.sha256(self.data).digest()
+
+    def error(self) -> str | None:
+        return None
+
+
+class FdWriter:
+    """Writes to a file descriptor (stdout) from a thread, so a slow reader never stalls the
+    network loop; hashes what it wrote."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._q: queue.SimpleQueue[tuple[int, bytes] | None] = queue.SimpleQueue()
+        self._written_adus = 0
+        self._written_bytes = 0
+        self._hash = hashlib.sha256()
+        self._error: str | None = None
+        self._thread = threading.Thread(target=self._run, name="alf-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            if self._error is not None:
+                continue
+            n, data = item
+            view = memoryview(data)
+            try:
+                while view:
+                    k = os.write(self.fd, view)
+                    view = view[k:]
+            except OSError as e:
+                self._error = _describe(e, "cannot write the output")
+                continue
+            self._hash.update(data)
+            self._written_bytes += len(data)
+            self._written_adus += n
+
+    def submit(self, n_adus: int, data: bytes) -> None:
+        self._q.put((n_adus, data))
+
+    def written_adus(self) -> int:
+        return self._written_adus
+
+    def finish(self) -> tuple[int, bytes]:
+        self._q.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise SinkError(self._error)
+        return self._written_bytes, self._hash.digest()
+
+    def stop(self) -> None:
+        self._q.put(None)
+
+    def error(self) -> str | None:
+        return self._error
+
+
+class OrderedSink:
+    in_order = True
+
+    def __init__(self, writer: Writer) -> None:
+        self.writer = writer
+        self.adu = 0
+        self._held: dict[int, bytes] = {}
+        self._next = 0  # first index not yet handed to the writer
+
+    def start(self, adu_size: int, total_bytes: int | None) -> None:
+        self.adu = adu_size
+
+    def write_run(self, first: int, payloads: list[Buffer]) -> None:
+        held = self._held
+        for k, p in enumerate(payloads):
+            held[first + k] = bytes(p)
+
+    def advance(self, cum: int) -> int:
+        if cum > self._next:
+            held = self._held
+            data = b"".join([held.pop(i) for i in range(self._next, cum)])
+            self.writer.submit(cum - self._next, data)
+            self._next = cum
+        err = self.writer.error()
+        if err is not None:
+            raise SinkError(err)
+        return self.writer.written_adus()
+
+    def finish(self, total_bytes: int) -> tuple[int, bytes]:
+        return self.writer.finish()
+
+    def close(self, ok: bool) -> str | None:
+        if isinstance(self.writer, FdWriter) and not ok:
+            self.writer.stop()
+        return None
+
+    def error(self) -> str | None:
+        return self.writer.error()

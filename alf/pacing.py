@@ -1,0 +1,36 @@
+"""Token-bucket pacing as a pure calculation (times are injected).
+
+Invariant: over any interval of length T the bytes allowed are at most
+``burst_bytes + rate * T``; tokens never exceed ``burst_bytes``.
+"""
+
+from __future__ import annotations
+
+
+class Pacer:
+    def __init__(self, rate_bps: float, burst_bytes: int, now: float) -> None:
+        if rate_bps <= 0:
+            raise ValueError("rate must be positive")
+        self.rate_Bps = rate_bps / 8.0
+        self.burst_bytes = burst_bytes
+        self._tokens = float(burst_bytes)
+        self._stamp = now
+
+    def _refill(self, now: float) -> None:
+        if now > self._stamp:
+            self._tokens = min(float(self.burst_bytes), self._tokens + (now - self._stamp) * self.rate_Bps)
+            self._stamp = now
+
+    def available(self, now: float) -> float:
+        self._refill(now)
+        return self._tokens
+
+    def consume(self, nbytes: int, now: float) -> None:
+        self._refill(now)
+        self._tokens -= nbytes
+
+    def delay_for(self, nbytes: int, now: float) -> float:
+        """Seconds from ``now`` until ``nbytes`` of tokens are there (0 if they are)."""
+        self._refill(now)
+        missing = nbytes - self._tokens
+        return 0.0 if missing <= 0 else missing / self.rate_Bps

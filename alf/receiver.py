@@ -1,0 +1,406 @@
+"""The receiver's protocol state machine (sans-IO; docs/protocol.md §4-§12).
+
+Invariants:
+- At most one session is bound; it is bound to one session id and one peer address, and
+  nothing from elsewhere changes its state (it is counted and dropped).
+- ``window_limit`` never decreases; DATA at or past it is dropped, so an in-order output holds
+  at most ``window_adus`` ADUs beyond what it has consumed.
+- A NAK round names only indices below the frontier recorded one round earlier (§7.2), so a
+  reordered ADU is not asked for again, and every hole is asked for again each round it stays.
+- The outcome is set exactly once; the verdict compares the digest computed over the output
+  with the sender's FINAL digest.
+The core deals in runs of indices; payloads stay with the driver and the sink.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+from enum import Enum
+
+from alf import wire
+from alf.errors import ExitCode, Outcome
+from alf.gapmap import GapMap
+
+MIN_ROUND = 0.010
+STATUS_EVERY = 0.050
+LINGER_MIN = 1.0
+MAX_NAK_DATAGRAMS = 64
+MAX_AHEAD_ADUS = 1 << 26  # output written at offsets: bound on how far ahead of cum we accept
+ABORT_COPIES = 3
+
+Addr = Hashable
+
+
+@dataclass(frozen=True)
+class ReceiverConfig:
+    checkphrase: str = ""
+    in_order: bool = True  # the output consumes ADUs in order (a pipe): flow control applies
+    window_bytes: int = 256 << 20
+    timeout: float = 30.0
+    wait_timeout: float | None = None  # bound on the wait for the first HELLO; None: forever
+
+
+@dataclass
+class ReceiverStats:
+    datagrams: int = 0
+    adus_received: int = 0
+    bytes_received: int = 0
+    duplicates: int = 0
+    malformed: int = 0
+    foreign: int = 0
+    beyond_window: int = 0
+    bad_checksum: int = 0
+    violations: int = 0
+    dropped_injected: int = 0
+    rejected_hellos: int = 0
+    naks_sent: int = 0
+    nak_rounds: int = 0
+    adus_nakked: int = 0
+    status_sent: int = 0
+    receive_rate_Bps: int = 0
+
+
+class State(Enum):
+    IDLE = "idle"
+    RECEIVING = "receiving"
+    FINISHED = "finished"
+    CLOSED = "closed"
+
+
+class Receiver:
+    def __init__(self, config: ReceiverConfig, now: float) -> None:
+        self.cfg = config
+        self.state = State.IDLE
+        self.outcome: Outcome | None = None
+        self.stats = ReceiverStats()
+        self.session_id = 0
+        self.peer: Addr | None = None
+        self.hello: wire.Hello | None = None
+        self.adu = 0
+        self.gaps = GapMap()
+        self.end_adus: int | None = None
+        self.total_bytes: int | None = None
+        self.final_digest: bytes | None = None
+        self.consumed = 0
+        self._limit = 0
+        self._out: list[tuple[bytes, Addr]] = []
+        self._tag = wire.checkphrase_tag(config.checkphrase)
+        self._start = now
+        self._last_heard = now
+        self._srtt = 0.0
+        self._round_at = now
+        self._frontier = 0  # what we know was sent: max(highest held, PROBE next_index, end)
+        self._nak_below = 0  # the frontier recorded at the previous round
+        self._status_at = now
+        self._data_since_status = False
+        self._rate_bytes = 0
+        self._rate_since = now
+        self._probe_echo = (0, now)  # (timestamp_us of the latest PROBE, its arrival)
+        self._done: bytes | None = None
+        self._linger_until = 0.0
+        self._end_tentative = False  # the end came from a short DATA, not yet from FINAL
+
+    # ------------------------------------------------------------ queries
+
+    @property
+    def finished(self) -> bool:
+        return self.state == State.CLOSED and not self._out
+
+    @property
+    def needs_verification(self) -> bool:
+        """Every ADU is held and FINAL is known: the driver must compute the digest now."""
+        return (
+            self.state == State.RECEIVING
+            and self.final_digest is not None
+            and self.end_adus is not None
+            and self.gaps.cum >= self.end_adus
+        )
+
+    @property
+    def window_limit(self) -> int:
+        if self.end_adus is not None and not self._end_tentative and not self.cfg.in_order:
+            limit = self.end_adus
+        elif self.cfg.in_order:
+            limit = self.consumed + max(1, self.cfg.window_bytes // max(self.adu, 1))
+        else:
+            limit = self.gaps.cum + MAX_AHEAD_ADUS
+        if limit > self._limit:
+            self._limit = limit
+        return self._limit
+
+    # ------------------------------------------------------------ the data path
+
+    def on_data_run(self, first: int, count: int, last_len: int, now: float) -> list[tuple[int, int]]:
+        """DATA for [first, first+count) arrived, all ADUs full but the last (``last_len``).
+
+        The driver has checked header, session and address. Returns the sub-ranges to store.
+        """
+        if self.state != State.RECEIVING:
+            self.stats.duplicates += count
+            return []
+        self._last_heard = now
+        self._data_since_status = True
+        stop = first + count
+        if last_len != self.adu and not self._short_adu_ok(stop - 1, last_len):
+            self.stats.violations += 1
+            stop -= 1
+            if stop <= first:
+                return []
+        if self.end_adus is not None and stop > self.end_adus:
+            self.stats.violations += stop - max(first, self.end_adus)
+            stop = self.end_adus
+        limit = self.window_limit
+        if stop > limit:
+            self.stats.beyond_window += stop - max(first, limit)
+            stop = limit
+        if stop <= first:
+            return []
+        new = self.gaps.add_run(first, stop - first)
+        got = sum(b - a for a, b in new)
+        self.stats.duplicates += stop - first - got
+        self.stats.adus_received += got
+        nbytes = got * self.adu
+        if new and new[-1][1] == stop and last_len != self.adu:
+            nbytes += last_len - self.adu
+        self.stats.bytes_received += nbytes
+        self._rate_bytes += nbytes
+        if self.gaps.highest > self._frontier:
+            self._frontier = self.gaps.highest
+        return new
+
+    def _short_adu_ok(self, index: int, length: int) -> bool:
+        if not 0 < length < self.adu:
+            return False
+        if self.end_adus is not None:
+            total = self.total_bytes or 0
+            return index == self.end_adus - 1 and length == total - index * self.adu
+        if self.gaps.highest > index + 1:
+            return False
+        self.end_adus = index + 1
+        self.total_bytes = index * self.adu + length
+        self._end_tentative = True
+        return True
+
+    def set_consumed(self, n_adus: int) -> None:
+        """The in-order output has taken ADUs [0, n_adus) and no longer holds them."""
+        if n_adus > self.consumed:
+            self.consumed = n_adus
+
+    def verify(self, nbytes: int, digest: bytes, now: float) -> None:
+        """The driver computed the digest of everything written; send the verdict."""
+        if self.state != State.RECEIVING:
+            return
+        if nbytes != self.total_bytes:
+            verdict = wire.Verdict.LENGTH_MISMATCH
+            self.outcome = Outcome(
+                ExitCode.VERIFY_FAILED, f"wrote {nbytes} bytes, the sender sent {self.total_bytes}"
+            )
+        elif digest != self.final_digest:
+            verdict = wire.Verdict.DIGEST_MISMATCH
+            self.outcome = Outcome(ExitCode.VERIFY_FAILED, "the digest of the output does not match the sender's")
+        else:
+            verdict = wire.Verdict.OK
+            self.outcome = Outcome(ExitCode.OK, f"received and verified {nbytes} bytes")
+        self._done = wire.encode_done(wire.Done(self.session_id, verdict, nbytes, digest))
+        self._send(self._done)
+        self.state = State.FINISHED
+        self._linger_until = now + max(LINGER_MIN, 4 * self._srtt)
+
+    def fail_local(self, reason: str, now: float) -> None:
+        """This side cannot go on (output unwritable): tell the peer and stop."""
+        if self.outcome is None:
+            self._abort(wire.AbortCode.LOCAL_IO, reason, Outcome(ExitCode.LOCAL_IO, reason))
+
+    def cancel(self, reason: str) -> None:
+        if self.outcome is None:
+            self._abort(wire.AbortCode.CANCELLED, reason, Outcome(ExitCode.CANCELLED, reason))
+
+    # ------------------------------------------------------------ control messages
+
+    def handle_control(self, buf: bytes | bytearray | memoryview, addr: Addr, now: float) -> None:
+        try:
+            msg = wire.decode_untrusted(buf)
+        except wire.BadPacket:
+            self.stats.malformed += 1
+            return
+        if isinstance(msg, wire.Hello):
+            self._on_hello(msg, addr, now)
+            return
+        if self.state == State.IDLE or msg.session_id != self.session_id or addr != self.peer:
+            self.stats.foreign += 1
+            return
+        if self.state == State.CLOSED:
+            return
+        self._last_heard = now
+        if isinstance(msg, wire.Probe):
+            self._on_probe(msg, now)
+        elif isinstance(msg, wire.Close):
+            if self.state == State.FINISHED:
+                self.state = State.CLOSED
+        elif isinstance(msg, wire.Abort):
+            if self.outcome is None:
+                self.outcome = Outcome(
+                    ExitCode.PEER_ABORTED, f"the sender aborted ({msg.code.name}): {msg.reason}"
+                )
+            self.state = State.CLOSED
+        elif isinstance(msg, wire.Data):
+            # DATA reaches here only through a driver that does not split runs itself.
+            self.stats.violations += 1
+        else:
+            self.stats.violations += 1  # a message only a receiver sends
+
+    def _on_hello(self, msg: wire.Hello, addr: Addr, now: float) -> None:
+        if self.state != State.IDLE:
+            if msg.session_id == self.session_id and addr == self.peer:
+                if self.state == State.RECEIVING:
+                    self._send(self._accept(msg))
+                return
+            self.stats.rejected_hellos += 1
+            self._send_abort_to(msg.session_id, addr, wire.AbortCode.BUSY, "receiver is busy with another transfer")
+            return
+        if msg.tag != self._tag:
+            self.stats.rejected_hellos += 1
+            self._send_abort_to(msg.session_id, addr, wire.AbortCode.CHECKPHRASE_MISMATCH, "checkphrase mismatch")
+            return
+        self.state = State.RECEIVING
+        self.session_id = msg.session_id
+        self.peer = addr
+        self.hello = msg
+        self.adu = msg.adu_size
+        if msg.kind == wire.Kind.FILE:
+            self.total_bytes = msg.total_bytes
+            self.end_adus = -(-msg.total_bytes // msg.adu_size)
+        self._last_heard = now
+        self._round_at = now + MIN_ROUND
+        self._rate_since = now
+        self._send(self._accept(msg))
+
+    def _accept(self, msg: wire.Hello) -> bytes:
+        return wire.encode_accept(wire.Accept(self.session_id, msg.timestamp_us, self.window_limit))
+
+    def _on_probe(self, msg: wire.Probe, now: float) -> None:
+        self._srtt = msg.srtt_us / 1e6
+        self._probe_echo = (msg.timestamp_us, now)
+        if self.state == State.FINISHED:
+            if msg.final and self._done is not None:
+                self._send(self._done)
+                self._linger_until = now + max(LINGER_MIN, 4 * self._srtt)
+            return
+        nxt = min(msg.next_index, self.window_limit)
+        if msg.final:
+            end = -(-msg.total_bytes // self.adu)
+            contradicts = (
+                (self.total_bytes is not None and msg.total_bytes != self.total_bytes)
+                or self.gaps.highest > end
+                or msg.next_index != end
+            )
+            if contradicts:
+                self._abort(
+                    wire.AbortCode.PROTOCOL,
+                    "FINAL contradicts the data or the length announced",
+                    Outcome(ExitCode.PEER_ABORTED, "the sender broke the protocol: inconsistent FINAL"),
+                )
+                return
+            self.total_bytes, self.end_adus, self._end_tentative = msg.total_bytes, end, False
+            self.final_digest = msg.digest
+            nxt = end
+        if nxt > self._frontier:
+            self._frontier = nxt
+        self._send_status(now)
+
+    # ------------------------------------------------------------ timers and output
+
+    def poll(self, now: float) -> list[tuple[bytes, Addr]]:
+        """Control datagrams due at ``now`` with their destinations."""
+        if self.outcome is None or self.state == State.FINISHED:
+            self._timers(now)
+        out, self._out = self._out, []
+        return out
+
+    def _timers(self, now: float) -> None:
+        if self.state == State.IDLE:
+            wait = self.cfg.wait_timeout
+            if wait is not None and now - self._start > wait:
+                self.outcome = Outcome(ExitCode.PEER_UNREACHABLE, f"no sender arrived within {wait:g} s")
+                self.state = State.CLOSED
+            return
+        if self.state == State.FINISHED:
+            if now >= self._linger_until:
+                self.state = State.CLOSED
+            return
+        if now - self._last_heard > self.cfg.timeout:
+            msg = f"the sender went silent for {self.cfg.timeout:g} s"
+            self._abort(wire.AbortCode.TIMEOUT, msg, Outcome(ExitCode.PEER_UNREACHABLE, msg))
+            return
+        if now >= self._round_at:
+            self._nak_round(now)
+        if now >= self._status_at and self._data_since_status:
+            self._send_status(now)
+
+    def _nak_round(self, now: float) -> None:
+        self._round_at = now + max(MIN_ROUND, 2 * self._srtt)
+        below = min(self._nak_below, self.window_limit)
+        self._nak_below = self._frontier
+        if below <= self.gaps.cum:
+            return
+        missing = self.gaps.missing(self.gaps.cum, below)
+        if not missing:
+            return
+        datagrams, covered = wire.encode_naks(self.session_id, missing, MAX_NAK_DATAGRAMS)
+        self.stats.nak_rounds += 1
+        self.stats.naks_sent += len(datagrams)
+        self.stats.adus_nakked += sum(b - a for a, b in missing[:covered])
+        for d in datagrams:
+            self._send(d)
+
+    def _send_status(self, now: float) -> None:
+        elapsed = now - self._rate_since
+        if elapsed >= 0.02:
+            self.stats.receive_rate_Bps = int(self._rate_bytes / elapsed)
+            self._rate_bytes, self._rate_since = 0, now
+        echo_ts, arrived = self._probe_echo
+        delay_us = int((now - arrived) * 1e6) if echo_ts else 0
+        self._send(
+            wire.encode_status(
+                wire.Status(
+                    self.session_id,
+                    self.gaps.cum,
+                    self.gaps.highest,
+                    self.gaps.count,
+                    self.window_limit,
+                    self.stats.receive_rate_Bps,
+                    echo_ts,
+                    min(delay_us, 0xFFFFFFFF),
+                )
+            )
+        )
+        self.stats.status_sent += 1
+        self._status_at = now + STATUS_EVERY
+        self._data_since_status = False
+
+    def next_deadline(self, now: float) -> float:
+        if self.outcome is not None and self.state != State.FINISHED:
+            return now + 3600.0
+        if self.state == State.IDLE:
+            wait = self.cfg.wait_timeout
+            return now + 3600.0 if wait is None else self._start + wait
+        if self.state == State.FINISHED:
+            return self._linger_until
+        t = min(self._last_heard + self.cfg.timeout, self._round_at)
+        if self._data_since_status:
+            t = min(t, self._status_at)
+        return t
+
+    def _send(self, datagram: bytes) -> None:
+        assert self.peer is not None
+        self._out.append((datagram, self.peer))
+
+    def _send_abort_to(self, session_id: int, addr: Addr, code: wire.AbortCode, reason: str) -> None:
+        self._out.append((wire.encode_abort(wire.Abort(session_id, code, reason)), addr))
+
+    def _abort(self, code: wire.AbortCode, reason: str, outcome: Outcome) -> None:
+        d = wire.encode_abort(wire.Abort(self.session_id, code, reason))
+        self._out.extend([(d, self.peer)] * ABORT_COPIES)
+        self.outcome = outcome
+        self.state = State.CLOSED

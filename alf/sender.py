@@ -1,0 +1,379 @@
+"""The sender's protocol state machine (sans-IO; docs/protocol.md §4-§11).
+
+Invariants:
+- No DATA leaves before an ACCEPT echoed our random session id (§4.3 rule 2).
+- Every index below ``next_new`` has been handed out at least once; repairs name only such
+  indices and never one below ``acked``.
+- New data never goes past the receiver's window limit, the known end, or what the source has
+  made available.
+- Every wait is bounded by ``timeout`` of silence from the peer; the outcome is set exactly once.
+The core deals in runs of ADU indices; it never touches payload bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from alf import wire
+from alf.errors import ExitCode, Outcome
+from alf.pacing import Pacer
+
+DEFAULT_RATE_BPS = 800e6
+HELLO_FIRST_RETRY = 0.2
+HELLO_MAX_RETRY = 2.0
+PROBE_MIN, PROBE_MAX = 0.005, 0.2
+FINAL_MIN, FINAL_MAX = 0.02, 1.0
+ABORT_COPIES = 3
+CLOSE_COPIES = 3
+
+
+@dataclass(frozen=True)
+class SenderConfig:
+    adu_size: int = wire.DEFAULT_ADU_SIZE
+    rate_bps: float = DEFAULT_RATE_BPS
+    burst_bytes: int = 0  # 0: 64 datagrams or 1 ms at the rate, whichever is larger
+    checkphrase: str = ""
+    checksum: bool = False
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class Run:
+    """Send ADUs [first, first+count) on path ``path``."""
+
+    first: int
+    count: int
+    path: int
+    repair: bool
+
+
+@dataclass
+class SenderStats:
+    adus_new: int = 0
+    adus_repair: int = 0
+    bytes_sent: int = 0
+    naks_received: int = 0
+    adus_nak_requested: int = 0
+    probes_sent: int = 0
+    hellos_sent: int = 0
+    malformed: int = 0
+    foreign: int = 0
+    unexpected: int = 0
+    dropped_injected: int = 0
+    srtt_ms: float = 0.0
+    acked_adus: int = 0
+    receiver_rate_Bps: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class State(Enum):
+    HANDSHAKE = "handshake"
+    SENDING = "sending"
+    FINISHING = "finishing"
+    DONE = "done"
+
+
+def to_us(now: float) -> int:
+    return int(now * 1e6) & wire.ALL_ONES_64
+
+
+class Sender:
+    def __init__(
+        self,
+        config: SenderConfig,
+        session_id: int,
+        kind: wire.Kind,
+        total_bytes: int | None,
+        now: float,
+        paths: int = 1,
+    ) -> None:
+        if not 1 <= config.adu_size <= wire.MAX_ADU_SIZE:
+            raise ValueError("ADU size out of range")
+        if (kind == wire.Kind.FILE) != (total_bytes is not None):
+            raise ValueError("a file has a length, a stream has none")
+        self.cfg = config
+        self.session_id = session_id
+        self.kind = kind
+        self.paths = list(range(paths))
+        self.state = State.HANDSHAKE
+        self.outcome: Outcome | None = None
+        self.stats = SenderStats()
+        self.adu = config.adu_size
+        self._dgram = wire.DATA_HEADER_SIZE + config.adu_size
+        burst = config.burst_bytes or max(64 * self._dgram, int(config.rate_bps / 8 / 1000))
+        self.pacer = Pacer(config.rate_bps, burst, now)
+        self.total_bytes = total_bytes
+        self.end_adus: int | None = None if total_bytes is None else -(-total_bytes // self.adu)
+        self.available = self.end_adus or 0
+        self.digest: bytes | None = None
+        self.next_new = 0
+        self.acked = 0
+        self.window_limit = 0
+        self._repairs: list[tuple[int, int]] = []  # sorted, disjoint [a, b)
+        self._out: list[bytes] = []
+        self._start = now
+        self._last_heard = now
+        self._hello_at = now
+        self._hello_gap = HELLO_FIRST_RETRY
+        self._probe_at = now
+        self._final_gap = FINAL_MIN
+        self._heard_since_final = False
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+        self._tag = wire.checkphrase_tag(config.checkphrase)
+
+    # ------------------------------------------------------------ input from the source
+
+    def add_available(self, n_adus: int) -> None:
+        """The source can now provide ADUs [0, n_adus)."""
+        if n_adus > self.available:
+            self.available = n_adus
+
+    def set_end(self, total_bytes: int) -> None:
+        """The content is ``total_bytes`` long (a stream reached its end)."""
+        if self.total_bytes is not None and self.total_bytes != total_bytes:
+            raise ValueError("content length changed")
+        self.total_bytes = total_bytes
+        self.end_adus = -(-total_bytes // self.adu)
+        self.available = self.end_adus
+
+    def set_digest(self, digest: bytes) -> None:
+        self.digest = digest
+
+    # ------------------------------------------------------------ outputs
+
+    @property
+    def finished(self) -> bool:
+        return self.outcome is not None and not self._out
+
+    def poll(self, now: float) -> list[bytes]:
+        """Control datagrams due at ``now`` (HELLO, PROBE, CLOSE, ABORT)."""
+        if self.outcome is None:
+            self._timers(now)
+        out, self._out = self._out, []
+        return out
+
+    def _timers(self, now: float) -> None:
+        if now - self._last_heard > self.cfg.timeout:
+            if self.state == State.HANDSHAKE:
+                msg = f"no receiver answered within {self.cfg.timeout:g} s"
+            else:
+                msg = f"the receiver went silent for {self.cfg.timeout:g} s"
+            self._abort(wire.AbortCode.TIMEOUT, msg, Outcome(ExitCode.PEER_UNREACHABLE, msg))
+            return
+        if self.state == State.HANDSHAKE:
+            if now >= self._hello_at:
+                self._out.append(
+                    wire.encode_hello(
+                        wire.Hello(
+                            self.session_id,
+                            self.adu,
+                            self.kind,
+                            wire.UNKNOWN_LENGTH if self.kind == wire.Kind.STREAM else (self.total_bytes or 0),
+                            to_us(now),
+                            self._tag,
+                            checksum=self.cfg.checksum,
+                        )
+                    )
+                )
+                self.stats.hellos_sent += 1
+                self._hello_at = now + self._hello_gap
+                self._hello_gap = min(self._hello_gap * 2, HELLO_MAX_RETRY)
+            return
+        self._maybe_finishing(now)
+        if now >= self._probe_at:
+            final = self.state == State.FINISHING
+            self._out.append(
+                wire.encode_probe(
+                    wire.Probe(
+                        self.session_id,
+                        self.next_new,
+                        to_us(now),
+                        int((self.srtt or 0) * 1e6) & 0xFFFFFFFF,
+                        final,
+                        (self.total_bytes or 0) if final else 0,
+                        (self.digest or bytes(32)) if final else bytes(32),
+                    )
+                )
+            )
+            self.stats.probes_sent += 1
+            if final:
+                if not self._heard_since_final:
+                    self._final_gap = min(self._final_gap * 2, FINAL_MAX)
+                self._heard_since_final = False
+                self._probe_at = now + self._final_gap
+            else:
+                self._probe_at = now + min(max(self.srtt or PROBE_MIN, PROBE_MIN), PROBE_MAX)
+
+    def _maybe_finishing(self, now: float) -> None:
+        if (
+            self.state == State.SENDING
+            and self.end_adus is not None
+            and self.next_new >= self.end_adus
+            and self.digest is not None
+        ):
+            self.state = State.FINISHING
+            self._final_gap = max(2 * (self.srtt or 0), FINAL_MIN)
+            self._heard_since_final = True
+            self._probe_at = now
+
+    def next_run(self, now: float, max_count: int) -> Run | None:
+        """The next run of ADUs to send now, within the pacer's allowance; None if nothing."""
+        if self.state not in (State.SENDING, State.FINISHING) or self.outcome is not None:
+            return None
+        n = min(max_count, int(self.pacer.available(now) // self._dgram))
+        if n <= 0:
+            return None
+        new_limit = self._new_limit()
+        run: Run | None = None
+        if self._repairs:
+            if self.next_new < new_limit:
+                n = max(1, n * 3 // 4)
+            a, b = self._repairs[0]
+            count = min(n, b - a)
+            if a + count == b:
+                self._repairs.pop(0)
+            else:
+                self._repairs[0] = (a + count, b)
+            run = Run(a, count, self.paths[0], True)
+            self.stats.adus_repair += count
+        elif self.next_new < new_limit:
+            count = min(n, new_limit - self.next_new)
+            run = Run(self.next_new, count, self.paths[0], False)
+            self.next_new += count
+            self.stats.adus_new += count
+        if run is None:
+            return None
+        self.pacer.consume(run.count * self._dgram, now)
+        self.stats.bytes_sent += run.count * self._dgram
+        self._maybe_finishing(now)
+        return run
+
+    def _new_limit(self) -> int:
+        limit = min(self.available, self.window_limit)
+        return limit if self.end_adus is None else min(limit, self.end_adus)
+
+    def has_data_to_send(self) -> bool:
+        return bool(self._repairs) or self.next_new < self._new_limit()
+
+    def next_deadline(self, now: float) -> float:
+        """The latest time by which ``poll``/``next_run`` must be called again."""
+        if self.outcome is not None:
+            return now
+        t = self._last_heard + self.cfg.timeout
+        if self.state == State.HANDSHAKE:
+            return min(t, self._hello_at)
+        t = min(t, self._probe_at)
+        if self.has_data_to_send():
+            t = min(t, now + self.pacer.delay_for(self._dgram, now))
+        return t
+
+    # ------------------------------------------------------------ input from the network
+
+    def handle_datagram(self, buf: bytes | bytearray | memoryview, now: float) -> None:
+        try:
+            msg = wire.decode_untrusted(buf)
+        except wire.BadPacket:
+            self.stats.malformed += 1
+            return
+        if msg.session_id != self.session_id:
+            self.stats.foreign += 1
+            return
+        if self.outcome is not None:
+            return
+        if isinstance(msg, wire.Abort):
+            self.outcome = Outcome(
+                ExitCode.PEER_ABORTED, f"the receiver aborted ({msg.code.name}): {msg.reason}"
+            )
+            self.state = State.DONE
+            return
+        if self.state == State.HANDSHAKE:
+            if isinstance(msg, wire.Accept):
+                self._last_heard = now
+                self._rtt_sample(now, msg.echo_timestamp_us, 0)
+                self.window_limit = msg.window_limit
+                self.state = State.SENDING
+                self._probe_at = now
+            else:
+                self.stats.unexpected += 1
+            return
+        self._last_heard = now
+        self._heard_since_final = True
+        if isinstance(msg, wire.Status):
+            self._on_status(msg, now)
+        elif isinstance(msg, wire.Nak):
+            self._on_nak(msg)
+        elif isinstance(msg, wire.Done):
+            if msg.verdict == wire.Verdict.OK:
+                self.outcome = Outcome(ExitCode.OK, "the receiver verified the content")
+            else:
+                self.outcome = Outcome(
+                    ExitCode.VERIFY_FAILED,
+                    f"the receiver reports {msg.verdict.name}: it got {msg.received_bytes} bytes",
+                )
+            self.state = State.DONE
+            self._out.extend([wire.encode_close(wire.Close(self.session_id))] * CLOSE_COPIES)
+        elif not isinstance(msg, wire.Accept):
+            self.stats.unexpected += 1
+
+    def _on_status(self, msg: wire.Status, now: float) -> None:
+        if msg.cum_ack > self.next_new or msg.highest > self.next_new:
+            self.stats.unexpected += 1  # acknowledges what was never sent: ignore it whole
+            return
+        if msg.cum_ack > self.acked:
+            self.acked = msg.cum_ack
+            self.stats.acked_adus = msg.cum_ack
+            while self._repairs and self._repairs[0][1] <= self.acked:
+                self._repairs.pop(0)
+            if self._repairs and self._repairs[0][0] < self.acked:
+                self._repairs[0] = (self.acked, self._repairs[0][1])
+        if msg.window_limit > self.window_limit:
+            self.window_limit = msg.window_limit
+        self.stats.receiver_rate_Bps = msg.receive_rate
+        if msg.echo_timestamp_us:
+            self._rtt_sample(now, msg.echo_timestamp_us, msg.echo_delay_us)
+
+    def _on_nak(self, msg: wire.Nak) -> None:
+        self.stats.naks_received += 1
+        lo, hi = self.acked, self.next_new
+        added = [(max(a, lo), min(b, hi)) for a, b in msg.ranges if a < hi and b > lo]
+        if not added:
+            return
+        self.stats.adus_nak_requested += sum(b - a for a, b in added)
+        merged = sorted(self._repairs + added)
+        out: list[tuple[int, int]] = []
+        for a, b in merged:
+            if out and a <= out[-1][1]:
+                if b > out[-1][1]:
+                    out[-1] = (out[-1][0], b)
+            else:
+                out.append((a, b))
+        self._repairs = out
+
+    def repair_pending(self) -> int:
+        return sum(b - a for a, b in self._repairs)
+
+    def _rtt_sample(self, now: float, echo_us: int, delay_us: int) -> None:
+        sample = (to_us(now) - echo_us - delay_us) / 1e6
+        if not 0 < sample < 60:
+            return
+        if self.srtt is None:
+            self.srtt, self.rttvar = sample, sample / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - sample)
+            self.srtt = 0.875 * self.srtt + 0.125 * sample
+        self.stats.srtt_ms = self.srtt * 1e3
+
+    # ------------------------------------------------------------ local decisions
+
+    def cancel(self, code: wire.AbortCode, reason: str, exit_code: ExitCode) -> None:
+        """End the session from this side (user interrupt, local I/O error)."""
+        if self.outcome is None:
+            self._abort(code, reason, Outcome(exit_code, reason))
+
+    def _abort(self, code: wire.AbortCode, reason: str, outcome: Outcome) -> None:
+        self._out.extend([wire.encode_abort(wire.Abort(self.session_id, code, reason))] * ABORT_COPIES)
+        self.outcome = outcome
+        self.state = State.DONE
+

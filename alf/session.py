@@ -1,0 +1,217 @@
+"""Glue between a protocol core and its data store, still free of I/O.
+
+The sender side turns the core's runs of indices into DATA datagrams (header + payload view,
+ready for a scatter-gather send); the receiver side parses DATA headers, groups consecutive
+indices into runs for the core, and hands the accepted payloads to the sink. Drivers (UDP
+sockets, the simulated network) only move datagrams and read clocks.
+
+Invariant: every incoming datagram is either processed, or counted in exactly one drop
+counter (injected loss, malformed, foreign, bad checksum).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict
+from typing import Any
+
+from alf import wire
+from alf.errors import ExitCode
+from alf.io.sink import Buffer, Sink, SinkError
+from alf.io.source import Source
+from alf.receiver import Addr, Receiver
+from alf.receiver import State as RState
+from alf.sender import Run, Sender
+
+_DATA = wire.MsgType.DATA
+_HDR = wire.DATA_HEADER
+_HDR_SIZE = wire.DATA_HEADER_SIZE
+
+
+class Dropper:
+    """``--drop P --seed N``: drop a seeded random fraction of incoming datagrams."""
+
+    def __init__(self, probability: float, seed: int) -> None:
+        if not 0.0 <= probability < 1.0:
+            raise ValueError("drop probability must be in [0, 1)")
+        self.p = probability
+        self._random = random.Random(seed).random
+
+    def drop(self) -> bool:
+        return self.p > 0.0 and self._random() < self.p
+
+
+class SendSession:
+    def __init__(self, sender: Sender, source: Source, dropper: Dropper | None = None, max_run: int = 64) -> None:
+        self.sender = sender
+        self.source = source
+        self.dropper = dropper
+        self.max_run = max_run
+
+    def on_datagram(self, buf: Buffer, now: float) -> None:
+        if self.dropper is not None and self.dropper.drop():
+            self.sender.stats.dropped_injected += 1
+            return
+        self.sender.handle_datagram(buf, now)
+
+    def _sync_source(self) -> None:
+        s, src = self.sender, self.source
+        s.add_available(src.available())
+        if s.end_adus is None:
+            total = src.total_bytes()
+            if total is not None:
+                s.set_end(total)
+        if s.digest is None:
+            d = src.digest()
+            if d is not None:
+                s.set_digest(d)
+        err = src.error()
+        if err is not None:
+            s.cancel(wire.AbortCode.LOCAL_IO, err, ExitCode.LOCAL_IO)
+
+    def step(self, now: float) -> tuple[list[bytes], Run | None, list[tuple[bytes, Buffer]]]:
+        """Control datagrams due now, and at most one run of DATA datagrams."""
+        self._sync_source()
+        s = self.sender
+        control = s.poll(now)
+        run = s.next_run(now, self.max_run)
+        datagrams: list[tuple[bytes, Buffer]] = []
+        if run is not None:
+            try:
+                payloads = self.source.read(run.first, run.count)
+            except (OSError, KeyError) as e:
+                s.cancel(wire.AbortCode.LOCAL_IO, f"cannot read the input: {e}", ExitCode.LOCAL_IO)
+                return control + s.poll(now), None, []
+            sid = s.session_id
+            pack = wire.pack_data_header
+            if s.cfg.checksum:
+                crc = wire.data_checksum
+                datagrams = [
+                    (pack(sid, i, crc(i, p)), p) for i, p in enumerate(payloads, run.first)
+                ]
+            else:
+                datagrams = [(pack(sid, i, None), p) for i, p in enumerate(payloads, run.first)]
+        self.source.release(s.acked)
+        return control, run, datagrams
+
+    def stats(self) -> dict[str, Any]:
+        s = self.sender
+        out = asdict(s.stats)
+        out.pop("extra")
+        out.update(
+            role="send",
+            state=s.state.value,
+            session=f"{s.session_id:016x}",
+            next_new=s.next_new,
+            total_adus=s.end_adus,
+            repair_pending=s.repair_pending(),
+            rate_bps=s.cfg.rate_bps,
+        )
+        return out
+
+
+class RecvSession:
+    def __init__(self, receiver: Receiver, sink: Sink, dropper: Dropper | None = None) -> None:
+        self.receiver = receiver
+        self.sink = sink
+        self.dropper = dropper
+        self._started = False
+
+    def on_datagrams(self, items: list[tuple[Buffer, Addr]], now: float) -> None:
+        r = self.receiver
+        st = r.stats
+        drop = self.dropper.drop if self.dropper is not None else None
+        run_first = -1
+        run: list[Buffer] = []
+        adu = r.adu
+        for buf, addr in items:
+            st.datagrams += 1
+            if drop is not None and drop():
+                st.dropped_injected += 1
+                continue
+            n = len(buf)
+            if n <= _HDR_SIZE or buf[1] != _DATA:
+                if run:
+                    self._flush(run_first, run, now)
+                    run = []
+                r.handle_control(buf, addr, now)
+                if not self._started and r.hello is not None:
+                    self._start(now)
+                    adu = r.adu
+                continue
+            v, _t, flags, res, aux, sid, index = _HDR.unpack_from(buf, 0)
+            if v != wire.VERSION or res or flags & ~wire.DATA_FLAG_CHECKSUM or (aux and not flags):
+                st.malformed += 1
+                continue
+            if sid != r.session_id or addr != r.peer or r.hello is None:
+                st.foreign += 1
+                continue
+            payload = memoryview(buf)[_HDR_SIZE:]
+            if bool(flags) != r.hello.checksum or n - _HDR_SIZE > adu:
+                st.violations += 1
+                continue
+            if flags and wire.data_checksum(index, payload) != aux:
+                st.bad_checksum += 1
+                continue
+            if run and index == run_first + len(run) and len(run[-1]) == adu:
+                run.append(payload)
+            else:
+                if run:
+                    self._flush(run_first, run, now)
+                run_first, run = index, [payload]
+        if run:
+            self._flush(run_first, run, now)
+        self._after(now)
+
+    def _start(self, now: float) -> None:
+        r = self.receiver
+        assert r.hello is not None
+        self._started = True
+        try:
+            self.sink.start(r.adu, r.total_bytes)
+        except SinkError as e:
+            r.fail_local(str(e), now)
+
+    def _flush(self, first: int, payloads: list[Buffer], now: float) -> None:
+        r = self.receiver
+        new = r.on_data_run(first, len(payloads), len(payloads[-1]), now)
+        try:
+            for a, b in new:
+                self.sink.write_run(a, payloads[a - first : b - first])
+        except SinkError as e:
+            r.fail_local(str(e), now)
+
+    def _after(self, now: float) -> None:
+        r = self.receiver
+        if r.state != RState.RECEIVING or not self._started:
+            return
+        try:
+            r.set_consumed(self.sink.advance(r.gaps.cum))
+            if r.needs_verification:
+                nbytes, digest = self.sink.finish(r.total_bytes or 0)
+                r.verify(nbytes, digest, now)
+        except SinkError as e:
+            r.fail_local(str(e), now)
+
+    def poll(self, now: float) -> list[tuple[bytes, Addr]]:
+        self._after(now)
+        return self.receiver.poll(now)
+
+    def close(self) -> str | None:
+        """Release the output; returns a note for the user (where a partial output is kept)."""
+        ok = self.receiver.outcome is not None and self.receiver.outcome.ok
+        return self.sink.close(ok) if self._started else None
+
+    def stats(self) -> dict[str, Any]:
+        r = self.receiver
+        out = asdict(r.stats)
+        out.update(
+            role="recv",
+            state=r.state.value,
+            session=f"{r.session_id:016x}",
+            cum_ack=r.gaps.cum,
+            highest=r.gaps.highest,
+            total_adus=r.end_adus,
+            consumed=r.consumed,
+        )
+        return out

@@ -1,0 +1,537 @@
+"""Every alf datagram layout, as specified in docs/protocol.md.
+
+Invariants: encoders produce exactly the bytes of the spec; ``decode_untrusted`` accepts only
+datagrams that are well-formed per the spec and raises ``BadPacket`` (and nothing else) for any
+other input. The hot path (DATA) has its own header helpers so a driver can pack and unpack
+runs without building message objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import zlib
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Union
+
+from bitarray import bitarray
+from bitarray.util import intervals
+
+VERSION = 1
+ALL_ONES_64 = 2**64 - 1
+UNKNOWN_LENGTH = ALL_ONES_64
+NO_LIMIT = ALL_ONES_64
+
+MAX_ADU_SIZE = 65000
+DEFAULT_ADU_SIZE = 1428  # 24 DATA + 8 UDP + 40 IPv6 = 1500 (§5)
+HELLO_SIZE = 1200
+MAX_NAK_SIZE = 1400
+MAX_REASON_BYTES = 512
+DIGEST_SIZE = 32
+
+
+class MsgType(IntEnum):
+    HELLO = 1
+    ACCEPT = 2
+    DATA = 3
+    STATUS = 4
+    NAK = 5
+    PROBE = 6
+    DONE = 7
+    CLOSE = 8
+    ABORT = 9
+
+
+class Kind(IntEnum):
+    FILE = 1
+    STREAM = 2
+
+
+class DigestAlg(IntEnum):
+    SHA256 = 1
+
+
+class Verdict(IntEnum):
+    OK = 0
+    DIGEST_MISMATCH = 1
+    LENGTH_MISMATCH = 2
+
+
+class AbortCode(IntEnum):
+    CANCELLED = 1
+    CHECKPHRASE_MISMATCH = 2
+    BUSY = 3
+    UNSUPPORTED = 4
+    PROTOCOL = 5
+    LOCAL_IO = 6
+    TIMEOUT = 7
+
+
+class NakKind(IntEnum):
+    RANGE = 1
+    BITMAP = 2
+
+
+DATA_FLAG_CHECKSUM = 0x01
+PROBE_FLAG_FINAL = 0x01
+HELLO_DATAFLAG_CHECKSUM = 0x01
+
+
+class BadPacket(Exception):
+    """A datagram that is not a well-formed alf message (the only error decoders raise)."""
+
+
+# §2 common header: version u8 | type u8 | flags u8 | reserved u8 (0) | aux u32 | session u64
+COMMON = struct.Struct("!BBBBIQ")
+# §5 DATA: common header + index u64; the payload follows
+DATA_HEADER = struct.Struct("!BBBBIQQ")
+DATA_HEADER_SIZE = DATA_HEADER.size  # 24
+# §4.1 HELLO body: adu_size u32 | kind u8 | digest_alg u8 | data_flags u8 | reserved u8 |
+#                  total_bytes u64 | timestamp_us u64 | checkphrase tag 16s ; then padding
+HELLO_BODY = struct.Struct("!IBBBBQQ16s")
+# §4.2 ACCEPT body: echo_timestamp_us u64 | window_limit u64 | reserved u64 (0)
+ACCEPT_BODY = struct.Struct("!QQQ")
+# §6 STATUS body: cum_ack | highest | received | window_limit | receive_rate | echo_ts (u64 each)
+#                 | echo_delay_us u32 | reserved u32 (0)
+STATUS_BODY = struct.Struct("!QQQQQQII")
+# §7.1 NAK block head: kind u8 | reserved u8 (0) | nbytes u16 | count u32 | start u64
+NAK_BLOCK = struct.Struct("!BBHIQ")
+# §8 PROBE body: next_index u64 | timestamp_us u64 | srtt_us u32 | reserved u32 (0) |
+#                total_bytes u64 | digest 32s
+PROBE_BODY = struct.Struct("!QQIIQ32s")
+# §9 DONE body: received_bytes u64 | digest 32s
+DONE_BODY = struct.Struct("!Q32s")
+# §10 ABORT body: reason length u16; the UTF-8 reason follows
+ABORT_BODY = struct.Struct("!H")
+
+_HEAD = COMMON.size  # 16
+
+
+def checkphrase_tag(phrase: str) -> bytes:
+    """§4.1: a 16-byte tag of the checkphrase (a guard against the wrong peer, not security)."""
+    return hashlib.blake2b(phrase.encode(), digest_size=16, person=b"alf-checkphrase").digest()
+
+
+def data_checksum(index: int, payload: bytes | memoryview) -> int:
+    """§5: CRC-32 of the payload seeded with the index, so a misplaced payload fails too."""
+    return zlib.crc32(payload, index & 0xFFFFFFFF)
+
+
+@dataclass(frozen=True)
+class Hello:
+    session_id: int
+    adu_size: int
+    kind: Kind
+    total_bytes: int
+    timestamp_us: int
+    tag: bytes
+    digest_alg: DigestAlg = DigestAlg.SHA256
+    checksum: bool = False
+
+
+@dataclass(frozen=True)
+class Accept:
+    session_id: int
+    echo_timestamp_us: int
+    window_limit: int
+
+
+@dataclass(frozen=True)
+class Status:
+    session_id: int
+    cum_ack: int
+    highest: int
+    received: int
+    window_limit: int
+    receive_rate: int
+    echo_timestamp_us: int
+    echo_delay_us: int
+
+
+@dataclass(frozen=True)
+class Nak:
+    """Missing ADUs as sorted, disjoint half-open ranges [start, stop)."""
+
+    session_id: int
+    ranges: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class Probe:
+    session_id: int
+    next_index: int
+    timestamp_us: int
+    srtt_us: int
+    final: bool = False
+    total_bytes: int = 0
+    digest: bytes = bytes(DIGEST_SIZE)
+
+
+@dataclass(frozen=True)
+class Done:
+    session_id: int
+    verdict: Verdict
+    received_bytes: int
+    digest: bytes
+
+
+@dataclass(frozen=True)
+class Close:
+    session_id: int
+
+
+@dataclass(frozen=True)
+class Abort:
+    session_id: int
+    code: AbortCode
+    reason: str
+
+
+@dataclass(frozen=True)
+class Data:
+    """A decoded DATA datagram; the hot path uses ``unpack_data_header`` instead."""
+
+    session_id: int
+    index: int
+    payload: bytes
+    checksum: int | None = None
+
+
+Message = Union[Hello, Accept, Status, Nak, Probe, Done, Close, Abort, Data]
+
+
+# ---------------------------------------------------------------- encoders
+
+
+def encode_hello(m: Hello) -> bytes:
+    body = HELLO_BODY.pack(
+        m.adu_size,
+        m.kind,
+        m.digest_alg,
+        HELLO_DATAFLAG_CHECKSUM if m.checksum else 0,
+        0,
+        m.total_bytes,
+        m.timestamp_us,
+        m.tag,
+    )
+    out = COMMON.pack(VERSION, MsgType.HELLO, 0, 0, 0, m.session_id) + body
+    return out + bytes(HELLO_SIZE - len(out))
+
+
+def encode_accept(m: Accept) -> bytes:
+    return COMMON.pack(VERSION, MsgType.ACCEPT, 0, 0, 0, m.session_id) + ACCEPT_BODY.pack(
+        m.echo_timestamp_us, m.window_limit, 0
+    )
+
+
+def encode_status(m: Status) -> bytes:
+    return COMMON.pack(VERSION, MsgType.STATUS, 0, 0, 0, m.session_id) + STATUS_BODY.pack(
+        m.cum_ack,
+        m.highest,
+        m.received,
+        m.window_limit,
+        m.receive_rate,
+        m.echo_timestamp_us,
+        m.echo_delay_us,
+        0,
+    )
+
+
+def encode_probe(m: Probe) -> bytes:
+    flags = PROBE_FLAG_FINAL if m.final else 0
+    return COMMON.pack(VERSION, MsgType.PROBE, flags, 0, 0, m.session_id) + PROBE_BODY.pack(
+        m.next_index, m.timestamp_us, m.srtt_us, 0, m.total_bytes, m.digest
+    )
+
+
+def encode_done(m: Done) -> bytes:
+    return COMMON.pack(VERSION, MsgType.DONE, 0, 0, m.verdict, m.session_id) + DONE_BODY.pack(
+        m.received_bytes, m.digest
+    )
+
+
+def encode_close(m: Close) -> bytes:
+    return COMMON.pack(VERSION, MsgType.CLOSE, 0, 0, 0, m.session_id)
+
+
+def encode_abort(m: Abort) -> bytes:
+    reason = m.reason.encode("utf-8", "replace")[:MAX_REASON_BYTES]
+    # Cutting may split a multi-byte character; the decoder must accept what we send.
+    reason = reason.decode("utf-8", "ignore").encode()
+    return (
+        COMMON.pack(VERSION, MsgType.ABORT, 0, 0, m.code, m.session_id)
+        + ABORT_BODY.pack(len(reason))
+        + reason
+    )
+
+
+def encode_data(m: Data) -> bytes:
+    return pack_data_header(m.session_id, m.index, m.checksum) + m.payload
+
+
+def pack_data_header(session_id: int, index: int, checksum: int | None) -> bytes:
+    if checksum is None:
+        return DATA_HEADER.pack(VERSION, MsgType.DATA, 0, 0, 0, session_id, index)
+    return DATA_HEADER.pack(VERSION, MsgType.DATA, DATA_FLAG_CHECKSUM, 0, checksum, session_id, index)
+
+
+def encode_naks(
+    session_id: int, ranges: list[tuple[int, int]], max_datagrams: int
+) -> tuple[list[bytes], int]:
+    """§7.1: encode sorted disjoint missing ranges into at most ``max_datagrams`` NAKs.
+
+    Returns the datagrams and how many of the ranges they cover completely (the rest wait a
+    round). Consecutive ranges share one BITMAP block whenever that is smaller than naming
+    each as a RANGE.
+    """
+    todo = list(ranges)
+    out: list[bytes] = []
+    blocks: list[bytes] = []
+    size = _HEAD
+    i, n = 0, len(todo)
+    max_bits = (MAX_NAK_SIZE - _HEAD - NAK_BLOCK.size) * 8
+    while i < n:
+        start, stop = todo[i]
+        j = i  # grow a BITMAP group [i, j] while it beats separate RANGE blocks
+        while j + 1 < n:
+            group_stop = todo[j + 1][1]
+            if group_stop - start > max_bits:
+                break
+            if NAK_BLOCK.size + (group_stop - start + 7) // 8 > (j + 2 - i) * NAK_BLOCK.size:
+                break
+            j += 1
+        if j > i:
+            nbits = todo[j][1] - start
+            bits = bitarray(nbits, endian="big")
+            bits.setall(0)
+            for a, b in todo[i : j + 1]:
+                bits[a - start : b - start] = 1
+            payload = bits.tobytes()
+            block = NAK_BLOCK.pack(NakKind.BITMAP, 0, len(payload), nbits, start) + payload
+        else:
+            block = NAK_BLOCK.pack(NakKind.RANGE, 0, 0, min(stop - start, 0xFFFFFFFF), start)
+        if size + len(block) > MAX_NAK_SIZE:
+            out.append(_nak_datagram(session_id, blocks))
+            blocks, size = [], _HEAD
+            if len(out) == max_datagrams:
+                return out, i
+            continue
+        blocks.append(block)
+        size += len(block)
+        if j == i and stop - start > 0xFFFFFFFF:
+            todo[i] = (start + 0xFFFFFFFF, stop)  # longer than one block: the rest goes next
+        else:
+            i = j + 1
+    if blocks:
+        out.append(_nak_datagram(session_id, blocks))
+    return out, i
+
+
+def _nak_datagram(session_id: int, blocks: list[bytes]) -> bytes:
+    return COMMON.pack(VERSION, MsgType.NAK, 0, 0, len(blocks), session_id) + b"".join(blocks)
+
+
+def encode(m: Message) -> bytes:
+    """Encode any message (NAKs must fit one datagram)."""
+    if isinstance(m, Hello):
+        return encode_hello(m)
+    if isinstance(m, Accept):
+        return encode_accept(m)
+    if isinstance(m, Status):
+        return encode_status(m)
+    if isinstance(m, Probe):
+        return encode_probe(m)
+    if isinstance(m, Done):
+        return encode_done(m)
+    if isinstance(m, Close):
+        return encode_close(m)
+    if isinstance(m, Abort):
+        return encode_abort(m)
+    if isinstance(m, Data):
+        return encode_data(m)
+    datagrams, covered = encode_naks(m.session_id, list(m.ranges), 1)
+    if covered != len(m.ranges):
+        raise ValueError("NAK does not fit one datagram")
+    return datagrams[0]
+
+
+# ---------------------------------------------------------------- decoders
+
+
+def unpack_data_header(buf: bytes | bytearray | memoryview, offset: int = 0) -> tuple[int, int, int, int, int, int, int]:
+    """Raw DATA header fields (version, type, flags, reserved, aux, session, index); no checks."""
+    return DATA_HEADER.unpack_from(buf, offset)
+
+
+def peek_header_untrusted(buf: bytes | bytearray | memoryview) -> tuple[int, int]:
+    """(type, session_id) of a datagram, after the §2 checks common to all types."""
+    if len(buf) < _HEAD:
+        raise BadPacket("shorter than the common header")
+    version, mtype, _flags, reserved, _aux, session = COMMON.unpack_from(buf, 0)
+    if version != VERSION:
+        raise BadPacket(f"unknown version {version}")
+    if reserved != 0:
+        raise BadPacket("reserved header byte is not zero")
+    if not 1 <= mtype <= 9:
+        raise BadPacket(f"unknown type {mtype}")
+    return mtype, session
+
+
+def decode_untrusted(buf: bytes | bytearray | memoryview) -> Message:
+    """Decode one datagram from the network. Raises only ``BadPacket``."""
+    mtype, session = peek_header_untrusted(buf)
+    _v, _t, flags, _r, aux, _s = COMMON.unpack_from(buf, 0)
+    n = len(buf)
+    if session == 0:
+        raise BadPacket("session id 0")
+    if mtype == MsgType.DATA:
+        if n <= DATA_HEADER_SIZE:
+            raise BadPacket("DATA without payload")
+        if n - DATA_HEADER_SIZE > MAX_ADU_SIZE:
+            raise BadPacket("DATA payload too long")
+        if flags & ~DATA_FLAG_CHECKSUM:
+            raise BadPacket("unknown DATA flags")
+        if not flags and aux:
+            raise BadPacket("DATA aux without CHECKSUM")
+        (index,) = struct.unpack_from("!Q", buf, _HEAD)
+        return Data(session, index, bytes(buf[DATA_HEADER_SIZE:]), aux if flags else None)
+    if mtype == MsgType.NAK:
+        return _decode_nak(buf, flags, aux, session)
+    if mtype == MsgType.ABORT:
+        if flags:
+            raise BadPacket("ABORT flags")
+        if n < _HEAD + ABORT_BODY.size:
+            raise BadPacket("truncated ABORT")
+        (m,) = ABORT_BODY.unpack_from(buf, _HEAD)
+        if m > MAX_REASON_BYTES or n != _HEAD + ABORT_BODY.size + m:
+            raise BadPacket("ABORT length mismatch")
+        try:
+            code = AbortCode(aux)
+            reason = bytes(buf[_HEAD + ABORT_BODY.size :]).decode("utf-8")
+        except ValueError as e:  # UnicodeDecodeError is a ValueError
+            raise BadPacket(f"bad ABORT: {e}") from None
+        return Abort(session, code, reason)
+    if mtype == MsgType.DONE:
+        if flags:
+            raise BadPacket("DONE flags")
+        if n != _HEAD + DONE_BODY.size:
+            raise BadPacket("DONE length")
+        try:
+            verdict = Verdict(aux)
+        except ValueError:
+            raise BadPacket(f"unknown verdict {aux}") from None
+        received, digest = DONE_BODY.unpack_from(buf, _HEAD)
+        return Done(session, verdict, received, digest)
+    if aux:
+        raise BadPacket("aux must be zero for this type")
+    if mtype == MsgType.HELLO:
+        if flags:
+            raise BadPacket("HELLO flags")
+        if n != HELLO_SIZE:
+            raise BadPacket("HELLO must be exactly 1200 bytes")
+        adu, kind, alg, dflags, res, total, ts, tag = HELLO_BODY.unpack_from(buf, _HEAD)
+        if res or dflags & ~HELLO_DATAFLAG_CHECKSUM:
+            raise BadPacket("HELLO reserved bits")
+        if any(buf[_HEAD + HELLO_BODY.size :]):
+            raise BadPacket("HELLO padding is not zero")
+        try:
+            kind_e, alg_e = Kind(kind), DigestAlg(alg)
+        except ValueError:
+            raise BadPacket("unknown HELLO kind or digest") from None
+        if not 1 <= adu <= MAX_ADU_SIZE:
+            raise BadPacket("ADU size out of range")
+        if kind_e == Kind.STREAM and total != UNKNOWN_LENGTH:
+            raise BadPacket("stream with a length")
+        if kind_e == Kind.FILE and total == UNKNOWN_LENGTH:
+            raise BadPacket("file without a length")
+        return Hello(session, adu, kind_e, total, ts, tag, alg_e, bool(dflags))
+    if mtype == MsgType.ACCEPT:
+        if flags or n != _HEAD + ACCEPT_BODY.size:
+            raise BadPacket("bad ACCEPT")
+        ts, limit, res = ACCEPT_BODY.unpack_from(buf, _HEAD)
+        if res:
+            raise BadPacket("ACCEPT reserved")
+        return Accept(session, ts, limit)
+    if mtype == MsgType.STATUS:
+        if flags or n != _HEAD + STATUS_BODY.size:
+            raise BadPacket("bad STATUS")
+        cum, high, rec, limit, rate, ets, edelay, res = STATUS_BODY.unpack_from(buf, _HEAD)
+        if res:
+            raise BadPacket("STATUS reserved")
+        if cum > high or rec > high or cum > rec:
+            raise BadPacket("STATUS counters inconsistent")
+        return Status(session, cum, high, rec, limit, rate, ets, edelay)
+    if mtype == MsgType.PROBE:
+        if flags & ~PROBE_FLAG_FINAL or n != _HEAD + PROBE_BODY.size:
+            raise BadPacket("bad PROBE")
+        nxt, ts, srtt, res, total, digest = PROBE_BODY.unpack_from(buf, _HEAD)
+        final = bool(flags & PROBE_FLAG_FINAL)
+        if res:
+            raise BadPacket("PROBE reserved")
+        if not final and (total or any(digest)):
+            raise BadPacket("PROBE length or digest without FINAL")
+        return Probe(session, nxt, ts, srtt, final, total, digest)
+    # CLOSE is the only type left (peek_header_untrusted rejected unknown types).
+    if flags or n != _HEAD:
+        raise BadPacket("bad CLOSE")
+    return Close(session)
+
+
+def _decode_nak(buf: bytes | bytearray | memoryview, flags: int, nblocks: int, session: int) -> Nak:
+    if flags:
+        raise BadPacket("NAK flags")
+    if nblocks == 0:
+        raise BadPacket("NAK without blocks")
+    n = len(buf)
+    if n > MAX_NAK_SIZE:
+        raise BadPacket("NAK too long")
+    pos = _HEAD
+    ranges: list[tuple[int, int]] = []
+    last_stop = -1
+    for _ in range(nblocks):
+        if pos + NAK_BLOCK.size > n:
+            raise BadPacket("truncated NAK block")
+        kind, res, nbytes, count, start = NAK_BLOCK.unpack_from(buf, pos)
+        pos += NAK_BLOCK.size
+        if res or count == 0:
+            raise BadPacket("bad NAK block head")
+        if start < last_stop:
+            raise BadPacket("NAK blocks overlap or are unordered")
+        if start + count > ALL_ONES_64:
+            raise BadPacket("NAK range past the index space")
+        if kind == NakKind.RANGE:
+            if nbytes:
+                raise BadPacket("RANGE with bytes")
+            _append_range(ranges, start, start + count)
+        elif kind == NakKind.BITMAP:
+            if nbytes != (count + 7) // 8 or pos + nbytes > n:
+                raise BadPacket("BITMAP length")
+            bits = bytes(buf[pos : pos + nbytes])
+            pos += nbytes
+            pad = nbytes * 8 - count
+            if pad and bits[-1] & ((1 << pad) - 1):
+                raise BadPacket("BITMAP padding bits set")
+            _bitmap_ranges(ranges, start, bits, count)
+        else:
+            raise BadPacket(f"unknown NAK block kind {kind}")
+        last_stop = start + count
+    if pos != n:
+        raise BadPacket("trailing bytes after NAK blocks")
+    return Nak(session, tuple(ranges))
+
+
+def _append_range(ranges: list[tuple[int, int]], a: int, b: int) -> None:
+    if ranges and ranges[-1][1] == a:
+        ranges[-1] = (ranges[-1][0], b)
+    else:
+        ranges.append((a, b))
+
+
+def _bitmap_ranges(ranges: list[tuple[int, int]], start: int, bits: bytes, count: int) -> None:
+    ba = bitarray(endian="big")
+    ba.frombytes(bits)
+    del ba[count:]
+    for value, a, b in intervals(ba):
+        if value:
+            _append_range(ranges, start + a, start + b)
