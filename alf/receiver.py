@@ -400,7 +400,8 @@ class Receiver:
         self._out.append((wire.encode_abort(wire.Abort(session_id, code, reason)), addr))
 
     def _abort(self, code: wire.AbortCode, reason: str, outcome: Outcome) -> None:
-        d = wire.encode_abort(wire.Abort(self.session_id, code, reason))
-        self._out.extend([(d, self.peer)] * ABORT_COPIES)
+        if self.peer is not None:
+            d = wire.encode_abort(wire.Abort(self.session_id, code, reason))
+            self._out.extend([(d, self.peer)] * ABORT_COPIES)
         self.outcome = outcome
         self.state = State.CLOSED

@@ -145,13 +145,13 @@ class StreamSource:
 
     # -- reader side
     def feed(self, chunk: bytes) -> None:
+        self._hash.update(chunk)
         if self._partial:
             self._partial += chunk
             data: Buffer = bytes(self._partial)
             self._partial = bytearray()
         else:
             data = chunk
-        self._hash.update(data)
         a = self.adu_size
         full = len(data) // a
         view = memoryview(data)

@@ -1,0 +1,359 @@
+"""The ``alf`` command: option parsing, signals, reporting; hands off to the drivers.
+
+Invariant: the process exits 0 only when the peer's verdict (or our own, on the receiving
+side) says the whole content arrived and its digest matched; every other ending maps to one
+``ExitCode``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import stat
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+from typing import IO, Any
+
+import click
+
+from alf import __version__, wire
+from alf.errors import ExitCode, Outcome
+from alf.io.sink import FdWriter, FileBackend, OffsetSink, OrderedSink, Sink, SinkError
+from alf.io.source import FileSource, Source, StreamSource, pump_stream
+from alf.io.udp import DriverError, Hooks, receiver_socket, run_receiver, run_sender, sender_socket
+from alf.receiver import Receiver, ReceiverConfig
+from alf.sender import DEFAULT_RATE_BPS, Sender, SenderConfig
+from alf.session import Dropper, RecvSession, SendSession
+
+EXIT_CODES_HELP = """\b
+Exit status:
+  0    the whole content arrived and was verified end to end
+  1    internal error (a bug in alf)
+  2    usage error (wrong options or arguments)
+  3    peer unreachable: no answer, or silent for --timeout
+  4    aborted by the peer (checkphrase mismatch, busy, its own error)
+  5    verification failed (length or digest mismatch)
+  6    local I/O error (input missing, output exists, disk full)
+  130  interrupted (SIGINT/SIGTERM)"""
+
+RATE_UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
+SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def _number(text: str, units: dict[str, float], what: str) -> float:
+    t = text.strip().lower()
+    for suffix in ("bit/s", "bps", "b/s", "ib", "b"):
+        if t.endswith(suffix) and len(t) > len(suffix):
+            t = t[: -len(suffix)]
+            break
+    unit = t[-1:] if t[-1:] in units and t[-1:] != "" else ""
+    digits = t[: -1] if unit else t
+    try:
+        value = float(digits) * units[unit]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a {what} (examples: 800M, 1.5G, 200k)") from None
+    if value <= 0:
+        raise click.BadParameter(f"{what} must be positive")
+    return value
+
+
+class RateType(click.ParamType):
+    name = "RATE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        return value if isinstance(value, float) else _number(str(value), RATE_UNITS, "rate")
+
+
+class SizeType(click.ParamType):
+    name = "SIZE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        return value if isinstance(value, int) else int(_number(str(value), SIZE_UNITS, "size"))
+
+
+def _human(nbytes: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(nbytes) < 1024 or unit == "TiB":
+            return f"{nbytes:.1f} {unit}" if unit != "B" else f"{int(nbytes)} B"
+        nbytes /= 1024
+    return f"{nbytes:.1f} TiB"
+
+
+@dataclass
+class Common:
+    verbose: bool
+    stats_json: str | None
+    progress: bool | None
+    timeout: float | None
+    drop: float
+    seed: int
+    checkphrase: str
+
+
+class Reporter:
+    """Progress on stderr, JSON stats lines, and live stats on SIGUSR1/SIGINFO."""
+
+    def __init__(self, common: Common, stats: Callable[[], dict[str, Any]], role: str) -> None:
+        self.stats = stats
+        self.role = role
+        self.verbose = common.verbose
+        self.progress = sys.stderr.isatty() if common.progress is None else common.progress
+        self.json_file: IO[str] | None = None
+        if common.stats_json:
+            try:
+                self.json_file = open(common.stats_json, "a", buffering=1)  # noqa: SIM115
+            except OSError as e:
+                raise LocalError(f"cannot open {common.stats_json}: {e.strerror}") from None
+        self.start = time.monotonic()
+        self._next_json = self.start
+        self._next_progress = self.start
+        self.show_now = False
+        self.cancel = False
+        self.cancel_signal = 0
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+
+    def install_signals(self) -> None:
+        def on_stats(signum: int, frame: FrameType | None) -> None:
+            self.show_now = True
+
+        def on_stop(signum: int, frame: FrameType | None) -> None:
+            if self.cancel:  # a second interrupt: leave at once
+                os._exit(ExitCode.CANCELLED)
+            self.cancel = True
+            self.cancel_signal = signum
+
+        signal.signal(signal.SIGUSR1, on_stats)
+        if hasattr(signal, "SIGINFO"):
+            signal.signal(signal.SIGINFO, on_stats)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        s = self.stats()
+        s["elapsed_s"] = round(now - self.start, 6)
+        s["time"] = round(time.time(), 3)
+        return s
+
+    def tick(self, now: float) -> None:
+        if self.show_now:
+            self.show_now = False
+            print(f"alf {self.role}: " + json.dumps(self.snapshot(now)), file=sys.stderr, flush=True)
+        if self.json_file is not None and now >= self._next_json:
+            self._next_json = now + 1.0
+            self.json_file.write(json.dumps(self.snapshot(now)) + "\n")
+        if self.progress and now >= self._next_progress:
+            self._next_progress = now + 0.5
+            s = self.stats()
+            nbytes = s.get("bytes_received", s.get("bytes_sent", 0))
+            rate = nbytes / max(now - self.start, 1e-9)
+            print(
+                f"\ralf {self.role}: {_human(nbytes)}  {rate * 8 / 1e6:.0f} Mbit/s  [{s['state']}]   ",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def finish(self, outcome: Outcome) -> None:
+        now = time.monotonic()
+        final = self.snapshot(now)
+        final["final"] = True
+        final["exit_code"] = int(outcome.code)
+        final["result"] = outcome.message
+        if self.json_file is not None:
+            self.json_file.write(json.dumps(final) + "\n")
+            self.json_file.close()
+        if self.progress:
+            print(file=sys.stderr)
+        if self.verbose:
+            print(f"alf {self.role}: " + json.dumps(final), file=sys.stderr)
+
+
+class LocalError(Exception):
+    """A local problem before the transfer starts (missing input, existing output)."""
+
+
+def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--bind", metavar="ADDR", default=None, help="Local address to use."),
+        click.option("--checkphrase", default="", metavar="WORD",
+                     help="Both sides must give the same word (guards against a stale or wrong peer; not security)."),
+        click.option("-v", "--verbose", is_flag=True, help="Report the session and the final statistics on stderr."),
+        click.option("--stats-json", metavar="PATH", default=None,
+                     help="Append one JSON object of statistics per second, and one at the end, to PATH."),
+        click.option("--progress/--no-progress", default=None, help="Progress on stderr [default: when it is a terminal]."),
+        click.option("--timeout", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
+                     help="Give up when the peer is silent this long [default: 30; the receiver waits for its "
+                          "first sender without limit unless this is given]."),
+        click.option("--drop", type=click.FloatRange(0.0, 0.99), default=0.0, metavar="P",
+                     help="Fault injection: drop this fraction of incoming datagrams."),
+        click.option("--seed", type=int, default=1, show_default=True, help="Seed for --drop."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP)
+@click.version_option(__version__, prog_name="alf")
+def main() -> None:
+    """alf: move files and pipes over UDP, intact and fast, as easily as netcat.
+
+    \b
+      alf recv 8834 > out.bin            receive a stream to stdout, in order
+      cat big.tar | alf send HOST 8834   send stdin (length unknown)
+      alf recv 8834 -o disk.img          receive a file, written at offsets
+      alf send HOST 8834 disk.img        send a file
+      alf demo                           a verified transfer on this machine, with loss
+    """
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@click.argument("host")
+@click.argument("port", type=click.IntRange(1, 65535))
+@click.argument("file", required=False, default="-")
+@click.option("--rate", type=RateType(), default=DEFAULT_RATE_BPS, show_default="800M",
+              help="Pacing rate in bits/s (k/M/G suffixes). The default leaves headroom on a 1 Gbit/s link; "
+                   "raise it on faster paths, lower it on slower ones.")
+@click.option("--adu-size", type=click.IntRange(1, wire.MAX_ADU_SIZE), default=wire.DEFAULT_ADU_SIZE,
+              show_default=True, help="Payload bytes per datagram (the default fits a 1500-byte MTU, IPv4 or IPv6).")
+@click.option("--checksum", is_flag=True, help="Add a CRC-32 to every datagram, on top of UDP's checksum.")
+@click.option("--window", type=SizeType(), default="256M", show_default=True,
+              help="Pipe mode: unacknowledged data kept for repair (stdin is not read while it is full).")
+@_common_options
+def send(host: str, port: int, file: str, rate: float, adu_size: int, checksum: bool, window: int,
+         bind: str | None, **kw: Any) -> None:
+    """Send FILE (or stdin, '-') to an `alf recv` at HOST PORT."""
+    common = Common(**kw)
+    sys.exit(_send(host, port, file, rate, adu_size, checksum, window, bind, common))
+
+
+def _send(host: str, port: int, file: str, rate: float, adu_size: int, checksum: bool, window: int,
+          bind: str | None, common: Common) -> int:
+    source: Source
+    kind = wire.Kind.STREAM
+    total: int | None = None
+    fd = 0
+    stop = threading.Event()
+    if file != "-":
+        try:
+            st = os.stat(file)
+            if stat.S_ISREG(st.st_mode):
+                source = FileSource(file, adu_size)
+                kind, total = wire.Kind.FILE, source.total_bytes()
+            else:
+                fd = os.open(file, os.O_RDONLY)
+        except OSError as e:
+            return _fail("send", Outcome(ExitCode.LOCAL_IO, f"cannot read {file}: {e.strerror}"))
+    try:
+        sock = sender_socket(host, port, bind)
+    except DriverError as e:
+        return _fail("send", Outcome(ExitCode.PEER_UNREACHABLE, str(e)))
+    now = time.monotonic()
+    cfg = SenderConfig(adu_size=adu_size, rate_bps=rate, checkphrase=common.checkphrase, checksum=checksum,
+                       timeout=common.timeout or 30.0)
+    sender = Sender(cfg, secrets.randbits(64) or 1, kind, total, now)
+    try:
+        if kind == wire.Kind.STREAM:
+            source = StreamSource(adu_size, max(1, window // adu_size))
+        session = SendSession(sender, source, Dropper(common.drop, common.seed) if common.drop else None)
+        reporter = Reporter(common, session.stats, "send")
+    except LocalError as e:
+        return _fail("send", Outcome(ExitCode.LOCAL_IO, str(e)))
+    reporter.install_signals()
+    if isinstance(source, StreamSource):
+        threading.Thread(target=pump_stream, args=(source, fd, reporter.wake_w, stop), name="alf-stdin",
+                         daemon=True).start()
+    if common.verbose:
+        what = f"{file} ({_human(total or 0)})" if kind == wire.Kind.FILE else "a stream"
+        print(f"alf send: {what} to {host} port {port}, session {sender.session_id:016x}", file=sys.stderr)
+    hooks = Hooks(tick=reporter.tick, cancelled=lambda: reporter.cancel, wake_fd=reporter.wake_r)
+    try:
+        outcome = run_sender(session, sock, hooks)
+    finally:
+        stop.set()
+        sock.close()
+    reporter.finish(outcome)
+    return _fail("send", outcome) if not outcome.ok else 0
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@click.argument("port", type=click.IntRange(0, 65535))
+@click.option("-o", "--output", metavar="FILE", default=None,
+              help="Write to FILE at offsets (via FILE.alf-partial, renamed once verified) instead of stdout.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output.")
+@click.option("--keep-partial", is_flag=True, help="On failure, keep FILE.alf-partial instead of deleting it.")
+@click.option("--window", type=SizeType(), default="256M", show_default=True,
+              help="Pipe mode: data that arrived beyond a gap and waits to be written to stdout.")
+@_common_options
+def recv(port: int, output: str | None, force: bool, keep_partial: bool, window: int, bind: str | None,
+         **kw: Any) -> None:
+    """Receive one transfer on PORT; write it to stdout (in order) or to -o FILE."""
+    common = Common(**kw)
+    sys.exit(_recv(port, output, force, keep_partial, window, bind, common))
+
+
+def _recv(port: int, output: str | None, force: bool, keep_partial: bool, window: int, bind: str | None,
+          common: Common) -> int:
+    sink: Sink
+    try:
+        if output is not None and output != "-":
+            sink = OffsetSink(FileBackend(output, force), keep_partial=keep_partial)
+        else:
+            sink = OrderedSink(FdWriter(sys.stdout.fileno()))
+    except SinkError as e:
+        return _fail("recv", Outcome(ExitCode.LOCAL_IO, str(e)))
+    try:
+        sock = receiver_socket(bind, port)
+    except DriverError as e:
+        sink.close(False)
+        return _fail("recv", Outcome(ExitCode.LOCAL_IO, str(e)))
+    cfg = ReceiverConfig(checkphrase=common.checkphrase, in_order=sink.in_order, window_bytes=window,
+                         timeout=common.timeout or 30.0, wait_timeout=common.timeout)
+    receiver = Receiver(cfg, time.monotonic())
+    session = RecvSession(receiver, sink, Dropper(common.drop, common.seed) if common.drop else None)
+    try:
+        reporter = Reporter(common, session.stats, "recv")
+    except LocalError as e:
+        sink.close(False)
+        return _fail("recv", Outcome(ExitCode.LOCAL_IO, str(e)))
+    reporter.install_signals()
+    if common.verbose:
+        print(f"alf recv: listening on port {sock.getsockname()[1]}", file=sys.stderr)
+    hooks = Hooks(tick=reporter.tick, cancelled=lambda: reporter.cancel, wake_fd=reporter.wake_r)
+    try:
+        outcome = run_receiver(session, sock, hooks)
+    finally:
+        sock.close()
+        note = session.close()
+    reporter.finish(outcome)
+    if note:
+        print(f"alf recv: {note}", file=sys.stderr)
+    return _fail("recv", outcome) if not outcome.ok else 0
+
+
+def _fail(role: str, outcome: Outcome) -> int:
+    if not outcome.ok:
+        print(f"alf {role}: error: {outcome.message}", file=sys.stderr)
+    return int(outcome.code)
+
+
+@main.command()
+@click.option("--size", type=SizeType(), default="64M", show_default=True, help="Bytes of random data to send.")
+@click.option("--drop", type=click.FloatRange(0.0, 0.5), default=0.05, show_default=True,
+              help="Fraction of datagrams the receiver drops on purpose.")
+@click.option("--rate", type=RateType(), default=2e9, show_default="2G", help="Sender pacing rate.")
+@click.option("--pipe", is_flag=True, help="Send through a pipe (stream mode) instead of as a file.")
+def demo(size: int, drop: float, rate: float, pipe: bool) -> None:
+    """Send random data over loopback with loss injected, and verify it independently."""
+    from alf.demo import run_demo
+
+    sys.exit(run_demo(size, drop, rate, pipe))
