@@ -24,7 +24,6 @@ from alf.gapmap import GapMap
 
 MIN_ROUND = 0.010
 STATUS_EVERY = 0.050
-LINGER_MIN = 1.0
 MAX_NAK_DATAGRAMS = 64
 MAX_AHEAD_ADUS = 1 << 26  # output written at offsets: bound on how far ahead of cum we accept
 ABORT_COPIES = 3
@@ -205,7 +204,7 @@ class Receiver:
         self._done = wire.encode_done(wire.Done(self.session_id, verdict, nbytes, digest))
         self._send(self._done)
         self.state = State.FINISHED
-        self._linger_until = now + max(LINGER_MIN, 4 * self._srtt)
+        self._linger_until = now + wire.linger_time(self._srtt)
 
     def fail_local(self, reason: str, now: float) -> None:
         """This side cannot go on (output unwritable): tell the peer and stop."""
@@ -285,7 +284,7 @@ class Receiver:
         if self.state == State.FINISHED:
             if msg.final and self._done is not None:
                 self._send(self._done)
-                self._linger_until = now + max(LINGER_MIN, 4 * self._srtt)
+                self._linger_until = now + wire.linger_time(self._srtt)
             return
         nxt = min(msg.next_index, self.window_limit)
         if msg.final:
@@ -321,7 +320,7 @@ class Receiver:
     def _timers(self, now: float) -> None:
         if self.state == State.IDLE:
             wait = self.cfg.wait_timeout
-            if wait is not None and now - self._start > wait:
+            if wait is not None and now - self._start >= wait:
                 self.outcome = Outcome(ExitCode.PEER_UNREACHABLE, f"no sender arrived within {wait:g} s")
                 self.state = State.CLOSED
             return
@@ -329,7 +328,7 @@ class Receiver:
             if now >= self._linger_until:
                 self.state = State.CLOSED
             return
-        if now - self._last_heard > self.cfg.timeout:
+        if now - self._last_heard >= self.cfg.timeout:
             msg = f"the sender went silent for {self.cfg.timeout:g} s"
             self._abort(wire.AbortCode.TIMEOUT, msg, Outcome(ExitCode.PEER_UNREACHABLE, msg))
             return

@@ -23,7 +23,7 @@ DEFAULT_RATE_BPS = 800e6
 HELLO_FIRST_RETRY = 0.2
 HELLO_MAX_RETRY = 2.0
 PROBE_MIN, PROBE_MAX = 0.005, 0.2
-FINAL_MIN, FINAL_MAX = 0.02, 1.0
+FINAL_MIN = 0.02
 ABORT_COPIES = 3
 CLOSE_COPIES = 3
 
@@ -155,7 +155,7 @@ class Sender:
         return out
 
     def _timers(self, now: float) -> None:
-        if now - self._last_heard > self.cfg.timeout:
+        if now - self._last_heard >= self.cfg.timeout:
             if self.state == State.HANDSHAKE:
                 msg = f"no receiver answered within {self.cfg.timeout:g} s"
             else:
@@ -200,7 +200,7 @@ class Sender:
             self.stats.probes_sent += 1
             if final:
                 if not self._heard_since_final:
-                    self._final_gap = min(self._final_gap * 2, FINAL_MAX)
+                    self._final_gap = min(self._final_gap * 2, wire.final_gap_max(self.srtt or 0.0))
                 self._heard_since_final = False
                 self._probe_at = now + self._final_gap
             else:

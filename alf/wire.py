@@ -108,6 +108,21 @@ ABORT_BODY = struct.Struct("!H")
 _HEAD = COMMON.size  # 16
 
 
+FINAL_GAP_CAP = 0.25  # §8: FINAL PROBEs are never further apart than max(this, 2 srtt)
+LINGER_GAPS = 10  # §9: the receiver lingers this many FINAL gaps of silence after its DONE
+LINGER_MIN = 2.0
+
+
+def final_gap_max(srtt: float) -> float:
+    """§8: the largest spacing of FINAL PROBEs."""
+    return max(FINAL_GAP_CAP, 2 * srtt)
+
+
+def linger_time(srtt: float) -> float:
+    """§9: how long a receiver waits, after its DONE, for a FINAL PROBE before leaving."""
+    return max(LINGER_MIN, LINGER_GAPS * final_gap_max(srtt))
+
+
 def checkphrase_tag(phrase: str) -> bytes:
     """§4.1: a 16-byte tag of the checkphrase (a guard against the wrong peer, not security)."""
     return hashlib.blake2b(phrase.encode(), digest_size=16, person=b"alf-checkphrase").digest()

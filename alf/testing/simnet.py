@@ -105,11 +105,14 @@ def run_transfer(
     max_time: float = 120.0,
     max_events: int = 2_000_000,
     inject: list[tuple[float, bytes]] | None = None,
+    kill_sender_at: float = float("inf"),
+    kill_receiver_at: float = float("inf"),
 ) -> SimResult:
     """Send ``data`` across the simulated network and return both outcomes and the output.
 
     ``inject`` lists (time, datagram) pairs delivered to the receiver as if from the sender's
-    address, for hostile-input tests.
+    address, for hostile-input tests. ``kill_*_at`` makes a side vanish at that virtual time:
+    it neither sends nor receives again, as if its process were killed.
     """
     rng = random.Random(seed)
     scfg = sender_config or SenderConfig(adu_size=512, rate_bps=50e6, timeout=10.0)
@@ -147,17 +150,18 @@ def run_transfer(
 
     while now <= max_time and events < max_events:
         events += 1
-        if isinstance(source, StreamSource) and source.total_bytes() is None:
-            room = source.room()
-            if room > 0:
-                chunk = data[fed : fed + room * scfg.adu_size]
-                if chunk:
-                    source.feed(chunk)
-                    fed += len(chunk)
-                else:
-                    source.feed_eof()
+        while isinstance(source, StreamSource) and source.total_bytes() is None and source.room() > 0:
+            # odd-sized reads, as from a real pipe: ADUs straddle chunk boundaries
+            take = min(source.room() * scfg.adu_size, rng.randint(1, 3 * scfg.adu_size + 7))
+            chunk = data[fed : fed + take]
+            if not chunk:
+                source.feed_eof()
+                break
+            source.feed(chunk)
+            fed += len(chunk)
+        sender_alive, receiver_alive = now < kill_sender_at, now < kill_receiver_at
         # the sender sends everything it may at this instant
-        for _ in range(10_000):
+        for _ in range(10_000 if sender_alive else 0):
             control, run, datagrams = send.step(now)
             for c in control:
                 transmit(0, c, now)
@@ -165,17 +169,18 @@ def run_transfer(
                 transmit(0, header + bytes(payload), now)
             if run is None:
                 break
-        for d, _addr in recv.poll(now):
-            transmit(1, d, now)
-        if sender.finished and receiver.finished:
-            break
-        if sender.outcome is not None and receiver.outcome is not None and not queue:
+        if receiver_alive:
+            for d, _addr in recv.poll(now):
+                transmit(1, d, now)
+        sender_done = sender.finished or not sender_alive
+        receiver_done = receiver.finished or not receiver_alive
+        if sender_done and receiver_done:
             break
         deadlines = [queue[0][0]] if queue else []
-        if sender.outcome is None:
-            deadlines.append(sender.next_deadline(now))
-        if not receiver.finished:
-            deadlines.append(receiver.next_deadline(now))
+        if not sender_done:
+            deadlines.append(min(sender.next_deadline(now), kill_sender_at))
+        if not receiver_done:
+            deadlines.append(min(receiver.next_deadline(now), kill_receiver_at))
         if not deadlines:
             break
         nxt = min(deadlines)
@@ -184,8 +189,9 @@ def run_transfer(
         while queue and queue[0][0] <= now:
             _t, _s, direction, d = heapq.heappop(queue)
             if direction == 0:
-                batch.append((d, SENDER_ADDR))
-            else:
+                if now < kill_receiver_at:
+                    batch.append((d, SENDER_ADDR))
+            elif now < kill_sender_at:
                 if batch:
                     recv.on_datagrams(batch, now)
                     batch = []

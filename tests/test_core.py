@@ -1,0 +1,190 @@
+"""The sans-IO pieces on their own: gap map, pacer, handshake and NAK rules."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from alf import gapmap, wire
+from alf.errors import ExitCode
+from alf.gapmap import GapMap
+from alf.pacing import Pacer
+from alf.receiver import Receiver, ReceiverConfig
+from alf.receiver import State as RState
+from alf.sender import Sender, SenderConfig, State
+
+PEER = ("10.9.9.9", 5)  # an address label only: nothing is sent anywhere in these tests
+
+
+@given(st.lists(st.tuples(st.integers(0, 300), st.integers(1, 40)), max_size=60))
+def test_gapmap_matches_a_set(runs: list[tuple[int, int]]) -> None:
+    g, held = GapMap(), set()
+    for first, count in runs:
+        new = g.add_run(first, count)
+        expect = sorted(set(range(first, first + count)) - held)
+        assert [i for a, b in new for i in range(a, b)] == expect
+        held |= set(range(first, first + count))
+        cum = 0
+        while cum in held:
+            cum += 1
+        assert g.cum == cum and g.count == len(held) and g.highest == (max(held) + 1 if held else 0)
+        missing = [i for a, b in g.missing(0, 400) for i in range(a, b)]
+        assert missing == [i for i in range(400) if i not in held]
+
+
+def test_gapmap_trims_its_prefix() -> None:
+    g = GapMap()
+    step = 1024
+    for first in range(0, gapmap.TRIM_BITS * 3, step):
+        g.add_run(first, step)
+    assert g.cum == gapmap.TRIM_BITS * 3
+    assert len(g._bits) < gapmap.TRIM_BITS  # the all-ones prefix is gone
+    assert g.add_run(5, 10) == [] and g.has(5)
+    assert g.missing(0, g.cum + 3) == [(g.cum, g.cum + 3)]
+
+
+def test_pacer_exact_times() -> None:
+    p = Pacer(8000.0, burst_bytes=100, now=0.0)  # 1000 bytes/s
+    assert p.available(0.0) == 100
+    p.consume(100, 0.0)
+    assert p.delay_for(50, 0.0) == 0.05
+    assert p.available(0.05) == 50
+    assert p.available(10.0) == 100  # never above the burst
+    p.consume(100, 10.0)
+    p.consume(100, 10.0)  # a batch may overdraw; the debt delays what follows
+    assert p.delay_for(1, 10.0) == 0.101
+
+
+def test_pacer_holds_the_rate_over_a_second() -> None:
+    rate_bps, size = 200e6, 1452
+    p = Pacer(rate_bps, burst_bytes=64 * size, now=0.0)
+    now, sent = 0.0, 0
+    while now < 1.0:
+        n = int(p.available(now) // size)
+        if n:
+            p.consume(n * size, now)
+            sent += n * size
+        now += max(p.delay_for(size, now), 1e-5)
+    assert abs(sent * 8 - rate_bps) / rate_bps < 0.01
+
+
+def _hello(r: Receiver, phrase: str = "", sid: int = 77, addr: object = PEER) -> None:
+    h = wire.Hello(sid, 100, wire.Kind.FILE, 1000, 1, wire.checkphrase_tag(phrase))
+    r.handle_control(wire.encode_hello(h), addr, 0.0)
+
+
+def test_no_data_before_accept_echoes_the_session() -> None:
+    s = Sender(SenderConfig(adu_size=100), 42, wire.Kind.FILE, 1000, 0.0)
+    out = s.poll(0.0)
+    assert len(out) == 1 and wire.decode_untrusted(out[0]) == wire.Hello(
+        42, 100, wire.Kind.FILE, 1000, 0, wire.checkphrase_tag("")
+    )
+    assert s.next_run(0.0, 64) is None
+    s.handle_datagram(wire.encode_accept(wire.Accept(41, 0, 10)), 0.001)  # wrong session id
+    assert s.state == State.HANDSHAKE and s.next_run(0.001, 64) is None and s.stats.foreign == 1
+    s.handle_datagram(wire.encode_accept(wire.Accept(42, 0, 10)), 0.002)
+    run = s.next_run(0.002, 64)
+    assert s.state == State.SENDING and run is not None and (run.first, run.count) == (0, 10)
+
+
+def test_hello_retries_back_off_and_time_out() -> None:
+    s = Sender(SenderConfig(adu_size=100, timeout=5.0), 42, wire.Kind.FILE, 1000, 0.0)
+    times = []
+    t = 0.0
+    while s.outcome is None:
+        if s.poll(t) and s.outcome is None:
+            times.append(round(t, 3))
+        t = s.next_deadline(t)
+    assert times == [0.0, 0.2, 0.6, 1.4, 3.0]  # doubling from 200 ms; the timeout at 5 s wins
+    assert s.outcome.code == ExitCode.PEER_UNREACHABLE and "no receiver answered" in s.outcome.message
+
+
+def test_checkphrase_mismatch_rejects_and_stays_idle() -> None:
+    r = Receiver(ReceiverConfig(checkphrase="right"), 0.0)
+    _hello(r, "wrong")
+    out = r.poll(0.0)
+    assert r.state == RState.IDLE and r.stats.rejected_hellos == 1
+    abort = wire.decode_untrusted(out[0][0])
+    assert isinstance(abort, wire.Abort) and abort.code == wire.AbortCode.CHECKPHRASE_MISMATCH
+    _hello(r, "right")
+    assert r.state == RState.RECEIVING
+    assert isinstance(wire.decode_untrusted(r.poll(0.0)[0][0]), wire.Accept)
+
+
+def test_second_sender_gets_busy_and_foreign_data_is_counted() -> None:
+    r = Receiver(ReceiverConfig(), 0.0)
+    _hello(r)
+    r.poll(0.0)
+    _hello(r, sid=78, addr=("10.9.9.8", 6))
+    (d, addr), = r.poll(0.0)
+    assert addr == ("10.9.9.8", 6)
+    m = wire.decode_untrusted(d)
+    assert isinstance(m, wire.Abort) and m.code == wire.AbortCode.BUSY and m.session_id == 78
+    r.handle_control(wire.encode_probe(wire.Probe(77, 1, 1, 1)), ("10.9.9.8", 6), 0.0)  # right id, wrong address
+    assert r.stats.foreign == 1
+
+
+def test_nak_rounds_wait_one_round_and_repeat() -> None:
+    r = Receiver(ReceiverConfig(in_order=False), 0.0)
+    _hello(r)
+    r.poll(0.0)
+    assert r.on_data_run(0, 3, 100, 0.001) == [(0, 3)]
+    assert r.on_data_run(5, 2, 100, 0.001) == [(5, 7)]  # 3 and 4 are missing (or reordered)
+    r.poll(0.011)  # first round: records the frontier, NAKs nothing yet
+    assert r.stats.naks_sent == 0
+    out = r.poll(0.022)  # next round: the hole is older than a round
+    naks = [wire.decode_untrusted(d) for d, _ in out if d[1] == wire.MsgType.NAK]
+    assert naks == [wire.Nak(77, ((3, 5),))]
+    assert r.on_data_run(3, 1, 100, 0.023) == [(3, 4)]
+    out = r.poll(0.033)
+    naks = [wire.decode_untrusted(d) for d, _ in out if d[1] == wire.MsgType.NAK]
+    assert naks == [wire.Nak(77, ((4, 5),))]  # still missing: asked again
+    assert r.on_data_run(3, 1, 100, 0.034) == [] and r.stats.duplicates == 1
+
+
+def test_sender_repairs_first_without_starving_new_data() -> None:
+    s = Sender(SenderConfig(adu_size=100, rate_bps=1e12), 9, wire.Kind.FILE, 100_000, 0.0)
+    s.poll(0.0)
+    s.handle_datagram(wire.encode_accept(wire.Accept(9, 0, 1000)), 0.0)
+    first = s.next_run(0.0, 40)
+    assert first is not None and (first.first, first.count, first.repair) == (0, 40, False)
+    s.handle_datagram(wire.encode_naks(9, [(2, 3), (10, 30)], 1)[0][0], 0.0)
+    runs = [s.next_run(0.0, 8) for _ in range(4)]
+    got = [(r.first, r.count, r.repair) for r in runs if r]
+    # at most 3/4 of each batch goes to repairs while new data waits
+    assert got == [(2, 1, True), (10, 6, True), (16, 6, True), (22, 6, True)]
+    s.handle_datagram(wire.encode_naks(9, [(500, 510)], 1)[0][0], 0.0)  # never sent: ignored
+    assert s.repair_pending() == 2
+
+
+def test_final_probe_carries_length_and_digest() -> None:
+    s = Sender(SenderConfig(adu_size=100, rate_bps=1e12), 9, wire.Kind.FILE, 250, 0.0)
+    s.set_digest(b"\x05" * 32)
+    s.poll(0.0)
+    s.handle_datagram(wire.encode_accept(wire.Accept(9, 0, 1000)), 0.0)
+    s.poll(0.0)
+    assert s.next_run(0.0, 64) is not None
+    probes = [wire.decode_untrusted(d) for d in s.poll(0.0)]
+    assert probes == [wire.Probe(9, 3, 0, 0, True, 250, b"\x05" * 32)]
+    assert s.state == State.FINISHING
+
+
+def test_short_adu_in_the_middle_is_a_violation() -> None:
+    r = Receiver(ReceiverConfig(in_order=False), 0.0)
+    _hello(r)  # file of 1000 bytes in ADUs of 100: every ADU is full
+    assert r.on_data_run(2, 1, 50, 0.0) == []
+    assert r.stats.violations == 1
+    assert r.on_data_run(20, 1, 100, 0.0) == [] and r.stats.violations == 2  # past the end
+
+
+@settings(deadline=None, max_examples=30)
+@given(st.integers(0, 2**32))
+def test_receiver_survives_any_control_garbage(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    r = Receiver(ReceiverConfig(), 0.0)
+    _hello(r)
+    for _ in range(200):
+        r.handle_control(bytes(rng.randrange(256) for _ in range(rng.randint(0, 120))), PEER, 0.0)
+    assert r.state == RState.RECEIVING

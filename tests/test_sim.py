@@ -1,0 +1,149 @@
+"""End-to-end protocol runs on the simulated network (virtual time, no sockets)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from alf import wire
+from alf.errors import ExitCode
+from alf.receiver import ReceiverConfig
+from alf.sender import SenderConfig
+from alf.testing.simnet import Link, run_transfer
+
+
+def scenario(seed: int) -> dict[str, object]:
+    """A seeded mix of 0-30% loss, duplication, reordering and delay, file or stream kind."""
+    rng = random.Random(seed)
+    loss = rng.choice([0.0, 0.01, 0.05, 0.1, 0.2, 0.3])
+    delay = rng.choice([0.0005, 0.005, 0.02, 0.05])
+    fwd = Link(
+        loss=loss,
+        duplicate=rng.choice([0.0, 0.0, 0.02, 0.1]),
+        reorder=rng.choice([0.0, 0.0, 0.05, 0.2]),
+        reorder_delay=rng.choice([0.001, 0.01]),
+        delay=delay,
+        jitter=rng.choice([0.0, delay / 4]),
+    )
+    back = Link(loss=rng.choice([0.0, loss]), duplicate=rng.choice([0.0, 0.05]), delay=delay)
+    stream = rng.random() < 0.5
+    return dict(
+        data=rng.randbytes(rng.choice([0, 1, 511, 512, 513, 20_000, 100_003, 400_000])),
+        stream=stream,
+        in_order=rng.random() < 0.5,
+        forward=fwd,
+        backward=back,
+        seed=seed,
+        stream_window_adus=rng.choice([8, 64, 1024]),
+    )
+
+
+EXACT_COUNTS = (46, 391, 44, 0, 4, 4)  # forward losses (DATA and control), new, repairs, dups, NAKs, rounds
+EXACT_ELAPSED = 0.23
+
+def time_bound(kw: dict[str, object]) -> float:
+    """Virtual time by which a run must be over: 10 s (HELLO retries and the receiver's linger
+    when every CLOSE is lost) plus 8 RTTs per window's worth of ADUs.
+
+    A run that stalls or livelocks blows through it; a slow but progressing one does not.
+    """
+    adus = -(-len(kw["data"]) // 512)  # type: ignore[arg-type]
+    window = kw["stream_window_adus"] if kw["stream"] else max(adus, 1)
+    rtt = 2 * kw["forward"].delay  # type: ignore[attr-defined]
+    return 10.0 + 8 * rtt * (1 + adus / window)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("block", range(10))
+def test_500_seeded_runs_deliver_exactly(block: int) -> None:
+    for seed in range(block * 50, block * 50 + 50):
+        kw = scenario(seed)
+        r = run_transfer(**kw)  # type: ignore[arg-type]
+        where = f"seed {seed}: {kw['forward']}"
+        assert r.sender is not None and r.sender.code == ExitCode.OK, where
+        assert r.receiver is not None and r.receiver.code == ExitCode.OK, where
+        assert r.output == kw["data"], where
+        assert r.elapsed < time_bound(kw), where
+        # repairs answer real loss: never more than what was lost plus what NAKs crossed
+        assert r.sender_stats["adus_new"] == -(-len(kw["data"]) // 512), where  # type: ignore[arg-type]
+
+
+def test_fixed_seed_exact_counts() -> None:
+    data = random.Random(5).randbytes(200_000)
+    r = run_transfer(data, forward=Link(loss=0.1, delay=0.01), backward=Link(loss=0.05, delay=0.01), seed=11)
+    assert r.output == data and r.sender is not None and r.sender.ok
+    s, rs = r.sender_stats, r.receiver_stats
+    counts = (r.forward.lost, s["adus_new"], s["adus_repair"], rs["duplicates"], rs["naks_sent"], rs["nak_rounds"])
+    assert counts == EXACT_COUNTS
+    assert round(r.elapsed, 6) == EXACT_ELAPSED
+
+
+def test_same_seed_same_run() -> None:
+    data = random.Random(1).randbytes(50_000)
+    kw = dict(forward=Link(loss=0.2, duplicate=0.1, reorder=0.1, delay=0.01, jitter=0.002), seed=3, stream=True)
+    a, b = run_transfer(data, **kw), run_transfer(data, **kw)  # type: ignore[arg-type]
+    assert (a.elapsed, a.sender_stats, a.receiver_stats) == (b.elapsed, b.sender_stats, b.receiver_stats)
+
+
+def test_hostile_datagrams_are_counted_and_harmless() -> None:
+    """Garbage, truncations, foreign sessions and forged control from the sender's address."""
+    rng = random.Random(9)
+    data = rng.randbytes(2_000_000)  # lasts ~0.35 s of virtual time: longer than the flood
+    sid_other = 0x1234
+    hostile: list[tuple[float, bytes]] = []
+    for k in range(3000):
+        t = 0.02 + k * 0.00005  # after the real HELLO bound the session
+        kind = k % 6
+        if kind == 0:
+            d = rng.randbytes(rng.randint(0, 1500))
+        elif kind == 1:
+            d = wire.encode_data(wire.Data(sid_other, rng.randrange(300), rng.randbytes(512)))
+        elif kind == 2:
+            d = wire.encode_data(wire.Data(sid_other, 1, b"x"))[: rng.randint(0, 30)]
+        elif kind == 3:
+            d = wire.encode_probe(wire.Probe(sid_other, 5, 1, 1, True, 7, bytes(32)))
+        elif kind == 4:
+            d = bytes([1, 3, 0, 0]) + rng.randbytes(30)  # DATA-shaped noise
+        else:
+            d = wire.encode_hello(wire.Hello(sid_other, 512, wire.Kind.FILE, 10, 1, wire.checkphrase_tag("")))
+        hostile.append((t, d))
+    r = run_transfer(data, forward=Link(loss=0.05, delay=0.005), seed=2, inject=hostile)
+    assert r.output == data and r.sender is not None and r.sender.ok and r.receiver is not None and r.receiver.ok
+    rs = r.receiver_stats
+    assert r.elapsed > 0.02 + 3000 * 0.00005
+    assert rs["malformed"] + rs["foreign"] + rs["rejected_hellos"] == 3000
+    assert rs["rejected_hellos"] == 500 and rs["violations"] == 0
+
+
+def test_window_bounds_the_in_order_receiver() -> None:
+    data = random.Random(2).randbytes(300_000)
+    rcfg = ReceiverConfig(in_order=True, window_bytes=16 * 512, timeout=10.0)
+    r = run_transfer(data, in_order=True, receiver_config=rcfg, forward=Link(loss=0.1, delay=0.01), seed=4)
+    assert r.output == data
+    assert r.receiver_stats["beyond_window"] == 0  # the sender respected the advertised window
+
+
+def test_checkphrase_mismatch_ends_the_sender_and_keeps_the_receiver_waiting() -> None:
+    r = run_transfer(
+        b"abc",
+        sender_config=SenderConfig(adu_size=512, checkphrase="one", timeout=5.0),
+        receiver_config=ReceiverConfig(checkphrase="two", timeout=5.0, wait_timeout=3.0),
+    )
+    assert r.sender is not None and r.sender.code == ExitCode.PEER_ABORTED
+    assert "CHECKPHRASE_MISMATCH" in r.sender.message
+    assert r.receiver is not None and r.receiver.code == ExitCode.PEER_UNREACHABLE  # no valid sender came
+
+
+def test_sender_vanishes_receiver_times_out() -> None:
+    r = run_transfer(b"z" * 1_000_000, seed=1, kill_sender_at=0.05,
+                     receiver_config=ReceiverConfig(in_order=False, timeout=2.0))
+    assert r.receiver is not None and r.receiver.code == ExitCode.PEER_UNREACHABLE
+    assert "went silent" in r.receiver.message
+    assert 2.0 <= r.elapsed < 2.2 and 0 < r.receiver_stats["adus_received"] < 1953
+
+
+def test_receiver_vanishes_sender_times_out() -> None:
+    r = run_transfer(b"z" * 1_000_000, seed=1, kill_receiver_at=0.05,
+                     sender_config=SenderConfig(adu_size=512, rate_bps=50e6, timeout=2.0))
+    assert r.sender is not None and r.sender.code == ExitCode.PEER_UNREACHABLE
+    assert "went silent" in r.sender.message
