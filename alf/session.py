@@ -200,7 +200,7 @@ class RecvSession:
     def close(self) -> str | None:
         """Release the output; returns a note for the user (where a partial output is kept)."""
         ok = self.receiver.outcome is not None and self.receiver.outcome.ok
-        return self.sink.close(ok) if self._started else None
+        return self.sink.close(ok)
 
     def stats(self) -> dict[str, Any]:
         r = self.receiver

@@ -165,9 +165,10 @@ class FileBackend:
 class OffsetSink:
     in_order = False
 
-    def __init__(self, backend: OffsetBackend, keep_partial: bool = False) -> None:
+    def __init__(self, backend: OffsetBackend, keep_partial: bool = False, hash_chunk: int = HASH_CHUNK) -> None:
         self.backend = backend
         self.keep_partial = keep_partial
+        self.hash_chunk = hash_chunk
         self.adu = 0
         self._hash = hashlib.sha256()
         self._hashed = 0  # bytes of the content hashed so far (a prefix)
@@ -189,15 +190,17 @@ class OffsetSink:
             raise SinkError(_describe(e, "cannot write the output")) from None
 
     def advance(self, cum: int) -> int:
-        if cum * self.adu - self._hashed >= HASH_CHUNK:
-            self._hash_to(cum * self.adu)
+        # Every ADU below the last one held is full; the last may be the short end.
+        safe = (cum - 1) * self.adu
+        if safe - self._hashed >= self.hash_chunk:
+            self._hash_to(safe)
         return cum
 
     def _hash_to(self, end: int) -> None:
         if not self._readable_memory:
             raise SinkError("this output cannot be read back for verification")
         while self._hashed < end:
-            n = min(HASH_CHUNK, end - self._hashed)
+            n = min(self.hash_chunk, end - self._hashed)
             try:
                 chunk = self.backend.pread(n, self._hashed)
             except OSError as e:
@@ -216,7 +219,8 @@ class OffsetSink:
         return total_bytes, self._hash.digest()
 
     def close(self, ok: bool) -> str | None:
-        return None if ok else self.backend.discard(self.keep_partial)
+        started = self.adu != 0  # a session began: there may be something worth keeping
+        return None if ok else self.backend.discard(self.keep_partial and started)
 
     def error(self) -> str | None:
         return self._error

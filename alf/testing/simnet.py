@@ -129,7 +129,8 @@ def run_transfer(
     send = SendSession(sender, source)
     writer = MemoryWriter()
     backend = MemoryBackend()
-    sink = OrderedSink(writer) if rcfg.in_order else OffsetSink(backend)
+    # a small hash chunk, so ordered hashing of the offset sink runs many times per transfer
+    sink = OrderedSink(writer) if rcfg.in_order else OffsetSink(backend, hash_chunk=1000)
     receiver = Receiver(rcfg, now)
     recv = RecvSession(receiver, sink)
     fwd, back = Wire(forward, rng), Wire(backward, rng)

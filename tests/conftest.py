@@ -1,0 +1,106 @@
+"""Shared helpers for tests that run real `alf` processes on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from alf.demo import free_udp_port
+
+ALF = [sys.executable, "-m", "alf"]
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def random_file(path: str, size: int, seed: int = 0) -> str:
+    """Incompressible, reproducible content (written in 4 MiB blocks)."""
+    import random
+
+    rng = random.Random(seed)
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, 4 << 20)
+            f.write(rng.randbytes(n))
+            left -= n
+    return path
+
+
+def last_json(path: str) -> dict[str, Any]:
+    with open(path) as f:
+        lines = [line for line in f.read().splitlines() if line.strip()]
+    return dict(json.loads(lines[-1]))
+
+
+class Procs:
+    """Starts alf processes and always ends them (by PID) when the test is over."""
+
+    def __init__(self) -> None:
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *args: str, **kw: Any) -> subprocess.Popen[bytes]:
+        kw.setdefault("stderr", subprocess.PIPE)
+        p = subprocess.Popen(ALF + list(args), **kw)
+        self.started.append(p)
+        return p
+
+    def run(self, *args: str, timeout: float = 120, **kw: Any) -> subprocess.CompletedProcess[bytes]:
+        p = self.start(*args, **kw)
+        out, err = p.communicate(timeout=timeout)
+        return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+
+    def cleanup(self) -> None:
+        for p in self.started:
+            if p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+            try:
+                p.communicate(timeout=10)
+            except (subprocess.TimeoutExpired, ValueError):
+                pass
+
+
+@pytest.fixture
+def procs() -> Iterator[Procs]:
+    p = Procs()
+    try:
+        yield p
+    finally:
+        p.cleanup()
+
+
+@pytest.fixture
+def port() -> int:
+    return free_udp_port()
+
+
+def wait_listening(port: int) -> None:
+    """Block until something holds UDP ``port`` on 127.0.0.1 (bounded: 10 s)."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return
+        time.sleep(0.02)
+    raise AssertionError(f"nothing listens on UDP port {port}")
+
+
+os.environ.setdefault("PYTHONUNBUFFERED", "1")

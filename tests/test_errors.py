@@ -1,0 +1,122 @@
+"""Acceptance 6: every way a transfer can go wrong ends with a clear message and its exit code."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+from conftest import Procs, random_file, wait_listening
+
+from alf.errors import ExitCode
+
+
+def test_no_receiver(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
+    src = random_file(os.path.join(tmp_path, "in.bin"), 1000)
+    t0 = time.monotonic()
+    r = procs.run("send", "127.0.0.1", str(port), src, "--timeout", "2", timeout=30)
+    took = time.monotonic() - t0
+    assert r.returncode == ExitCode.PEER_UNREACHABLE
+    assert b"no receiver answered within 2 s" in r.stderr
+    assert took < 6  # within --timeout plus start-up
+
+
+def test_checkphrase_mismatch(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
+    src = random_file(os.path.join(tmp_path, "in.bin"), 1000)
+    dst = os.path.join(tmp_path, "out.bin")
+    recv = procs.start("recv", str(port), "-o", dst, "--checkphrase", "osymandias", "--timeout", "4")
+    wait_listening(port)
+    r = procs.run("send", "127.0.0.1", str(port), src, "--checkphrase", "ozymandias", "--timeout", "4")
+    assert r.returncode == ExitCode.PEER_ABORTED
+    assert b"CHECKPHRASE_MISMATCH" in r.stderr
+    # the receiver rejected that sender and kept waiting for the right one, until its timeout
+    assert recv.wait(timeout=20) == ExitCode.PEER_UNREACHABLE
+    assert not os.path.exists(dst) and not os.path.exists(dst + ".alf-partial")
+
+
+def _start_pair(procs: Procs, port: int, tmp_path: os.PathLike[str], *recv_extra: str
+                ) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], str]:
+    src = random_file(os.path.join(tmp_path, "in.bin"), 200 << 20, seed=3)
+    dst = os.path.join(tmp_path, "out.bin")
+    recv = procs.start("recv", str(port), "-o", dst, "--timeout", "2", *recv_extra)
+    wait_listening(port)
+    send = procs.start("send", "127.0.0.1", str(port), src, "--rate", "100M", "--timeout", "2")
+    deadline = time.monotonic() + 20
+    while not os.path.exists(dst + ".alf-partial") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # mid-transfer: 200 MiB at 100 Mbit/s takes 17 s
+    return recv, send, dst
+
+
+def test_sender_killed_receiver_fails_and_removes_partial(procs: Procs, port: int,
+                                                          tmp_path: os.PathLike[str]) -> None:
+    recv, send, dst = _start_pair(procs, port, tmp_path)
+    send.kill()
+    assert recv.wait(timeout=20) == ExitCode.PEER_UNREACHABLE
+    assert recv.stderr is not None and b"the sender went silent" in recv.stderr.read()
+    assert not os.path.exists(dst) and not os.path.exists(dst + ".alf-partial")
+
+
+def test_sender_killed_keep_partial(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
+    recv, send, dst = _start_pair(procs, port, tmp_path, "--keep-partial")
+    send.kill()
+    assert recv.wait(timeout=20) == ExitCode.PEER_UNREACHABLE
+    assert recv.stderr is not None and b"partial output is kept" in recv.stderr.read()
+    assert not os.path.exists(dst) and os.path.getsize(dst + ".alf-partial") > 0
+
+
+def test_receiver_killed_sender_fails(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
+    recv, send, _dst = _start_pair(procs, port, tmp_path)
+    recv.kill()
+    assert send.wait(timeout=20) == ExitCode.PEER_UNREACHABLE
+    assert send.stderr is not None and b"the receiver went silent" in send.stderr.read()
+
+
+def test_interrupted_sender_aborts_the_receiver(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
+    recv, send, dst = _start_pair(procs, port, tmp_path)
+    send.send_signal(signal.SIGINT)
+    assert send.wait(timeout=20) == ExitCode.CANCELLED
+    assert recv.wait(timeout=20) == ExitCode.PEER_ABORTED
+    assert recv.stderr is not None and b"CANCELLED" in recv.stderr.read()
+    assert not os.path.exists(dst)
+
+
+def test_output_exists(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
+    dst = os.path.join(tmp_path, "out.bin")
+    with open(dst, "w") as f:
+        f.write("precious")
+    r = procs.run("recv", str(port), "-o", dst, "--timeout", "2")
+    assert r.returncode == ExitCode.LOCAL_IO and b"exists; use --force" in r.stderr
+    assert open(dst).read() == "precious"
+
+
+def test_input_missing(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
+    r = procs.run("send", "127.0.0.1", str(port), os.path.join(tmp_path, "nope.bin"), "--timeout", "2")
+    assert r.returncode == ExitCode.LOCAL_IO and b"No such file" in r.stderr
+
+
+def test_usage_errors(procs: Procs) -> None:
+    for args in (["send", "127.0.0.1"], ["send", "127.0.0.1", "70000"], ["recv", "1", "--rate", "1G"],
+                 ["send", "127.0.0.1", "1", "--rate", "fast"], ["recv", "1", "--drop", "2"]):
+        r = procs.run(*args)
+        assert r.returncode == ExitCode.USAGE, args
+
+
+def test_output_unwritable_disk_full(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
+    """Pipe mode into /dev/full: the receiver reports the full disk, the sender is told."""
+    src = random_file(os.path.join(tmp_path, "in.bin"), 4 << 20)
+    with open("/dev/full", "wb") as full:
+        recv = procs.start("recv", str(port), "--timeout", "5", stdout=full)
+        wait_listening(port)
+        send = procs.run("send", "127.0.0.1", str(port), src, "--timeout", "5")
+    assert recv.wait(timeout=20) == ExitCode.LOCAL_IO
+    assert recv.stderr is not None and b"no space left" in recv.stderr.read()
+    assert send.returncode == ExitCode.PEER_ABORTED and b"LOCAL_IO" in send.stderr
+
+
+def test_receiver_waits_only_as_long_as_asked(procs: Procs, port: int) -> None:
+    t0 = time.monotonic()
+    r = procs.run("recv", str(port), "--timeout", "1", stdout=subprocess.DEVNULL)
+    assert r.returncode == ExitCode.PEER_UNREACHABLE and b"no sender arrived" in r.stderr
+    assert time.monotonic() - t0 < 5

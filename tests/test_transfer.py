@@ -1,0 +1,200 @@
+"""Real transfers between `alf` processes over loopback sockets."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+from conftest import Procs, last_json, random_file, sha256_file, wait_listening
+
+from alf import wire
+
+
+@pytest.mark.slow
+def test_1gib_file_with_5pct_drop(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
+    """Acceptance 1: 1 GiB, --drop 0.05 at the receiver, identical sha256, both exit 0."""
+    src = random_file(os.path.join(tmp_path, "in.bin"), 1 << 30, seed=1)
+    dst = os.path.join(tmp_path, "out.bin")
+    rstats, sstats = os.path.join(tmp_path, "r.json"), os.path.join(tmp_path, "s.json")
+    recv = procs.start("recv", str(port), "--bind", "127.0.0.1", "-o", dst, "--drop", "0.05", "--seed", "3",
+                       "--timeout", "30", "--stats-json", rstats)
+    wait_listening(port)
+    send = procs.run("send", "127.0.0.1", str(port), src, "--rate", "1G", "--timeout", "30",
+                     "--stats-json", sstats, timeout=300)
+    assert send.returncode == 0, send.stderr
+    assert recv.wait(timeout=60) == 0, recv.stderr.read() if recv.stderr else ""
+    assert sha256_file(dst) == sha256_file(src)
+    r, s = last_json(rstats), last_json(sstats)
+    adus = -(-(1 << 30) // wire.DEFAULT_ADU_SIZE)
+    assert r["final"] and r["exit_code"] == 0 and r["adus_received"] == adus
+    # the injected loss is real and visible, and was repaired
+    assert 0.04 * r["datagrams"] < r["dropped_injected"] < 0.06 * r["datagrams"]
+    assert s["adus_new"] == adus and s["adus_repair"] >= r["dropped_injected"] * 0.9
+    assert r["naks_sent"] > 0 and s["naks_received"] > 0
+
+
+def test_file_with_checksum_and_drop(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
+    src = random_file(os.path.join(tmp_path, "in.bin"), 20 << 20, seed=2)
+    dst = os.path.join(tmp_path, "out.bin")
+    recv = procs.start("recv", str(port), "-o", dst, "--drop", "0.1", "--timeout", "20")
+    wait_listening(port)
+    send = procs.run("send", "127.0.0.1", str(port), src, "--checksum", "--rate", "500M", "--timeout", "20")
+    assert send.returncode == 0, send.stderr
+    assert recv.wait(timeout=30) == 0
+    assert sha256_file(dst) == sha256_file(src)
+    assert not os.path.exists(dst + ".alf-partial")
+
+
+@pytest.mark.slow
+def test_tar_pipe_several_hundred_mb(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
+    """Acceptance 2: tar cf - DIR | alf send  ->  alf recv | tar xf -, with --drop 0.03."""
+    tree = os.path.join(tmp_path, "tree")
+    for d in range(6):
+        sub = os.path.join(tree, f"dir{d}", "deeper")
+        os.makedirs(sub)
+        for k in range(5):
+            random_file(os.path.join(sub, f"f{k}.bin"), (10 << 20) + d * 1000 + k, seed=d * 10 + k)
+        with open(os.path.join(tree, f"dir{d}", "small.txt"), "w") as f:
+            f.write("hello\n" * d)
+    os.symlink("dir0/small.txt", os.path.join(tree, "link"))
+    out = os.path.join(tmp_path, "out")
+    os.makedirs(out)
+    tar_x = subprocess.Popen(["tar", "xf", "-", "-C", out], stdin=subprocess.PIPE)
+    recv = procs.start("recv", str(port), "--drop", "0.03", "--timeout", "30", stdout=tar_x.stdin)
+    assert tar_x.stdin is not None
+    tar_x.stdin.close()
+    wait_listening(port)
+    tar_c = subprocess.Popen(["tar", "cf", "-", "-C", tmp_path, "tree"], stdout=subprocess.PIPE)
+    send = procs.run("send", "127.0.0.1", str(port), "--rate", "1G", "--timeout", "30", stdin=tar_c.stdout,
+                     timeout=300)
+    assert tar_c.wait(timeout=60) == 0
+    assert send.returncode == 0, send.stderr
+    assert recv.wait(timeout=60) == 0
+    assert tar_x.wait(timeout=60) == 0
+    diff = subprocess.run(["diff", "-r", "--no-dereference", tree, os.path.join(out, "tree")],
+                          capture_output=True)
+    assert diff.returncode == 0, diff.stdout[:2000]
+
+
+def test_stream_to_file_and_file_to_stream(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
+    src = random_file(os.path.join(tmp_path, "in.bin"), (3 << 20) + 17, seed=4)
+    dst = os.path.join(tmp_path, "out.bin")
+    recv = procs.start("recv", str(port), "-o", dst, "--timeout", "20")
+    wait_listening(port)
+    with open(src, "rb") as f:
+        send = procs.run("send", "127.0.0.1", str(port), "-", "--timeout", "20", stdin=f)
+    assert send.returncode == 0 and recv.wait(timeout=30) == 0
+    assert sha256_file(dst) == sha256_file(src)
+
+    port2 = port + 1 if port < 65000 else port - 1
+    dst2 = os.path.join(tmp_path, "out2.bin")
+    with open(dst2, "wb") as out:
+        recv = procs.start("recv", str(port2), "--drop", "0.05", "--timeout", "20", stdout=out)
+        wait_listening(port2)
+        send = procs.run("send", "127.0.0.1", str(port2), src, "--timeout", "20")
+        assert send.returncode == 0 and recv.wait(timeout=30) == 0
+    assert sha256_file(dst2) == sha256_file(src)
+
+
+def test_empty_input(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
+    dst = os.path.join(tmp_path, "out.bin")
+    recv = procs.start("recv", str(port), "-o", dst, "--timeout", "20")
+    wait_listening(port)
+    send = procs.run("send", "127.0.0.1", str(port), "--timeout", "20", stdin=subprocess.DEVNULL)
+    assert send.returncode == 0, send.stderr
+    assert recv.wait(timeout=30) == 0
+    assert os.path.getsize(dst) == 0
+
+
+def test_ipv6_loopback(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+    except OSError as e:
+        pytest.skip(f"::1 is not usable here: {e}")
+    src = random_file(os.path.join(tmp_path, "in.bin"), 2 << 20, seed=5)
+    dst = os.path.join(tmp_path, "out.bin")
+    recv = procs.start("recv", str(port), "--bind", "::1", "-o", dst, "--timeout", "20")
+    time.sleep(0.3)
+    send = procs.run("send", "::1", str(port), src, "--timeout", "20")
+    assert send.returncode == 0, send.stderr
+    assert recv.wait(timeout=30) == 0
+    assert sha256_file(dst) == sha256_file(src)
+
+
+def test_flood_of_garbage_during_a_transfer(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
+    """Acceptance 5: malformed, truncated, random and foreign-session datagrams aimed at the
+    receiver while it works: the transfer completes intact, no traceback, drops counted."""
+    import random
+
+    src = random_file(os.path.join(tmp_path, "in.bin"), 64 << 20, seed=6)
+    dst = os.path.join(tmp_path, "out.bin")
+    rstats = os.path.join(tmp_path, "r.json")
+    recv = procs.start("recv", str(port), "--bind", "127.0.0.1", "-o", dst, "--timeout", "20",
+                       "--stats-json", rstats)
+    wait_listening(port)
+    send = procs.start("send", "127.0.0.1", str(port), src, "--rate", "300M", "--timeout", "20")
+    rng = random.Random(7)
+    good = wire.encode_data(wire.Data(0xDEAD, 5, b"x" * 1428))
+    probe = wire.encode_probe(wire.Probe(0xBEEF, 10, 1, 1, True, 99, bytes(32)))
+    sent = 0
+    deadline = time.monotonic() + 20
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as flood:
+        while send.poll() is None and sent < 200_000 and time.monotonic() < deadline:
+            for kind in range(5):
+                if kind == 0:
+                    d = rng.randbytes(rng.randint(0, 1500))
+                elif kind == 1:
+                    d = good[: rng.randint(0, len(good) - 1)]  # truncated
+                elif kind == 2:
+                    d = good  # a foreign session's DATA
+                elif kind == 3:
+                    b = bytearray(probe)
+                    b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)  # one flipped bit
+                    d = bytes(b)
+                else:
+                    d = bytes([1, 3, 0, 0]) + rng.randbytes(rng.randint(20, 60))
+                flood.sendto(d, ("127.0.0.1", port))
+                sent += 1
+            if sent % 500 == 0:
+                time.sleep(0.001)
+    assert send.wait(timeout=60) == 0
+    assert recv.wait(timeout=30) == 0
+    err = recv.stderr.read() if recv.stderr else b""
+    assert b"Traceback" not in err
+    assert sha256_file(dst) == sha256_file(src)
+    r = last_json(rstats)
+    assert sent > 1000
+    assert r["malformed"] + r["foreign"] > 0.5 * sent  # the rest the kernel dropped, or came after the end
+
+
+def test_sigusr1_prints_live_stats(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
+    recv = procs.start("recv", str(port), "--timeout", "20", stdout=subprocess.DEVNULL)
+    wait_listening(port)
+    cat = subprocess.Popen(["sleep", "3"], stdout=subprocess.PIPE)
+    send = procs.start("send", "127.0.0.1", str(port), "--timeout", "20", stdin=cat.stdout)
+    time.sleep(1.0)
+    send.send_signal(signal.SIGUSR1)
+    recv.send_signal(signal.SIGUSR1)
+    assert send.wait(timeout=30) == 0 and recv.wait(timeout=30) == 0
+    cat.wait()
+    assert send.stderr is not None and recv.stderr is not None
+    assert b'"role": "send"' in send.stderr.read()
+    assert b'"role": "recv"' in recv.stderr.read()
+
+
+def test_demo_runs(procs: Procs) -> None:
+    r = procs.run("demo", "--size", "8M", timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert b"sha256 identical; PASS" in r.stderr
+
+
+def test_shutil_available() -> None:
+    assert shutil.which("tar") is not None  # the tar pipe test needs it
