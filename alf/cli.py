@@ -15,7 +15,7 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import FrameType
 from typing import IO, Any
@@ -46,14 +46,14 @@ RATE_UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
 SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
-def _number(text: str, units: dict[str, float], what: str) -> float:
+def _number(text: str, units: Mapping[str, float], what: str) -> float:
     t = text.strip().lower()
     for suffix in ("bit/s", "bps", "b/s", "ib", "b"):
         if t.endswith(suffix) and len(t) > len(suffix):
             t = t[: -len(suffix)]
             break
     unit = t[-1:] if t[-1:] in units and t[-1:] != "" else ""
-    digits = t[: -1] if unit else t
+    digits = t[:-1] if unit else t
     try:
         value = float(digits) * units[unit]
     except ValueError:
@@ -63,14 +63,14 @@ def _number(text: str, units: dict[str, float], what: str) -> float:
     return value
 
 
-class RateType(click.ParamType):
+class RateType(click.ParamType):  # type: ignore[type-arg]
     name = "RATE"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
         return value if isinstance(value, float) else _number(str(value), RATE_UNITS, "rate")
 
 
-class SizeType(click.ParamType):
+class SizeType(click.ParamType):  # type: ignore[type-arg]
     name = "SIZE"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
@@ -184,17 +184,41 @@ class LocalError(Exception):
 def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--bind", metavar="ADDR", default=None, help="Local address to use."),
-        click.option("--checkphrase", default="", metavar="WORD",
-                     help="Both sides must give the same word (guards against a stale or wrong peer; not security)."),
-        click.option("-v", "--verbose", is_flag=True, help="Report the session and the final statistics on stderr."),
-        click.option("--stats-json", metavar="PATH", default=None,
-                     help="Append one JSON object of statistics per second, and one at the end, to PATH."),
-        click.option("--progress/--no-progress", default=None, help="Progress on stderr [default: when it is a terminal]."),
-        click.option("--timeout", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
-                     help="Give up when the peer is silent this long [default: 30; the receiver waits for its "
-                          "first sender without limit unless this is given]."),
-        click.option("--drop", type=click.FloatRange(0.0, 0.99), default=0.0, metavar="P",
-                     help="Fault injection: drop this fraction of incoming datagrams."),
+        click.option(
+            "--checkphrase",
+            default="",
+            metavar="WORD",
+            help="Both sides must give the same word (guards against a stale or wrong peer; not security).",
+        ),
+        click.option(
+            "-v", "--verbose", is_flag=True, help="Report the session and the final statistics on stderr."
+        ),
+        click.option(
+            "--stats-json",
+            metavar="PATH",
+            default=None,
+            help="Append one JSON object of statistics per second, and one at the end, to PATH.",
+        ),
+        click.option(
+            "--progress/--no-progress",
+            default=None,
+            help="Progress on stderr [default: when it is a terminal].",
+        ),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=0.1),
+            default=None,
+            metavar="SECONDS",
+            help="Give up when the peer is silent this long [default: 30; the receiver waits for its "
+            "first sender without limit unless this is given].",
+        ),
+        click.option(
+            "--drop",
+            type=click.FloatRange(0.0, 0.99),
+            default=0.0,
+            metavar="P",
+            help="Fault injection: drop this fraction of incoming datagrams.",
+        ),
         click.option("--seed", type=int, default=1, show_default=True, help="Seed for --drop."),
     ]
     for option in reversed(options):
@@ -220,24 +244,57 @@ def main() -> None:
 @click.argument("host")
 @click.argument("port", type=click.IntRange(1, 65535))
 @click.argument("file", required=False, default="-")
-@click.option("--rate", type=RateType(), default=DEFAULT_RATE_BPS, show_default="800M",
-              help="Pacing rate in bits/s (k/M/G suffixes). The default leaves headroom on a 1 Gbit/s link; "
-                   "raise it on faster paths, lower it on slower ones.")
-@click.option("--adu-size", type=click.IntRange(1, wire.MAX_ADU_SIZE), default=wire.DEFAULT_ADU_SIZE,
-              show_default=True, help="Payload bytes per datagram (the default fits a 1500-byte MTU, IPv4 or IPv6).")
+@click.option(
+    "--rate",
+    type=RateType(),
+    default=DEFAULT_RATE_BPS,
+    show_default="800M",
+    help="Pacing rate in bits/s (k/M/G suffixes). The default leaves headroom on a 1 Gbit/s link; "
+    "raise it on faster paths, lower it on slower ones.",
+)
+@click.option(
+    "--adu-size",
+    type=click.IntRange(1, wire.MAX_ADU_SIZE),
+    default=wire.DEFAULT_ADU_SIZE,
+    show_default=True,
+    help="Payload bytes per datagram (the default fits a 1500-byte MTU, IPv4 or IPv6).",
+)
 @click.option("--checksum", is_flag=True, help="Add a CRC-32 to every datagram, on top of UDP's checksum.")
-@click.option("--window", type=SizeType(), default="256M", show_default=True,
-              help="Pipe mode: unacknowledged data kept for repair (stdin is not read while it is full).")
+@click.option(
+    "--window",
+    type=SizeType(),
+    default="256M",
+    show_default=True,
+    help="Pipe mode: unacknowledged data kept for repair (stdin is not read while it is full).",
+)
 @_common_options
-def send(host: str, port: int, file: str, rate: float, adu_size: int, checksum: bool, window: int,
-         bind: str | None, **kw: Any) -> None:
+def send(
+    host: str,
+    port: int,
+    file: str,
+    rate: float,
+    adu_size: int,
+    checksum: bool,
+    window: int,
+    bind: str | None,
+    **kw: Any,
+) -> None:
     """Send FILE (or stdin, '-') to an `alf recv` at HOST PORT."""
     common = Common(**kw)
     sys.exit(_send(host, port, file, rate, adu_size, checksum, window, bind, common))
 
 
-def _send(host: str, port: int, file: str, rate: float, adu_size: int, checksum: bool, window: int,
-          bind: str | None, common: Common) -> int:
+def _send(
+    host: str,
+    port: int,
+    file: str,
+    rate: float,
+    adu_size: int,
+    checksum: bool,
+    window: int,
+    bind: str | None,
+    common: Common,
+) -> int:
     source: Source
     kind = wire.Kind.STREAM
     total: int | None = None
@@ -258,8 +315,13 @@ def _send(host: str, port: int, file: str, rate: float, adu_size: int, checksum:
     except DriverError as e:
         return _fail("send", Outcome(ExitCode.PEER_UNREACHABLE, str(e)))
     now = time.monotonic()
-    cfg = SenderConfig(adu_size=adu_size, rate_bps=rate, checkphrase=common.checkphrase, checksum=checksum,
-                       timeout=common.timeout or 30.0)
+    cfg = SenderConfig(
+        adu_size=adu_size,
+        rate_bps=rate,
+        checkphrase=common.checkphrase,
+        checksum=checksum,
+        timeout=common.timeout or 30.0,
+    )
     sender = Sender(cfg, secrets.randbits(64) or 1, kind, total, now)
     try:
         if kind == wire.Kind.STREAM:
@@ -270,8 +332,9 @@ def _send(host: str, port: int, file: str, rate: float, adu_size: int, checksum:
         return _fail("send", Outcome(ExitCode.LOCAL_IO, str(e)))
     reporter.install_signals()
     if isinstance(source, StreamSource):
-        threading.Thread(target=pump_stream, args=(source, fd, reporter.wake_w, stop), name="alf-stdin",
-                         daemon=True).start()
+        threading.Thread(
+            target=pump_stream, args=(source, fd, reporter.wake_w, stop), name="alf-stdin", daemon=True
+        ).start()
     if common.verbose:
         what = f"{file} ({_human(total or 0)})" if kind == wire.Kind.FILE else "a stream"
         print(f"alf send: {what} to {host} port {port}, session {sender.session_id:016x}", file=sys.stderr)
@@ -287,22 +350,42 @@ def _send(host: str, port: int, file: str, rate: float, adu_size: int, checksum:
 
 @main.command(epilog=EXIT_CODES_HELP)
 @click.argument("port", type=click.IntRange(0, 65535))
-@click.option("-o", "--output", metavar="FILE", default=None,
-              help="Write to FILE at offsets (via FILE.alf-partial, renamed once verified) instead of stdout.")
+@click.option(
+    "-o",
+    "--output",
+    metavar="FILE",
+    default=None,
+    help="Write to FILE at offsets (via FILE.alf-partial, renamed once verified) instead of stdout.",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
-@click.option("--keep-partial", is_flag=True, help="On failure, keep FILE.alf-partial instead of deleting it.")
-@click.option("--window", type=SizeType(), default="256M", show_default=True,
-              help="Pipe mode: data that arrived beyond a gap and waits to be written to stdout.")
+@click.option(
+    "--keep-partial", is_flag=True, help="On failure, keep FILE.alf-partial instead of deleting it."
+)
+@click.option(
+    "--window",
+    type=SizeType(),
+    default="256M",
+    show_default=True,
+    help="Pipe mode: data that arrived beyond a gap and waits to be written to stdout.",
+)
 @_common_options
-def recv(port: int, output: str | None, force: bool, keep_partial: bool, window: int, bind: str | None,
-         **kw: Any) -> None:
+def recv(
+    port: int, output: str | None, force: bool, keep_partial: bool, window: int, bind: str | None, **kw: Any
+) -> None:
     """Receive one transfer on PORT; write it to stdout (in order) or to -o FILE."""
     common = Common(**kw)
     sys.exit(_recv(port, output, force, keep_partial, window, bind, common))
 
 
-def _recv(port: int, output: str | None, force: bool, keep_partial: bool, window: int, bind: str | None,
-          common: Common) -> int:
+def _recv(
+    port: int,
+    output: str | None,
+    force: bool,
+    keep_partial: bool,
+    window: int,
+    bind: str | None,
+    common: Common,
+) -> int:
     sink: Sink
     try:
         if output is not None and output != "-":
@@ -316,8 +399,13 @@ def _recv(port: int, output: str | None, force: bool, keep_partial: bool, window
     except DriverError as e:
         sink.close(False)
         return _fail("recv", Outcome(ExitCode.LOCAL_IO, str(e)))
-    cfg = ReceiverConfig(checkphrase=common.checkphrase, in_order=sink.in_order, window_bytes=window,
-                         timeout=common.timeout or 30.0, wait_timeout=common.timeout)
+    cfg = ReceiverConfig(
+        checkphrase=common.checkphrase,
+        in_order=sink.in_order,
+        window_bytes=window,
+        timeout=common.timeout or 30.0,
+        wait_timeout=common.timeout,
+    )
     receiver = Receiver(cfg, time.monotonic())
     session = RecvSession(receiver, sink, Dropper(common.drop, common.seed) if common.drop else None)
     try:
@@ -347,9 +435,16 @@ def _fail(role: str, outcome: Outcome) -> int:
 
 
 @main.command()
-@click.option("--size", type=SizeType(), default="64M", show_default=True, help="Bytes of random data to send.")
-@click.option("--drop", type=click.FloatRange(0.0, 0.5), default=0.05, show_default=True,
-              help="Fraction of datagrams the receiver drops on purpose.")
+@click.option(
+    "--size", type=SizeType(), default="64M", show_default=True, help="Bytes of random data to send."
+)
+@click.option(
+    "--drop",
+    type=click.FloatRange(0.0, 0.5),
+    default=0.05,
+    show_default=True,
+    help="Fraction of datagrams the receiver drops on purpose.",
+)
 @click.option("--rate", type=RateType(), default=2e9, show_default="2G", help="Sender pacing rate.")
 @click.option("--pipe", is_flag=True, help="Send through a pipe (stream mode) instead of as a file.")
 def demo(size: int, drop: float, rate: float, pipe: bool) -> None:

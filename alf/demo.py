@@ -51,16 +51,44 @@ def run_demo(size: int, drop: float, rate: float, pipe: bool) -> int:
                 f.write(os.urandom(n))
                 left -= n
         port = free_udp_port()
-        print(f"alf demo: sending {size} random bytes over 127.0.0.1:{port}, "
-              f"the receiver drops {drop:.0%} of what arrives", file=sys.stderr)
-        recv_cmd = alf + ["recv", str(port), "--bind", "127.0.0.1", "--timeout", "30", "--drop", str(drop),
-                          "--seed", "7", "--stats-json", rstats, "--no-progress"]
-        send_cmd = alf + ["send", "127.0.0.1", str(port), "--rate", str(rate), "--timeout", "30",
-                          "--stats-json", sstats, "--no-progress"]
+        print(
+            f"alf demo: sending {size} random bytes over 127.0.0.1:{port}, "
+            f"the receiver drops {drop:.0%} of what arrives",
+            file=sys.stderr,
+        )
+        recv_cmd = alf + [
+            "recv",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--timeout",
+            "30",
+            "--drop",
+            str(drop),
+            "--seed",
+            "7",
+            "--stats-json",
+            rstats,
+            "--no-progress",
+        ]
+        send_cmd = alf + [
+            "send",
+            "127.0.0.1",
+            str(port),
+            "--rate",
+            str(rate),
+            "--timeout",
+            "30",
+            "--stats-json",
+            sstats,
+            "--no-progress",
+        ]
         started = time.monotonic()
         with open(dst, "wb") as out:
-            receiver = subprocess.Popen(recv_cmd + ([] if pipe else ["-o", dst, "--force"]),
-                                        stdout=out if pipe else subprocess.DEVNULL)
+            receiver = subprocess.Popen(
+                recv_cmd + ([] if pipe else ["-o", dst, "--force"]),
+                stdout=out if pipe else subprocess.DEVNULL,
+            )
         try:
             if pipe:
                 with open(src, "rb") as inp:
@@ -75,12 +103,20 @@ def run_demo(size: int, drop: float, rate: float, pipe: bool) -> int:
         elapsed = time.monotonic() - started
         same = os.path.exists(dst) and _sha256(src) == _sha256(dst)
         r, s = _last_stats(rstats), _last_stats(sstats)
-        print(f"alf demo: sender exit {sender.returncode}, receiver exit {rcode}, {elapsed:.2f} s "
-              f"({size * 8 / elapsed / 1e6:.0f} Mbit/s)", file=sys.stderr)
-        print(f"alf demo: receiver dropped {r.get('dropped_injected')} datagrams on purpose, "
-              f"sent {r.get('naks_sent')} NAKs; sender repaired {s.get('adus_repair')} ADUs "
-              f"after {s.get('adus_new')} sent once", file=sys.stderr)
+        print(
+            f"alf demo: sender exit {sender.returncode}, receiver exit {rcode}, {elapsed:.2f} s "
+            f"({size * 8 / elapsed / 1e6:.0f} Mbit/s)",
+            file=sys.stderr,
+        )
+        print(
+            f"alf demo: receiver dropped {r.get('dropped_injected')} datagrams on purpose, "
+            f"sent {r.get('naks_sent')} NAKs; sender repaired {s.get('adus_repair')} ADUs "
+            f"after {s.get('adus_new')} sent once",
+            file=sys.stderr,
+        )
         ok = sender.returncode == 0 and rcode == 0 and same
-        print(f"alf demo: sha256 {'identical' if same else 'DIFFERENT'}; "
-              f"{'PASS' if ok else 'FAIL'}", file=sys.stderr)
+        print(
+            f"alf demo: sha256 {'identical' if same else 'DIFFERENT'}; {'PASS' if ok else 'FAIL'}",
+            file=sys.stderr,
+        )
         return 0 if ok else 1

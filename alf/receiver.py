@@ -197,7 +197,9 @@ class Receiver:
             )
         elif digest != self.final_digest:
             verdict = wire.Verdict.DIGEST_MISMATCH
-            self.outcome = Outcome(ExitCode.VERIFY_FAILED, "the digest of the output does not match the sender's")
+            self.outcome = Outcome(
+                ExitCode.VERIFY_FAILED, "the digest of the output does not match the sender's"
+            )
         else:
             verdict = wire.Verdict.OK
             self.outcome = Outcome(ExitCode.OK, f"received and verified {nbytes} bytes")
@@ -256,11 +258,15 @@ class Receiver:
                     self._send(self._accept(msg))
                 return
             self.stats.rejected_hellos += 1
-            self._send_abort_to(msg.session_id, addr, wire.AbortCode.BUSY, "receiver is busy with another transfer")
+            self._send_abort_to(
+                msg.session_id, addr, wire.AbortCode.BUSY, "receiver is busy with another transfer"
+            )
             return
         if msg.tag != self._tag:
             self.stats.rejected_hellos += 1
-            self._send_abort_to(msg.session_id, addr, wire.AbortCode.CHECKPHRASE_MISMATCH, "checkphrase mismatch")
+            self._send_abort_to(
+                msg.session_id, addr, wire.AbortCode.CHECKPHRASE_MISMATCH, "checkphrase mismatch"
+            )
             return
         self.state = State.RECEIVING
         self.session_id = msg.session_id

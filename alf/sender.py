@@ -376,4 +376,3 @@ class Sender:
         self._out.extend([wire.encode_abort(wire.Abort(self.session_id, code, reason))] * ABORT_COPIES)
         self.outcome = outcome
         self.state = State.DONE
-

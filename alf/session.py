@@ -42,7 +42,9 @@ class Dropper:
 
 
 class SendSession:
-    def __init__(self, sender: Sender, source: Source, dropper: Dropper | None = None, max_run: int = 64) -> None:
+    def __init__(
+        self, sender: Sender, source: Source, dropper: Dropper | None = None, max_run: int = 64
+    ) -> None:
         self.sender = sender
         self.source = source
         self.dropper = dropper
@@ -86,9 +88,7 @@ class SendSession:
             pack = wire.pack_data_header
             if s.cfg.checksum:
                 crc = wire.data_checksum
-                datagrams = [
-                    (pack(sid, i, crc(i, p)), p) for i, p in enumerate(payloads, run.first)
-                ]
+                datagrams = [(pack(sid, i, crc(i, p)), p) for i, p in enumerate(payloads, run.first)]
             else:
                 datagrams = [(pack(sid, i, None), p) for i, p in enumerate(payloads, run.first)]
         self.source.release(s.acked)

@@ -13,7 +13,6 @@ import struct
 import zlib
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Union
 
 from bitarray import bitarray
 from bitarray.util import intervals
@@ -213,7 +212,7 @@ class Data:
     checksum: int | None = None
 
 
-Message = Union[Hello, Accept, Status, Nak, Probe, Done, Close, Abort, Data]
+Message = Hello | Accept | Status | Nak | Probe | Done | Close | Abort | Data
 
 
 # ---------------------------------------------------------------- encoders
@@ -374,7 +373,9 @@ def encode(m: Message) -> bytes:
 # ---------------------------------------------------------------- decoders
 
 
-def unpack_data_header(buf: bytes | bytearray | memoryview, offset: int = 0) -> tuple[int, int, int, int, int, int, int]:
+def unpack_data_header(
+    buf: bytes | bytearray | memoryview, offset: int = 0
+) -> tuple[int, int, int, int, int, int, int]:
     """Raw DATA header fields (version, type, flags, reserved, aux, session, index); no checks."""
     return DATA_HEADER.unpack_from(buf, offset)
 

@@ -116,11 +116,13 @@ def test_second_sender_gets_busy_and_foreign_data_is_counted() -> None:
     _hello(r)
     r.poll(0.0)
     _hello(r, sid=78, addr=("10.9.9.8", 6))
-    (d, addr), = r.poll(0.0)
+    ((d, addr),) = r.poll(0.0)
     assert addr == ("10.9.9.8", 6)
     m = wire.decode_untrusted(d)
     assert isinstance(m, wire.Abort) and m.code == wire.AbortCode.BUSY and m.session_id == 78
-    r.handle_control(wire.encode_probe(wire.Probe(77, 1, 1, 1)), ("10.9.9.8", 6), 0.0)  # right id, wrong address
+    r.handle_control(
+        wire.encode_probe(wire.Probe(77, 1, 1, 1)), ("10.9.9.8", 6), 0.0
+    )  # right id, wrong address
     assert r.stats.foreign == 1
 
 

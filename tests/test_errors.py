@@ -35,8 +35,9 @@ def test_checkphrase_mismatch(procs: Procs, port: int, tmp_path: os.PathLike[str
     assert not os.path.exists(dst) and not os.path.exists(dst + ".alf-partial")
 
 
-def _start_pair(procs: Procs, port: int, tmp_path: os.PathLike[str], *recv_extra: str
-                ) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], str]:
+def _start_pair(
+    procs: Procs, port: int, tmp_path: os.PathLike[str], *recv_extra: str
+) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], str]:
     src = random_file(os.path.join(tmp_path, "in.bin"), 200 << 20, seed=3)
     dst = os.path.join(tmp_path, "out.bin")
     recv = procs.start("recv", str(port), "-o", dst, "--timeout", "2", *recv_extra)
@@ -49,8 +50,9 @@ def _start_pair(procs: Procs, port: int, tmp_path: os.PathLike[str], *recv_extra
     return recv, send, dst
 
 
-def test_sender_killed_receiver_fails_and_removes_partial(procs: Procs, port: int,
-                                                          tmp_path: os.PathLike[str]) -> None:
+def test_sender_killed_receiver_fails_and_removes_partial(
+    procs: Procs, port: int, tmp_path: os.PathLike[str]
+) -> None:
     recv, send, dst = _start_pair(procs, port, tmp_path)
     send.kill()
     assert recv.wait(timeout=20) == ExitCode.PEER_UNREACHABLE
@@ -97,8 +99,13 @@ def test_input_missing(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> N
 
 
 def test_usage_errors(procs: Procs) -> None:
-    for args in (["send", "127.0.0.1"], ["send", "127.0.0.1", "70000"], ["recv", "1", "--rate", "1G"],
-                 ["send", "127.0.0.1", "1", "--rate", "fast"], ["recv", "1", "--drop", "2"]):
+    for args in (
+        ["send", "127.0.0.1"],
+        ["send", "127.0.0.1", "70000"],
+        ["recv", "1", "--rate", "1G"],
+        ["send", "127.0.0.1", "1", "--rate", "fast"],
+        ["recv", "1", "--drop", "2"],
+    ):
         r = procs.run(*args)
         assert r.returncode == ExitCode.USAGE, args
 

@@ -42,6 +42,7 @@ def scenario(seed: int) -> dict[str, object]:
 EXACT_COUNTS = (46, 391, 44, 0, 4, 4)  # forward losses (DATA and control), new, repairs, dups, NAKs, rounds
 EXACT_ELAPSED = 0.23
 
+
 def time_bound(kw: dict[str, object]) -> float:
     """Virtual time by which a run must be over: 10 s (HELLO retries and the receiver's linger
     when every CLOSE is lost) plus 8 RTTs per window's worth of ADUs.
@@ -73,14 +74,23 @@ def test_fixed_seed_exact_counts() -> None:
     r = run_transfer(data, forward=Link(loss=0.1, delay=0.01), backward=Link(loss=0.05, delay=0.01), seed=11)
     assert r.output == data and r.sender is not None and r.sender.ok
     s, rs = r.sender_stats, r.receiver_stats
-    counts = (r.forward.lost, s["adus_new"], s["adus_repair"], rs["duplicates"], rs["naks_sent"], rs["nak_rounds"])
+    counts = (
+        r.forward.lost,
+        s["adus_new"],
+        s["adus_repair"],
+        rs["duplicates"],
+        rs["naks_sent"],
+        rs["nak_rounds"],
+    )
     assert counts == EXACT_COUNTS
     assert round(r.elapsed, 6) == EXACT_ELAPSED
 
 
 def test_same_seed_same_run() -> None:
     data = random.Random(1).randbytes(50_000)
-    kw = dict(forward=Link(loss=0.2, duplicate=0.1, reorder=0.1, delay=0.01, jitter=0.002), seed=3, stream=True)
+    kw = dict(
+        forward=Link(loss=0.2, duplicate=0.1, reorder=0.1, delay=0.01, jitter=0.002), seed=3, stream=True
+    )
     a, b = run_transfer(data, **kw), run_transfer(data, **kw)  # type: ignore[arg-type]
     assert (a.elapsed, a.sender_stats, a.receiver_stats) == (b.elapsed, b.sender_stats, b.receiver_stats)
 
@@ -108,7 +118,9 @@ def test_hostile_datagrams_are_counted_and_harmless() -> None:
             d = wire.encode_hello(wire.Hello(sid_other, 512, wire.Kind.FILE, 10, 1, wire.checkphrase_tag("")))
         hostile.append((t, d))
     r = run_transfer(data, forward=Link(loss=0.05, delay=0.005), seed=2, inject=hostile)
-    assert r.output == data and r.sender is not None and r.sender.ok and r.receiver is not None and r.receiver.ok
+    assert (
+        r.output == data and r.sender is not None and r.sender.ok and r.receiver is not None and r.receiver.ok
+    )
     rs = r.receiver_stats
     assert r.elapsed > 0.02 + 3000 * 0.00005
     assert rs["malformed"] + rs["foreign"] + rs["rejected_hellos"] == 3000
@@ -135,15 +147,23 @@ def test_checkphrase_mismatch_ends_the_sender_and_keeps_the_receiver_waiting() -
 
 
 def test_sender_vanishes_receiver_times_out() -> None:
-    r = run_transfer(b"z" * 1_000_000, seed=1, kill_sender_at=0.05,
-                     receiver_config=ReceiverConfig(in_order=False, timeout=2.0))
+    r = run_transfer(
+        b"z" * 1_000_000,
+        seed=1,
+        kill_sender_at=0.05,
+        receiver_config=ReceiverConfig(in_order=False, timeout=2.0),
+    )
     assert r.receiver is not None and r.receiver.code == ExitCode.PEER_UNREACHABLE
     assert "went silent" in r.receiver.message
     assert 2.0 <= r.elapsed < 2.2 and 0 < r.receiver_stats["adus_received"] < 1953
 
 
 def test_receiver_vanishes_sender_times_out() -> None:
-    r = run_transfer(b"z" * 1_000_000, seed=1, kill_receiver_at=0.05,
-                     sender_config=SenderConfig(adu_size=512, rate_bps=50e6, timeout=2.0))
+    r = run_transfer(
+        b"z" * 1_000_000,
+        seed=1,
+        kill_receiver_at=0.05,
+        sender_config=SenderConfig(adu_size=512, rate_bps=50e6, timeout=2.0),
+    )
     assert r.sender is not None and r.sender.code == ExitCode.PEER_UNREACHABLE
     assert "went silent" in r.sender.message

@@ -21,11 +21,36 @@ def test_1gib_file_with_5pct_drop(procs: Procs, port: int, tmp_path: os.PathLike
     src = random_file(os.path.join(tmp_path, "in.bin"), 1 << 30, seed=1)
     dst = os.path.join(tmp_path, "out.bin")
     rstats, sstats = os.path.join(tmp_path, "r.json"), os.path.join(tmp_path, "s.json")
-    recv = procs.start("recv", str(port), "--bind", "127.0.0.1", "-o", dst, "--drop", "0.05", "--seed", "3",
-                       "--timeout", "30", "--stats-json", rstats)
+    recv = procs.start(
+        "recv",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "-o",
+        dst,
+        "--drop",
+        "0.05",
+        "--seed",
+        "3",
+        "--timeout",
+        "30",
+        "--stats-json",
+        rstats,
+    )
     wait_listening(port)
-    send = procs.run("send", "127.0.0.1", str(port), src, "--rate", "1G", "--timeout", "30",
-                     "--stats-json", sstats, timeout=300)
+    send = procs.run(
+        "send",
+        "127.0.0.1",
+        str(port),
+        src,
+        "--rate",
+        "1G",
+        "--timeout",
+        "30",
+        "--stats-json",
+        sstats,
+        timeout=300,
+    )
     assert send.returncode == 0, send.stderr
     assert recv.wait(timeout=60) == 0, recv.stderr.read() if recv.stderr else ""
     assert sha256_file(dst) == sha256_file(src)
@@ -70,14 +95,16 @@ def test_tar_pipe_several_hundred_mb(procs: Procs, port: int, tmp_path: os.PathL
     tar_x.stdin.close()
     wait_listening(port)
     tar_c = subprocess.Popen(["tar", "cf", "-", "-C", tmp_path, "tree"], stdout=subprocess.PIPE)
-    send = procs.run("send", "127.0.0.1", str(port), "--rate", "1G", "--timeout", "30", stdin=tar_c.stdout,
-                     timeout=300)
+    send = procs.run(
+        "send", "127.0.0.1", str(port), "--rate", "1G", "--timeout", "30", stdin=tar_c.stdout, timeout=300
+    )
     assert tar_c.wait(timeout=60) == 0
     assert send.returncode == 0, send.stderr
     assert recv.wait(timeout=60) == 0
     assert tar_x.wait(timeout=60) == 0
-    diff = subprocess.run(["diff", "-r", "--no-dereference", tree, os.path.join(out, "tree")],
-                          capture_output=True)
+    diff = subprocess.run(
+        ["diff", "-r", "--no-dereference", tree, os.path.join(out, "tree")], capture_output=True
+    )
     assert diff.returncode == 0, diff.stdout[:2000]
 
 
@@ -137,8 +164,9 @@ def test_flood_of_garbage_during_a_transfer(procs: Procs, port: int, tmp_path: o
     src = random_file(os.path.join(tmp_path, "in.bin"), 64 << 20, seed=6)
     dst = os.path.join(tmp_path, "out.bin")
     rstats = os.path.join(tmp_path, "r.json")
-    recv = procs.start("recv", str(port), "--bind", "127.0.0.1", "-o", dst, "--timeout", "20",
-                       "--stats-json", rstats)
+    recv = procs.start(
+        "recv", str(port), "--bind", "127.0.0.1", "-o", dst, "--timeout", "20", "--stats-json", rstats
+    )
     wait_listening(port)
     send = procs.start("send", "127.0.0.1", str(port), src, "--rate", "300M", "--timeout", "20")
     rng = random.Random(7)

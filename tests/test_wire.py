@@ -60,7 +60,9 @@ def test_nak_golden_range_and_bitmap() -> None:
     # Two far-apart holes: two RANGE blocks. Many close holes: one BITMAP block.
     (d,), n = wire.encode_naks(SID, [(10, 12), (100000, 100001)], 4)
     assert n == 2
-    assert d == HEADER(5, aux=2) + struct.pack("!BBHIQ", 1, 0, 0, 2, 10) + struct.pack("!BBHIQ", 1, 0, 0, 1, 100000)
+    assert d == HEADER(5, aux=2) + struct.pack("!BBHIQ", 1, 0, 0, 2, 10) + struct.pack(
+        "!BBHIQ", 1, 0, 0, 1, 100000
+    )
     ranges = [(0, 1), (2, 3), (4, 5), (8, 9)]
     (d,), n = wire.encode_naks(SID, ranges, 4)
     assert n == 4
@@ -85,21 +87,52 @@ u32 = st.integers(0, 2**32 - 1)
 digests = st.binary(min_size=32, max_size=32)
 
 messages = st.one_of(
-    st.builds(wire.Hello, sids, st.integers(1, wire.MAX_ADU_SIZE), st.just(wire.Kind.FILE),
-              st.integers(0, 2**64 - 2), u64, st.binary(min_size=16, max_size=16), st.just(wire.DigestAlg.SHA256),
-              st.booleans()),
-    st.builds(wire.Hello, sids, st.integers(1, wire.MAX_ADU_SIZE), st.just(wire.Kind.STREAM),
-              st.just(wire.UNKNOWN_LENGTH), u64, st.binary(min_size=16, max_size=16)),
+    st.builds(
+        wire.Hello,
+        sids,
+        st.integers(1, wire.MAX_ADU_SIZE),
+        st.just(wire.Kind.FILE),
+        st.integers(0, 2**64 - 2),
+        u64,
+        st.binary(min_size=16, max_size=16),
+        st.just(wire.DigestAlg.SHA256),
+        st.booleans(),
+    ),
+    st.builds(
+        wire.Hello,
+        sids,
+        st.integers(1, wire.MAX_ADU_SIZE),
+        st.just(wire.Kind.STREAM),
+        st.just(wire.UNKNOWN_LENGTH),
+        u64,
+        st.binary(min_size=16, max_size=16),
+    ),
     st.builds(wire.Accept, sids, u64, u64),
-    st.builds(lambda s, a, b, c, lim, r, e, d: wire.Status(s, a, a + b, a + b + c - c, lim, r, e, d),
-              sids, st.integers(0, 2**60), st.integers(0, 2**60), st.integers(0, 10), u64, u64, u64, u32),
+    st.builds(
+        lambda s, a, b, c, lim, r, e, d: wire.Status(s, a, a + b, a + b + c - c, lim, r, e, d),
+        sids,
+        st.integers(0, 2**60),
+        st.integers(0, 2**60),
+        st.integers(0, 10),
+        u64,
+        u64,
+        u64,
+        u32,
+    ),
     st.builds(wire.Probe, sids, u64, u64, u32),
-    st.builds(lambda s, n, t, r, total, d: wire.Probe(s, n, t, r, True, total, d), sids, u64, u64, u32, u64, digests),
+    st.builds(
+        lambda s, n, t, r, total, d: wire.Probe(s, n, t, r, True, total, d), sids, u64, u64, u32, u64, digests
+    ),
     st.builds(wire.Done, sids, st.sampled_from(wire.Verdict), u64, digests),
     st.builds(wire.Close, sids),
     st.builds(wire.Abort, sids, st.sampled_from(wire.AbortCode), st.text(max_size=100)),
     st.builds(wire.Data, sids, u64, st.binary(min_size=1, max_size=300)),
-    st.builds(lambda s, i, p: wire.Data(s, i, p, wire.data_checksum(i, p)), sids, u64, st.binary(min_size=1, max_size=50)),
+    st.builds(
+        lambda s, i, p: wire.Data(s, i, p, wire.data_checksum(i, p)),
+        sids,
+        u64,
+        st.binary(min_size=1, max_size=50),
+    ),
 )
 
 

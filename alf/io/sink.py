@@ -165,7 +165,9 @@ class FileBackend:
 class OffsetSink:
     in_order = False
 
-    def __init__(self, backend: OffsetBackend, keep_partial: bool = False, hash_chunk: int = HASH_CHUNK) -> None:
+    def __init__(
+        self, backend: OffsetBackend, keep_partial: bool = False, hash_chunk: int = HASH_CHUNK
+    ) -> None:
         self.backend = backend
         self.keep_partial = keep_partial
         self.hash_chunk = hash_chunk

@@ -124,18 +124,22 @@ class FileSource:
 
 
 class StreamSource:
-    """A pipe of unknown length. ``feed`` is called by the reader (a thread, or a test).
+    """A pipe of unknown length, held in a ring of ``window_adus`` ADU slots.
 
-    ADUs below the receiver's cum_ack are released and forgotten; the reader blocks in
-    ``wait_for_room`` while the window is full.
+    ADU ``i`` lives in slot ``i % window_adus``; the ring is one preallocated buffer, so memory is
+    the window and nothing more, the reader fills it straight from the pipe, and ``read`` hands
+    out views without copying. A slot is refilled only after its ADU was released (acknowledged
+    by the receiver's cum_ack), so a view handed out for sending stays valid until then.
+    The reader (a thread, or a test) calls ``feed``/``readinto_from`` and ``feed_eof``.
     """
 
     def __init__(self, adu_size: int, window_adus: int) -> None:
         self.adu_size = adu_size
         self.window_adus = max(1, window_adus)
-        self._adus: dict[int, bytes] = {}
-        self._count = 0  # full ADUs stored so far (plus the short last one at EOF)
-        self._partial = bytearray()
+        self._ring = bytearray(self.window_adus * adu_size)
+        self._view = memoryview(self._ring)
+        self._bytes = 0  # stream bytes stored so far
+        self._count = 0  # ADUs complete so far (plus the short last one at EOF)
         self._released = 0
         self._hash = hashlib.sha256()
         self._total: int | None = None
@@ -144,45 +148,49 @@ class StreamSource:
         self._room = threading.Condition()
 
     # -- reader side
+    def free_span(self) -> memoryview:
+        """The writable part of the ring after the stored bytes, up to the window or the wrap."""
+        ring = len(self._ring)
+        limit = self._released * self.adu_size + ring - self._bytes
+        pos = self._bytes % ring
+        return self._view[pos : pos + min(limit, ring - pos)]
+
+    def commit(self, n: int) -> None:
+        """``n`` bytes were written at the start of ``free_span()``."""
+        pos = self._bytes % len(self._ring)
+        self._hash.update(self._view[pos : pos + n])
+        self._bytes += n
+        self._count = self._bytes // self.adu_size  # publish after the bytes are in place
+
     def feed(self, chunk: bytes) -> None:
-        self._hash.update(chunk)
-        if self._partial:
-            self._partial += chunk
-            data: Buffer = bytes(self._partial)
-            self._partial = bytearray()
-        else:
-            data = chunk
-        a = self.adu_size
-        full = len(data) // a
-        view = memoryview(data)
-        n = self._count
-        for k in range(full):
-            self._adus[n + k] = bytes(view[k * a : (k + 1) * a])
-        if len(data) > full * a:
-            self._partial = bytearray(view[full * a :])
-        self._count = n + full  # publish after the payloads are in place
+        """Copy ``chunk`` in (it must fit: see ``room``)."""
+        view = memoryview(chunk)
+        while view:
+            span = self.free_span()
+            if not span:
+                raise ValueError("the window is full")
+            n = min(len(span), len(view))
+            span[:n] = view[:n]
+            self.commit(n)
+            view = view[n:]
 
     def feed_eof(self) -> None:
-        if self._partial:
-            self._adus[self._count] = bytes(self._partial)
-            total = self._count * self.adu_size + len(self._partial)
-            self._partial = bytearray()
-            self._count += 1
-        else:
-            total = self._count * self.adu_size
+        total = self._bytes
         self._digest = self._hash.digest()
+        if total % self.adu_size:
+            self._count = total // self.adu_size + 1
         self._total = total
 
     def fail(self, message: str) -> None:
         self._error = message
 
     def room(self) -> int:
-        """How many more ADUs the window takes now."""
-        return self.window_adus - (self._count - self._released)
+        """How many more whole ADUs the window takes now."""
+        return self.window_adus - (-(-self._bytes // self.adu_size) - self._released)
 
     def wait_for_room(self, timeout: float) -> bool:
         with self._room:
-            return self._room.wait_for(lambda: self.room() > 0, timeout)
+            return self._room.wait_for(lambda: len(self.free_span()) > 0, timeout)
 
     # -- sender side
     def available(self) -> int:
@@ -195,16 +203,17 @@ class StreamSource:
         return self._digest
 
     def read(self, first: int, count: int) -> list[Buffer]:
-        adus = self._adus
-        return [adus[i] for i in range(first, first + count)]
+        a, w, view = self.adu_size, self.window_adus, self._view
+        out: list[Buffer] = [view[(i % w) * a : (i % w + 1) * a] for i in range(first, first + count)]
+        total = self._total
+        if total is not None and first + count == self._count and total % a:
+            out[-1] = out[-1][: total % a]  # the short last ADU
+        return out
 
     def release(self, below: int) -> None:
         if below <= self._released:
             return
-        adus = self._adus
-        for i in range(self._released, min(below, self._count)):
-            adus.pop(i, None)
-        self._released = below
+        self._released = min(below, self._count)
         with self._room:
             self._room.notify_all()
 
@@ -213,22 +222,20 @@ class StreamSource:
 
 
 def pump_stream(source: StreamSource, fd: int, wake: int | None, stop: threading.Event) -> None:
-    """Read ``fd`` into ``source`` until EOF, respecting its window (runs in a thread).
-
-    ``wake`` is written to after each chunk so the sender's loop notices new data at once.
-    """
-    chunk_max = max(source.adu_size, 1 << 20)
+    """Read ``fd`` straight into ``source``'s ring until EOF, waiting while the window is full
+    (runs in a thread). ``wake`` is written to after each read so the sender's loop notices."""
+    chunk_max = 1 << 20
     try:
         while not stop.is_set():
-            room = source.room()
-            if room <= 0:
+            span = source.free_span()
+            if not span:
                 source.wait_for_room(0.1)
                 continue
-            data = os.read(fd, min(chunk_max, room * source.adu_size))
-            if not data:
+            n = os.readv(fd, [span[:chunk_max]])
+            if not n:
                 source.feed_eof()
                 break
-            source.feed(data)
+            source.commit(n)
             _poke(wake)
     except OSError as e:
         source.fail(f"cannot read the input: {e.strerror}")

@@ -16,6 +16,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from alf import wire
 from alf.errors import ExitCode, Outcome
@@ -52,8 +53,10 @@ def resolve(host: str, port: int) -> tuple[socket.AddressFamily, tuple[str, int]
 
 
 def _tune(sock: socket.socket) -> None:
-    for force, plain in ((getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF),
-                         (getattr(socket, "SO_SNDBUFFORCE", None), socket.SO_SNDBUF)):
+    for force, plain in (
+        (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF),
+        (getattr(socket, "SO_SNDBUFFORCE", None), socket.SO_SNDBUF),
+    ):
         try:
             if force is None:
                 raise PermissionError
@@ -106,7 +109,7 @@ def receiver_socket(bind: str | None, port: int) -> socket.socket:
     return sock
 
 
-def _send(sock: socket.socket, buffers: list[bytes | memoryview], addr: object = None) -> bool:
+def _send(sock: socket.socket, buffers: list[bytes | memoryview], addr: Any = None) -> bool:
     """Send one datagram; False when it had to be given up (it then counts as lost)."""
     for _ in range(SEND_RETRY_LIMIT):
         try:

@@ -15,9 +15,9 @@ from typing import Any
 
 from alf import wire
 from alf.errors import Outcome
-from alf.io.sink import MemoryBackend, MemoryWriter, OffsetSink, OrderedSink
+from alf.io.sink import Buffer, MemoryBackend, MemoryWriter, OffsetSink, OrderedSink
 from alf.io.source import BytesSource, Source, StreamSource
-from alf.receiver import Receiver, ReceiverConfig
+from alf.receiver import Addr, Receiver, ReceiverConfig
 from alf.sender import Sender, SenderConfig
 from alf.session import RecvSession, SendSession
 
@@ -186,7 +186,7 @@ def run_transfer(
             break
         nxt = min(deadlines)
         now = nxt if nxt > now else now + 1e-6
-        batch: list[tuple[bytes, Any]] = []
+        batch: list[tuple[Buffer, Addr]] = []
         while queue and queue[0][0] <= now:
             _t, _s, direction, d = heapq.heappop(queue)
             if direction == 0:
