@@ -3,6 +3,7 @@
 report each side's peak RSS against its configured window.
 
     python tools/pipe_memory.py --size 4G --drop 0.02 --window 256M --rate 1.5G
+    python tools/pipe_memory.py --size 1G --window 64M --consumer-rate 40M   # a slow consumer
 
 The producer writes a deterministic, non-repeating stream into the sender's stdin and hashes
 it; a consumer hashes the receiver's stdout. Peak RSS comes from the kernel's rusage of each
@@ -42,13 +43,19 @@ def produce(fd: int, size: int, digest: list[str]) -> None:
     digest.append(h.hexdigest())
 
 
-def consume(fd: int, result: list[object]) -> None:
+def consume(fd: int, result: list[object], rate_Bps: float) -> None:
+    """Hash the receiver's stdout, reading no faster than ``rate_Bps`` (0: as fast as it can)."""
     h = hashlib.sha256()
     total = 0
+    start = time.monotonic()
     with os.fdopen(fd, "rb", buffering=0) as inp:
         while chunk := inp.read(1 << 20):
             h.update(chunk)
             total += len(chunk)
+            if rate_Bps:
+                ahead = total / rate_Bps - (time.monotonic() - start)
+                if ahead > 0:
+                    time.sleep(ahead)
     result.extend([h.hexdigest(), total])
 
 
@@ -73,6 +80,7 @@ def main() -> int:
     ap.add_argument("--window", default="256M")
     ap.add_argument("--rate", default="1.5G")
     ap.add_argument("--timeout", type=float, default=900)
+    ap.add_argument("--consumer-rate", default="0", help="bytes/s the consumer of stdout reads at (0: unlimited)")
     args = ap.parse_args()
     size = int(_number(args.size, SIZE_UNITS, "size"))
     window = int(_number(args.window, SIZE_UNITS, "size"))
@@ -99,7 +107,8 @@ def main() -> int:
     )
     os.close(r_in)
     consumed: list[object] = []
-    ct = threading.Thread(target=consume, args=(r_out, consumed))
+    consumer_rate = _number(args.consumer_rate, SIZE_UNITS, "rate") if args.consumer_rate != "0" else 0.0
+    ct = threading.Thread(target=consume, args=(r_out, consumed, consumer_rate))
     ct.start()
     time.sleep(0.3)
     s_out, s_in = os.pipe()
@@ -147,6 +156,7 @@ def main() -> int:
         "drop": args.drop,
         "window_bytes": window,
         "rate": args.rate,
+        "consumer_rate_Bps": consumer_rate,
         "elapsed_s": round(elapsed, 2),
         "throughput_MBps": round(size / elapsed / 1e6, 1),
         "sender_exit": scode,
