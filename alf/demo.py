@@ -22,7 +22,7 @@ def free_udp_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _sha256(path: str) -> str:
+def sha256_file(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
@@ -101,7 +101,7 @@ def run_demo(size: int, drop: float, rate: float, pipe: bool) -> int:
                 receiver.kill()
                 receiver.wait()
         elapsed = time.monotonic() - started
-        same = os.path.exists(dst) and _sha256(src) == _sha256(dst)
+        same = os.path.exists(dst) and sha256_file(src) == sha256_file(dst)
         r, s = _last_stats(rstats), _last_stats(sstats)
         print(
             f"alf demo: sender exit {sender.returncode}, receiver exit {rcode}, {elapsed:.2f} s "

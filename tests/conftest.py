@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -13,17 +12,9 @@ from typing import Any
 
 import pytest
 
-from alf.demo import free_udp_port
+from alf.demo import free_udp_port, sha256_file  # noqa: F401  (sha256_file: for the tests)
 
 ALF = [sys.executable, "-m", "alf"]
-
-
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def random_file(path: str, size: int, seed: int = 0) -> str:

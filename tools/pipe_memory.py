@@ -80,7 +80,9 @@ def main() -> int:
     ap.add_argument("--window", default="256M")
     ap.add_argument("--rate", default="1.5G")
     ap.add_argument("--timeout", type=float, default=900)
-    ap.add_argument("--consumer-rate", default="0", help="bytes/s the consumer of stdout reads at (0: unlimited)")
+    ap.add_argument(
+        "--consumer-rate", default="0", help="bytes/s the stdout consumer reads at (0: unlimited)"
+    )
     args = ap.parse_args()
     size = int(_number(args.size, SIZE_UNITS, "size"))
     window = int(_number(args.window, SIZE_UNITS, "size"))
