@@ -94,6 +94,7 @@ class Common:
     drop: float
     seed: int
     checkphrase: str
+    gso: bool
 
 
 class Reporter:
@@ -220,6 +221,12 @@ def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
             help="Fault injection: drop this fraction of incoming datagrams.",
         ),
         click.option("--seed", type=int, default=1, show_default=True, help="Seed for --drop."),
+        click.option(
+            "--gso/--no-gso",
+            default=True,
+            help="Move runs of datagrams per system call with UDP GSO (sending) and GRO (receiving) "
+            "where the kernel has them [default: on]; --no-gso forces one call per datagram.",
+        ),
     ]
     for option in reversed(options):
         f = option(f)
@@ -261,6 +268,13 @@ def main() -> None:
 )
 @click.option("--checksum", is_flag=True, help="Add a CRC-32 to every datagram, on top of UDP's checksum.")
 @click.option(
+    "--digest",
+    type=click.Choice(["blake3", "sha256"]),
+    default="blake3",
+    show_default=True,
+    help="End-to-end digest of the whole content, checked by the receiver.",
+)
+@click.option(
     "--window",
     type=SizeType(),
     default="256M",
@@ -275,13 +289,15 @@ def send(
     rate: float,
     adu_size: int,
     checksum: bool,
+    digest: str,
     window: int,
     bind: str | None,
     **kw: Any,
 ) -> None:
     """Send FILE (or stdin, '-') to an `alf recv` at HOST PORT."""
     common = Common(**kw)
-    sys.exit(_send(host, port, file, rate, adu_size, checksum, window, bind, common))
+    alg = wire.DigestAlg.BLAKE3 if digest == "blake3" else wire.DigestAlg.SHA256
+    sys.exit(_send(host, port, file, rate, adu_size, checksum, alg, window, bind, common))
 
 
 def _send(
@@ -291,6 +307,7 @@ def _send(
     rate: float,
     adu_size: int,
     checksum: bool,
+    alg: wire.DigestAlg,
     window: int,
     bind: str | None,
     common: Common,
@@ -304,7 +321,7 @@ def _send(
         try:
             st = os.stat(file)
             if stat.S_ISREG(st.st_mode):
-                source = FileSource(file, adu_size)
+                source = FileSource(file, adu_size, alg=alg)
                 kind, total = wire.Kind.FILE, source.total_bytes()
             else:
                 fd = os.open(file, os.O_RDONLY)
@@ -321,11 +338,12 @@ def _send(
         checkphrase=common.checkphrase,
         checksum=checksum,
         timeout=common.timeout or 30.0,
+        digest=alg,
     )
     sender = Sender(cfg, secrets.randbits(64) or 1, kind, total, now)
     try:
         if kind == wire.Kind.STREAM:
-            source = StreamSource(adu_size, max(1, window // adu_size))
+            source = StreamSource(adu_size, max(1, window // adu_size), alg)
         session = SendSession(sender, source, Dropper(common.drop, common.seed) if common.drop else None)
         reporter = Reporter(common, session.stats, "send")
     except LocalError as e:
@@ -340,7 +358,7 @@ def _send(
         print(f"alf send: {what} to {host} port {port}, session {sender.session_id:016x}", file=sys.stderr)
     hooks = Hooks(tick=reporter.tick, cancelled=lambda: reporter.cancel, wake_fd=reporter.wake_r)
     try:
-        outcome = run_sender(session, sock, hooks)
+        outcome = run_sender(session, sock, hooks, gso=common.gso)
     finally:
         stop.set()
         sock.close()
@@ -358,6 +376,7 @@ def _send(
     help="Write to FILE at offsets (via FILE.alf-partial, renamed once verified) instead of stdout.",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
+@click.option("--fsync", is_flag=True, help="Flush FILE to stable storage before reporting success.")
 @click.option(
     "--keep-partial", is_flag=True, help="On failure, keep FILE.alf-partial instead of deleting it."
 )
@@ -370,17 +389,25 @@ def _send(
 )
 @_common_options
 def recv(
-    port: int, output: str | None, force: bool, keep_partial: bool, window: int, bind: str | None, **kw: Any
+    port: int,
+    output: str | None,
+    force: bool,
+    fsync: bool,
+    keep_partial: bool,
+    window: int,
+    bind: str | None,
+    **kw: Any,
 ) -> None:
     """Receive one transfer on PORT; write it to stdout (in order) or to -o FILE."""
     common = Common(**kw)
-    sys.exit(_recv(port, output, force, keep_partial, window, bind, common))
+    sys.exit(_recv(port, output, force, fsync, keep_partial, window, bind, common))
 
 
 def _recv(
     port: int,
     output: str | None,
     force: bool,
+    fsync: bool,
     keep_partial: bool,
     window: int,
     bind: str | None,
@@ -389,7 +416,7 @@ def _recv(
     sink: Sink
     try:
         if output is not None and output != "-":
-            sink = OffsetSink(FileBackend(output, force), keep_partial=keep_partial)
+            sink = OffsetSink(FileBackend(output, force, fsync), keep_partial=keep_partial)
         else:
             sink = OrderedSink(FdWriter(sys.stdout.fileno()))
     except SinkError as e:
@@ -418,7 +445,7 @@ def _recv(
         print(f"alf recv: listening on port {sock.getsockname()[1]}", file=sys.stderr)
     hooks = Hooks(tick=reporter.tick, cancelled=lambda: reporter.cancel, wake_fd=reporter.wake_r)
     try:
-        outcome = run_receiver(session, sock, hooks)
+        outcome = run_receiver(session, sock, hooks, gro=common.gso)
     finally:
         sock.close()
         note = session.close()

@@ -36,6 +36,7 @@ class SenderConfig:
     checkphrase: str = ""
     checksum: bool = False
     timeout: float = 30.0
+    digest: wire.DigestAlg = wire.DigestAlg.BLAKE3
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,8 @@ class Sender:
                             wire.UNKNOWN_LENGTH if self.kind == wire.Kind.STREAM else (self.total_bytes or 0),
                             to_us(now),
                             self._tag,
-                            checksum=self.cfg.checksum,
+                            self.cfg.digest,
+                            self.cfg.checksum,
                         )
                     )
                 )
@@ -257,8 +259,24 @@ class Sender:
     def has_data_to_send(self) -> bool:
         return bool(self._repairs) or self.next_new < self._new_limit()
 
-    def next_deadline(self, now: float) -> float:
-        """The latest time by which ``poll``/``next_run`` must be called again."""
+    def pending_count(self) -> int:
+        """ADUs waiting to go: queued repairs and new data within every limit."""
+        if self.state not in (State.SENDING, State.FINISHING) or self.outcome is not None:
+            return 0
+        return self.repair_pending() + max(0, self._new_limit() - self.next_new)
+
+    def ready_count(self, now: float) -> int:
+        """ADUs that may go right now: pending ones the pacer allows."""
+        pending = self.pending_count()
+        return min(pending, int(self.pacer.available(now) // self._dgram)) if pending else 0
+
+    @property
+    def sent_count(self) -> int:
+        return self.stats.adus_new + self.stats.adus_repair
+
+    def next_deadline(self, now: float, want: int = 1) -> float:
+        """The latest time by which ``poll``/``next_run`` must be called again; with data
+        waiting, no later than when the pacer allows ``want`` more ADUs."""
         if self.outcome is not None:
             return now
         t = self._last_heard + self.cfg.timeout
@@ -266,7 +284,7 @@ class Sender:
             return min(t, self._hello_at)
         t = min(t, self._probe_at)
         if self.has_data_to_send():
-            t = min(t, now + self.pacer.delay_for(self._dgram, now))
+            t = min(t, now + self.pacer.delay_for(want * self._dgram, now))
         return t
 
     # ------------------------------------------------------------ input from the network

@@ -11,8 +11,11 @@ counter (injected loss, malformed, foreign, bad checksum).
 
 from __future__ import annotations
 
+import functools
 import random
-from dataclasses import asdict
+import struct
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from alf import wire
@@ -41,6 +44,22 @@ class Dropper:
         return self.p > 0.0 and self._random() < self.p
 
 
+@dataclass(frozen=True)
+class DataBatch:
+    """DATA datagrams for one run: ``headers[k]`` + ``payloads[k]`` is datagram ``run.first + k``."""
+
+    run: Run
+    headers: list[memoryview]
+    payloads: list[Buffer]
+
+    def iov(self) -> list[Buffer]:
+        """header, payload, header, payload, ...: one scatter list for a GSO send."""
+        out: list[Buffer] = [b""] * (2 * len(self.headers))
+        out[0::2] = self.headers
+        out[1::2] = self.payloads
+        return out
+
+
 class SendSession:
     def __init__(
         self, sender: Sender, source: Source, dropper: Dropper | None = None, max_run: int = 64
@@ -49,6 +68,9 @@ class SendSession:
         self.source = source
         self.dropper = dropper
         self.max_run = max_run
+        self._headers = bytearray(max_run * _HDR_SIZE)
+        hv = memoryview(self._headers)
+        self._header_views = [hv[k * _HDR_SIZE : (k + 1) * _HDR_SIZE] for k in range(max_run)]
 
     def on_datagram(self, buf: Buffer, now: float) -> None:
         if self.dropper is not None and self.dropper.drop():
@@ -70,29 +92,46 @@ class SendSession:
         err = src.error()
         if err is not None:
             s.cancel(wire.AbortCode.LOCAL_IO, err, ExitCode.LOCAL_IO)
+        # Runs handed out later start at or above acked, so their views stay valid.
+        src.release(s.acked)
 
-    def step(self, now: float) -> tuple[list[bytes], Run | None, list[tuple[bytes, Buffer]]]:
-        """Control datagrams due now, and at most one run of DATA datagrams."""
+    def control(self, now: float) -> list[bytes]:
+        """Control datagrams due now (HELLO, PROBE, CLOSE, ABORT)."""
         self._sync_source()
+        return self.sender.poll(now)
+
+    def ready(self, now: float) -> int:
+        """How many ADUs may be sent right now."""
+        self._sync_source()
+        return self.sender.ready_count(now)
+
+    def next_batch(self, now: float, max_count: int) -> DataBatch | None:
+        """At most one run of up to ``max_count`` ADUs as DATA datagrams (None: nothing now).
+
+        The batch's views point into buffers reused by the next call: send it before that.
+        """
         s = self.sender
-        control = s.poll(now)
-        run = s.next_run(now, self.max_run)
-        datagrams: list[tuple[bytes, Buffer]] = []
-        if run is not None:
-            try:
-                payloads = self.source.read(run.first, run.count)
-            except (OSError, KeyError) as e:
-                s.cancel(wire.AbortCode.LOCAL_IO, f"cannot read the input: {e}", ExitCode.LOCAL_IO)
-                return control + s.poll(now), None, []
-            sid = s.session_id
-            pack = wire.pack_data_header
-            if s.cfg.checksum:
-                crc = wire.data_checksum
-                datagrams = [(pack(sid, i, crc(i, p)), p) for i, p in enumerate(payloads, run.first)]
-            else:
-                datagrams = [(pack(sid, i, None), p) for i, p in enumerate(payloads, run.first)]
-        self.source.release(s.acked)
-        return control, run, datagrams
+        run = s.next_run(now, min(max_count, self.max_run))
+        if run is None:
+            return None
+        try:
+            payloads = self.source.read(run.first, run.count)
+        except (OSError, KeyError) as e:
+            s.cancel(wire.AbortCode.LOCAL_IO, f"cannot read the input: {e}", ExitCode.LOCAL_IO)
+            return None
+        n = run.count
+        if s.cfg.checksum:
+            crc = wire.data_checksum
+            checksums = [crc(i, p) for i, p in enumerate(payloads, run.first)]
+            wire.pack_data_headers_into(self._headers, s.session_id, run.first, n, checksums)
+        else:
+            wire.pack_data_headers_into(self._headers, s.session_id, run.first, n, None)
+        return DataBatch(run, self._header_views[:n], payloads)
+
+    def step(self, now: float) -> tuple[list[bytes], DataBatch | None]:
+        """Control datagrams due now, and at most one batch of DATA (no smart batching)."""
+        control = self.control(now)
+        return control, self.next_batch(now, self.max_run)
 
     def stats(self) -> dict[str, Any]:
         s = self.sender
@@ -110,14 +149,50 @@ class SendSession:
         return out
 
 
+@functools.lru_cache(maxsize=256)
+def _headers_struct(segment: int, count: int) -> struct.Struct:
+    """Reads the 16-byte common header and the index of ``count`` DATA datagrams laid end to end
+    ``segment`` bytes apart (a GRO buffer) in one call, skipping the payloads."""
+    return struct.Struct("!" + f"16sQ{segment - _HDR_SIZE}x" * (count - 1) + "16sQ")
+
+
 class RecvSession:
     def __init__(self, receiver: Receiver, sink: Sink, dropper: Dropper | None = None) -> None:
         self.receiver = receiver
         self.sink = sink
         self.dropper = dropper
         self._started = False
+        self._prefix = b""  # the common header every DATA of the bound session carries
 
-    def on_datagrams(self, items: list[tuple[Buffer, Addr]], now: float) -> None:
+    def on_coalesced(self, buf: memoryview, segment: int, addr: Addr, now: float) -> None:
+        """A GRO buffer: datagrams of ``segment`` bytes end to end (the last may be shorter).
+
+        When they are what a healthy transfer sends (one session, no checksum, consecutive
+        indices, full ADUs but perhaps the last) the whole buffer becomes one run with no
+        per-datagram Python work; anything else goes through the general path.
+        """
+        r = self.receiver
+        n = len(buf)
+        count = -(-n // segment)
+        if (
+            self._prefix
+            and addr == r.peer
+            and self.dropper is None
+            and segment == r.adu + _HDR_SIZE
+            and n - (count - 1) * segment > _HDR_SIZE
+        ):
+            fields = _headers_struct(segment, count).unpack_from(buf, 0)
+            indices = fields[1::2]
+            first = indices[0]
+            if fields[0::2].count(self._prefix) == count and indices == tuple(range(first, first + count)):
+                r.stats.datagrams += count
+                payloads = [buf[k + _HDR_SIZE : k + segment] for k in range(0, n, segment)]
+                self._flush(first, payloads, now)
+                self._after(now)
+                return
+        self.on_datagrams([(buf[k : k + segment], addr) for k in range(0, n, segment)], now)
+
+    def on_datagrams(self, items: Sequence[tuple[Buffer, Addr]], now: float) -> None:
         r = self.receiver
         st = r.stats
         drop = self.dropper.drop if self.dropper is not None else None
@@ -138,6 +213,8 @@ class RecvSession:
                 if not self._started and r.hello is not None:
                     self._start(now)
                     adu = r.adu
+                    if not r.hello.checksum:
+                        self._prefix = wire.COMMON.pack(wire.VERSION, _DATA, 0, 0, 0, r.session_id)
                 continue
             v, _t, flags, res, aux, sid, index = _HDR.unpack_from(buf, 0)
             if v != wire.VERSION or res or flags & ~wire.DATA_FLAG_CHECKSUM or (aux and not flags):
@@ -168,11 +245,11 @@ class RecvSession:
         assert r.hello is not None
         self._started = True
         try:
-            self.sink.start(r.adu, r.total_bytes)
+            self.sink.start(r.adu, r.total_bytes, r.hello.digest_alg)
         except SinkError as e:
             r.fail_local(str(e), now)
 
-    def _flush(self, first: int, payloads: list[Buffer], now: float) -> None:
+    def _flush(self, first: int, payloads: Sequence[Buffer], now: float) -> None:
         r = self.receiver
         new = r.on_data_run(first, len(payloads), len(payloads[-1]), now)
         try:

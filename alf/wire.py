@@ -8,6 +8,7 @@ runs without building message objects.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 import zlib
@@ -49,6 +50,7 @@ class Kind(IntEnum):
 
 class DigestAlg(IntEnum):
     SHA256 = 1
+    BLAKE3 = 2
 
 
 class Verdict(IntEnum):
@@ -140,7 +142,7 @@ class Hello:
     total_bytes: int
     timestamp_us: int
     tag: bytes
-    digest_alg: DigestAlg = DigestAlg.SHA256
+    digest_alg: DigestAlg = DigestAlg.BLAKE3
     checksum: bool = False
 
 
@@ -288,6 +290,28 @@ def pack_data_header(session_id: int, index: int, checksum: int | None) -> bytes
     if checksum is None:
         return DATA_HEADER.pack(VERSION, MsgType.DATA, 0, 0, 0, session_id, index)
     return DATA_HEADER.pack(VERSION, MsgType.DATA, DATA_FLAG_CHECKSUM, 0, checksum, session_id, index)
+
+
+@functools.lru_cache(maxsize=512)
+def _headers_format(count: int, checksum: bool) -> struct.Struct:
+    # §5 laid end to end: prefix (version, type, flags, reserved) | aux | session | index
+    return struct.Struct("!" + ("4sI8sQ" if checksum else "16sQ") * count)
+
+
+def pack_data_headers_into(
+    buf: bytearray, session_id: int, first: int, count: int, checksums: list[int] | None
+) -> None:
+    """§5 headers of DATA ``first .. first+count-1`` into ``buf``, 24 bytes each, in one call."""
+    session = session_id.to_bytes(8, "big")
+    if checksums is None:
+        args: list[object] = [COMMON.pack(VERSION, MsgType.DATA, 0, 0, 0, session_id)] * (2 * count)
+        args[1::2] = range(first, first + count)
+    else:
+        args = [bytes((VERSION, MsgType.DATA, DATA_FLAG_CHECKSUM, 0))] * (4 * count)
+        args[1::4] = checksums
+        args[2::4] = [session] * count
+        args[3::4] = range(first, first + count)
+    _headers_format(count, checksums is not None).pack_into(buf, 0, *args)
 
 
 def encode_naks(

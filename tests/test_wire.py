@@ -28,6 +28,15 @@ def test_data_golden() -> None:
     assert len(d) == wire.DATA_HEADER_SIZE + 3 == 27
 
 
+def test_batched_headers_match_single_headers() -> None:
+    buf = bytearray(10 * wire.DATA_HEADER_SIZE)
+    wire.pack_data_headers_into(buf, SID, 2**40 - 3, 10, None)
+    assert bytes(buf) == b"".join(wire.pack_data_header(SID, i, None) for i in range(2**40 - 3, 2**40 + 7))
+    crcs = [i * 7919 for i in range(10)]
+    wire.pack_data_headers_into(buf, SID, 5, 10, crcs)
+    assert bytes(buf) == b"".join(wire.pack_data_header(SID, 5 + k, crcs[k]) for k in range(10))
+
+
 def test_hello_golden() -> None:
     tag = wire.checkphrase_tag("osymandias")
     h = wire.encode_hello(wire.Hello(SID, 1428, wire.Kind.FILE, 1000, 77, tag, checksum=True))
@@ -35,7 +44,7 @@ def test_hello_golden() -> None:
     expected = (
         HEADER(1)
         + struct.pack("!I", 1428)
-        + bytes([1, 1, 1, 0])
+        + bytes([1, 2, 1, 0])  # kind file, digest BLAKE3, checksum flag, reserved
         + (1000).to_bytes(8, "big")
         + (77).to_bytes(8, "big")
         + tag

@@ -12,16 +12,20 @@ output, so the verdict speaks of what was written, not of what was received.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import queue
 import stat
 import threading
+from collections.abc import Sequence
 from typing import Protocol
+
+from alf.digest import Hasher, new_hasher
+from alf.wire import DigestAlg
 
 Buffer = bytes | memoryview
 
 HASH_CHUNK = 8 << 20
+IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "sysconf") else 16
 
 
 class SinkError(Exception):
@@ -31,9 +35,9 @@ class SinkError(Exception):
 class Sink(Protocol):
     in_order: bool
 
-    def start(self, adu_size: int, total_bytes: int | None) -> None: ...
+    def start(self, adu_size: int, total_bytes: int | None, alg: DigestAlg) -> None: ...
 
-    def write_run(self, first: int, payloads: list[Buffer]) -> None: ...
+    def write_run(self, first: int, payloads: Sequence[Buffer]) -> None: ...
 
     def advance(self, cum: int) -> int: ...
 
@@ -56,7 +60,7 @@ def _describe(e: OSError, what: str) -> str:
 
 
 class OffsetBackend(Protocol):
-    def pwritev(self, buffers: list[Buffer], offset: int) -> None: ...
+    def pwritev(self, buffers: Sequence[Buffer], offset: int) -> None: ...
 
     def pread(self, n: int, offset: int) -> bytes: ...
 
@@ -71,7 +75,7 @@ class MemoryBackend:
     def __init__(self) -> None:
         self.data = bytearray()
 
-    def pwritev(self, buffers: list[Buffer], offset: int) -> None:
+    def pwritev(self, buffers: Sequence[Buffer], offset: int) -> None:
         blob = b"".join(buffers)
         end = offset + len(blob)
         if end > len(self.data):
@@ -97,8 +101,9 @@ class FileBackend:
     An existing non-regular output (a block device, /dev/null) is written in place.
     """
 
-    def __init__(self, path: str, force: bool) -> None:
+    def __init__(self, path: str, force: bool, fsync: bool = False) -> None:
         self.path = path
+        self.fsync = fsync
         try:
             st = os.stat(path)
         except FileNotFoundError:
@@ -116,13 +121,16 @@ class FileBackend:
         except OSError as e:
             raise SinkError(_describe(e, f"cannot create {self.work_path}")) from None
 
-    def pwritev(self, buffers: list[Buffer], offset: int) -> None:
-        total = sum(len(b) for b in buffers)
-        done = os.pwritev(self.fd, buffers, offset)
-        if done != total:  # rare short write: finish it piece by piece
-            blob = b"".join(buffers)
-            while done < total:
-                done += os.pwrite(self.fd, blob[done:], offset + done)
+    def pwritev(self, buffers: Sequence[Buffer], offset: int) -> None:
+        for k in range(0, len(buffers), IOV_MAX):
+            part = buffers[k : k + IOV_MAX]
+            total = len(part[0]) * (len(part) - 1) + len(part[-1])  # all full but the last
+            done = os.pwritev(self.fd, part, offset)
+            if done != total:  # rare short write: finish it piece by piece
+                blob = b"".join(part)
+                while done < total:
+                    done += os.pwrite(self.fd, blob[done:], offset + done)
+            offset += total
 
     def pread(self, n: int, offset: int) -> bytes:
         if self.in_place:
@@ -136,7 +144,9 @@ class FileBackend:
     def commit(self, total_bytes: int) -> None:
         if not self.in_place:
             os.ftruncate(self.fd, total_bytes)
+        if self.fsync:
             os.fsync(self.fd)
+        if not self.in_place:
             os.rename(self.work_path, self.path)
         self._close()
 
@@ -163,44 +173,77 @@ class FileBackend:
 
 
 class OffsetSink:
+    """Writes runs at their offsets; hashes the contiguous prefix by reading it back in large
+    chunks (in a helper thread by default: the reads and the hash run outside the GIL)."""
+
     in_order = False
 
     def __init__(
-        self, backend: OffsetBackend, keep_partial: bool = False, hash_chunk: int = HASH_CHUNK
+        self,
+        backend: OffsetBackend,
+        keep_partial: bool = False,
+        hash_chunk: int = HASH_CHUNK,
+        threaded: bool = True,
     ) -> None:
         self.backend = backend
         self.keep_partial = keep_partial
         self.hash_chunk = hash_chunk
+        self.threaded = threaded
         self.adu = 0
-        self._hash = hashlib.sha256()
+        self._hash: Hasher | None = None
         self._hashed = 0  # bytes of the content hashed so far (a prefix)
-        self._readable_memory = not isinstance(backend, FileBackend) or not backend.in_place
+        self._requested = 0  # the prefix handed to the hasher
+        self._readable = not isinstance(backend, FileBackend) or not backend.in_place
         self._error: str | None = None
+        self._q: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
 
-    def start(self, adu_size: int, total_bytes: int | None) -> None:
+    def start(self, adu_size: int, total_bytes: int | None, alg: DigestAlg) -> None:
         self.adu = adu_size
+        self._hash = new_hasher(alg)
+        if not self._readable:
+            raise SinkError("this output cannot be read back for verification")
         if total_bytes is not None:
             try:
                 self.backend.reserve(total_bytes)
             except OSError as e:
                 raise SinkError(_describe(e, f"cannot reserve {total_bytes} bytes for the output")) from None
+        if self.threaded:
+            self._thread = threading.Thread(target=self._hash_loop, name="alf-verify", daemon=True)
+            self._thread.start()
 
-    def write_run(self, first: int, payloads: list[Buffer]) -> None:
+    def write_run(self, first: int, payloads: Sequence[Buffer]) -> None:
         try:
             self.backend.pwritev(payloads, first * self.adu)
         except OSError as e:
             raise SinkError(_describe(e, "cannot write the output")) from None
 
     def advance(self, cum: int) -> int:
+        if self._error is not None:
+            raise SinkError(self._error)
         # Every ADU below the last one held is full; the last may be the short end.
         safe = (cum - 1) * self.adu
-        if safe - self._hashed >= self.hash_chunk:
-            self._hash_to(safe)
+        if safe - self._requested >= self.hash_chunk:
+            self._request(safe)
         return cum
 
+    def _request(self, end: int) -> None:
+        self._requested = end
+        if self._thread is not None:
+            self._q.put(end)
+        else:
+            self._hash_to(end)
+
+    def _hash_loop(self) -> None:
+        while (end := self._q.get()) is not None:
+            try:
+                self._hash_to(end)
+            except SinkError as e:
+                self._error = str(e)
+                return
+
     def _hash_to(self, end: int) -> None:
-        if not self._readable_memory:
-            raise SinkError("this output cannot be read back for verification")
+        assert self._hash is not None
         while self._hashed < end:
             n = min(self.hash_chunk, end - self._hashed)
             try:
@@ -213,14 +256,25 @@ class OffsetSink:
             self._hashed += n
 
     def finish(self, total_bytes: int) -> tuple[int, bytes]:
-        self._hash_to(total_bytes)
+        self._request(total_bytes)
+        if self._thread is not None:
+            self._q.put(None)
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            raise SinkError(self._error)
         try:
             self.backend.commit(total_bytes)
         except OSError as e:
             raise SinkError(_describe(e, "cannot complete the output")) from None
+        assert self._hash is not None
         return total_bytes, self._hash.digest()
 
     def close(self, ok: bool) -> str | None:
+        if self._thread is not None:  # let it finish its chunk before the files close
+            self._q.put(None)
+            self._thread.join()
+            self._thread = None
         started = self.adu != 0  # a session began: there may be something worth keeping
         return None if ok else self.backend.discard(self.keep_partial and started)
 
@@ -232,6 +286,8 @@ class OffsetSink:
 
 
 class Writer(Protocol):
+    def set_digest(self, alg: DigestAlg) -> None: ...
+
     def submit(self, n_adus: int, data: bytes) -> None: ...
 
     def written_adus(self) -> int: ...
@@ -245,6 +301,10 @@ class MemoryWriter:
     def __init__(self) -> None:
         self.data = bytearray()
         self._adus = 0
+        self._alg = DigestAlg.BLAKE3
+
+    def set_digest(self, alg: DigestAlg) -> None:
+        self._alg = alg
 
     def submit(self, n_adus: int, data: bytes) -> None:
         self.data += data
@@ -254,7 +314,9 @@ class MemoryWriter:
         return self._adus
 
     def finish(self) -> tuple[int, bytes]:
-        return len(self.data), hashlib.sha256(self.data).digest()
+        h = new_hasher(self._alg)
+        h.update(self.data)
+        return len(self.data), h.digest()
 
     def error(self) -> str | None:
         return None
@@ -269,7 +331,7 @@ class FdWriter:
         self._q: queue.SimpleQueue[tuple[int, bytes] | None] = queue.SimpleQueue()
         self._written_adus = 0
         self._written_bytes = 0
-        self._hash = hashlib.sha256()
+        self._hash: Hasher = new_hasher(DigestAlg.BLAKE3)
         self._error: str | None = None
         self._thread = threading.Thread(target=self._run, name="alf-writer", daemon=True)
         self._thread.start()
@@ -293,6 +355,9 @@ class FdWriter:
             self._hash.update(data)
             self._written_bytes += len(data)
             self._written_adus += n
+
+    def set_digest(self, alg: DigestAlg) -> None:
+        self._hash = new_hasher(alg)  # called before the first submit
 
     def submit(self, n_adus: int, data: bytes) -> None:
         self._q.put((n_adus, data))
@@ -323,10 +388,11 @@ class OrderedSink:
         self._held: dict[int, bytes] = {}
         self._next = 0  # first index not yet handed to the writer
 
-    def start(self, adu_size: int, total_bytes: int | None) -> None:
+    def start(self, adu_size: int, total_bytes: int | None, alg: DigestAlg) -> None:
         self.adu = adu_size
+        self.writer.set_digest(alg)
 
-    def write_run(self, first: int, payloads: list[Buffer]) -> None:
+    def write_run(self, first: int, payloads: Sequence[Buffer]) -> None:
         held = self._held
         for k, p in enumerate(payloads):
             held[first + k] = bytes(p)

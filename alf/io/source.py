@@ -8,10 +8,12 @@ released (the reader waits: back-pressure on the pipe).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from typing import Protocol
+
+from alf.digest import new_hasher
+from alf.wire import DigestAlg
 
 Buffer = bytes | memoryview
 
@@ -42,10 +44,12 @@ def _cut(data: Buffer, adu: int) -> list[Buffer]:
 class BytesSource:
     """A content held in memory (tests and the simulated network); kind file."""
 
-    def __init__(self, data: bytes, adu_size: int) -> None:
+    def __init__(self, data: bytes, adu_size: int, alg: DigestAlg = DigestAlg.BLAKE3) -> None:
         self.adu_size = adu_size
         self._data = memoryview(data)
-        self._digest = hashlib.sha256(data).digest()
+        h = new_hasher(alg)
+        h.update(data)
+        self._digest = h.digest()
 
     def available(self) -> int:
         return -(-len(self._data) // self.adu_size)
@@ -68,10 +72,19 @@ class BytesSource:
 
 
 class FileSource:
-    """A regular file, re-read with pread for every repair; hashed by a background thread."""
+    """A regular file, re-read with preadv for every repair; hashed by a background thread.
 
-    def __init__(self, path: str, adu_size: int) -> None:
+    ``read`` fills one reusable buffer: its views are valid until the next ``read``.
+    """
+
+    def __init__(
+        self, path: str, adu_size: int, max_run: int = 128, alg: DigestAlg = DigestAlg.BLAKE3
+    ) -> None:
         self.adu_size = adu_size
+        self._alg = alg
+        self._buf = bytearray(max_run * adu_size)
+        self._bufview = memoryview(self._buf)
+        self._views = _cut(self._bufview, adu_size)
         self._fd = os.open(path, os.O_RDONLY)
         self._size = os.fstat(self._fd).st_size
         self._digest: bytes | None = None
@@ -81,7 +94,7 @@ class FileSource:
         self._hasher.start()
 
     def _hash(self) -> None:
-        h = hashlib.sha256()
+        h = new_hasher(self._alg)
         pos = 0
         try:
             while pos < self._size:
@@ -108,10 +121,14 @@ class FileSource:
     def read(self, first: int, count: int) -> list[Buffer]:
         a = self.adu_size
         want = min(count * a, self._size - first * a)
-        data = os.pread(self._fd, want, first * a)
-        if len(data) != want:
+        if want > len(self._buf):
+            raise ValueError("run longer than the read buffer")
+        if os.preadv(self._fd, [self._bufview[:want]], first * a) != want:
             raise OSError(f"{self._path} shrank while being sent")
-        return _cut(data, a)
+        views: list[Buffer] = list(self._views[:count])
+        if want < count * a:
+            views[-1] = views[-1][: want - (count - 1) * a]  # the short last ADU
+        return views
 
     def release(self, below: int) -> None:
         pass
@@ -133,15 +150,16 @@ class StreamSource:
     The reader (a thread, or a test) calls ``feed``/``readinto_from`` and ``feed_eof``.
     """
 
-    def __init__(self, adu_size: int, window_adus: int) -> None:
+    def __init__(self, adu_size: int, window_adus: int, alg: DigestAlg = DigestAlg.BLAKE3) -> None:
         self.adu_size = adu_size
         self.window_adus = max(1, window_adus)
         self._ring = bytearray(self.window_adus * adu_size)
         self._view = memoryview(self._ring)
+        self._slots = _cut(self._view, adu_size)
         self._bytes = 0  # stream bytes stored so far
         self._count = 0  # ADUs complete so far (plus the short last one at EOF)
         self._released = 0
-        self._hash = hashlib.sha256()
+        self._hash = new_hasher(alg)
         self._total: int | None = None
         self._digest: bytes | None = None
         self._error: str | None = None
@@ -203,8 +221,11 @@ class StreamSource:
         return self._digest
 
     def read(self, first: int, count: int) -> list[Buffer]:
-        a, w, view = self.adu_size, self.window_adus, self._view
-        out: list[Buffer] = [view[(i % w) * a : (i % w + 1) * a] for i in range(first, first + count)]
+        a, w = self.adu_size, self.window_adus
+        start = first % w
+        out: list[Buffer] = list(self._slots[start : start + count])
+        if len(out) < count:  # the run wraps around the ring
+            out += self._slots[: count - len(out)]
         total = self._total
         if total is not None and first + count == self._count and total % a:
             out[-1] = out[-1][: total % a]  # the short last ADU

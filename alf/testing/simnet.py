@@ -9,19 +9,22 @@ Same seed, same inputs: the same events, counts and times.
 from __future__ import annotations
 
 import heapq
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Any
 
 from alf import wire
 from alf.errors import Outcome
-from alf.io.sink import Buffer, MemoryBackend, MemoryWriter, OffsetSink, OrderedSink
+from alf.io.sink import MemoryBackend, MemoryWriter, OffsetSink, OrderedSink
 from alf.io.source import BytesSource, Source, StreamSource
-from alf.receiver import Addr, Receiver, ReceiverConfig
+from alf.receiver import Receiver, ReceiverConfig
 from alf.sender import Sender, SenderConfig
 from alf.session import RecvSession, SendSession
 
 SENDER_ADDR = ("sender", 1)
+GRO_MAX = 44
+DATA_TYPE = bytes([wire.MsgType.DATA])
 RECEIVER_ADDR = ("receiver", 2)
 
 
@@ -107,30 +110,34 @@ def run_transfer(
     inject: list[tuple[float, bytes]] | None = None,
     kill_sender_at: float = float("inf"),
     kill_receiver_at: float = float("inf"),
+    rx_tick: float = 0.001,
 ) -> SimResult:
     """Send ``data`` across the simulated network and return both outcomes and the output.
 
     ``inject`` lists (time, datagram) pairs delivered to the receiver as if from the sender's
     address, for hostile-input tests. ``kill_*_at`` makes a side vanish at that virtual time:
-    it neither sends nor receives again, as if its process were killed.
+    it neither sends nor receives again, as if its process were killed. The receiver takes
+    DATA on a ``rx_tick`` clock, so what arrived meanwhile comes as a batch (and, as with GRO,
+    runs of it come coalesced).
     """
     rng = random.Random(seed)
+    coalesce_rng = random.Random(seed ^ 0x5A5A)  # its own stream: link fates do not depend on it
     scfg = sender_config or SenderConfig(adu_size=512, rate_bps=50e6, timeout=10.0)
     rcfg = receiver_config or ReceiverConfig(in_order=in_order, timeout=10.0, window_bytes=1 << 20)
     now = 0.0
     session_id = rng.getrandbits(64) or 1
     source: Source
     if stream:
-        source = StreamSource(scfg.adu_size, stream_window_adus)
+        source = StreamSource(scfg.adu_size, stream_window_adus, scfg.digest)
         sender = Sender(scfg, session_id, wire.Kind.STREAM, None, now)
     else:
-        source = BytesSource(data, scfg.adu_size)
+        source = BytesSource(data, scfg.adu_size, scfg.digest)
         sender = Sender(scfg, session_id, wire.Kind.FILE, len(data), now)
     send = SendSession(sender, source)
     writer = MemoryWriter()
     backend = MemoryBackend()
     # a small hash chunk, so ordered hashing of the offset sink runs many times per transfer
-    sink = OrderedSink(writer) if rcfg.in_order else OffsetSink(backend, hash_chunk=1000)
+    sink = OrderedSink(writer) if rcfg.in_order else OffsetSink(backend, hash_chunk=1000, threaded=False)
     receiver = Receiver(rcfg, now)
     recv = RecvSession(receiver, sink)
     fwd, back = Wire(forward, rng), Wire(backward, rng)
@@ -146,8 +153,28 @@ def run_transfer(
         nonlocal seq
         w = fwd if direction == 0 else back
         for arrival in w.arrivals(len(datagram), t):
+            if direction == 0 and rx_tick:  # the receiver wakes on a tick and finds a backlog
+                arrival = math.ceil(arrival / rx_tick - 1e-9) * rx_tick
             heapq.heappush(queue, (arrival, seq, direction, datagram))
             seq += 1
+
+    def deliver(datagrams: list[bytes], t: float) -> None:
+        """Hand arrivals to the receiver, coalescing runs of same-size DATA as GRO would
+        (on a coin toss, so both receive paths run)."""
+        i = 0
+        while i < len(datagrams):
+            d = datagrams[i]
+            j = i + 1
+            if len(d) > 1 and d[1] == wire.MsgType.DATA and coalesce_rng.random() < 0.5:
+                while j < len(datagrams) and j - i < GRO_MAX and datagrams[j][1:2] == DATA_TYPE:
+                    if len(datagrams[j]) > len(d) or len(datagrams[j - 1]) != len(d):
+                        break
+                    j += 1
+            if j - i > 1:
+                recv.on_coalesced(memoryview(b"".join(datagrams[i:j])), len(d), SENDER_ADDR, t)
+            else:
+                recv.on_datagrams([(d, SENDER_ADDR)], t)
+            i = j
 
     while now <= max_time and events < max_events:
         events += 1
@@ -163,13 +190,13 @@ def run_transfer(
         sender_alive, receiver_alive = now < kill_sender_at, now < kill_receiver_at
         # the sender sends everything it may at this instant
         for _ in range(10_000 if sender_alive else 0):
-            control, run, datagrams = send.step(now)
+            control, out = send.step(now)
             for c in control:
                 transmit(0, c, now)
-            for header, payload in datagrams:
-                transmit(0, header + bytes(payload), now)
-            if run is None:
+            if out is None:
                 break
+            for header, payload in zip(out.headers, out.payloads, strict=True):
+                transmit(0, bytes(header) + bytes(payload), now)
         if receiver_alive:
             for d, _addr in recv.poll(now):
                 transmit(1, d, now)
@@ -186,19 +213,19 @@ def run_transfer(
             break
         nxt = min(deadlines)
         now = nxt if nxt > now else now + 1e-6
-        batch: list[tuple[Buffer, Addr]] = []
+        arrived: list[bytes] = []
         while queue and queue[0][0] <= now:
             _t, _s, direction, d = heapq.heappop(queue)
             if direction == 0:
                 if now < kill_receiver_at:
-                    batch.append((d, SENDER_ADDR))
+                    arrived.append(d)
             elif now < kill_sender_at:
-                if batch:
-                    recv.on_datagrams(batch, now)
-                    batch = []
+                if arrived:
+                    deliver(arrived, now)
+                    arrived = []
                 send.on_datagram(d, now)
-        if batch:
-            recv.on_datagrams(batch, now)
+        if arrived:
+            deliver(arrived, now)
     recv.close()
     output = bytes(writer.data) if rcfg.in_order else bytes(backend.data)
     return SimResult(
