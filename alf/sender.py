@@ -36,7 +36,7 @@ class SenderConfig:
     checkphrase: str = ""
     checksum: bool = False
     timeout: float = 30.0
-    digest: wire.DigestAlg = wire.DigestAlg.BLAKE3
+    digest: wire.DigestAlg = wire.DigestAlg.XXH3_128
 
 
 @dataclass(frozen=True)

@@ -163,6 +163,8 @@ class RecvSession:
         self.dropper = dropper
         self._started = False
         self._prefix = b""  # the common header every DATA of the bound session carries
+        self._run_first = -1  # a run gathered from consecutive GRO buffers, not yet handed on
+        self._run: list[Buffer] = []
 
     def on_coalesced(self, buf: memoryview, segment: int, addr: Addr, now: float) -> None:
         """A GRO buffer: datagrams of ``segment`` bytes end to end (the last may be shorter).
@@ -187,12 +189,24 @@ class RecvSession:
             if fields[0::2].count(self._prefix) == count and indices == tuple(range(first, first + count)):
                 r.stats.datagrams += count
                 payloads = [buf[k + _HDR_SIZE : k + segment] for k in range(0, n, segment)]
-                self._flush(first, payloads, now)
-                self._after(now)
+                run = self._run
+                if run and first == self._run_first + len(run) and len(run[-1]) == r.adu:
+                    run.extend(payloads)  # continues the gathered run
+                else:
+                    self.flush(now)
+                    self._run_first, self._run = first, payloads
                 return
         self.on_datagrams([(buf[k : k + segment], addr) for k in range(0, n, segment)], now)
 
+    def flush(self, now: float) -> None:
+        """Hand on the run gathered from GRO buffers. Call it before their memory is reused."""
+        if self._run:
+            run, self._run = self._run, []
+            self._flush(self._run_first, run, now)
+            self._after(now)
+
     def on_datagrams(self, items: Sequence[tuple[Buffer, Addr]], now: float) -> None:
+        self.flush(now)  # what came before goes first
         r = self.receiver
         st = r.stats
         drop = self.dropper.drop if self.dropper is not None else None

@@ -51,6 +51,7 @@ class Kind(IntEnum):
 class DigestAlg(IntEnum):
     SHA256 = 1
     BLAKE3 = 2
+    XXH3_128 = 3
 
 
 class Verdict(IntEnum):
@@ -142,7 +143,7 @@ class Hello:
     total_bytes: int
     timestamp_us: int
     tag: bytes
-    digest_alg: DigestAlg = DigestAlg.BLAKE3
+    digest_alg: DigestAlg = DigestAlg.XXH3_128
     checksum: bool = False
 
 

@@ -44,7 +44,7 @@ def test_hello_golden() -> None:
     expected = (
         HEADER(1)
         + struct.pack("!I", 1428)
-        + bytes([1, 2, 1, 0])  # kind file, digest BLAKE3, checksum flag, reserved
+        + bytes([1, 3, 1, 0])  # kind file, digest XXH3-128, checksum flag, reserved
         + (1000).to_bytes(8, "big")
         + (77).to_bytes(8, "big")
         + tag

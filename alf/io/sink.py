@@ -173,30 +173,23 @@ class FileBackend:
 
 
 class OffsetSink:
-    """Writes runs at their offsets; hashes the contiguous prefix by reading it back in large
-    chunks (in a helper thread by default: the reads and the hash run outside the GIL)."""
+    """Writes runs at their offsets and hashes the content in order: a run that extends the
+    hashed prefix is hashed from the buffer it arrived in; what arrived beyond a hole is read
+    back from the output once the hole is filled."""
 
     in_order = False
 
     def __init__(
-        self,
-        backend: OffsetBackend,
-        keep_partial: bool = False,
-        hash_chunk: int = HASH_CHUNK,
-        threaded: bool = True,
+        self, backend: OffsetBackend, keep_partial: bool = False, hash_chunk: int = HASH_CHUNK
     ) -> None:
         self.backend = backend
         self.keep_partial = keep_partial
         self.hash_chunk = hash_chunk
-        self.threaded = threaded
         self.adu = 0
         self._hash: Hasher | None = None
         self._hashed = 0  # bytes of the content hashed so far (a prefix)
-        self._requested = 0  # the prefix handed to the hasher
         self._readable = not isinstance(backend, FileBackend) or not backend.in_place
-        self._error: str | None = None
-        self._q: queue.SimpleQueue[int | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._end: int | None = None  # where the content ends, once a short last ADU is written
 
     def start(self, adu_size: int, total_bytes: int | None, alg: DigestAlg) -> None:
         self.adu = adu_size
@@ -208,39 +201,29 @@ class OffsetSink:
                 self.backend.reserve(total_bytes)
             except OSError as e:
                 raise SinkError(_describe(e, f"cannot reserve {total_bytes} bytes for the output")) from None
-        if self.threaded:
-            self._thread = threading.Thread(target=self._hash_loop, name="alf-verify", daemon=True)
-            self._thread.start()
 
     def write_run(self, first: int, payloads: Sequence[Buffer]) -> None:
+        offset = first * self.adu
         try:
-            self.backend.pwritev(payloads, first * self.adu)
+            self.backend.pwritev(payloads, offset)
         except OSError as e:
             raise SinkError(_describe(e, "cannot write the output")) from None
+        size = len(payloads[0]) * (len(payloads) - 1) + len(payloads[-1])
+        if len(payloads[-1]) < self.adu:  # only the content's last ADU can be short
+            self._end = offset + size
+        if offset == self._hashed:
+            assert self._hash is not None
+            update = self._hash.update
+            for p in payloads:
+                update(p)
+            self._hashed += size
 
     def advance(self, cum: int) -> int:
-        if self._error is not None:
-            raise SinkError(self._error)
-        # Every ADU below the last one held is full; the last may be the short end.
-        safe = (cum - 1) * self.adu
-        if safe - self._requested >= self.hash_chunk:
-            self._request(safe)
+        # Every ADU below cum is held and full, but for a short last one, whose end we know.
+        held = cum * self.adu if self._end is None else min(cum * self.adu, self._end)
+        if held > self._hashed:
+            self._hash_to(held)
         return cum
-
-    def _request(self, end: int) -> None:
-        self._requested = end
-        if self._thread is not None:
-            self._q.put(end)
-        else:
-            self._hash_to(end)
-
-    def _hash_loop(self) -> None:
-        while (end := self._q.get()) is not None:
-            try:
-                self._hash_to(end)
-            except SinkError as e:
-                self._error = str(e)
-                return
 
     def _hash_to(self, end: int) -> None:
         assert self._hash is not None
@@ -256,13 +239,9 @@ class OffsetSink:
             self._hashed += n
 
     def finish(self, total_bytes: int) -> tuple[int, bytes]:
-        self._request(total_bytes)
-        if self._thread is not None:
-            self._q.put(None)
-            self._thread.join()
-            self._thread = None
-        if self._error is not None:
-            raise SinkError(self._error)
+        if self._hashed > total_bytes:
+            raise SinkError("more was written than the content's length")
+        self._hash_to(total_bytes)
         try:
             self.backend.commit(total_bytes)
         except OSError as e:
@@ -271,15 +250,11 @@ class OffsetSink:
         return total_bytes, self._hash.digest()
 
     def close(self, ok: bool) -> str | None:
-        if self._thread is not None:  # let it finish its chunk before the files close
-            self._q.put(None)
-            self._thread.join()
-            self._thread = None
         started = self.adu != 0  # a session began: there may be something worth keeping
         return None if ok else self.backend.discard(self.keep_partial and started)
 
     def error(self) -> str | None:
-        return self._error
+        return None
 
 
 # ---------------------------------------------------------------- in order
@@ -288,7 +263,7 @@ class OffsetSink:
 class Writer(Protocol):
     def set_digest(self, alg: DigestAlg) -> None: ...
 
-    def submit(self, n_adus: int, data: bytes) -> None: ...
+    def submit(self, n_adus: int, data: Buffer) -> None: ...
 
     def written_adus(self) -> int: ...
 
@@ -301,12 +276,12 @@ class MemoryWriter:
     def __init__(self) -> None:
         self.data = bytearray()
         self._adus = 0
-        self._alg = DigestAlg.BLAKE3
+        self._alg = DigestAlg.XXH3_128
 
     def set_digest(self, alg: DigestAlg) -> None:
         self._alg = alg
 
-    def submit(self, n_adus: int, data: bytes) -> None:
+    def submit(self, n_adus: int, data: Buffer) -> None:
         self.data += data
         self._adus += n_adus
 
@@ -328,10 +303,10 @@ class FdWriter:
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        self._q: queue.SimpleQueue[tuple[int, bytes] | None] = queue.SimpleQueue()
+        self._q: queue.SimpleQueue[tuple[int, Buffer] | None] = queue.SimpleQueue()
         self._written_adus = 0
         self._written_bytes = 0
-        self._hash: Hasher = new_hasher(DigestAlg.BLAKE3)
+        self._hash: Hasher = new_hasher(DigestAlg.XXH3_128)
         self._error: str | None = None
         self._thread = threading.Thread(target=self._run, name="alf-writer", daemon=True)
         self._thread.start()
@@ -359,7 +334,8 @@ class FdWriter:
     def set_digest(self, alg: DigestAlg) -> None:
         self._hash = new_hasher(alg)  # called before the first submit
 
-    def submit(self, n_adus: int, data: bytes) -> None:
+    def submit(self, n_adus: int, data: Buffer) -> None:
+        """Write ``data`` (``n_adus`` ADUs); it must stay unchanged until it is written."""
         self._q.put((n_adus, data))
 
     def written_adus(self) -> int:
@@ -380,12 +356,21 @@ class FdWriter:
 
 
 class OrderedSink:
+    """Keeps what arrives beyond a hole and hands the contiguous prefix to the writer in order.
+
+    Each new sub-range of a run is kept as one joined chunk (a single copy, done in C), keyed by
+    its first index. The receiver core hands out only sub-ranges it did not hold before, so the
+    chunks never overlap, and once ``cum`` passes a chunk's start it covers the whole chunk:
+    the chunks from the writer's position up to ``cum`` tile it exactly. Memory is bounded by
+    the receiver's window, which counts from what the writer has actually written.
+    """
+
     in_order = True
 
     def __init__(self, writer: Writer) -> None:
         self.writer = writer
         self.adu = 0
-        self._held: dict[int, bytes] = {}
+        self._chunks: dict[int, tuple[int, bytes]] = {}
         self._next = 0  # first index not yet handed to the writer
 
     def start(self, adu_size: int, total_bytes: int | None, alg: DigestAlg) -> None:
@@ -393,16 +378,14 @@ class OrderedSink:
         self.writer.set_digest(alg)
 
     def write_run(self, first: int, payloads: Sequence[Buffer]) -> None:
-        held = self._held
-        for k, p in enumerate(payloads):
-            held[first + k] = bytes(p)
+        self._chunks[first] = (len(payloads), b"".join(payloads))
 
     def advance(self, cum: int) -> int:
-        if cum > self._next:
-            held = self._held
-            data = b"".join([held.pop(i) for i in range(self._next, cum)])
-            self.writer.submit(cum - self._next, data)
-            self._next = cum
+        chunks = self._chunks
+        while self._next < cum:
+            count, data = chunks.pop(self._next)
+            self.writer.submit(count, data)
+            self._next += count
         err = self.writer.error()
         if err is not None:
             raise SinkError(err)

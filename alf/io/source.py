@@ -8,6 +8,7 @@ released (the reader waits: back-pressure on the pipe).
 
 from __future__ import annotations
 
+import mmap
 import os
 import threading
 from typing import Protocol
@@ -44,7 +45,7 @@ def _cut(data: Buffer, adu: int) -> list[Buffer]:
 class BytesSource:
     """A content held in memory (tests and the simulated network); kind file."""
 
-    def __init__(self, data: bytes, adu_size: int, alg: DigestAlg = DigestAlg.BLAKE3) -> None:
+    def __init__(self, data: bytes, adu_size: int, alg: DigestAlg = DigestAlg.XXH3_128) -> None:
         self.adu_size = adu_size
         self._data = memoryview(data)
         h = new_hasher(alg)
@@ -72,42 +73,26 @@ class BytesSource:
 
 
 class FileSource:
-    """A regular file, re-read with preadv for every repair; hashed by a background thread.
+    """A regular file, re-read with preadv for every repair.
 
-    ``read`` fills one reusable buffer: its views are valid until the next ``read``.
+    The first pass reads the file in order, and is hashed as it is read: the file is read
+    once, not twice. ``read`` fills one reusable buffer: its views are valid until the next
+    ``read``.
     """
 
     def __init__(
-        self, path: str, adu_size: int, max_run: int = 128, alg: DigestAlg = DigestAlg.BLAKE3
+        self, path: str, adu_size: int, max_run: int = 352, alg: DigestAlg = DigestAlg.XXH3_128
     ) -> None:
         self.adu_size = adu_size
-        self._alg = alg
         self._buf = bytearray(max_run * adu_size)
         self._bufview = memoryview(self._buf)
         self._views = _cut(self._bufview, adu_size)
         self._fd = os.open(path, os.O_RDONLY)
         self._size = os.fstat(self._fd).st_size
-        self._digest: bytes | None = None
-        self._error: str | None = None
         self._path = path
-        self._hasher = threading.Thread(target=self._hash, name="alf-hash", daemon=True)
-        self._hasher.start()
-
-    def _hash(self) -> None:
-        h = new_hasher(self._alg)
-        pos = 0
-        try:
-            while pos < self._size:
-                chunk = os.pread(self._fd, min(HASH_CHUNK, self._size - pos), pos)
-                if not chunk:
-                    self._error = f"{self._path} shrank while being sent"
-                    return
-                h.update(chunk)
-                pos += len(chunk)
-        except OSError as e:
-            self._error = f"cannot read {self._path}: {e.strerror}"
-            return
-        self._digest = h.digest()
+        self._hash = new_hasher(alg)
+        self._hashed = 0
+        self._digest: bytes | None = self._hash.digest() if self._size == 0 else None
 
     def available(self) -> int:
         return -(-self._size // self.adu_size)
@@ -120,11 +105,17 @@ class FileSource:
 
     def read(self, first: int, count: int) -> list[Buffer]:
         a = self.adu_size
-        want = min(count * a, self._size - first * a)
+        offset = first * a
+        want = min(count * a, self._size - offset)
         if want > len(self._buf):
             raise ValueError("run longer than the read buffer")
-        if os.preadv(self._fd, [self._bufview[:want]], first * a) != want:
+        if os.preadv(self._fd, [self._bufview[:want]], offset) != want:
             raise OSError(f"{self._path} shrank while being sent")
+        if offset == self._hashed:  # the first pass, in order
+            self._hash.update(self._bufview[:want])
+            self._hashed += want
+            if self._hashed == self._size:
+                self._digest = self._hash.digest()
         views: list[Buffer] = list(self._views[:count])
         if want < count * a:
             views[-1] = views[-1][: want - (count - 1) * a]  # the short last ADU
@@ -134,7 +125,7 @@ class FileSource:
         pass
 
     def error(self) -> str | None:
-        return self._error
+        return None
 
     def close(self) -> None:
         os.close(self._fd)
@@ -150,10 +141,12 @@ class StreamSource:
     The reader (a thread, or a test) calls ``feed``/``readinto_from`` and ``feed_eof``.
     """
 
-    def __init__(self, adu_size: int, window_adus: int, alg: DigestAlg = DigestAlg.BLAKE3) -> None:
+    def __init__(self, adu_size: int, window_adus: int, alg: DigestAlg = DigestAlg.XXH3_128) -> None:
         self.adu_size = adu_size
         self.window_adus = max(1, window_adus)
-        self._ring = bytearray(self.window_adus * adu_size)
+        # An anonymous mapping: zero pages arrive on first touch, so a large window costs
+        # nothing until it is used (a bytearray would be zero-filled up front).
+        self._ring = mmap.mmap(-1, self.window_adus * adu_size)
         self._view = memoryview(self._ring)
         self._slots = _cut(self._view, adu_size)
         self._bytes = 0  # stream bytes stored so far
