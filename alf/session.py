@@ -188,7 +188,7 @@ class RecvSession:
             first = indices[0]
             if fields[0::2].count(self._prefix) == count and indices == tuple(range(first, first + count)):
                 r.stats.datagrams += count
-                payloads = [buf[k + _HDR_SIZE : k + segment] for k in range(0, n, segment)]
+                payloads: list[Buffer] = [buf[k + _HDR_SIZE : k + segment] for k in range(0, n, segment)]
                 run = self._run
                 if run and first == self._run_first + len(run) and len(run[-1]) == r.adu:
                     run.extend(payloads)  # continues the gathered run
