@@ -43,6 +43,7 @@ class ReceiverConfig:
 @dataclass
 class ReceiverStats:
     datagrams: int = 0
+    wire_bytes: int = 0  # DATA datagram bytes as they arrived (before --drop): what --rate paces
     adus_received: int = 0
     bytes_received: int = 0
     duplicates: int = 0

@@ -179,7 +179,6 @@ class RecvSession:
         if (
             self._prefix
             and addr == r.peer
-            and self.dropper is None
             and segment == r.adu + _HDR_SIZE
             and n - (count - 1) * segment > _HDR_SIZE
         ):
@@ -188,15 +187,30 @@ class RecvSession:
             first = indices[0]
             if fields[0::2].count(self._prefix) == count and indices == tuple(range(first, first + count)):
                 r.stats.datagrams += count
+                r.stats.wire_bytes += n
                 payloads: list[Buffer] = [buf[k + _HDR_SIZE : k + segment] for k in range(0, n, segment)]
-                run = self._run
-                if run and first == self._run_first + len(run) and len(run[-1]) == r.adu:
-                    run.extend(payloads)  # continues the gathered run
-                else:
-                    self.flush(now)
-                    self._run_first, self._run = first, payloads
+                if self.dropper is None:
+                    self._gather(first, payloads, now)
+                    return
+                drop = self.dropper.drop
+                lost = [k for k in range(count) if drop()]  # one seeded draw per datagram
+                r.stats.dropped_injected += len(lost)
+                start = 0
+                for k in [*lost, count]:
+                    if k > start:
+                        self._gather(first + start, payloads[start:k], now)
+                    start = k + 1
                 return
         self.on_datagrams([(buf[k : k + segment], addr) for k in range(0, n, segment)], now)
+
+    def _gather(self, first: int, payloads: list[Buffer], now: float) -> None:
+        """Add consecutive ADUs to the gathered run, or hand that on and start a new one."""
+        run = self._run
+        if run and first == self._run_first + len(run) and len(run[-1]) == self.receiver.adu:
+            run.extend(payloads)
+        else:
+            self.flush(now)
+            self._run_first, self._run = first, payloads
 
     def flush(self, now: float) -> None:
         """Hand on the run gathered from GRO buffers. Call it before their memory is reused."""
@@ -215,10 +229,12 @@ class RecvSession:
         adu = r.adu
         for buf, addr in items:
             st.datagrams += 1
+            n = len(buf)
+            if n > _HDR_SIZE and buf[1] == _DATA:
+                st.wire_bytes += n
             if drop is not None and drop():
                 st.dropped_injected += 1
                 continue
-            n = len(buf)
             if n <= _HDR_SIZE or buf[1] != _DATA:
                 if run:
                     self._flush(run_first, run, now)

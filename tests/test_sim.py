@@ -167,3 +167,12 @@ def test_receiver_vanishes_sender_times_out() -> None:
     )
     assert r.sender is not None and r.sender.code == ExitCode.PEER_UNREACHABLE
     assert "went silent" in r.sender.message
+
+
+def test_injected_drop_at_the_receiver_on_both_receive_paths() -> None:
+    data = random.Random(8).randbytes(3_000_000)
+    r = run_transfer(data, forward=Link(delay=0.002), seed=5, receiver_drop=0.05)
+    assert r.output == data and r.sender is not None and r.sender.ok
+    rs = r.receiver_stats
+    assert 0.035 * rs["datagrams"] < rs["dropped_injected"] < 0.065 * rs["datagrams"]
+    assert r.sender_stats["adus_repair"] >= rs["dropped_injected"] * 0.9

@@ -128,6 +128,42 @@ def test_stream_to_file_and_file_to_stream(procs: Procs, port: int, tmp_path: os
     assert sha256_file(dst2) == sha256_file(src)
 
 
+@pytest.mark.parametrize("sender_gso,receiver_gso", [(False, False), (True, False), (False, True)])
+def test_per_datagram_path(
+    procs: Procs, port: int, tmp_path: os.PathLike[str], sender_gso: bool, receiver_gso: bool
+) -> None:
+    """Acceptance 5 of the fast data path: with GSO/GRO forced off on either side (or both),
+    the per-datagram path still moves the content intact, loss included."""
+    src = random_file(os.path.join(tmp_path, "in.bin"), (8 << 20) + 99, seed=8)
+    dst = os.path.join(tmp_path, "out.bin")
+    off = ["--no-gso"]
+    recv = procs.start(
+        "recv", str(port), "-o", dst, "--drop", "0.02", "--timeout", "20", *([] if receiver_gso else off)
+    )
+    wait_listening(port)
+    send = procs.run(
+        "send", "127.0.0.1", str(port), src, "--rate", "500M", "--timeout", "20", *([] if sender_gso else off)
+    )
+    assert send.returncode == 0, send.stderr
+    assert recv.wait(timeout=30) == 0
+    assert sha256_file(dst) == sha256_file(src)
+
+
+def test_digests_and_checksum(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
+    src = random_file(os.path.join(tmp_path, "in.bin"), (2 << 20) + 5, seed=9)
+    for k, digest in enumerate(("xxh3", "blake3", "sha256")):
+        p = port + k if port < 65000 else port - k
+        dst = os.path.join(tmp_path, f"out-{digest}.bin")
+        recv = procs.start("recv", str(p), "-o", dst, "--timeout", "20")
+        wait_listening(p)
+        send = procs.run(
+            "send", "127.0.0.1", str(p), src, "--digest", digest, "--checksum", "--timeout", "20"
+        )
+        assert send.returncode == 0, send.stderr
+        assert recv.wait(timeout=30) == 0
+        assert sha256_file(dst) == sha256_file(src)
+
+
 def test_empty_input(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
     dst = os.path.join(tmp_path, "out.bin")
     recv = procs.start("recv", str(port), "-o", dst, "--timeout", "20")

@@ -20,7 +20,7 @@ from alf.io.sink import MemoryBackend, MemoryWriter, OffsetSink, OrderedSink
 from alf.io.source import BytesSource, Source, StreamSource
 from alf.receiver import Receiver, ReceiverConfig
 from alf.sender import Sender, SenderConfig
-from alf.session import RecvSession, SendSession
+from alf.session import Dropper, RecvSession, SendSession
 
 SENDER_ADDR = ("sender", 1)
 GRO_MAX = 44
@@ -111,6 +111,7 @@ def run_transfer(
     kill_sender_at: float = float("inf"),
     kill_receiver_at: float = float("inf"),
     rx_tick: float = 0.001,
+    receiver_drop: float = 0.0,
 ) -> SimResult:
     """Send ``data`` across the simulated network and return both outcomes and the output.
 
@@ -118,7 +119,7 @@ def run_transfer(
     address, for hostile-input tests. ``kill_*_at`` makes a side vanish at that virtual time:
     it neither sends nor receives again, as if its process were killed. The receiver takes
     DATA on a ``rx_tick`` clock, so what arrived meanwhile comes as a batch (and, as with GRO,
-    runs of it come coalesced).
+    runs of it come coalesced). ``receiver_drop`` is the receiver's ``--drop``.
     """
     rng = random.Random(seed)
     coalesce_rng = random.Random(seed ^ 0x5A5A)  # its own stream: link fates do not depend on it
@@ -139,7 +140,7 @@ def run_transfer(
     # a small read-back chunk, so hashing what arrived beyond holes takes many steps
     sink = OrderedSink(writer) if rcfg.in_order else OffsetSink(backend, hash_chunk=1000)
     receiver = Receiver(rcfg, now)
-    recv = RecvSession(receiver, sink)
+    recv = RecvSession(receiver, sink, Dropper(receiver_drop, seed) if receiver_drop else None)
     fwd, back = Wire(forward, rng), Wire(backward, rng)
     queue: list[tuple[float, int, int, bytes]] = []  # (time, seq, 0 = to receiver / 1 = to sender, datagram)
     seq = 0

@@ -1,0 +1,311 @@
+#!/usr/bin/env python3
+"""Side-by-side loopback benchmark: alf against netcat, socat, iperf3, uftp and udpcast.
+
+    python tools/bench.py --size 1G --runs 3 --json docs/bench.json
+
+Every tool moves the same file over 127.0.0.1. For each configuration it reports the median
+wall-clock throughput (from the sender's start until both ends have exited), CPU seconds and
+peak RSS of each side (from the kernel's rusage of each process tree, via wait4), and whether
+the output is byte-identical to the input (hashed independently here; for alf's pipe mode,
+whose output goes to /dev/null, alf's own end-to-end verification and its exit status).
+
+The other tools are Debian packages: apt-get install netcat-openbsd socat iperf3 uftp udpcast.
+A tool that is missing is reported and skipped. Sends go only to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+import xxhash
+
+PACKAGES = {
+    "nc": "netcat-openbsd",
+    "socat": "socat",
+    "iperf3": "iperf3",
+    "uftp": "uftp",
+    "uftpd": "uftp",
+    "udp-sender": "udpcast",
+    "udp-receiver": "udpcast",
+    "/usr/bin/time": "time",
+}
+
+
+@dataclass
+class Config:
+    name: str
+    receiver: str  # shell command; {port} {out} {outdir} {inp} are filled in
+    sender: str
+    output: str  # "file": compare {out}; "dir": compare {outdir}/<name of input>; "none": exit codes
+    needs: tuple[str, ...]
+    settle: float = 0.4  # seconds between starting the receiver and the sender
+
+
+def configs(alf: str, rate: str) -> list[Config]:
+    a = alf
+    return [
+        Config(
+            "alf file",
+            f"{a} recv {{port}} --bind 127.0.0.1 -o {{out}} --force --timeout 30",
+            f"{a} send 127.0.0.1 {{port}} {{inp}} --rate {rate} --timeout 30",
+            "file",
+            (),
+        ),
+        Config(
+            "alf file --drop 0.01",
+            f"{a} recv {{port}} --bind 127.0.0.1 -o {{out}} --force --timeout 30 --drop 0.01",
+            f"{a} send 127.0.0.1 {{port}} {{inp}} --rate {rate} --timeout 30",
+            "file",
+            (),
+        ),
+        Config(
+            "alf pipe (> /dev/null)",
+            f"{a} recv {{port}} --bind 127.0.0.1 --timeout 30 > /dev/null",
+            f"cat {{inp}} | {a} send 127.0.0.1 {{port}} --rate {rate} --timeout 30",
+            "none",
+            (),
+        ),
+        Config(
+            "alf file --no-gso",
+            f"{a} recv {{port}} --bind 127.0.0.1 -o {{out}} --force --timeout 30 --no-gso",
+            f"{a} send 127.0.0.1 {{port}} {{inp}} --rate 1G --timeout 30 --no-gso",
+            "file",
+            (),
+        ),
+        Config(
+            "netcat (TCP)",
+            "nc -l 127.0.0.1 {port} > {out}",
+            "nc -N 127.0.0.1 {port} < {inp}",
+            "file",
+            ("nc",),
+        ),
+        Config(
+            "socat (TCP)",
+            "socat -u TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr OPEN:{out},creat,trunc",
+            "socat -u OPEN:{inp} TCP:127.0.0.1:{port}",
+            "file",
+            ("socat",),
+        ),
+        Config(
+            "iperf3 (TCP, memory only)",
+            "iperf3 -s -1 -B 127.0.0.1 -p {port}",
+            "iperf3 -c 127.0.0.1 -p {port} -n {size}",
+            "none",
+            ("iperf3",),
+            settle=0.8,
+        ),
+        Config(
+            "uftp 1300 B blocks",
+            "exec uftpd -d -D {outdir} -p {port} -B 4194304 -x 0",
+            "uftp -M 127.0.0.1 -P 127.0.0.1 -p {port} -b 1300 -B 4194304 -R -1 -x 0 {inp}",
+            "dir",
+            ("uftp", "uftpd"),
+        ),
+        Config(
+            "uftp 8800 B blocks",
+            "exec uftpd -d -D {outdir} -p {port} -B 4194304 -x 0",
+            "uftp -M 127.0.0.1 -P 127.0.0.1 -p {port} -b 8800 -B 4194304 -R -1 -x 0 {inp}",
+            "dir",
+            ("uftp", "uftpd"),
+        ),
+        Config(
+            "udpcast (point to point)",
+            "udp-receiver --file {out} --interface lo --portbase {port} --nokbd",
+            "udp-sender --file {inp} --interface lo --portbase {port} --nokbd --min-receivers 1 "
+            "--pointopoint",
+            "file",
+            ("udp-sender", "udp-receiver"),
+        ),
+    ]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        u.bind(("127.0.0.1", 0))
+        port = int(u.getsockname()[1])
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+        try:
+            t.bind(("127.0.0.1", port))
+        except OSError:
+            return free_port()
+    return port
+
+
+def file_hash(path: str) -> str:
+    h = xxhash.xxh3_128()
+    with open(path, "rb") as f:
+        while chunk := f.read(8 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def timed(cmd: str, stats: str) -> str:
+    """Run ``cmd`` under GNU time, which reports CPU and peak RSS of the whole command tree (a
+    fork straight from this Python process would count its pages as the child's peak RSS)."""
+    return f"exec /usr/bin/time -f '%e %U %S %M' -o {shlex.quote(stats)} sh -c {shlex.quote(cmd)}"
+
+
+def wait(p: subprocess.Popen[bytes], stats: str, deadline: float) -> tuple[int, float, int]:
+    """(exit status, CPU seconds, peak RSS bytes) of a timed command, -9 on timeout."""
+    try:
+        code = p.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, 9)
+        p.wait()
+        return -9, 0.0, 0
+    try:
+        with open(stats) as f:
+            lines = f.read().split("\n")
+        _e, user, system, rss_k = next(ln for ln in lines if ln and ln[0].isdigit()).split()
+        return code, float(user) + float(system), int(rss_k) * 1024
+    except (OSError, StopIteration, ValueError):
+        return code, 0.0, 0
+
+
+def children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def run_once(cfg: Config, inp: str, size: int, work: str, timeout: float) -> dict[str, object]:
+    port = free_port()
+    out = os.path.join(work, "out.bin")
+    outdir = os.path.join(work, "outdir")
+    shutil.rmtree(outdir, ignore_errors=True)
+    os.makedirs(outdir)
+    if os.path.exists(out):
+        os.unlink(out)
+    fill = dict(port=port, out=shlex.quote(out), outdir=shlex.quote(outdir), inp=shlex.quote(inp), size=size)
+    rcmd, scmd = cfg.receiver.format(**fill), cfg.sender.format(**fill)
+    rstats, sstats = os.path.join(work, "recv.time"), os.path.join(work, "send.time")
+    devnull = subprocess.DEVNULL
+    recv = subprocess.Popen(
+        timed(rcmd, rstats), shell=True, stdout=devnull, stderr=devnull, start_new_session=True
+    )
+    time.sleep(cfg.settle)
+    t0 = time.monotonic()
+    send = subprocess.Popen(
+        timed(scmd, sstats), shell=True, stdout=devnull, stderr=devnull, start_new_session=True
+    )
+    deadline = t0 + timeout
+    s_code, s_cpu, s_rss = wait(send, sstats, deadline)
+    if cfg.output == "dir":  # uftpd is a server: stop it once the file is complete
+        target = os.path.join(outdir, os.path.basename(inp))
+        while time.monotonic() < deadline and not (
+            os.path.exists(target) and os.path.getsize(target) == size
+        ):
+            time.sleep(0.01)
+        t_end = time.monotonic()
+        for shell in children(recv.pid):  # time -> sh (exec) = uftpd: stop the server, not time
+            os.kill(shell, 15)
+        r_code, r_cpu, r_rss = wait(recv, rstats, time.monotonic() + 10)
+        r_code = 0 if r_code in (0, 143) or r_code > 128 else r_code
+    else:
+        r_code, r_cpu, r_rss = wait(recv, rstats, deadline)
+        t_end = time.monotonic()
+    elapsed = t_end - t0
+    if cfg.output == "none":
+        intact = s_code == 0 and r_code == 0
+    else:
+        path = out if cfg.output == "file" else os.path.join(outdir, os.path.basename(inp))
+        intact = os.path.exists(path) and os.path.getsize(path) == size and file_hash(path) == INPUT_HASH[inp]
+    return dict(
+        wall_s=round(elapsed, 3),
+        GBps=round(size / elapsed / 1e9, 3),
+        send_exit=s_code,
+        recv_exit=r_code,
+        send_cpu_s=round(s_cpu, 2),
+        recv_cpu_s=round(r_cpu, 2),
+        send_rss_MiB=round(s_rss / 2**20, 1),
+        recv_rss_MiB=round(r_rss / 2**20, 1),
+        intact=intact,
+    )
+
+
+INPUT_HASH: dict[str, str] = {}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", default="1G", help="bytes of random input (K/M/G: powers of 1024)")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--rate", default="6G", help="alf's --rate for the GSO rows")
+    ap.add_argument("--only", default="", help="comma-separated name prefixes to run")
+    ap.add_argument("--json", default="", help="also write the results here")
+    ap.add_argument("--timeout", type=float, default=120)
+    args = ap.parse_args()
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    size = int(float(args.size[:-1]) * units[args.size[-1]]) if args.size[-1] in units else int(args.size)
+    alf = f"{shlex.quote(sys.executable)} -m alf"
+    work = tempfile.mkdtemp(prefix="alf-bench-")
+    inp = os.path.join(work, "input.bin")
+    with open(inp, "wb") as f:
+        left = size
+        while left:
+            n = min(left, 8 << 20)
+            f.write(os.urandom(n))
+            left -= n
+    INPUT_HASH[inp] = file_hash(inp)  # also warms the page cache for every tool alike
+    rows = []
+    try:
+        for cfg in configs(alf, args.rate):
+            if args.only and not any(cfg.name.startswith(p.strip()) for p in args.only.split(",")):
+                continue
+            missing = [t for t in (*cfg.needs, "/usr/bin/time") if shutil.which(t) is None]
+            if missing:
+                pkgs = sorted({PACKAGES.get(t, t) for t in missing})
+                print(
+                    f"skip {cfg.name}: {', '.join(missing)} not found (apt-get install {' '.join(pkgs)})",
+                    file=sys.stderr,
+                )
+                continue
+            runs = [run_once(cfg, inp, size, work, args.timeout) for _ in range(args.runs)]
+            med = statistics.median(r["GBps"] for r in runs)  # type: ignore[misc]
+            rows.append(
+                dict(name=cfg.name, median_GBps=med, runs=runs, receiver=cfg.receiver, sender=cfg.sender)
+            )
+            best = min(runs, key=lambda r: abs(r["GBps"] - med))  # type: ignore[operator]
+            print(
+                f"{cfg.name:28s} median {med:6.3f} GB/s  send cpu {best['send_cpu_s']:5.2f} s  "
+                f"recv cpu {best['recv_cpu_s']:5.2f} s  "
+                f"rss {best['send_rss_MiB']}/{best['recv_rss_MiB']} MiB  "
+                f"intact {all(r['intact'] for r in runs)}",
+                file=sys.stderr,
+                flush=True,
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result = dict(
+        date=time.strftime("%Y-%m-%d"),
+        size_bytes=size,
+        runs=args.runs,
+        alf_rate=args.rate,
+        machine=f"{platform.machine()}, {os.cpu_count()} cpus, Linux {platform.release()}, "
+        f"Python {platform.python_version()}",
+        rows=rows,
+    )
+    text = json.dumps(result, indent=1)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
