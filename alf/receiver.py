@@ -300,6 +300,7 @@ class Receiver:
                 (self.total_bytes is not None and msg.total_bytes != self.total_bytes)
                 or self.gaps.highest > end
                 or msg.next_index != end
+                or (self.final_digest is not None and msg.digest != self.final_digest)
             )
             if contradicts:
                 self._abort(

@@ -190,3 +190,18 @@ def test_receiver_survives_any_control_garbage(seed: int) -> None:
     for _ in range(200):
         r.handle_control(bytes(rng.randrange(256) for _ in range(rng.randint(0, 120))), PEER, 0.0)
     assert r.state == RState.RECEIVING
+
+
+def test_two_different_finals_abort() -> None:
+    r = Receiver(ReceiverConfig(in_order=False), 0.0)
+    _hello(r)  # a file of 1000 bytes in ADUs of 100
+    r.poll(0.0)
+    r.on_data_run(0, 5, 100, 0.0)
+    final = wire.Probe(77, 10, 1, 1, True, 1000, b"\x01" * 32)
+    r.handle_control(wire.encode_probe(final), PEER, 0.0)
+    r.handle_control(wire.encode_probe(final), PEER, 0.0)  # the same again: fine
+    assert r.outcome is None
+    r.handle_control(wire.encode_probe(wire.Probe(77, 10, 2, 1, True, 1000, b"\x02" * 32)), PEER, 0.0)
+    assert r.outcome is not None and r.outcome.code == ExitCode.PEER_ABORTED
+    aborts = [wire.decode_untrusted(d) for d, _ in r.poll(0.0) if d[1] == wire.MsgType.ABORT]
+    assert aborts and all(isinstance(a, wire.Abort) and a.code == wire.AbortCode.PROTOCOL for a in aborts)

@@ -122,7 +122,9 @@ class Lab:
         self.run(full, "ip", "link", "set", "lo", "up")
         return full
 
-    def run(self, ns: str, *cmd: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, ns: str, *cmd: str, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return sh("ip", "netns", "exec", ns, *cmd, check=check, input=input)
 
     def start(self, ns: str, cmd: Sequence[str] | str, **kw: Any) -> subprocess.Popen[Any]:

@@ -27,17 +27,28 @@ def udp_sink(port: int, idle: float) -> None:
     print("listening", flush=True)
     s.settimeout(60.0)  # the first datagram must come within a minute
     seqs: list[int] = []
+    sent: list[float] = []
     delays: list[float] = []
     try:
         while True:
             data = s.recv(65535)
             s.settimeout(idle)
-            seq, sent = REC.unpack_from(data)
+            seq, t = REC.unpack_from(data)
             seqs.append(seq)
-            delays.append(time.time() - sent)
+            sent.append(t)
+            delays.append(time.time() - t)
     except TimeoutError:
         pass
-    print(json.dumps({"received": len(seqs), "seqs": seqs, "delays": delays[:: max(1, len(delays) // 2000)]}))
+    print(
+        json.dumps(
+            {
+                "received": len(seqs),
+                "seqs": seqs,
+                "sent": sent,
+                "delays": delays[:: max(1, len(delays) // 2000)],
+            }
+        )
+    )
 
 
 def udp_blast(host: str, port: int, count: int, pps: float, size: int) -> None:
@@ -124,7 +135,11 @@ def tcp_send(host: str, port: int, seconds: float) -> None:
     s.settimeout(60)
     s.recv(1)  # wait until the sink has read everything and closed
     elapsed = time.monotonic() - start
-    print(json.dumps({"sent": sent, "seconds": elapsed, "goodput_bps": sent * 8 / elapsed, "per_second": samples}))
+    print(
+        json.dumps(
+            {"sent": sent, "seconds": elapsed, "goodput_bps": sent * 8 / elapsed, "per_second": samples}
+        )
+    )
 
 
 def main() -> None:

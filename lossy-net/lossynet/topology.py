@@ -38,7 +38,7 @@ class LinkSpec:
     reorder: float = 0.0
     duplicate: float = 0.0
     corrupt: float = 0.0
-    down: list[list[float]] = field(default_factory=list)  # [[from_s, to_s]] after setup
+    down: list[list[float]] = field(default_factory=list)  # [[from_s, to_s]] after setup: link cut
     rules_a_to_b: list[dict[str, Any]] = field(default_factory=list)
     rules_b_to_a: list[dict[str, Any]] = field(default_factory=list)
     queue_s: float = 0.0  # tbf queue; 0: max(50 ms, two round trips)
@@ -47,13 +47,29 @@ class LinkSpec:
 
     def needs_wire(self) -> bool:
         return bool(
-            self.force_wire or self.delay or self.jitter or self.ge or self.reorder or self.duplicate
-            or self.corrupt or self.rules_a_to_b or self.rules_b_to_a or self.capture
+            self.force_wire
+            or self.delay
+            or self.jitter
+            or self.ge
+            or self.reorder
+            or self.duplicate
+            or self.corrupt
+            or self.rules_a_to_b
+            or self.rules_b_to_a
+            or self.capture
         )
 
     def direction(self, rules: list[dict[str, Any]]) -> Direction:
-        return Direction(delay=self.delay, jitter=self.jitter, ge=self.ge, reorder=self.reorder,
-                         duplicate=self.duplicate, corrupt=self.corrupt, down=self.down, rules=rules)
+        return Direction(
+            delay=self.delay,
+            jitter=self.jitter,
+            ge=self.ge,
+            reorder=self.reorder,
+            duplicate=self.duplicate,
+            corrupt=self.corrupt,
+            down=self.down,
+            rules=rules,
+        )
 
 
 def _mbit(rate_bps: float) -> str:
@@ -63,8 +79,22 @@ def _mbit(rate_bps: float) -> str:
 def add_rate(lab: Lab, ns: str, dev: str, rate_bps: float, queue_s: float) -> None:
     burst = max(int(rate_bps / 8 / 250), 16 * 1514)  # a 4 ms bucket, at least 16 frames
     latency_ms = max(1, int(queue_s * 1000))
-    lab.run(ns, "tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", _mbit(rate_bps),
-            "burst", str(burst), "latency", f"{latency_ms}ms")
+    lab.run(
+        ns,
+        "tc",
+        "qdisc",
+        "replace",
+        "dev",
+        dev,
+        "root",
+        "tbf",
+        "rate",
+        _mbit(rate_bps),
+        "burst",
+        str(burst),
+        "latency",
+        f"{latency_ms}ms",
+    )
 
 
 def add_loss(lab: Lab, ns: str, dev: str, loss: float, table: str = "lnet") -> None:
@@ -110,6 +140,7 @@ class Pair:
         for k, link in enumerate(links):
             self._add_link(k, link, seed + 10 * k)
         self.started = time.monotonic()
+        self.started_wall = time.time()  # link schedules count from here
         for k, link in enumerate(links):
             if link.down and not link.needs_wire():
                 self._schedule_down(k, link.down)
@@ -124,19 +155,32 @@ class Pair:
         lab, a, b = self.lab, self.a, self.b
         if link.needs_wire():
             da, db = f"ta{k}", f"tb{k}"
-            cfg = dict(ns_a=f"/var/run/netns/{a}", ns_b=f"/var/run/netns/{b}", dev_a=da, dev_b=db, seed=seed,
-                       a_to_b=asdict(link.direction(link.rules_a_to_b)),
-                       b_to_a=asdict(link.direction(link.rules_b_to_a)),
-                       capture=link.capture, stats=os.path.join(self._tmp, f"wire{k}.json"))
-            p = subprocess.Popen([sys.executable, "-m", "lossynet.wire", json.dumps(cfg)], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": _pythonpath()})
+            cfg = dict(
+                ns_a=f"/var/run/netns/{a}",
+                ns_b=f"/var/run/netns/{b}",
+                dev_a=da,
+                dev_b=db,
+                seed=seed,
+                a_to_b=asdict(link.direction(link.rules_a_to_b)),
+                b_to_a=asdict(link.direction(link.rules_b_to_a)),
+                capture=link.capture,
+                stats=os.path.join(self._tmp, f"wire{k}.json"),
+            )
+            p = subprocess.Popen(
+                [sys.executable, "-m", "lossynet.wire", json.dumps(cfg)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env={**os.environ, "PYTHONPATH": _pythonpath()},
+            )
             lab.procs.append(p)
             assert p.stdout is not None
             if p.stdout.readline().strip() != b"ready":
                 raise LabError("the userspace wire did not start")
             self.wires.append(p)
-            for ns, dev, mine, peer in ((a, da, self.addr_a(k), self.addr_b(k)),
-                                        (b, db, self.addr_b(k), self.addr_a(k))):
+            for ns, dev, mine, peer in (
+                (a, da, self.addr_a(k), self.addr_b(k)),
+                (b, db, self.addr_b(k), self.addr_a(k)),
+            ):
                 lab.run(ns, "ip", "addr", "add", mine, "peer", f"{peer}/32", "dev", dev)
                 lab.run(ns, "ip", "link", "set", dev, "mtu", "1500", "up")
         else:
@@ -146,8 +190,18 @@ class Pair:
             lab.run(b, "ip", "addr", "add", f"{self.addr_b(k)}/24", "dev", db)
             lab.run(a, "ip", "link", "set", da, "up")
             lab.run(b, "ip", "link", "set", db, "up")
-            for ns, dev in ((a, da), (b, db)):  # no offloads: packets as they are on a wire
-                lab.run(ns, "ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off", check=False)
+            # Permanent neighbour entries: no ARP on the link, so a cut link carries packets again
+            # the moment it is restored.
+            macs = {
+                ns: json.loads(lab.run(ns, "ip", "-j", "link", "show", dev).stdout)[0]["address"]
+                for ns, dev in ((a, da), (b, db))
+            }
+            lab.run(
+                a, "ip", "neigh", "replace", self.addr_b(k), "lladdr", macs[b], "dev", da, "nud", "permanent"
+            )
+            lab.run(
+                b, "ip", "neigh", "replace", self.addr_a(k), "lladdr", macs[a], "dev", db, "nud", "permanent"
+            )
         self.devs.append((da, db))
         if link.rate_bps:
             queue = link.queue_s or max(0.05, 4 * link.delay)
@@ -166,11 +220,31 @@ class Pair:
                 self._timers.append(t)
 
     def set_link(self, k: int, up: bool) -> None:
-        """Bring veth link ``k`` down or up now (both ends)."""
-        da, db = self.devs[k]
-        state = "up" if up else "down"
-        self.lab.run(self.a, "ip", "link", "set", da, state, check=False)
-        self.lab.run(self.b, "ip", "link", "set", db, state, check=False)
+        """Cut link ``k`` (both directions) or restore it, now.
+
+        A cut is an nftables rule that drops everything arriving on the link at either end, as
+        a cable cut in the middle of a path would: the interfaces stay up (``ip link set down``
+        would also work, but the kernel applies a link's return with up to a second of delay).
+        """
+        for ns, dev in zip((self.a, self.b), self.devs[k], strict=True):
+            table = f"lnetcut{k}"
+            if up:
+                self.lab.run(ns, "nft", "delete", "table", "inet", table, check=False)
+            else:
+                self.lab.run(
+                    ns,
+                    "nft",
+                    "-f",
+                    "-",
+                    input=f"""
+table inet {table} {{
+  chain cut {{
+    type filter hook prerouting priority -400; policy accept;
+    iifname "{dev}" drop
+  }}
+}}
+""",
+                )
 
     def nft_drops(self, k: int = 0) -> tuple[int, int]:
         """Packets nftables dropped on link ``k``: (arriving at b, arriving at a)."""

@@ -241,7 +241,15 @@ def main() -> None:
         pcap.close()
     if cfg.get("stats"):
         with open(cfg["stats"], "w") as f:
-            json.dump({"a_to_b": asdict(dirs[0].c), "b_to_a": asdict(dirs[1].c)}, f)
+            json.dump(
+                {
+                    "a_to_b": asdict(dirs[0].c),
+                    "b_to_a": asdict(dirs[1].c),
+                    "rules_a_to_b": [r.counts() for r in dirs[0].rules],
+                    "rules_b_to_a": [r.counts() for r in dirs[1].rules],
+                },
+                f,
+            )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,113 @@
+"""python -m lossynet: run commands across a named profile, and lab housekeeping.
+
+    python -m lossynet list
+    python -m lossynet run wan --bytes 100000000 \
+        --recv "alf recv 9000 -o /tmp/out" --send "alf send {b} 9000 /tmp/in"
+    python -m lossynet cleanup          # remove namespaces left by labs that no longer run
+
+In --recv/--send, {a} and {b} are the hosts' addresses on link 0 ({a1}, {b1}: link 1, ...);
+in a multicast profile --recv runs on every receiver and {s} is the sender's address. The
+topology is always torn down, on success, failure, Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from lossynet.netns import Lab, LabError, clean_stale, namespaces_available
+from lossynet.profiles import PROFILES
+from lossynet.topology import Pair, Segment
+
+
+def _addresses(topo: Pair | Segment) -> dict[str, str]:
+    if isinstance(topo, Pair):
+        out = {"a": topo.addr_a(0), "b": topo.addr_b(0)}
+        for k in range(len(topo.links)):
+            out[f"a{k}"], out[f"b{k}"] = topo.addr_a(k), topo.addr_b(k)
+        return out
+    return {"s": topo.addr(1), **{f"r{i + 1}": topo.addr(10 + i) for i in range(len(topo.r))}}
+
+
+def run(args: argparse.Namespace) -> int:
+    profile = PROFILES[args.profile]
+    result: dict[str, Any] = {"profile": args.profile, "text": profile.text}
+    with Lab() as lab:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds through Lab.close
+        if profile.kind == "pair":
+            links = profile.links
+            if args.capture:
+                links = [*links]
+                links[0] = type(links[0])(**{**links[0].__dict__, "capture": args.capture})
+            topo: Pair | Segment = Pair(lab, links, seed=args.seed)
+            recv_ns, send_ns = [topo.b], topo.a
+        else:
+            topo = Segment(lab, profile.links)
+            recv_ns, send_ns = topo.r, topo.s
+        addrs = _addresses(topo)
+        result["addresses"] = addrs
+        receivers = [lab.start(ns, args.recv.format(**addrs)) for ns in recv_ns]
+        time.sleep(args.settle)
+        t0 = time.monotonic()
+        sender = lab.start(send_ns, args.send.format(**addrs))
+        deadline = t0 + args.timeout
+        codes: dict[str, int | None] = {}
+        for name, p in [("send", sender)] + [(f"recv{i}", r) for i, r in enumerate(receivers)]:
+            try:
+                codes[name] = p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                codes[name] = None
+        elapsed = time.monotonic() - t0
+        result.update(seconds=round(elapsed, 3), exit_codes=codes)
+        if args.bytes:
+            result["throughput_mbps"] = round(args.bytes * 8 / elapsed / 1e6, 2)
+        if isinstance(topo, Pair):
+            result["wires"] = topo.wire_stats()
+            result["nft_drops"] = [topo.nft_drops(k) for k in range(len(topo.links))]
+    print(json.dumps(result, indent=1))
+    return 0 if all(c == 0 for c in codes.values()) else 1
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m lossynet", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="the profiles")
+    sub.add_parser("cleanup", help="remove namespaces of labs that no longer run")
+    r = sub.add_parser("run", help="run a receiver and a sender across a profile")
+    r.add_argument("profile", choices=sorted(PROFILES))
+    r.add_argument("--recv", required=True, help="shell command for the receiver(s)")
+    r.add_argument("--send", required=True, help="shell command for the sender")
+    r.add_argument("--bytes", type=int, default=0, help="bytes moved, for a throughput figure")
+    r.add_argument("--timeout", type=float, default=300)
+    r.add_argument("--settle", type=float, default=0.5, help="seconds between starting receiver and sender")
+    r.add_argument("--capture", default="", help="pcap of link 0 (through the userspace wire)")
+    r.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    if args.cmd == "list":
+        for name, p in PROFILES.items():
+            print(f"{name:18s} {p.text}")
+        return 0
+    if args.cmd == "cleanup":
+        print("removed:", " ".join(clean_stale()) or "nothing")
+        return 0
+    why = namespaces_available()
+    if why:
+        print(f"lossynet: {why}", file=sys.stderr)
+        return 2
+    try:
+        return run(args)
+    except LabError as e:
+        print(f"lossynet: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
