@@ -113,6 +113,19 @@ def test_link_down_delivers_nothing_until_up(lab: Lab, userspace: bool) -> None:
     assert resumed < 2.1, f"the link carried nothing until {resumed:.3f} s"
 
 
+def test_multicast_segment_loss_per_receiver(lab: Lab) -> None:
+    """multicast-4: one stream reaches four receivers, each with its own loss."""
+    from lossynet.profiles import PROFILES
+    from lossynet.topology import Segment
+
+    seg = Segment(lab, PROFILES["multicast-4"].links)
+    sinks = [start_probe(lab, ns, "udp-sink", "9300", "1.0", "239.1.2.3") for ns in seg.r]
+    probe(lab, seg.s, "udp-blast", "239.1.2.3", "9300", "20000", "20000")
+    losses = [1 - finish(p)["received"] / 20000 for p in sinks]
+    for got, want in zip(losses, (0.0, 0.01, 0.03, 0.10), strict=True):
+        assert abs(got - want) <= max(0.005, want * 0.2), losses
+
+
 def test_alf_through_the_wire_and_its_capture(lab: Lab, tmp_path: os.PathLike[str]) -> None:
     """A real alf run over a lossy, delayed wire; scapy's view of the capture agrees with the
     transfer and with alf's own counters."""

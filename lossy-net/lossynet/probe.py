@@ -1,11 +1,13 @@
 """Small measuring programs run inside the lab's namespaces (``python -m lossynet.probe ...``).
 
-- ``udp-sink PORT SECONDS``: count numbered datagrams until SECONDS pass with nothing new after
-  the first; print JSON with the sequence numbers received (as runs) and the arrival times.
+- ``udp-sink PORT SECONDS [GROUP]``: (joining multicast GROUP) count numbered datagrams until
+  SECONDS pass with nothing new after the first; print JSON with the sequence numbers
+  received, their send times and a sample of their one-way delays.
 - ``udp-blast HOST PORT COUNT RATE_PPS [SIZE]``: send COUNT numbered datagrams (8-byte
   sequence + 8-byte send time), paced; bounded by COUNT.
 - ``echo PORT SECONDS`` / ``rtt HOST PORT N INTERVAL``: UDP echo and round-trip samples.
-- ``tcp-sink PORT`` / ``tcp-send HOST PORT SECONDS``: one TCP flow; the sender reports goodput.
+- ``tcp-sink PORT`` / ``tcp-send HOST PORT SECONDS [CC]``: one TCP flow (congestion control CC,
+  or the system's default); the sender reports goodput.
 Every loop here is bounded in count and time; destinations are the lab's own addresses.
 """
 
@@ -20,10 +22,13 @@ import time
 REC = struct.Struct("!Qd")
 
 
-def udp_sink(port: int, idle: float) -> None:
+def udp_sink(port: int, idle: float, group: str = "") -> None:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
     s.bind(("0.0.0.0", port))
+    if group:
+        mreq = socket.inet_aton(group) + socket.inet_aton("0.0.0.0")
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
     print("listening", flush=True)
     s.settimeout(60.0)  # the first datagram must come within a minute
     seqs: list[int] = []
@@ -119,8 +124,12 @@ def tcp_sink(port: int) -> None:
     print(json.dumps({"received": total}))
 
 
-def tcp_send(host: str, port: int, seconds: float) -> None:
-    s = socket.create_connection((host, port), timeout=30)
+def tcp_send(host: str, port: int, seconds: float, cc: str = "") -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if cc:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cc.encode())
+    s.settimeout(30)
+    s.connect((host, port))
     block = bytes(1 << 16)
     sent = 0
     start = time.monotonic()
@@ -145,7 +154,7 @@ def tcp_send(host: str, port: int, seconds: float) -> None:
 def main() -> None:
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "udp-sink":
-        udp_sink(int(args[0]), float(args[1]))
+        udp_sink(int(args[0]), float(args[1]), args[2] if len(args) > 2 else "")
     elif cmd == "udp-blast":
         udp_blast(args[0], int(args[1]), int(args[2]), float(args[3]), int(args[4]) if len(args) > 4 else 64)
     elif cmd == "echo":
@@ -155,7 +164,7 @@ def main() -> None:
     elif cmd == "tcp-sink":
         tcp_sink(int(args[0]))
     elif cmd == "tcp-send":
-        tcp_send(args[0], int(args[1]), float(args[2]))
+        tcp_send(args[0], int(args[1]), float(args[2]), args[3] if len(args) > 3 else "")
     else:
         raise SystemExit(f"unknown probe {cmd}")
 
