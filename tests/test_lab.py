@@ -113,6 +113,25 @@ def test_link_down_delivers_nothing_until_up(lab: Lab, userspace: bool) -> None:
     assert resumed < 2.1, f"the link carried nothing until {resumed:.3f} s"
 
 
+def test_multipath_destination_picks_the_link(lab: Lab) -> None:
+    """multipath: link 0 carries 300 Mbit/s, link 1 100 Mbit/s, and each address uses its own."""
+    from lossynet.profiles import PROFILES
+
+    pair = Pair(lab, PROFILES["multipath"].links)
+
+    def tx_bytes(dev: str) -> int:
+        out = json.loads(lab.run(pair.a, "ip", "-j", "-s", "link", "show", dev).stdout)
+        return int(out[0]["stats64"]["tx"]["bytes"])
+
+    for k, rate, other in ((0, 300e6, 1), (1, 100e6, 0)):
+        before = tx_bytes(f"va{other}")
+        sink = start_probe(lab, pair.b, "tcp-sink", str(9400 + k))
+        sent = probe(lab, pair.a, "tcp-send", pair.addr_b(k), str(9400 + k), "2")
+        finish(sink)
+        assert 0.85 * rate <= sent["goodput_bps"] <= rate, (k, sent["goodput_bps"])
+        assert tx_bytes(f"va{other}") - before < 100_000  # the other link stayed idle
+
+
 def test_multicast_segment_loss_per_receiver(lab: Lab) -> None:
     """multicast-4: one stream reaches four receivers, each with its own loss."""
     from lossynet.profiles import PROFILES
