@@ -23,6 +23,7 @@ from typing import IO, Any
 
 import click
 
+import cc
 from alf import __version__, wire
 from alf.errors import ExitCode, Outcome
 from alf.io.sink import FdWriter, FileBackend, OffsetSink, OrderedSink, Sink, SinkError
@@ -96,6 +97,7 @@ class Common:
     seed: int
     checkphrase: str
     gso: bool
+    stats_interval: float
 
 
 class Reporter:
@@ -113,6 +115,7 @@ class Reporter:
             except OSError as e:
                 raise LocalError(f"cannot open {common.stats_json}: {e.strerror}") from None
         self.start = time.monotonic()
+        self.interval = common.stats_interval
         self._next_json = self.start
         self._next_progress = self.start
         self.show_now = False
@@ -150,7 +153,7 @@ class Reporter:
             self.show_now = False
             print(f"alf {self.role}: " + json.dumps(self.snapshot(now)), file=sys.stderr, flush=True)
         if self.json_file is not None and now >= self._next_json:
-            self._next_json = now + 1.0
+            self._next_json = now + self.interval
             self.json_file.write(json.dumps(self.snapshot(now)) + "\n")
         if self.progress and now >= self._next_progress:
             self._next_progress = now + 0.5
@@ -223,6 +226,14 @@ def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option("--seed", type=int, default=1, show_default=True, help="Seed for --drop."),
         click.option(
+            "--stats-interval",
+            type=click.FloatRange(min=0.01),
+            default=1.0,
+            show_default=True,
+            metavar="SECONDS",
+            help="How often --stats-json gets a line.",
+        ),
+        click.option(
             "--gso/--no-gso",
             default=True,
             help="Move runs of datagrams per system call with UDP GSO (sending) and GRO (receiving) "
@@ -252,6 +263,18 @@ def main() -> None:
 @click.argument("host")
 @click.argument("port", type=click.IntRange(1, 65535))
 @click.argument("file", required=False, default="-")
+@click.option(
+    "--cc",
+    "cc_name",
+    type=click.Choice(cc.names()),
+    default="fixed",
+    show_default=True,
+    help="Rate control: 'fixed' paces at --rate; 'adaptive' finds the path's capacity, with --rate as "
+    "its ceiling and --min-rate as its floor (docs/cc.md).",
+)
+@click.option(
+    "--min-rate", type=RateType(), default=1e6, show_default="1M", help="The floor of adaptive rate control."
+)
 @click.option(
     "--rate",
     type=RateType(),
@@ -288,6 +311,8 @@ def send(
     host: str,
     port: int,
     file: str,
+    cc_name: str,
+    min_rate: float,
     rate: float,
     adu_size: int,
     checksum: bool,
@@ -298,24 +323,23 @@ def send(
 ) -> None:
     """Send FILE (or stdin, '-') to an `alf recv` at HOST PORT."""
     common = Common(**kw)
-    alg = {"xxh3": wire.DigestAlg.XXH3_128, "blake3": wire.DigestAlg.BLAKE3}.get(
-        digest, wire.DigestAlg.SHA256
+    cfg = SenderConfig(
+        adu_size=adu_size,
+        rate_bps=rate,
+        checkphrase=common.checkphrase,
+        checksum=checksum,
+        timeout=common.timeout or 30.0,
+        digest=DIGESTS[digest],
+        cc=cc_name,
+        min_rate_bps=min(min_rate, rate),
     )
-    sys.exit(_send(host, port, file, rate, adu_size, checksum, alg, window, bind, common))
+    sys.exit(_send(host, port, file, cfg, window, bind, common))
 
 
 def _send(
-    host: str,
-    port: int,
-    file: str,
-    rate: float,
-    adu_size: int,
-    checksum: bool,
-    alg: wire.DigestAlg,
-    window: int,
-    bind: str | None,
-    common: Common,
+    host: str, port: int, file: str, cfg: SenderConfig, window: int, bind: str | None, common: Common
 ) -> int:
+    adu_size, alg = cfg.adu_size, cfg.digest
     source: Source
     kind = wire.Kind.STREAM
     total: int | None = None
@@ -336,14 +360,6 @@ def _send(
     except DriverError as e:
         return _fail("send", Outcome(ExitCode.PEER_UNREACHABLE, str(e)))
     now = time.monotonic()
-    cfg = SenderConfig(
-        adu_size=adu_size,
-        rate_bps=rate,
-        checkphrase=common.checkphrase,
-        checksum=checksum,
-        timeout=common.timeout or 30.0,
-        digest=alg,
-    )
     sender = Sender(cfg, secrets.randbits(64) or 1, kind, total, now)
     try:
         if kind == wire.Kind.STREAM:

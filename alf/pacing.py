@@ -21,6 +21,15 @@ class Pacer:
             self._tokens = min(float(self.burst_bytes), self._tokens + (now - self._stamp) * self.rate_Bps)
             self._stamp = now
 
+    def set_rate(self, rate_bps: float, burst_bytes: int, now: float) -> None:
+        """Change the rate from ``now`` on (tokens earned so far stay)."""
+        if rate_bps <= 0:
+            raise ValueError("rate must be positive")
+        self._refill(now)
+        self.rate_Bps = rate_bps / 8.0
+        self.burst_bytes = burst_bytes
+        self._tokens = min(self._tokens, float(burst_bytes))
+
     def available(self, now: float) -> float:
         self._refill(now)
         return self._tokens

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+import cc
 from alf import wire
 from alf.errors import ExitCode, Outcome
 from alf.pacing import Pacer
@@ -37,6 +38,8 @@ class SenderConfig:
     checksum: bool = False
     timeout: float = 30.0
     digest: wire.DigestAlg = wire.DigestAlg.XXH3_128
+    cc: str = "fixed"  # a name from cc.names(); rate_bps is its ceiling
+    min_rate_bps: float = 1e6  # the floor for adaptive controllers
 
 
 @dataclass(frozen=True)
@@ -102,8 +105,8 @@ class Sender:
         self.stats = SenderStats()
         self.adu = config.adu_size
         self._dgram = wire.DATA_HEADER_SIZE + config.adu_size
-        burst = config.burst_bytes or max(64 * self._dgram, int(config.rate_bps / 8 / 1000))
-        self.pacer = Pacer(config.rate_bps, burst, now)
+        self.cc = cc.create(config.cc, config.rate_bps, min(config.min_rate_bps, config.rate_bps), now)
+        self.pacer = Pacer(self.cc.rate_bps, self._burst(self.cc.rate_bps), now)
         self.total_bytes = total_bytes
         self.end_adus: int | None = None if total_bytes is None else -(-total_bytes // self.adu)
         self.available = self.end_adus or 0
@@ -123,6 +126,10 @@ class Sender:
         self.srtt: float | None = None
         self.rttvar = 0.0
         self._tag = wire.checkphrase_tag(config.checkphrase)
+
+    def _burst(self, rate_bps: float) -> int:
+        """The pacer's bucket: 64 datagrams or 1 ms at the rate, whichever is larger."""
+        return self.cfg.burst_bytes or max(64 * self._dgram, int(rate_bps / 8 / 1000))
 
     # ------------------------------------------------------------ input from the source
 
@@ -349,8 +356,21 @@ class Sender:
         if msg.window_limit > self.window_limit:
             self.window_limit = msg.window_limit
         self.stats.receiver_rate_Bps = msg.receive_rate
+        sample = None
         if msg.echo_timestamp_us:
-            self._rtt_sample(now, msg.echo_timestamp_us, msg.echo_delay_us)
+            sample = self._rtt_sample(now, msg.echo_timestamp_us, msg.echo_delay_us)
+        self.cc.on_feedback(
+            cc.Feedback(  # the receiver measures payload; the pacer counts whole datagrams
+                now,
+                sample,
+                msg.receive_rate * 8.0 * self._dgram / self.adu,
+                self.sent_count,
+                self.stats.adus_nak_requested,
+            )
+        )
+        rate = self.cc.rate_bps
+        if rate != self.pacer.rate_Bps * 8:
+            self.pacer.set_rate(rate, self._burst(rate), now)
 
     def _on_nak(self, msg: wire.Nak) -> None:
         self.stats.naks_received += 1
@@ -372,16 +392,17 @@ class Sender:
     def repair_pending(self) -> int:
         return sum(b - a for a, b in self._repairs)
 
-    def _rtt_sample(self, now: float, echo_us: int, delay_us: int) -> None:
+    def _rtt_sample(self, now: float, echo_us: int, delay_us: int) -> float | None:
         sample = (to_us(now) - echo_us - delay_us) / 1e6
         if not 0 < sample < 60:
-            return
+            return None
         if self.srtt is None:
             self.srtt, self.rttvar = sample, sample / 2
         else:
             self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - sample)
             self.srtt = 0.875 * self.srtt + 0.125 * sample
         self.stats.srtt_ms = self.srtt * 1e3
+        return sample
 
     # ------------------------------------------------------------ local decisions
 

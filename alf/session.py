@@ -144,8 +144,9 @@ class SendSession:
             next_new=s.next_new,
             total_adus=s.end_adus,
             repair_pending=s.repair_pending(),
-            rate_bps=s.cfg.rate_bps,
+            ceiling_bps=s.cfg.rate_bps,
         )
+        out.update(s.cc.snapshot())
         return out
 
 

@@ -37,12 +37,15 @@ class Link:
     delay: float = 0.005  # one way, seconds
     jitter: float = 0.0  # uniform extra delay in [0, jitter)
     rate_bps: float = 0.0  # 0: no bottleneck
+    queue_bytes: int = 0  # with rate_bps: a drop-tail queue this deep (0: unbounded)
+    rate_steps: tuple[tuple[float, float], ...] = ()  # (from_time, rate_bps): the bottleneck changes
 
 
 @dataclass
 class LinkCounters:
     sent: int = 0
     lost: int = 0
+    queue_drops: int = 0
     duplicated: int = 0
     reordered: int = 0
 
@@ -60,9 +63,16 @@ class Wire:
         link, rng, c = self.link, self.rng, self.counters
         c.sent += 1
         start = now
-        if link.rate_bps:
+        rate = link.rate_bps
+        for t, r in link.rate_steps:
+            if now >= t:
+                rate = r
+        if rate:
             start = max(now, self.busy_until)
-            self.busy_until = start + size * 8 / link.rate_bps
+            if link.queue_bytes and (start - now) * rate / 8 > link.queue_bytes:
+                c.queue_drops += 1
+                return []
+            self.busy_until = start + size * 8 / rate
         if rng.random() < link.loss:
             c.lost += 1
             return []
@@ -112,6 +122,7 @@ def run_transfer(
     kill_receiver_at: float = float("inf"),
     rx_tick: float = 0.001,
     receiver_drop: float = 0.0,
+    trace: list[tuple[float, float, int]] | None = None,
 ) -> SimResult:
     """Send ``data`` across the simulated network and return both outcomes and the output.
 
@@ -119,7 +130,9 @@ def run_transfer(
     address, for hostile-input tests. ``kill_*_at`` makes a side vanish at that virtual time:
     it neither sends nor receives again, as if its process were killed. The receiver takes
     DATA on a ``rx_tick`` clock, so what arrived meanwhile comes as a batch (and, as with GRO,
-    runs of it come coalesced). ``receiver_drop`` is the receiver's ``--drop``.
+    runs of it come coalesced). ``receiver_drop`` is the receiver's ``--drop``. ``trace``, if
+    given, receives (time, the sender's pacing rate, bottleneck queue drops so far) whenever
+    the rate changes.
     """
     rng = random.Random(seed)
     coalesce_rng = random.Random(seed ^ 0x5A5A)  # its own stream: link fates do not depend on it
@@ -189,6 +202,8 @@ def run_transfer(
                 break
             source.feed(chunk)
             fed += len(chunk)
+        if trace is not None and (not trace or trace[-1][1] != sender.cc.rate_bps):
+            trace.append((now, sender.cc.rate_bps, fwd.counters.queue_drops))
         sender_alive, receiver_alive = now < kill_sender_at, now < kill_receiver_at
         # the sender sends everything it may at this instant
         for _ in range(10_000 if sender_alive else 0):

@@ -1,0 +1,203 @@
+"""``adaptive``: rate-based control that finds the bottleneck and ignores random loss
+(docs/cc.md has the reasoning and the figures).
+
+Model, in the spirit of BBR, with the receiver's rate measurement (as in UDT and FASP) in place
+of acknowledgement timing:
+- The bottleneck's capacity is the **maximum receive rate** the receiver reported over the last
+  ten rounds (a round is one minimum RTT, at least 10 ms). Random loss after the bottleneck
+  makes it that much low, which costs that much rate and never a queue.
+- A **standing queue** (even the smallest RTT sample of a round above the minimum RTT by a
+  quarter, and by at least 4 ms, two rounds running) means the path is congested: the estimate
+  drops to what the receiver now measures and the sender drains at 0.75 of it until a round's
+  smallest RTT is back near the minimum (16 rounds at most). The smoothed RTT is not used for
+  this: it lags a draining queue, and cuts taken on it compound (tried: the rate sank to a
+  third of the path after a step down).
+- **Loss** alone is not congestion. Random loss costs repairs, not rate. Loss counts only when
+  it is heavy (over 10% in a round) *and* the receiver gets clearly less than is sent (a
+  policer, or a full queue with no delay signal).
+- **Startup** doubles the rate each round while the receive rate still grows by a quarter;
+  three rounds without that growth, or a queue, end it. **Cruising** cycles through gains
+  1.25, 0.75, 1, 1, 1, 1, 1, 1 per round: a probe for more, a drain of what the probe queued,
+  six rounds at the estimate. A probe that finds a tenth more than the estimate means the
+  path has grown: the next round probes again from the new estimate, so the rate grows by a
+  quarter a round (not a cycle) while there is room, and a path that quadruples is filled in
+  about six rounds.
+Invariant: the rate stays within [floor, ceiling]; the same feedback gives the same rates.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from cc.base import Controller, Feedback, register
+
+START_BPS = 20e6
+MIN_ROUND = 0.010
+MAX_FILTER_ROUNDS = 10
+MIN_RTT_WINDOW = 10.0
+QUEUE_FRACTION = 0.25
+QUEUE_MIN = 0.004
+CYCLE = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+DRAIN_GAIN = 0.75
+MAX_DRAIN_ROUNDS = 16
+
+
+class _WindowedMax:
+    """Max of (time, value) samples over a sliding time window (a monotonic deque)."""
+
+    def __init__(self) -> None:
+        self._q: deque[tuple[float, float]] = deque()
+
+    def add(self, t: float, v: float, window: float) -> None:
+        q = self._q
+        while q and q[-1][1] <= v:
+            q.pop()
+        q.append((t, v))
+        while q[0][0] < t - window:
+            q.popleft()
+
+    def value(self) -> float:
+        return self._q[0][1] if self._q else 0.0
+
+    def reset(self, t: float, v: float) -> None:
+        self._q = deque([(t, v)])
+
+
+class _WindowedMin(_WindowedMax):
+    def add(self, t: float, v: float, window: float) -> None:
+        super().add(t, -v, window)
+
+    def value(self) -> float:
+        return -super().value() if self._q else 0.0
+
+
+@register("adaptive")
+class Adaptive(Controller):
+    def __init__(self, ceiling_bps: float, floor_bps: float, now: float) -> None:
+        super().__init__(ceiling_bps, floor_bps, now)
+        self._rate = self.clamp(START_BPS)
+        self.mode = "startup"
+        self.btl_bps = 0.0  # the capacity estimate, datagram bits per second
+        self._max = _WindowedMax()
+        self._min_rtt = _WindowedMin()
+        self.srtt: float | None = None
+        self.loss = 0.0  # EWMA of the per-round loss fraction
+        self._round_start = now
+        self._round_sent = 0
+        self._round_nakked = 0
+        self._round_best = 0.0  # the best capacity sample of the current round
+        self._startup_best = 0.0
+        self._startup_flat = 0
+        self._queue_rounds = 0
+        self._cycle = 0
+        self._round_min_rtt = float("inf")
+        self._drain_rounds = 0
+        self._probe_base = 0.0  # the estimate a probe round started from (0: not probing)
+        self.events: list[str] = []  # the last few decisions, for stats and tests
+
+    @property
+    def rate_bps(self) -> float:
+        return self._rate
+
+    @property
+    def min_rtt(self) -> float:
+        return self._min_rtt.value()
+
+    def _round(self) -> float:
+        # The minimum RTT, not the smoothed one: while a queue builds, the smoothed RTT grows
+        # as fast as time passes and a round measured by it would never end (found by the
+        # fluid-model test: the queue grew without bound).
+        return max(self.min_rtt or self.srtt or MIN_ROUND, MIN_ROUND)
+
+    def on_feedback(self, fb: Feedback) -> None:
+        now = fb.now
+        if fb.rtt is not None and fb.rtt > 0:
+            self.srtt = fb.rtt if self.srtt is None else 0.875 * self.srtt + 0.125 * fb.rtt
+            self._min_rtt.add(now, fb.rtt, MIN_RTT_WINDOW)
+            self._round_min_rtt = min(self._round_min_rtt, fb.rtt)
+        if fb.receive_rate_bps > 0:
+            # Not scaled up for loss: drops in the bottleneck's own queue would then inflate the
+            # estimate that caused them (tried: it fed itself into a steady 20% loss).
+            capacity = fb.receive_rate_bps
+            self._max.add(now, capacity, MAX_FILTER_ROUNDS * self._round())
+            self._round_best = max(self._round_best, capacity)
+            self.btl_bps = self._max.value()
+        if now - self._round_start >= self._round():
+            self._end_round(fb)
+
+    def _queueing(self, round_min: float) -> bool:
+        """A standing queue: even the round's smallest RTT sample is well above the minimum."""
+        if round_min == float("inf") or not self.min_rtt:
+            return False
+        return round_min > self.min_rtt + max(QUEUE_MIN, QUEUE_FRACTION * self.min_rtt)
+
+    def _end_round(self, fb: Feedback) -> None:
+        sent = fb.sent - self._round_sent
+        nakked = fb.nakked - self._round_nakked
+        round_loss = min(1.0, nakked / sent) if sent > 0 else 0.0
+        self.loss = 0.75 * self.loss + 0.25 * round_loss
+        self._round_start, self._round_sent, self._round_nakked = fb.now, fb.sent, fb.nakked
+        measured, self._round_best = self._round_best, 0.0
+        round_min, self._round_min_rtt = self._round_min_rtt, float("inf")
+        queue = self._queueing(round_min)
+        if self.mode == "drain":
+            self._drain_rounds += 1
+            if not queue or self._drain_rounds >= MAX_DRAIN_ROUNDS:
+                self.mode = "cruise"
+                self._cycle = 2  # no probe right after a drain
+                self._rate = self.clamp(self.btl_bps)
+                self._note("drained")
+            return
+        self._queue_rounds = self._queue_rounds + 1 if queue else 0
+        congested = self._queue_rounds >= 2 or (
+            round_loss > 0.10 and measured and measured < 0.8 * self._rate
+        )
+        if congested and measured:
+            # The path carries what the receiver now measures: believe it, then drain the
+            # standing queue below it until the RTT comes back down.
+            self._max.reset(fb.now, measured)
+            self.btl_bps = measured
+            self._rate = self.clamp(DRAIN_GAIN * measured)
+            self._queue_rounds = 0
+            self.mode = "drain"
+            self._drain_rounds = 0
+            self._note("congestion: down to the measured rate")
+            return
+        if self.mode == "startup":
+            if self.btl_bps >= 1.25 * self._startup_best:
+                self._startup_best = self.btl_bps
+                self._startup_flat = 0
+                self._rate = self.clamp(2 * max(self.btl_bps, self._rate / 2))
+            else:
+                self._startup_flat += 1
+                if self._startup_flat >= 3:
+                    self.mode = "cruise"
+                    self._cycle = 1  # a drain round first: startup queued
+                    self._note("startup over")
+            if self.mode == "startup":
+                return
+        if self._probe_base and measured > 1.1 * self._probe_base:
+            # the probe found room: the path has grown, so probe again from there next round
+            self._cycle = 0
+            self._note("probe found room: probe again")
+        gain = CYCLE[self._cycle % len(CYCLE)]
+        self._cycle += 1
+        base = self.btl_bps or self._rate
+        self._probe_base = base if gain > 1.0 else 0.0
+        self._rate = self.clamp(gain * base)
+
+    def _note(self, what: str) -> None:
+        self.events.append(what)
+        del self.events[:-8]
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "cc": self.name,
+            "cc_mode": self.mode,
+            "rate_bps": round(self._rate),
+            "btl_bps": round(self.btl_bps),
+            "min_rtt_ms": round(self.min_rtt * 1e3, 3),
+            "cc_srtt_ms": round((self.srtt or 0) * 1e3, 3),
+            "loss": round(self.loss, 4),
+        }

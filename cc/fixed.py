@@ -1,0 +1,15 @@
+"""``fixed``: pace at the ceiling (the ``--rate``), whatever the path says."""
+
+from __future__ import annotations
+
+from cc.base import Controller, Feedback, register
+
+
+@register("fixed")
+class Fixed(Controller):
+    @property
+    def rate_bps(self) -> float:
+        return self.ceiling_bps
+
+    def on_feedback(self, fb: Feedback) -> None:
+        pass

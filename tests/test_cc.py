@@ -1,0 +1,170 @@
+"""cc/: the controllers on synthetic feedback, and on a simulated bottleneck in virtual time."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import cc
+from alf.receiver import ReceiverConfig
+from alf.sender import SenderConfig
+from alf.testing.simnet import Link, run_transfer
+from cc.adaptive import Adaptive
+
+
+def test_registry() -> None:
+    assert {"fixed", "adaptive"} <= set(cc.names())
+    assert cc.create("fixed", 5e6, 1e6, 0.0).rate_bps == 5e6
+    with pytest.raises(ValueError, match="unknown rate controller"):
+        cc.create("nope", 1e6, 1e6, 0.0)
+    with pytest.raises(ValueError):
+        cc.create("adaptive", 1e6, 2e6, 0.0)  # floor above ceiling
+
+
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 0.5), st.floats(0, 2e9), st.integers(0, 100), st.integers(0, 100)),
+        max_size=200,
+    )
+)
+@settings(max_examples=100)
+def test_rate_stays_within_floor_and_ceiling(steps: list[tuple[float, float, int, int]]) -> None:
+    c = cc.create("adaptive", 300e6, 2e6, 0.0)
+    now, sent, nakked = 0.0, 0, 0
+    for rtt, rate, ds, dn in steps:
+        now += 0.005
+        sent += ds
+        nakked += min(dn, ds)
+        c.on_feedback(cc.Feedback(now, rtt or None, rate, sent, nakked))
+        assert 2e6 <= c.rate_bps <= 300e6
+
+
+class Fluid:
+    """Feedback from a fluid bottleneck: capacity C, base RTT, a queue that fills when the
+    sender exceeds C, and optional random loss after the bottleneck."""
+
+    def __init__(self, capacity: float, rtt: float, loss: float = 0.0) -> None:
+        self.c, self.rtt, self.loss = capacity, rtt, loss
+        self.queue = 0.0  # bits
+        self.sent = self.nakked = 0
+
+    def step(self, ctl: Adaptive, now: float, dt: float = 0.005) -> None:
+        rate = ctl.rate_bps
+        self.queue = max(0.0, self.queue + (rate - self.c) * dt)
+        through = min(rate, self.c) if self.queue == 0 else self.c
+        packets = int(rate * dt / (1452 * 8))
+        self.sent += packets
+        self.nakked += round(packets * self.loss)
+        ctl.on_feedback(
+            cc.Feedback(
+                now, self.rtt + self.queue / self.c, through * (1 - self.loss), self.sent, self.nakked
+            )
+        )
+
+
+def run_fluid(f: Fluid, seconds: float, ctl: Adaptive | None = None, start: float = 0.0) -> Adaptive:
+    ctl = ctl or Adaptive(1e9, 1e6, start)
+    t = start
+    while t < start + seconds:
+        t += 0.005
+        f.step(ctl, t)
+    return ctl
+
+
+def test_startup_doubles_then_settles_at_the_bottleneck() -> None:
+    f = Fluid(100e6, 0.020)
+    ctl = Adaptive(1e9, 1e6, 0.0)
+    rates = []
+    t = 0.0
+    for _ in range(40):  # 200 ms: ten rounds of 20 ms
+        t += 0.005
+        f.step(ctl, t)
+        rates.append(ctl.rate_bps)
+    assert rates[0] == 20e6 and max(rates[:20]) >= 80e6  # doubling, not creeping
+    run_fluid(f, 3.0, ctl, t)
+    assert ctl.mode == "cruise" and 0.9 * 100e6 <= ctl.btl_bps <= 1.05 * 100e6
+    assert f.queue / 100e6 < 0.020  # less than a base RTT of queue
+
+
+def test_random_loss_does_not_cut_the_rate() -> None:
+    ctl = run_fluid(Fluid(100e6, 0.050, loss=0.02), 5.0)
+    assert ctl.loss > 0.01  # it sees the loss...
+    assert ctl.btl_bps >= 0.95 * 100e6 * 0.98  # ...and keeps the path full anyway
+
+
+def test_queue_growth_cuts_to_the_measured_rate() -> None:
+    f = Fluid(100e6, 0.020)
+    ctl = run_fluid(f, 3.0)
+    f.c = 25e6  # the path shrinks
+    run_fluid(f, 0.3, ctl, 3.0)
+    assert "congestion: down to the measured rate" in ctl.events
+    assert ctl.rate_bps <= 1.1 * 25e6
+
+
+def test_heavy_loss_with_a_shortfall_is_congestion() -> None:
+    ctl = Adaptive(1e9, 1e6, 0.0)
+    t, sent, nakked = 0.0, 0, 0
+    for _ in range(400):  # a policer at 30 Mbit/s: no queue, a third of what exceeds it lost
+        t += 0.005
+        rate = ctl.rate_bps
+        packets = int(rate * 0.005 / 11616)
+        sent += packets
+        nakked += max(0, int(packets * (1 - 30e6 / rate))) if rate > 30e6 else 0
+        ctl.on_feedback(cc.Feedback(t, 0.020, min(rate, 30e6), sent, nakked))
+    assert ctl.rate_bps <= 1.3 * 30e6 and "congestion: down to the measured rate" in ctl.events
+
+
+def _bottleneck(
+    data: bytes, ctl: str, ceiling: float, **link: object
+) -> tuple[object, list[tuple[float, float, int]]]:
+    trace: list[tuple[float, float, int]] = []
+    fwd = Link(delay=0.010, queue_bytes=int(40e6 / 8 * 0.05), **link)  # type: ignore[arg-type]
+    r = run_transfer(
+        data,
+        forward=fwd,
+        backward=Link(delay=0.010),
+        seed=1,
+        trace=trace,
+        max_time=60,
+        sender_config=SenderConfig(adu_size=1428, rate_bps=ceiling, cc=ctl, timeout=10.0),
+        receiver_config=ReceiverConfig(in_order=False, timeout=10.0),
+    )
+    return r, trace
+
+
+def test_simulated_bottleneck_filled_without_flooding() -> None:
+    """Virtual time: 20 Mbit/s, 20 ms RTT, a 50 ms drop-tail queue."""
+    data = random.Random(1).randbytes(12_000_000)
+    r, _ = _bottleneck(data, "adaptive", 1e9, rate_bps=20e6)
+    goodput = len(data) * 8 / r.elapsed  # type: ignore[attr-defined]
+    assert r.output == data and goodput >= 0.85 * 20e6  # type: ignore[attr-defined]
+    assert r.forward.queue_drops <= 0.03 * r.forward.sent  # type: ignore[attr-defined]
+    f, _ = _bottleneck(data, "fixed", 40e6, rate_bps=20e6)  # the same path at a fixed 2x
+    assert f.forward.queue_drops >= 0.4 * f.forward.sent  # type: ignore[attr-defined]
+
+
+def test_simulated_step_down_and_up() -> None:
+    """Virtual time: the bottleneck steps 40 -> 10 -> 40 Mbit/s; the rate follows within 2 s
+    each way, and the step down costs no loss storm."""
+    data = random.Random(2).randbytes(30_000_000)
+    r, trace = _bottleneck(data, "adaptive", 1e9, rate_bps=40e6, rate_steps=((3.0, 10e6), (6.0, 40e6)))
+    assert r.output == data  # type: ignore[attr-defined]
+
+    def at(t: float) -> tuple[float, int]:
+        last = trace[0]
+        for point in trace:
+            if point[0] <= t:
+                last = point
+        return last[1], last[2]
+
+    def mean_rate(t0: float, t1: float) -> float:  # time-weighted, over whole probe cycles
+        points = [(t0, at(t0)[0])] + [(t, rr) for t, rr, _d in trace if t0 < t < t1] + [(t1, 0.0)]
+        return sum((b[0] - a[0]) * a[1] for a, b in zip(points, points[1:], strict=False)) / (t1 - t0)
+
+    assert 0.8 * 10e6 <= mean_rate(5.0, 6.0) <= 1.1 * 10e6  # within 2 s of the step down
+    assert at(6.0)[1] - at(3.5)[1] <= 5  # settled at the new rate: next to no drops
+    assert at(3.5)[1] - at(3.0)[1] < 100  # the step down itself: a few dozen, not a storm
+    assert mean_rate(7.5, 8.0) >= 0.8 * 40e6  # within 2 s of the step up
