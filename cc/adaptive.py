@@ -8,7 +8,8 @@ of acknowledgement timing:
   makes it that much low, which costs that much rate and never a queue.
 - A **standing queue** (even the smallest RTT sample of a round above the minimum RTT by a
   quarter, and by at least 4 ms, two rounds running) means the path is congested: the estimate
-  drops to what the receiver now measures and the sender drains at 0.75 of it until a round's
+  drops to what the receiver now measures (at most halving at once; again while even the drain
+  rate is more than the receiver gets) and the sender drains at 0.75 of it until a round's
   smallest RTT is back near the minimum (16 rounds at most). The smoothed RTT is not used for
   this: it lags a draining queue, and cuts taken on it compound (tried: the rate sank to a
   third of the path after a step down).
@@ -143,6 +144,12 @@ class Adaptive(Controller):
         queue = self._queueing(round_min)
         if self.mode == "drain":
             self._drain_rounds += 1
+            if measured and measured < 0.9 * self._rate:
+                # even the drain rate is more than the path delivers: the estimate is still
+                # too high (a step of more than half), so cut again rather than wait
+                self._cut(fb.now, measured)
+                self._note("still congested: down again")
+                return
             if not queue or self._drain_rounds >= MAX_DRAIN_ROUNDS:
                 self.mode = "cruise"
                 self._cycle = 2  # no probe right after a drain
@@ -154,14 +161,7 @@ class Adaptive(Controller):
             round_loss > 0.10 and measured and measured < 0.8 * self._rate
         )
         if congested and measured:
-            # The path carries what the receiver now measures: believe it, then drain the
-            # standing queue below it until the RTT comes back down.
-            self._max.reset(fb.now, measured)
-            self.btl_bps = measured
-            self._rate = self.clamp(DRAIN_GAIN * measured)
-            self._queue_rounds = 0
-            self.mode = "drain"
-            self._drain_rounds = 0
+            self._cut(fb.now, measured)
             self._note("congestion: down to the measured rate")
             return
         if self.mode == "startup":
@@ -186,6 +186,19 @@ class Adaptive(Controller):
         base = self.btl_bps or self._rate
         self._probe_base = base if gain > 1.0 else 0.0
         self._rate = self.clamp(gain * base)
+
+    def _cut(self, now: float, measured: float) -> None:
+        """The path carries what the receiver now measures: believe it, then drain the standing
+        queue below it until the RTT comes back down. One cut at most halves the estimate: in
+        the turmoil of a step down a round's measurement can be far too low, and believing it
+        whole sank the rate to a tenth of the path (lab, 200 -> 50 Mbit/s)."""
+        measured = max(measured, 0.5 * self.btl_bps)
+        self._max.reset(now, measured)
+        self.btl_bps = measured
+        self._rate = self.clamp(DRAIN_GAIN * measured)
+        self._queue_rounds = 0
+        self.mode = "drain"
+        self._drain_rounds = 0
 
     def _note(self, what: str) -> None:
         self.events.append(what)

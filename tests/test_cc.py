@@ -98,8 +98,8 @@ def test_random_loss_does_not_cut_the_rate() -> None:
 def test_queue_growth_cuts_to_the_measured_rate() -> None:
     f = Fluid(100e6, 0.020)
     ctl = run_fluid(f, 3.0)
-    f.c = 25e6  # the path shrinks
-    run_fluid(f, 0.3, ctl, 3.0)
+    f.c = 25e6  # the path shrinks to a quarter: two cuts, each at most halving
+    run_fluid(f, 0.5, ctl, 3.0)
     assert "congestion: down to the measured rate" in ctl.events
     assert ctl.rate_bps <= 1.1 * 25e6
 

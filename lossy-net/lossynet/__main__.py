@@ -53,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
             recv_ns, send_ns = topo.r, topo.s
         addrs = _addresses(topo)
         result["addresses"] = addrs
+        if isinstance(topo, Pair):
+            result["link_epoch"] = topo.started_wall  # link schedules (steps, cuts) count from here
         receivers = [lab.start(ns, args.recv.format(**addrs)) for ns in recv_ns]
         time.sleep(args.settle)
         t0 = time.monotonic()

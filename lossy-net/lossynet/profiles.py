@@ -38,6 +38,14 @@ PROFILES: dict[str, Profile] = {
         [LinkSpec(rate_bps=20e6, delay=0.300, ge=gilbert(0.01, 4.0))],
         "20 Mbit/s, 600 ms RTT, burst loss (Gilbert: 1% mean, bursts of 4 on average)",
     ),
+    "bottleneck-200": Profile(
+        "pair", [LinkSpec(rate_bps=200e6, delay=0.010)], "200 Mbit/s, 20 ms RTT, no random loss"
+    ),
+    "step-200-50-200": Profile(
+        "pair",
+        [LinkSpec(rate_bps=200e6, delay=0.010, rate_steps=[[10.0, 50e6], [20.0, 200e6]])],
+        "200 Mbit/s, 20 ms RTT; the rate drops to 50 Mbit/s at 10 s and returns at 20 s",
+    ),
     "multipath": Profile(
         "pair",
         [LinkSpec(rate_bps=300e6), LinkSpec(rate_bps=100e6)],

@@ -41,7 +41,8 @@ class LinkSpec:
     down: list[list[float]] = field(default_factory=list)  # [[from_s, to_s]] after setup: link cut
     rules_a_to_b: list[dict[str, Any]] = field(default_factory=list)
     rules_b_to_a: list[dict[str, Any]] = field(default_factory=list)
-    queue_s: float = 0.0  # tbf queue; 0: max(50 ms, two round trips)
+    queue_s: float = 0.0  # tbf queue; 0: max(50 ms, four one-way delays)
+    rate_steps: list[list[float]] = field(default_factory=list)  # [[at_s, rate_bps]]: the rate changes
     capture: str | None = None  # pcap of what the wire delivers (forces the userspace wire)
     force_wire: bool = False
 
@@ -144,6 +145,11 @@ class Pair:
         for k, link in enumerate(links):
             if link.down and not link.needs_wire():
                 self._schedule_down(k, link.down)
+            for at, rate in link.rate_steps:
+                t = threading.Timer(max(0.0, at), self.set_rate, args=(k, rate))
+                t.daemon = True
+                t.start()
+                self._timers.append(t)
 
     def addr_a(self, k: int = 0) -> str:
         return f"10.77.{k}.1"
@@ -218,6 +224,13 @@ class Pair:
                 t.daemon = True
                 t.start()
                 self._timers.append(t)
+
+    def set_rate(self, k: int, rate_bps: float) -> None:
+        """Change link ``k``'s rate limit now, both directions (the queue keeps its length in time)."""
+        link = self.links[k]
+        queue = link.queue_s or max(0.05, 4 * link.delay)
+        for ns, dev in zip((self.a, self.b), self.devs[k], strict=True):
+            add_rate(self.lab, ns, dev, rate_bps, queue)
 
     def set_link(self, k: int, up: bool) -> None:
         """Cut link ``k`` (both directions) or restore it, now.
