@@ -94,7 +94,7 @@ class Receiver:
         self._nak_below = 0  # the frontier recorded at the previous round
         self._status_at = now
         self._data_since_status = False
-        self._rate_bytes = 0
+        self._rate_bytes = 0  # stats.wire_bytes when the current rate interval began
         self._rate_since = now
         self._probe_echo = (0, now)  # (timestamp_us of the latest PROBE, its arrival)
         self._done: bytes | None = None
@@ -164,7 +164,6 @@ class Receiver:
         if new and new[-1][1] == stop and last_len != self.adu:
             nbytes += last_len - self.adu
         self.stats.bytes_received += nbytes
-        self._rate_bytes += nbytes
         if self.gaps.highest > self._frontier:
             self._frontier = self.gaps.highest
         return new
@@ -364,8 +363,11 @@ class Receiver:
     def _send_status(self, now: float) -> None:
         elapsed = now - self._rate_since
         if elapsed >= 0.02:
-            self.stats.receive_rate_Bps = int(self._rate_bytes / elapsed)
-            self._rate_bytes, self._rate_since = 0, now
+            # §6: every DATA byte that arrived, duplicates included: what the path delivers
+            # (counting only new data read near zero while repairs crossed, and the sender's
+            # rate control took that for congestion)
+            self.stats.receive_rate_Bps = int((self.stats.wire_bytes - self._rate_bytes) / elapsed)
+            self._rate_bytes, self._rate_since = self.stats.wire_bytes, now
         echo_ts, arrived = self._probe_echo
         delay_us = int((now - arrived) * 1e6) if echo_ts else 0
         self._send(

@@ -115,6 +115,7 @@ class Sender:
         self.acked = 0
         self.window_limit = 0
         self._repairs: list[tuple[int, int]] = []  # sorted, disjoint [a, b)
+        self._turn = 0  # counts runs while both repairs and new data wait
         self._out: list[bytes] = []
         self._start = now
         self._last_heard = now
@@ -236,9 +237,14 @@ class Sender:
             return None
         new_limit = self._new_limit()
         run: Run | None = None
+        if self._repairs and self.next_new < new_limit:
+            # both wait: repairs take three turns in four, and at most 3/4 of a batch, so new
+            # data never starves (at a low rate a batch is one datagram and 3/4 of it is 1)
+            self._turn += 1
+            if self._turn % 4 == 0:
+                return self._new_run(now, n, new_limit)
+            n = max(1, n * 3 // 4)
         if self._repairs:
-            if self.next_new < new_limit:
-                n = max(1, n * 3 // 4)
             a, b = self._repairs[0]
             count = min(n, b - a)
             if a + count == b:
@@ -248,12 +254,19 @@ class Sender:
             run = Run(a, count, self.paths[0], True)
             self.stats.adus_repair += count
         elif self.next_new < new_limit:
-            count = min(n, new_limit - self.next_new)
-            run = Run(self.next_new, count, self.paths[0], False)
-            self.next_new += count
-            self.stats.adus_new += count
+            return self._new_run(now, n, new_limit)
         if run is None:
             return None
+        return self._issued(run, now)
+
+    def _new_run(self, now: float, n: int, new_limit: int) -> Run:
+        count = min(n, new_limit - self.next_new)
+        run = Run(self.next_new, count, self.paths[0], False)
+        self.next_new += count
+        self.stats.adus_new += count
+        return self._issued(run, now)
+
+    def _issued(self, run: Run, now: float) -> Run:
         self.pacer.consume(run.count * self._dgram, now)
         self.stats.bytes_sent += run.count * self._dgram
         self._maybe_finishing(now)
@@ -360,13 +373,7 @@ class Sender:
         if msg.echo_timestamp_us:
             sample = self._rtt_sample(now, msg.echo_timestamp_us, msg.echo_delay_us)
         self.cc.on_feedback(
-            cc.Feedback(  # the receiver measures payload; the pacer counts whole datagrams
-                now,
-                sample,
-                msg.receive_rate * 8.0 * self._dgram / self.adu,
-                self.sent_count,
-                self.stats.adus_nak_requested,
-            )
+            cc.Feedback(now, sample, msg.receive_rate * 8.0, self.sent_count, self.stats.adus_nak_requested)
         )
         rate = self.cc.rate_bps
         if rate != self.pacer.rate_Bps * 8:

@@ -151,12 +151,12 @@ def test_sender_repairs_first_without_starving_new_data() -> None:
     first = s.next_run(0.0, 40)
     assert first is not None and (first.first, first.count, first.repair) == (0, 40, False)
     s.handle_datagram(wire.encode_naks(9, [(2, 3), (10, 30)], 1)[0][0], 0.0)
-    runs = [s.next_run(0.0, 8) for _ in range(4)]
+    runs = [s.next_run(0.0, 8) for _ in range(5)]
     got = [(r.first, r.count, r.repair) for r in runs if r]
-    # at most 3/4 of each batch goes to repairs while new data waits
-    assert got == [(2, 1, True), (10, 6, True), (16, 6, True), (22, 6, True)]
+    # while new data waits, repairs take three turns in four and at most 3/4 of each batch
+    assert got == [(2, 1, True), (10, 6, True), (16, 6, True), (40, 8, False), (22, 6, True)]
     s.handle_datagram(wire.encode_naks(9, [(500, 510)], 1)[0][0], 0.0)  # never sent: ignored
-    assert s.repair_pending() == 2
+    assert s.repair_pending() == 2  # 28 and 29
 
 
 def test_final_probe_carries_length_and_digest() -> None:
