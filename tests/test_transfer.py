@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
 from conftest import Procs, last_json, random_file, sha256_file, wait_listening
 
 from alf import wire
+
+TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
 
 
 @pytest.mark.slow
@@ -162,6 +166,47 @@ def test_digests_and_checksum(procs: Procs, port: int, tmp_path: os.PathLike[str
         assert send.returncode == 0, send.stderr
         assert recv.wait(timeout=30) == 0
         assert sha256_file(dst) == sha256_file(src)
+
+
+def test_adaptive_rate_control_and_its_plot(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
+    """--cc adaptive over loopback, its stats carrying the controller, plotted by the tool."""
+    src = random_file(os.path.join(tmp_path, "in.bin"), 30 << 20, seed=10)
+    dst = os.path.join(tmp_path, "out.bin")
+    stats = os.path.join(tmp_path, "send.json")
+    recv = procs.start("recv", str(port), "-o", dst, "--timeout", "20")
+    wait_listening(port)
+    send = procs.run(
+        "send",
+        "127.0.0.1",
+        str(port),
+        src,
+        "--cc",
+        "adaptive",
+        "--rate",
+        "2G",
+        "--min-rate",
+        "5M",
+        "--timeout",
+        "20",
+        "--stats-json",
+        stats,
+        "--stats-interval",
+        "0.05",
+    )
+    assert send.returncode == 0, send.stderr
+    assert recv.wait(timeout=30) == 0
+    assert sha256_file(dst) == sha256_file(src)
+    rows = [json.loads(x) for x in open(stats)]
+    assert all(r["cc"] == "adaptive" and 5e6 <= r["rate_bps"] <= 2e9 for r in rows)
+    assert max(r["rate_bps"] for r in rows) > 20e6  # it left its 20 Mbit/s start
+    png = os.path.join(tmp_path, "run.png")
+    plot = subprocess.run(
+        [sys.executable, os.path.join(TOOLS, "plot_stats.py"), stats, "-o", png], capture_output=True
+    )
+    assert plot.returncode == 0, plot.stderr
+    with open(png, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert os.path.getsize(png) > 10_000
 
 
 def test_empty_input(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:

@@ -22,7 +22,10 @@ import sys
 import time
 
 ALF = f"{shlex.quote(sys.executable)} -m alf"
-ENV = {**os.environ, "PYTHONPATH": os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lossy-net")}
+ENV = {
+    **os.environ,
+    "PYTHONPATH": os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lossy-net"),
+}
 
 
 def make_input(path: str, size: int) -> str:
@@ -37,9 +40,26 @@ def make_input(path: str, size: int) -> str:
 
 
 def lab_run(profile: str, recv: str, send: str, nbytes: int, timeout: float) -> dict[str, object]:
-    out = subprocess.run([sys.executable, "-m", "lossynet", "run", profile, "--recv", recv, "--send", send,
-                          "--bytes", str(nbytes), "--timeout", str(timeout)], capture_output=True, text=True,
-                         env=ENV)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lossynet",
+            "run",
+            profile,
+            "--recv",
+            recv,
+            "--send",
+            send,
+            "--bytes",
+            str(nbytes),
+            "--timeout",
+            str(timeout),
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
     if out.returncode not in (0, 1):
         raise SystemExit(out.stderr)
     return dict(json.loads(out.stdout))
@@ -66,20 +86,32 @@ def goodput_per_second(stats: list[dict[str, object]], epoch: float) -> dict[int
 
 
 def single(args: argparse.Namespace) -> dict[str, object]:
-    size = {"bottleneck-200": 300, "wan": 150, "intercontinental": 400, "satellite": 40}.get(args.profile, 200) << 20
+    size = {"bottleneck-200": 300, "wan": 150, "intercontinental": 400, "satellite": 40}.get(
+        args.profile, 200
+    ) << 20
     src = make_input(os.path.join(args.out, f"in-{size}"), size)
     sstats = os.path.join(args.out, f"{args.profile}-send.json")
     if os.path.exists(sstats):
         os.unlink(sstats)
-    run = lab_run(args.profile, f"{ALF} recv 9000 -o {args.out}/out --force --timeout 30",
-                  f"{ALF} send {{b}} 9000 {src} --cc adaptive --rate 1G --timeout 30 --stats-json {sstats} "
-                  "--stats-interval 0.1", size, 300)
+    run = lab_run(
+        args.profile,
+        f"{ALF} recv 9000 -o {args.out}/out --force --timeout 30",
+        f"{ALF} send {{b}} 9000 {src} --cc adaptive --rate 1G --timeout 30 --stats-json {sstats} "
+        "--stats-interval 0.1",
+        size,
+        300,
+    )
     last = series(sstats)[-1]
     intact = subprocess.run(["cmp", "-s", src, f"{args.out}/out"]).returncode == 0
-    return {"profile": args.profile, "seconds": run["seconds"], "exit_codes": run["exit_codes"],
-            "goodput_mbps": run["throughput_mbps"], "intact": intact,
-            "repaired_pct": round(100 * int(last["adus_repair"]) / max(1, int(last["adus_new"])), 2),
-            "nft_drops": run.get("nft_drops")}
+    return {
+        "profile": args.profile,
+        "seconds": run["seconds"],
+        "exit_codes": run["exit_codes"],
+        "goodput_mbps": run["throughput_mbps"],
+        "intact": intact,
+        "repaired_pct": round(100 * int(last["adus_repair"]) / max(1, int(last["adus_new"])), 2),
+        "nft_drops": run.get("nft_drops"),
+    }
 
 
 def step(args: argparse.Namespace) -> dict[str, object]:
@@ -88,9 +120,14 @@ def step(args: argparse.Namespace) -> dict[str, object]:
     sstats = os.path.join(args.out, "step-send.json")
     if os.path.exists(sstats):
         os.unlink(sstats)
-    run = lab_run("step-200-50-200", f"{ALF} recv 9000 -o {args.out}/out --force --timeout 30",
-                  f"{ALF} send {{b}} 9000 {src} --cc adaptive --rate 1G --timeout 30 --stats-json {sstats} "
-                  "--stats-interval 0.1", size, 300)
+    run = lab_run(
+        "step-200-50-200",
+        f"{ALF} recv 9000 -o {args.out}/out --force --timeout 30",
+        f"{ALF} send {{b}} 9000 {src} --cc adaptive --rate 1G --timeout 30 --stats-json {sstats} "
+        "--stats-interval 0.1",
+        size,
+        300,
+    )
     epoch = float(run["link_epoch"])  # type: ignore[arg-type]
     s = series(sstats)
 
@@ -106,11 +143,16 @@ def step(args: argparse.Namespace) -> dict[str, object]:
         b = min(pts, key=lambda p: abs(p[0] - t1))
         return b[1] - a[1]
 
-    return {"seconds": run["seconds"], "exit_codes": run["exit_codes"],
-            "sent_mbps_8_10": round(rate_between(8, 10), 1), "sent_mbps_12_20": round(rate_between(12, 20), 1),
-            "sent_mbps_22_26": round(rate_between(22, 26), 1),
-            "repairs_10_12": repairs_between(10, 12), "repairs_12_20": repairs_between(12, 20),
-            "repairs_20_22": repairs_between(20, 22)}
+    return {
+        "seconds": run["seconds"],
+        "exit_codes": run["exit_codes"],
+        "sent_mbps_8_10": round(rate_between(8, 10), 1),
+        "sent_mbps_12_20": round(rate_between(12, 20), 1),
+        "sent_mbps_22_26": round(rate_between(22, 26), 1),
+        "repairs_10_12": repairs_between(10, 12),
+        "repairs_12_20": repairs_between(12, 20),
+        "repairs_20_22": repairs_between(20, 22),
+    }
 
 
 def fair(args: argparse.Namespace, tcp: bool) -> dict[str, object]:
@@ -123,18 +165,26 @@ def fair(args: argparse.Namespace, tcp: bool) -> dict[str, object]:
     seconds = 30
     py = shlex.quote(sys.executable)
     if tcp:
-        recv = (f"{ALF} recv 9000 -o {args.out}/o1 --force --timeout 40 & "
-                f"{py} -m lossynet.probe tcp-sink 9001 > {args.out}/tcp-sink.json; wait")
-        send = (f"timeout {seconds + 5} {ALF} send {{b}} 9000 {src} --cc adaptive --rate 1G --timeout 40 "
-                f"--stats-json {s1} --stats-interval 0.5 & "
-                f"{py} -m lossynet.probe tcp-send {{b}} 9001 {seconds} cubic > {args.out}/tcp.json; wait")
+        recv = (
+            f"{ALF} recv 9000 -o {args.out}/o1 --force --timeout 40 & "
+            f"{py} -m lossynet.probe tcp-sink 9001 > {args.out}/tcp-sink.json; wait"
+        )
+        send = (
+            f"timeout {seconds + 5} {ALF} send {{b}} 9000 {src} --cc adaptive --rate 1G --timeout 40 "
+            f"--stats-json {s1} --stats-interval 0.5 & "
+            f"{py} -m lossynet.probe tcp-send {{b}} 9001 {seconds} cubic > {args.out}/tcp.json; wait"
+        )
     else:
-        recv = (f"{ALF} recv 9000 -o {args.out}/o1 --force --timeout 40 & "
-                f"{ALF} recv 9001 -o {args.out}/o2 --force --timeout 40; wait")
-        send = (f"timeout {seconds} {ALF} send {{b}} 9000 {src} --cc adaptive --rate 1G --timeout 40 "
-                f"--stats-json {s1} --stats-interval 0.5 & sleep 1; "
-                f"timeout {seconds - 1} {ALF} send {{b}} 9001 {src} --cc adaptive --rate 1G --timeout 40 "
-                f"--stats-json {s2} --stats-interval 0.5; wait")
+        recv = (
+            f"{ALF} recv 9000 -o {args.out}/o1 --force --timeout 40 & "
+            f"{ALF} recv 9001 -o {args.out}/o2 --force --timeout 40; wait"
+        )
+        send = (
+            f"timeout {seconds} {ALF} send {{b}} 9000 {src} --cc adaptive --rate 1G --timeout 40 "
+            f"--stats-json {s1} --stats-interval 0.5 & sleep 1; "
+            f"timeout {seconds - 1} {ALF} send {{b}} 9001 {src} --cc adaptive --rate 1G --timeout 40 "
+            f"--stats-json {s2} --stats-interval 0.5; wait"
+        )
     run = lab_run("bottleneck-200", recv, send, 0, 120)
     epoch = float(run["link_epoch"])  # type: ignore[arg-type]
     a = goodput_per_second(series(s1), epoch)
@@ -145,15 +195,22 @@ def fair(args: argparse.Namespace, tcp: bool) -> dict[str, object]:
         tcp_rates = [(y - x) * 8 / 1e6 for x, y in zip(marks, marks[1:], strict=False)]
         alf_mean = sum(a.values()) / max(1, len(a))
         tcp_mean = t["goodput_bps"] / 1e6
-        return {"alf_mbps": round(alf_mean, 1), "tcp_cubic_mbps": round(tcp_mean, 1),
-                "tcp_share": round(tcp_mean / (alf_mean + tcp_mean), 3),
-                "tcp_per_second": [round(x, 1) for x in tcp_rates]}
+        return {
+            "alf_mbps": round(alf_mean, 1),
+            "tcp_cubic_mbps": round(tcp_mean, 1),
+            "tcp_share": round(tcp_mean / (alf_mean + tcp_mean), 3),
+            "tcp_per_second": [round(x, 1) for x in tcp_rates],
+        }
     b = goodput_per_second(series(s2), epoch)
     common = sorted(set(a) & set(b))[2:-1]  # both running, after their start-ups
     x, y = sum(a[k] for k in common) / len(common), sum(b[k] for k in common) / len(common)
     jain = (x + y) ** 2 / (2 * (x * x + y * y))
-    return {"seconds_compared": len(common), "flow1_mbps": round(x, 1), "flow2_mbps": round(y, 1),
-            "jain": round(jain, 4)}
+    return {
+        "seconds_compared": len(common),
+        "flow1_mbps": round(x, 1),
+        "flow2_mbps": round(y, 1),
+        "jain": round(jain, 4),
+    }
 
 
 def main() -> int:

@@ -53,8 +53,8 @@ def main() -> int:
             ]
             ax_rate.plot(t, good, label="goodput (acknowledged)")
             sent = [0.0] + [
-                max(0, b["adus_repair"] - a["adus_repair"]) / max(1, (b["adus_new"] + b["adus_repair"])
-                                                                  - (a["adus_new"] + a["adus_repair"]))
+                max(0, b["adus_repair"] - a["adus_repair"])
+                / max(1, (b["adus_new"] + b["adus_repair"]) - (a["adus_new"] + a["adus_repair"]))
                 for a, b in zip(rows, rows[1:], strict=False)
             ]
             ax_loss.plot(t, [100 * x for x in sent], label="repairs, % of sent")
@@ -62,7 +62,9 @@ def main() -> int:
             if "min_rtt_ms" in rows[0]:
                 ax_rtt.plot(t, [s["min_rtt_ms"] for s in rows], ":", label="minimum RTT")
         else:
-            ax_rate.plot(t, [s["receive_rate_Bps"] * 8 / 1e6 for s in rows], "--", label=f"receive rate ({path})")
+            ax_rate.plot(
+                t, [s["receive_rate_Bps"] * 8 / 1e6 for s in rows], "--", label=f"receive rate ({path})"
+            )
     ax_rate.set_ylabel("Mbit/s")
     ax_loss.set_ylabel("%")
     ax_rtt.set_ylabel("ms")
