@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -30,6 +31,18 @@ def sha256_file(path: str) -> str:
     return h.hexdigest()
 
 
+def random_file(path: str, size: int, seed: int | None = None) -> str:
+    """Write ``size`` incompressible bytes to ``path``: reproducible with a ``seed``."""
+    rng = None if seed is None else random.Random(seed)
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, 4 << 20)
+            f.write(os.urandom(n) if rng is None else rng.randbytes(n))
+            left -= n
+    return path
+
+
 def _last_stats(path: str) -> dict[str, object]:
     try:
         with open(path) as f:
@@ -44,12 +57,7 @@ def run_demo(size: int, drop: float, rate: float, pipe: bool) -> int:
     with tempfile.TemporaryDirectory(prefix="alf-demo-") as tmp:
         src, dst = os.path.join(tmp, "input.bin"), os.path.join(tmp, "output.bin")
         rstats, sstats = os.path.join(tmp, "recv.json"), os.path.join(tmp, "send.json")
-        with open(src, "wb") as f:
-            left = size
-            while left:
-                n = min(left, 1 << 20)
-                f.write(os.urandom(n))
-                left -= n
+        random_file(src, size)
         port = free_udp_port()
         print(
             f"alf demo: sending {size} random bytes over 127.0.0.1:{port}, "

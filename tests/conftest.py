@@ -13,22 +13,14 @@ from typing import Any
 import pytest
 
 from alf.demo import free_udp_port, sha256_file  # noqa: F401  (sha256_file: for the tests)
-
-ALF = [sys.executable, "-m", "alf"]
+from alf.demo import random_file as _random_file
 
 
 def random_file(path: str, size: int, seed: int = 0) -> str:
-    """Incompressible, reproducible content (written in 4 MiB blocks)."""
-    import random
+    """Incompressible, reproducible content."""
+    return _random_file(path, size, seed)
 
-    rng = random.Random(seed)
-    with open(path, "wb") as f:
-        left = size
-        while left:
-            n = min(left, 4 << 20)
-            f.write(rng.randbytes(n))
-            left -= n
-    return path
+ALF = [sys.executable, "-m", "alf"]
 
 
 def last_json(path: str) -> dict[str, Any]:

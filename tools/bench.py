@@ -31,6 +31,9 @@ from dataclasses import dataclass
 
 import xxhash
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from alf.demo import random_file  # noqa: E402
+
 PACKAGES = {
     "nc": "netcat-openbsd",
     "socat": "socat",
@@ -254,12 +257,7 @@ def main() -> int:
     alf = f"{shlex.quote(sys.executable)} -m alf"
     work = tempfile.mkdtemp(prefix="alf-bench-")
     inp = os.path.join(work, "input.bin")
-    with open(inp, "wb") as f:
-        left = size
-        while left:
-            n = min(left, 8 << 20)
-            f.write(os.urandom(n))
-            left -= n
+    random_file(inp, size)
     INPUT_HASH[inp] = file_hash(inp)  # also warms the page cache for every tool alike
     rows = []
     try:

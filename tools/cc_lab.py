@@ -21,6 +21,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from alf.demo import random_file  # noqa: E402
+
 ALF = f"{shlex.quote(sys.executable)} -m alf"
 ENV = {
     **os.environ,
@@ -30,12 +33,7 @@ ENV = {
 
 def make_input(path: str, size: int) -> str:
     if not os.path.exists(path) or os.path.getsize(path) != size:
-        with open(path, "wb") as f:
-            left = size
-            while left:
-                n = min(left, 8 << 20)
-                f.write(os.urandom(n))
-                left -= n
+        random_file(path, size)
     return path
 
 
