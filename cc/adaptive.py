@@ -22,7 +22,10 @@ of acknowledgement timing:
   six rounds at the estimate. A probe that finds a tenth more than the estimate means the
   path has grown: the next round probes again from the new estimate, so the rate grows by a
   quarter a round (not a cycle) while there is room, and a path that quadruples is filled in
-  about six rounds.
+  about six rounds. Each cruise round without a queue also adds four datagrams a round to the
+  estimate, the same for every flow: with the multiplicative cuts this is AIMD, which brings
+  flows sharing a bottleneck to equal shares (multiplicative probing alone kept whatever ratio
+  they started with: Jain 0.80 in one lab run of three).
 Invariant: the rate stays within [floor, ceiling]; the same feedback gives the same rates.
 """
 
@@ -41,6 +44,8 @@ QUEUE_FRACTION = 0.25
 QUEUE_MIN = 0.004
 CYCLE = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
 DRAIN_GAIN = 0.75
+ADD_DATAGRAMS = 4  # additive increase per round without a queue
+DATAGRAM_BITS = 1452 * 8
 MAX_DRAIN_ROUNDS = 16
 
 
@@ -181,6 +186,11 @@ class Adaptive(Controller):
             # the probe found room: the path has grown, so probe again from there next round
             self._cycle = 0
             self._note("probe found room: probe again")
+        if not queue:
+            # Additive increase, the same for every flow on the path: AIMD converges to fair
+            # shares where multiplicative probing alone keeps the ratio the flows started with.
+            self.btl_bps += ADD_DATAGRAMS * DATAGRAM_BITS / self._round()
+            self._max.add(fb.now, self.btl_bps, MAX_FILTER_ROUNDS * self._round())
         gain = CYCLE[self._cycle % len(CYCLE)]
         self._cycle += 1
         base = self.btl_bps or self._rate
