@@ -12,7 +12,7 @@ The core deals in runs of ADU indices; it never touches payload bytes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 import cc
@@ -68,7 +68,6 @@ class SenderStats:
     srtt_ms: float = 0.0
     acked_adus: int = 0
     receiver_rate_Bps: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 class State(Enum):

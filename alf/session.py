@@ -68,6 +68,7 @@ class SendSession:
         self.source = source
         self.dropper = dropper
         self.max_run = max_run
+        self.datapath = ""  # how the driver moves datagrams ("gso", "per-datagram"), for the stats
         self._headers = bytearray(max_run * _HDR_SIZE)
         hv = memoryview(self._headers)
         self._header_views = [hv[k * _HDR_SIZE : (k + 1) * _HDR_SIZE] for k in range(max_run)]
@@ -136,8 +137,8 @@ class SendSession:
     def stats(self) -> dict[str, Any]:
         s = self.sender
         out = asdict(s.stats)
-        out.pop("extra")
         out.update(
+            datapath=self.datapath,
             role="send",
             state=s.state.value,
             session=f"{s.session_id:016x}",
@@ -163,6 +164,7 @@ class RecvSession:
         self.sink = sink
         self.dropper = dropper
         self._started = False
+        self.datapath = ""  # how the driver moves datagrams ("gro", "per-datagram"), for the stats
         self._prefix = b""  # the common header every DATA of the bound session carries
         self._run_first = -1  # a run gathered from consecutive GRO buffers, not yet handed on
         self._run: list[Buffer] = []
@@ -314,6 +316,7 @@ class RecvSession:
         r = self.receiver
         out = asdict(r.stats)
         out.update(
+            datapath=self.datapath,
             role="recv",
             state=r.state.value,
             session=f"{r.session_id:016x}",

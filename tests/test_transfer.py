@@ -141,16 +141,25 @@ def test_per_datagram_path(
     src = random_file(os.path.join(tmp_path, "in.bin"), (8 << 20) + 99, seed=8)
     dst = os.path.join(tmp_path, "out.bin")
     off = ["--no-gso"]
+    rstats, sstats = os.path.join(tmp_path, "r.json"), os.path.join(tmp_path, "s.json")
     recv = procs.start(
-        "recv", str(port), "-o", dst, "--drop", "0.02", "--timeout", "20", *([] if receiver_gso else off)
+        "recv", str(port), "-o", dst, "--drop", "0.02", "--timeout", "20", "--stats-json", rstats,
+        *([] if receiver_gso else off),
     )
     wait_listening(port)
     send = procs.run(
-        "send", "127.0.0.1", str(port), src, "--rate", "500M", "--timeout", "20", *([] if sender_gso else off)
+        "send", "127.0.0.1", str(port), src, "--rate", "500M", "--timeout", "20", "--stats-json", sstats,
+        *([] if sender_gso else off),
     )
     assert send.returncode == 0, send.stderr
     assert recv.wait(timeout=30) == 0
     assert sha256_file(dst) == sha256_file(src)
+    # each side used the path it was told to (where it was allowed GSO/GRO, the kernel decides)
+    if not sender_gso:
+        assert last_json(sstats)["datapath"] == "per-datagram"
+    if not receiver_gso:
+        assert last_json(rstats)["datapath"] == "per-datagram"
+    assert {last_json(sstats)["datapath"], last_json(rstats)["datapath"]} <= {"gso", "gro", "per-datagram"}
 
 
 def test_digests_and_checksum(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:

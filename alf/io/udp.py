@@ -18,7 +18,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from alf import wire
@@ -71,7 +71,6 @@ class Hooks:
     tick: Callable[[float], None] = lambda now: None
     cancelled: Callable[[], bool] = lambda: False
     wake_fd: int | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 def resolve(host: str, port: int) -> tuple[socket.AddressFamily, tuple[str, int] | tuple[str, int, int, int]]:
@@ -200,7 +199,7 @@ def run_sender(session: SendSession, sock: socket.socket, hooks: Hooks, gso: boo
     per_call = gso_batch_limit(segment) if gso else 1  # datagrams per system call
     limit = session.max_run  # datagrams per batch: several GSO calls from one read and one pack
     batcher = SmartBatcher(limit)
-    hooks.notes.append("gso" if gso else "per-datagram")
+    session.datapath = "gso" if gso else "per-datagram"
     while True:
         now = clock()
         if hooks.cancelled():
@@ -269,7 +268,7 @@ def run_receiver(session: RecvSession, sock: socket.socket, hooks: Hooks, gro: b
     cancel_sent = False
     watch = [sock] + ([hooks.wake_fd] if hooks.wake_fd is not None else [])
     gro = gro and enable_gro(sock)
-    hooks.notes.append("gro" if gro else "per-datagram")
+    session.datapath = "gro" if gro else "per-datagram"
     while True:
         now = clock()
         if hooks.cancelled() and not cancel_sent:

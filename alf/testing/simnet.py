@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from alf import wire
@@ -101,7 +101,6 @@ class SimResult:
     forward: LinkCounters
     backward: LinkCounters
     events: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def run_transfer(
