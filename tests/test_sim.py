@@ -176,3 +176,23 @@ def test_injected_drop_at_the_receiver_on_both_receive_paths() -> None:
     rs = r.receiver_stats
     assert 0.035 * rs["datagrams"] < rs["dropped_injected"] < 0.065 * rs["datagrams"]
     assert r.sender_stats["adus_repair"] >= rs["dropped_injected"] * 0.9
+
+
+def test_end_game_takes_a_handful_of_round_trips() -> None:
+    """Issue 2: at 10% loss (both ways) the phase after the first pass takes a few NAK rounds
+    (each at least two RTTs), not one round trip per gap."""
+    data = random.Random(3).randbytes(3_000_000)
+    rtt = 0.1
+    for seed in range(10):
+        r = run_transfer(
+            data,
+            forward=Link(loss=0.10, delay=rtt / 2),
+            backward=Link(loss=0.10, delay=rtt / 2),
+            seed=seed,
+            sender_config=SenderConfig(adu_size=1428, rate_bps=20e6, timeout=10.0),
+        )
+        assert r.output == data and r.sender is not None and r.sender.ok
+        assert r.first_pass_at is not None and r.sender_done_at is not None
+        gaps = r.sender_stats["adus_repair"]
+        end_rtts = (r.sender_done_at - r.first_pass_at) / rtt
+        assert gaps > 150 and end_rtts <= 15, (seed, gaps, end_rtts)

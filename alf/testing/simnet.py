@@ -101,6 +101,8 @@ class SimResult:
     forward: LinkCounters
     backward: LinkCounters
     events: int = 0
+    first_pass_at: float | None = None  # when every ADU had been sent once
+    sender_done_at: float | None = None  # when the sender's outcome was set
 
 
 def run_transfer(
@@ -161,6 +163,8 @@ def run_transfer(
         seq += 1
     fed = 0
     events = 0
+    first_pass_at: float | None = None
+    sender_done_at: float | None = None
 
     def transmit(direction: int, datagram: bytes, t: float) -> None:
         nonlocal seq
@@ -201,6 +205,10 @@ def run_transfer(
                 break
             source.feed(chunk)
             fed += len(chunk)
+        if first_pass_at is None and sender.end_adus is not None and sender.next_new >= sender.end_adus:
+            first_pass_at = now
+        if sender_done_at is None and sender.outcome is not None:
+            sender_done_at = now
         if trace is not None and (not trace or trace[-1][1] != sender.cc.rate_bps):
             trace.append((now, sender.cc.rate_bps, fwd.counters.queue_drops))
         sender_alive, receiver_alive = now < kill_sender_at, now < kill_receiver_at
@@ -254,4 +262,6 @@ def run_transfer(
         fwd.counters,
         back.counters,
         events,
+        first_pass_at,
+        sender_done_at,
     )
