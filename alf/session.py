@@ -233,12 +233,13 @@ class RecvSession:
         for buf, addr in items:
             st.datagrams += 1
             n = len(buf)
-            if n > _HDR_SIZE and buf[1] == _DATA:
+            is_data = n > _HDR_SIZE and buf[1] == _DATA
+            if is_data:
                 st.wire_bytes += n
             if drop is not None and drop():
                 st.dropped_injected += 1
                 continue
-            if n <= _HDR_SIZE or buf[1] != _DATA:
+            if not is_data:
                 if run:
                     self._flush(run_first, run, now)
                     run = []

@@ -207,7 +207,7 @@ class Abort:
 
 @dataclass(frozen=True)
 class Data:
-    """A decoded DATA datagram; the hot path uses ``unpack_data_header`` instead."""
+    """A decoded DATA datagram; the hot path reads ``DATA_HEADER`` fields without this object."""
 
     session_id: int
     index: int
@@ -396,13 +396,6 @@ def encode(m: Message) -> bytes:
 
 
 # ---------------------------------------------------------------- decoders
-
-
-def unpack_data_header(
-    buf: bytes | bytearray | memoryview, offset: int = 0
-) -> tuple[int, int, int, int, int, int, int]:
-    """Raw DATA header fields (version, type, flags, reserved, aux, session, index); no checks."""
-    return DATA_HEADER.unpack_from(buf, offset)
 
 
 def peek_header_untrusted(buf: bytes | bytearray | memoryview) -> tuple[int, int]:

@@ -45,8 +45,6 @@ class Sink(Protocol):
 
     def close(self, ok: bool) -> str | None: ...
 
-    def error(self) -> str | None: ...
-
 
 def _describe(e: OSError, what: str) -> str:
     if e.errno == errno.ENOSPC:
@@ -253,9 +251,6 @@ class OffsetSink:
         started = self.adu != 0  # a session began: there may be something worth keeping
         return None if ok else self.backend.discard(self.keep_partial and started)
 
-    def error(self) -> str | None:
-        return None
-
 
 # ---------------------------------------------------------------- in order
 
@@ -398,6 +393,3 @@ class OrderedSink:
         if isinstance(self.writer, FdWriter) and not ok:
             self.writer.stop()
         return None
-
-    def error(self) -> str | None:
-        return self.writer.error()

@@ -139,14 +139,18 @@ def receiver_socket(bind: str | None, port: int) -> socket.socket:
     return sock
 
 
-def _send(sock: socket.socket, buffers: list[bytes | memoryview], addr: Any = None) -> bool:
-    """Send one datagram; False when it had to be given up (it then counts as lost)."""
+def _send(
+    sock: socket.socket, buffers: list[Any], addr: Any = None, ancillary: list[Any] | None = None
+) -> bool:
+    """Send one datagram (or, with a UDP_SEGMENT ``ancillary``, a run of them cut by the kernel);
+    False when it had to be given up (it then counts as lost)."""
+    anc = ancillary or []
     for _ in range(SEND_RETRY_LIMIT):
         try:
             if addr is None:
-                sock.sendmsg(buffers)
+                sock.sendmsg(buffers, anc)
             else:
-                sock.sendmsg(buffers, [], 0, addr)
+                sock.sendmsg(buffers, anc, 0, addr)
             return True
         except BlockingIOError:
             select.select([], [sock], [], 0.005)
@@ -168,24 +172,6 @@ def _drain(fd: int | None) -> None:
             pass
 
 
-def _send_gso(sock: socket.socket, iov: list[Any], segment: int) -> bool:
-    """One sendmsg for a scatter list of datagrams: the kernel cuts it into ``segment`` bytes."""
-    cmsg = [(SOL_UDP, UDP_SEGMENT, segment.to_bytes(2, sys.byteorder))]
-    for _ in range(SEND_RETRY_LIMIT):
-        try:
-            sock.sendmsg(iov, cmsg)
-            return True
-        except BlockingIOError:
-            select.select([], [sock], [], 0.005)
-        except ConnectionRefusedError:
-            return False
-        except OSError as e:
-            if e.errno in (errno.ENOBUFS, errno.EHOSTUNREACH, errno.ENETUNREACH):
-                return False
-            raise
-    return False
-
-
 def run_sender(session: SendSession, sock: socket.socket, hooks: Hooks, gso: bool = True) -> Outcome:
     sender = session.sender
     clock = time.monotonic
@@ -200,6 +186,7 @@ def run_sender(session: SendSession, sock: socket.socket, hooks: Hooks, gso: boo
     limit = session.max_run  # datagrams per batch: several GSO calls from one read and one pack
     batcher = SmartBatcher(limit)
     session.datapath = "gso" if gso else "per-datagram"
+    gso_cmsg = [(SOL_UDP, UDP_SEGMENT, segment.to_bytes(2, sys.byteorder))]
     while True:
         now = clock()
         if hooks.cancelled():
@@ -231,8 +218,8 @@ def run_sender(session: SendSession, sock: socket.socket, hooks: Hooks, gso: boo
                 iov = batch.iov()
                 for a in range(0, n, per_call):
                     b = min(a + per_call, n)
-                    if not _send_gso(sock, iov[2 * a : 2 * b], segment):
-                        for k in range(a, b):  # e.g. EIO from a device without GSO offload
+                    if not _send(sock, iov[2 * a : 2 * b], None, gso_cmsg):
+                        for k in range(a, b):  # given up as a whole (ENOBUFS, an ICMP error): one by one
                             _send(sock, [batch.headers[k], batch.payloads[k]])
             else:
                 for header, payload in zip(batch.headers, batch.payloads, strict=True):
