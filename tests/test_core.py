@@ -151,12 +151,43 @@ def test_sender_repairs_first_without_starving_new_data() -> None:
     first = s.next_run(0.0, 40)
     assert first is not None and (first.first, first.count, first.repair) == (0, 40, False)
     s.handle_datagram(wire.encode_naks(9, [(2, 3), (10, 30)], 1)[0][0], 0.0)
-    runs = [s.next_run(0.0, 8) for _ in range(5)]
+    runs = [s.next_run(0.0, 8) for _ in range(6)]
     got = [(r.first, r.count, r.repair) for r in runs if r]
-    # while new data waits, repairs take three turns in four and at most 3/4 of each batch
-    assert got == [(2, 1, True), (10, 6, True), (16, 6, True), (40, 8, False), (22, 6, True)]
+    # repairs go first; while new data waits too, repairs get at most three ADUs for each new
+    # one, counted in ADUs (a one-ADU repair run counts one)
+    assert got == [(2, 1, True), (40, 8, False), (10, 8, True), (18, 8, True), (26, 4, True), (48, 8, False)]
     s.handle_datagram(wire.encode_naks(9, [(500, 510)], 1)[0][0], 0.0)  # never sent: ignored
-    assert s.repair_pending() == 2  # 28 and 29
+    assert s.repair_pending() == 0
+
+
+def test_repairs_of_scattered_loss_keep_their_share() -> None:
+    """Random loss makes one-ADU repair runs: they still get three ADUs in four."""
+    s = Sender(SenderConfig(adu_size=100, rate_bps=1e12), 9, wire.Kind.FILE, 10_000_000, 0.0)
+    s.poll(0.0)
+    s.handle_datagram(wire.encode_accept(wire.Accept(9, 0, 10**9)), 0.0)
+    assert s.next_run(0.0, 1000) is not None  # 1000 sent once
+    holes = [(i, i + 1) for i in range(0, 1000, 20)]  # 50 scattered losses
+    s.handle_datagram(wire.encode_naks(9, holes, 1)[0][0], 0.0)
+    repair = new = 0
+    while s.repair_pending():
+        run = s.next_run(0.0, 64)
+        assert run is not None
+        if run.repair:
+            repair += run.count
+        else:
+            new += run.count
+    assert repair == 50 and new <= 64 * (1 + 50 // 3)  # new data never took more than its quarter
+    assert new >= 50 // 3  # nor was starved
+
+
+def test_at_a_low_rate_new_data_still_gets_a_quarter() -> None:
+    s = Sender(SenderConfig(adu_size=100, rate_bps=1e12), 9, wire.Kind.FILE, 10_000_000, 0.0)
+    s.poll(0.0)
+    s.handle_datagram(wire.encode_accept(wire.Accept(9, 0, 10**9)), 0.0)
+    assert s.next_run(0.0, 400) is not None
+    s.handle_datagram(wire.encode_naks(9, [(0, 400)], 1)[0][0], 0.0)
+    kinds = [s.next_run(0.0, 1).repair for _ in range(40)]  # one ADU at a time, as at a low rate
+    assert kinds.count(False) == 10 and kinds.count(True) == 30
 
 
 def test_final_probe_carries_length_and_digest() -> None:
