@@ -293,6 +293,11 @@ class Sender:
         return min(pending, int(self.pacer.available(now) // self._dgram)) if pending else 0
 
     @property
+    def burst_adus(self) -> int:
+        """The most ADUs the pacer's bucket can hold: no batch can be larger than this."""
+        return max(1, int(self.pacer.burst_bytes // self._dgram))
+
+    @property
     def sent_count(self) -> int:
         return self.stats.adus_new + self.stats.adus_repair
 
@@ -306,6 +311,7 @@ class Sender:
             return min(t, self._hello_at)
         t = min(t, self._probe_at)
         if self.has_data_to_send():
+            want = min(want, self.burst_adus)  # waiting for more than the bucket holds never ends
             t = min(t, now + self.pacer.delay_for(want * self._dgram, now))
         return t
 

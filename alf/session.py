@@ -21,7 +21,7 @@ from typing import Any
 from alf import wire
 from alf.errors import ExitCode
 from alf.io.sink import Buffer, Sink, SinkError
-from alf.io.source import Source
+from alf.io.source import MAX_RUN, Source
 from alf.receiver import Addr, Receiver
 from alf.receiver import State as RState
 from alf.sender import Run, Sender
@@ -62,7 +62,7 @@ class DataBatch:
 
 class SendSession:
     def __init__(
-        self, sender: Sender, source: Source, dropper: Dropper | None = None, max_run: int = 64
+        self, sender: Sender, source: Source, dropper: Dropper | None = None, max_run: int = MAX_RUN
     ) -> None:
         self.sender = sender
         self.source = source

@@ -236,3 +236,18 @@ def test_two_different_finals_abort() -> None:
     assert r.outcome is not None and r.outcome.code == ExitCode.PEER_ABORTED
     aborts = [wire.decode_untrusted(d) for d, _ in r.poll(0.0) if d[1] == wire.MsgType.ABORT]
     assert aborts and all(isinstance(a, wire.Abort) and a.code == wire.AbortCode.PROTOCOL for a in aborts)
+
+
+def test_deadline_never_waits_for_more_than_the_bucket_holds() -> None:
+    s = Sender(SenderConfig(adu_size=1428, rate_bps=1e9), 9, wire.Kind.FILE, 100_000_000, 0.0)
+    s.poll(0.0)
+    s.handle_datagram(wire.encode_accept(wire.Accept(9, 0, 10**9)), 0.0)
+    burst = s.burst_adus
+    assert burst == 86  # 1 ms at 1 Gbit/s of 1452-byte datagrams
+    while s.next_run(0.0, 1000):  # empty the bucket
+        pass
+    s.poll(0.0)  # the PROBE due at ACCEPT goes out; the next is 5 ms away
+    # asking for 352 must wait only as long as refilling 86 takes, the bucket's whole content
+    refill = s.pacer.delay_for(burst * 1452, 0.0)
+    assert 0.0009 < refill < 0.0011
+    assert s.next_deadline(0.0, 352) == s.next_deadline(0.0, burst) == refill

@@ -18,7 +18,7 @@ from alf.wire import DigestAlg
 
 Buffer = bytes | memoryview
 
-HASH_CHUNK = 4 << 20
+MAX_RUN = 352  # ADUs per run handed out at once: eight 64 KiB GSO sends of 1452-byte datagrams
 
 
 class Source(Protocol):
@@ -81,7 +81,7 @@ class FileSource:
     """
 
     def __init__(
-        self, path: str, adu_size: int, max_run: int = 352, alg: DigestAlg = DigestAlg.XXH3_128
+        self, path: str, adu_size: int, max_run: int = MAX_RUN, alg: DigestAlg = DigestAlg.XXH3_128
     ) -> None:
         self.adu_size = adu_size
         self._buf = bytearray(max_run * adu_size)

@@ -205,6 +205,7 @@ def run_sender(session: SendSession, sock: socket.socket, hooks: Hooks, gso: boo
         budget = SEND_BUDGET_ADUS
         while budget > 0:
             ready = session.ready(now)
+            batcher.max_batch = min(limit, sender.burst_adus)  # the rate, and so the bucket, moves
             batcher.observe_ready(sender.sent_count + ready, now)
             take = batcher.take(ready, now)
             if not take:
