@@ -11,7 +11,9 @@ import fcntl
 import json
 import os
 import secrets
+import select
 import signal
+import socket
 import stat
 import sys
 import threading
@@ -28,10 +30,12 @@ from alf import __version__, wire
 from alf.errors import ExitCode, Outcome
 from alf.io.sink import FdWriter, FileBackend, OffsetSink, OrderedSink, Sink, SinkError
 from alf.io.source import FileSource, Source, StreamSource, pump_stream
+from alf.io.tcp import Path, TcpRecvDriver, TcpSendDriver, listener_socket, parse_path
 from alf.io.udp import DriverError, Hooks, receiver_socket, run_receiver, run_sender, sender_socket
 from alf.receiver import Receiver, ReceiverConfig
 from alf.sender import DEFAULT_RATE_BPS, Sender, SenderConfig
 from alf.session import Dropper, RecvSession, SendSession
+from alf.tcp import TcpReceiver, TcpReceiverConfig, TcpSender, TcpSenderConfig
 
 EXIT_CODES_HELP = """\b
 Exit status:
@@ -87,8 +91,13 @@ def _human(nbytes: float) -> str:
     return f"{nbytes:.1f} TiB"
 
 
+AUTO_HELLO_TIMEOUT = 1.5  # --transport auto: UDP gets this long to answer before TCP is tried
+DEFAULT_TRANSPORT = "auto"
+
+
 @dataclass
 class Common:
+    transport: str
     verbose: bool
     stats_json: str | None
     progress: bool | None
@@ -188,6 +197,15 @@ class LocalError(Exception):
 
 def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
     options = [
+        click.option(
+            "--transport",
+            type=click.Choice(["auto", "udp", "tcp"]),
+            default=DEFAULT_TRANSPORT,
+            show_default=True,
+            help="udp: alf's own protocol; tcp: framed ADUs over parallel TCP connections (where UDP is "
+            "blocked); auto: the receiver listens for both, the sender tries UDP and falls back to TCP "
+            f"if UDP gets no answer within {AUTO_HELLO_TIMEOUT:g} s.",
+        ),
         click.option("--bind", metavar="ADDR", default=None, help="Local address to use."),
         click.option(
             "--checkphrase",
@@ -306,6 +324,28 @@ def main() -> None:
     show_default=True,
     help="Pipe mode: unacknowledged data kept for repair (stdin is not read while it is full).",
 )
+@click.option(
+    "--streams",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="TCP: connections per path; whichever is free takes the next run of ADUs.",
+)
+@click.option(
+    "--path",
+    "extra_paths",
+    multiple=True,
+    metavar="HOST[:PORT]",
+    help="TCP: another address of the receiver, used when the ones before it are full or gone "
+    "(repeatable; HOST PORT is the first; PORT defaults to PORT).",
+)
+@click.option(
+    "--chaos",
+    type=SizeType(),
+    default=None,
+    metavar="SIZE",
+    help="Fault injection (TCP): reset one connection, chosen with --seed, after every SIZE bytes sent.",
+)
 @_common_options
 def send(
     host: str,
@@ -318,11 +358,23 @@ def send(
     checksum: bool,
     digest: str,
     window: int,
+    streams: int,
+    extra_paths: tuple[str, ...],
+    chaos: int | None,
     bind: str | None,
     **kw: Any,
 ) -> None:
     """Send FILE (or stdin, '-') to an `alf recv` at HOST PORT."""
     common = Common(**kw)
+    try:
+        paths = [Path(host, port)] + [parse_path(p, port) for p in extra_paths]
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--path") from None
+    if common.transport == "udp" and (extra_paths or chaos):
+        raise click.UsageError("--path and --chaos are for --transport tcp or auto")
+    if common.transport == "tcp" and checksum:
+        raise click.UsageError("--checksum is for UDP (TCP checksums every segment itself)")
+    tcp = TcpOptions(paths, streams, chaos or 0)
     cfg = SenderConfig(
         adu_size=adu_size,
         rate_bps=rate,
@@ -332,12 +384,29 @@ def send(
         digest=DIGESTS[digest],
         cc=cc_name,
         min_rate_bps=min(min_rate, rate),
+        hello_timeout=min(AUTO_HELLO_TIMEOUT, (common.timeout or 30.0) / 2)
+        if common.transport == "auto"
+        else None,
     )
-    sys.exit(_send(host, port, file, cfg, window, bind, common))
+    sys.exit(_send(host, port, file, cfg, window, bind, common, tcp))
+
+
+@dataclass
+class TcpOptions:
+    paths: list[Path]
+    streams: int
+    chaos: int
 
 
 def _send(
-    host: str, port: int, file: str, cfg: SenderConfig, window: int, bind: str | None, common: Common
+    host: str,
+    port: int,
+    file: str,
+    cfg: SenderConfig,
+    window: int,
+    bind: str | None,
+    common: Common,
+    tcp: TcpOptions,
 ) -> int:
     adu_size, alg = cfg.adu_size, cfg.digest
     source: Source
@@ -355,17 +424,18 @@ def _send(
                 fd = os.open(file, os.O_RDONLY)
         except OSError as e:
             return _fail("send", Outcome(ExitCode.LOCAL_IO, f"cannot read {file}: {e.strerror}"))
-    try:
-        sock = sender_socket(host, port, bind)
-    except DriverError as e:
-        return _fail("send", Outcome(ExitCode.PEER_UNREACHABLE, str(e)))
-    now = time.monotonic()
-    sender = Sender(cfg, secrets.randbits(64) or 1, kind, total, now)
+    sock = None
+    if common.transport != "tcp":
+        try:
+            sock = sender_socket(host, port, bind)
+        except DriverError as e:
+            return _fail("send", Outcome(ExitCode.PEER_UNREACHABLE, str(e)))
+    session_id = secrets.randbits(64) or 1
+    started = time.monotonic()
     try:
         if kind == wire.Kind.STREAM:
             source = StreamSource(adu_size, max(1, window // adu_size), alg)
-        session = SendSession(sender, source, Dropper(common.drop, common.seed) if common.drop else None)
-        reporter = Reporter(common, session.stats, "send")
+        reporter = Reporter(common, dict, "send")
     except LocalError as e:
         return _fail("send", Outcome(ExitCode.LOCAL_IO, str(e)))
     reporter.install_signals()
@@ -376,13 +446,33 @@ def _send(
         ).start()
     if common.verbose:
         what = f"{file} ({_human(total or 0)})" if kind == wire.Kind.FILE else "a stream"
-        print(f"alf send: {what} to {host} port {port}, session {sender.session_id:016x}", file=sys.stderr)
+        print(f"alf send: {what} to {host} port {port}, session {session_id:016x}", file=sys.stderr)
     hooks = Hooks(tick=reporter.tick, cancelled=lambda: reporter.cancel, wake_fd=reporter.wake_r)
+    outcome: Outcome | None = None
     try:
-        outcome = run_sender(session, sock, hooks, gso=common.gso)
+        if sock is not None:
+            sender = Sender(cfg, session_id, kind, total, time.monotonic())
+            session = SendSession(sender, source, Dropper(common.drop, common.seed) if common.drop else None)
+            reporter.stats = session.stats
+            outcome = run_sender(session, sock, hooks, gso=common.gso)
+            if sender.no_answer and common.transport == "auto":
+                print(f"alf send: {outcome.message}; trying TCP", file=sys.stderr, flush=True)
+                outcome = None
+        if outcome is None:
+            tcfg = TcpSenderConfig(adu_size=adu_size, checkphrase=cfg.checkphrase, digest=alg)
+            core = TcpSender(tcfg, session_id, kind, total, source)
+            driver = TcpSendDriver(
+                core, tcp.paths, tcp.streams, hooks, cfg.timeout, tcp.chaos, common.seed, bind, started
+            )
+            reporter.stats = driver.stats_dict
+            try:
+                outcome = driver.run()
+            except DriverError as e:
+                outcome = Outcome(ExitCode.PEER_UNREACHABLE, str(e))
     finally:
         stop.set()
-        sock.close()
+        if sock is not None:
+            sock.close()
     reporter.finish(outcome)
     return _fail("send", outcome) if not outcome.ok else 0
 
@@ -434,6 +524,7 @@ def _recv(
     bind: str | None,
     common: Common,
 ) -> int:
+    start = time.monotonic()
     sink: Sink
     try:
         if output is not None and output != "-":
@@ -443,38 +534,126 @@ def _recv(
             sink = OrderedSink(FdWriter(sys.stdout.fileno()))
     except SinkError as e:
         return _fail("recv", Outcome(ExitCode.LOCAL_IO, str(e)))
-    try:
-        sock = receiver_socket(bind, port)
-    except DriverError as e:
+    udp: socket.socket | None = None
+    listener: socket.socket | None = None
+    errors: list[str] = []
+    if common.transport in ("udp", "auto"):
+        try:
+            udp = receiver_socket(bind, port)
+            port = udp.getsockname()[1]  # port 0: TCP takes the same number
+        except DriverError as e:
+            errors.append(str(e))
+    if common.transport in ("tcp", "auto"):
+        try:
+            listener = listener_socket(bind, port)
+        except DriverError as e:
+            errors.append(str(e))
+    if (udp is None and listener is None) or (common.transport != "auto" and errors):
+        for s in (udp, listener):
+            if s is not None:
+                s.close()
         sink.close(False)
-        return _fail("recv", Outcome(ExitCode.LOCAL_IO, str(e)))
-    cfg = ReceiverConfig(
-        checkphrase=common.checkphrase,
-        in_order=sink.in_order,
-        window_bytes=window,
-        timeout=common.timeout or 30.0,
-        wait_timeout=common.timeout,
-    )
-    receiver = Receiver(cfg, time.monotonic())
-    session = RecvSession(receiver, sink, Dropper(common.drop, common.seed) if common.drop else None)
+        return _fail("recv", Outcome(ExitCode.LOCAL_IO, "; ".join(errors)))
     try:
-        reporter = Reporter(common, session.stats, "recv")
+        reporter = Reporter(common, dict, "recv")
     except LocalError as e:
         sink.close(False)
         return _fail("recv", Outcome(ExitCode.LOCAL_IO, str(e)))
     reporter.install_signals()
     if common.verbose:
-        print(f"alf recv: listening on port {sock.getsockname()[1]}", file=sys.stderr)
+        kinds = "/".join(k for k, s in (("UDP", udp), ("TCP", listener)) if s is not None)
+        print(f"alf recv: listening on port {port} ({kinds})", file=sys.stderr)
+        for problem in errors:
+            print(f"alf recv: note: {problem}", file=sys.stderr)
     hooks = Hooks(tick=reporter.tick, cancelled=lambda: reporter.cancel, wake_fd=reporter.wake_r)
-    try:
-        outcome = run_receiver(session, sock, hooks, gro=common.gso)
-    finally:
-        sock.close()
-        note = session.close()
+    if udp is not None and listener is not None:
+        chosen = _first_sender(udp, listener, reporter, common.timeout, start)
+        if chosen is None:
+            udp.close()
+            listener.close()
+            sink.close(False)
+            outcome = (
+                Outcome(ExitCode.CANCELLED, "the receiver was interrupted")
+                if reporter.cancel
+                else Outcome(ExitCode.PEER_UNREACHABLE, f"no sender arrived within {common.timeout:g} s")
+            )
+            reporter.finish(outcome)
+            return _fail("recv", outcome)
+        if chosen is udp:
+            listener.close()
+            listener = None
+        else:
+            udp.close()
+            udp = None
+    timeout = common.timeout or 30.0
+    if listener is not None:
+        tcore = TcpReceiver(
+            TcpReceiverConfig(common.checkphrase, window, timeout, common.timeout), sink, start
+        )
+        tdriver = TcpRecvDriver(tcore, listener, hooks)
+        reporter.stats = tdriver.stats_dict
+        try:
+            outcome = tdriver.run()
+        finally:
+            listener.close()
+            note = sink.close(outcome.ok) if not outcome.ok else None
+    else:
+        assert udp is not None
+        cfg = ReceiverConfig(
+            checkphrase=common.checkphrase,
+            in_order=sink.in_order,
+            window_bytes=window,
+            timeout=timeout,
+            wait_timeout=common.timeout,
+        )
+        receiver = Receiver(cfg, start)
+        session = RecvSession(receiver, sink, Dropper(common.drop, common.seed) if common.drop else None)
+        reporter.stats = session.stats
+        try:
+            outcome = run_receiver(session, udp, hooks, gro=common.gso)
+        finally:
+            udp.close()
+            note = session.close()
     reporter.finish(outcome)
     if note:
         print(f"alf recv: {note}", file=sys.stderr)
     return _fail("recv", outcome) if not outcome.ok else 0
+
+
+def _first_sender(
+    udp: socket.socket, listener: socket.socket, reporter: Reporter, wait: float | None, start: float
+) -> socket.socket | None:
+    """--transport auto: whichever comes first, a UDP HELLO or a TCP connection; anything else
+    that arrives over UDP meanwhile is read and dropped. None: interrupted or --timeout."""
+    watch: list[Any] = [udp, listener, reporter.wake_r]
+    while not reporter.cancel:
+        now = time.monotonic()
+        left = 0.5 if wait is None else min(0.5, start + wait - now)
+        if left <= 0:
+            return None
+        reporter.tick(now)
+        ready, _w, _x = select.select(watch, [], [], left)
+        if listener in ready:
+            return listener
+        if udp in ready:
+            try:
+                data, _addr = udp.recvfrom(wire.HELLO_SIZE + 1, socket.MSG_PEEK)
+                if isinstance(wire.decode_untrusted(data), wire.Hello):
+                    return udp
+            except wire.BadPacket:
+                pass
+            except OSError:
+                pass
+            try:
+                udp.recvfrom(1)  # not a HELLO: drop it
+            except OSError:
+                pass
+        if reporter.wake_r in ready:
+            try:
+                os.read(reporter.wake_r, 4096)
+            except BlockingIOError:
+                pass
+    return None
 
 
 DIGESTS = {"xxh3": wire.DigestAlg.XXH3_128, "blake3": wire.DigestAlg.BLAKE3, "sha256": wire.DigestAlg.SHA256}

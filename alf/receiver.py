@@ -68,6 +68,21 @@ class State(Enum):
     CLOSED = "closed"
 
 
+def judge(
+    nbytes: int, digest: bytes, total: int | None, expected: bytes | None
+) -> tuple[wire.Verdict, Outcome]:
+    """The verdict on what was written (``nbytes``, ``digest``) against the sender's FINAL."""
+    if nbytes != total:
+        return wire.Verdict.LENGTH_MISMATCH, Outcome(
+            ExitCode.VERIFY_FAILED, f"wrote {nbytes} bytes, the sender sent {total}"
+        )
+    if digest != expected:
+        return wire.Verdict.DIGEST_MISMATCH, Outcome(
+            ExitCode.VERIFY_FAILED, "the digest of the output does not match the sender's"
+        )
+    return wire.Verdict.OK, Outcome(ExitCode.OK, f"received and verified {nbytes} bytes")
+
+
 class Receiver:
     def __init__(self, config: ReceiverConfig, now: float) -> None:
         self.cfg = config
@@ -190,19 +205,7 @@ class Receiver:
         """The driver computed the digest of everything written; send the verdict."""
         if self.state != State.RECEIVING:
             return
-        if nbytes != self.total_bytes:
-            verdict = wire.Verdict.LENGTH_MISMATCH
-            self.outcome = Outcome(
-                ExitCode.VERIFY_FAILED, f"wrote {nbytes} bytes, the sender sent {self.total_bytes}"
-            )
-        elif digest != self.final_digest:
-            verdict = wire.Verdict.DIGEST_MISMATCH
-            self.outcome = Outcome(
-                ExitCode.VERIFY_FAILED, "the digest of the output does not match the sender's"
-            )
-        else:
-            verdict = wire.Verdict.OK
-            self.outcome = Outcome(ExitCode.OK, f"received and verified {nbytes} bytes")
+        verdict, self.outcome = judge(nbytes, digest, self.total_bytes, self.final_digest)
         self._done = wire.encode_done(wire.Done(self.session_id, verdict, nbytes, digest))
         self._send(self._done)
         self.state = State.FINISHED

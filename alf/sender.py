@@ -40,6 +40,7 @@ class SenderConfig:
     digest: wire.DigestAlg = wire.DigestAlg.XXH3_128
     cc: str = "fixed"  # a name from cc.names(); rate_bps is its ceiling
     min_rate_bps: float = 1e6  # the floor for adaptive controllers
+    hello_timeout: float | None = None  # give up the handshake sooner (--transport auto)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ class Sender:
         self.paths = list(range(paths))
         self.state = State.HANDSHAKE
         self.outcome: Outcome | None = None
+        self.no_answer = False  # the handshake got no answer within hello_timeout
         self.stats = SenderStats()
         self.adu = config.adu_size
         self._dgram = wire.DATA_HEADER_SIZE + config.adu_size
@@ -164,6 +166,12 @@ class Sender:
         return out
 
     def _timers(self, now: float) -> None:
+        wait = self.cfg.hello_timeout
+        if self.state == State.HANDSHAKE and wait is not None and now - self._last_heard >= wait:
+            msg = f"no answer over UDP within {wait:g} s"
+            self.no_answer = True
+            self._abort(wire.AbortCode.TIMEOUT, msg, Outcome(ExitCode.PEER_UNREACHABLE, msg))
+            return
         if now - self._last_heard >= self.cfg.timeout:
             if self.state == State.HANDSHAKE:
                 msg = f"no receiver answered within {self.cfg.timeout:g} s"
@@ -308,6 +316,8 @@ class Sender:
             return now
         t = self._last_heard + self.cfg.timeout
         if self.state == State.HANDSHAKE:
+            if self.cfg.hello_timeout is not None:
+                t = min(t, self._last_heard + self.cfg.hello_timeout)
             return min(t, self._hello_at)
         t = min(t, self._probe_at)
         if self.has_data_to_send():

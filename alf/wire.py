@@ -130,7 +130,7 @@ def checkphrase_tag(phrase: str) -> bytes:
     return hashlib.blake2b(phrase.encode(), digest_size=16, person=b"alf-checkphrase").digest()
 
 
-def data_checksum(index: int, payload: bytes | memoryview) -> int:
+def data_checksum(index: int, payload: bytes | bytearray | memoryview) -> int:
     """§5: CRC-32 of the payload seeded with the index, so a misplaced payload fails too."""
     return zlib.crc32(payload, index & 0xFFFFFFFF)
 

@@ -16,13 +16,13 @@ import os
 import queue
 import stat
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from alf.digest import Hasher, new_hasher
 from alf.wire import DigestAlg
 
-Buffer = bytes | memoryview
+Buffer = bytes | bytearray | memoryview
 
 HASH_CHUNK = 8 << 20
 IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "sysconf") else 16
@@ -38,6 +38,8 @@ class Sink(Protocol):
     def start(self, adu_size: int, total_bytes: int | None, alg: DigestAlg) -> None: ...
 
     def write_run(self, first: int, payloads: Sequence[Buffer]) -> None: ...
+
+    def write_block(self, first: int, count: int, data: Buffer) -> None: ...
 
     def advance(self, cum: int) -> int: ...
 
@@ -216,6 +218,20 @@ class OffsetSink:
                 update(p)
             self._hashed += size
 
+    def write_block(self, first: int, count: int, data: Buffer) -> None:
+        """ADUs ``first .. first+count-1`` laid end to end in ``data`` (one TCP frame)."""
+        offset = first * self.adu
+        try:
+            self.backend.pwritev([data], offset)
+        except OSError as e:
+            raise SinkError(_describe(e, "cannot write the output")) from None
+        if len(data) < count * self.adu:
+            self._end = offset + len(data)
+        if offset == self._hashed:
+            assert self._hash is not None
+            self._hash.update(data)
+            self._hashed += len(data)
+
     def advance(self, cum: int) -> int:
         # Every ADU below cum is held and full, but for a short last one, whose end we know.
         held = cum * self.adu if self._end is None else min(cum * self.adu, self._end)
@@ -298,6 +314,7 @@ class FdWriter:
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
+        self.recycle: Callable[[Buffer], None] | None = None  # gets each buffer once written
         self._q: queue.SimpleQueue[tuple[int, Buffer] | None] = queue.SimpleQueue()
         self._written_adus = 0
         self._written_bytes = 0
@@ -325,6 +342,8 @@ class FdWriter:
             self._hash.update(data)
             self._written_bytes += len(data)
             self._written_adus += n
+            if self.recycle is not None:
+                self.recycle(data)
 
     def set_digest(self, alg: DigestAlg) -> None:
         self._hash = new_hasher(alg)  # called before the first submit
@@ -365,7 +384,7 @@ class OrderedSink:
     def __init__(self, writer: Writer) -> None:
         self.writer = writer
         self.adu = 0
-        self._chunks: dict[int, tuple[int, bytes]] = {}
+        self._chunks: dict[int, tuple[int, Buffer]] = {}
         self._next = 0  # first index not yet handed to the writer
 
     def start(self, adu_size: int, total_bytes: int | None, alg: DigestAlg) -> None:
@@ -374,6 +393,10 @@ class OrderedSink:
 
     def write_run(self, first: int, payloads: Sequence[Buffer]) -> None:
         self._chunks[first] = (len(payloads), b"".join(payloads))
+
+    def write_block(self, first: int, count: int, data: Buffer) -> None:
+        """ADUs laid end to end in ``data``, kept as they are (no copy): ``data`` must not change."""
+        self._chunks[first] = (count, data)
 
     def advance(self, cum: int) -> int:
         chunks = self._chunks

@@ -16,7 +16,7 @@ from typing import Protocol
 from alf.digest import new_hasher
 from alf.wire import DigestAlg
 
-Buffer = bytes | memoryview
+Buffer = bytes | bytearray | memoryview
 
 MAX_RUN = 352  # ADUs per run handed out at once: eight 64 KiB GSO sends of 1452-byte datagrams
 
@@ -31,6 +31,8 @@ class Source(Protocol):
     def digest(self) -> bytes | None: ...
 
     def read(self, first: int, count: int) -> list[Buffer]: ...
+
+    def block(self, first: int, count: int) -> Buffer: ...
 
     def release(self, below: int) -> None: ...
 
@@ -64,6 +66,10 @@ class BytesSource:
     def read(self, first: int, count: int) -> list[Buffer]:
         a = self.adu_size
         return _cut(self._data[first * a : (first + count) * a], a)
+
+    def block(self, first: int, count: int) -> Buffer:
+        a = self.adu_size
+        return self._data[first * a : (first + count) * a]
 
     def release(self, below: int) -> None:
         pass
@@ -121,6 +127,22 @@ class FileSource:
             views[-1] = views[-1][: want - (count - 1) * a]  # the short last ADU
         return views
 
+    def block(self, first: int, count: int) -> Buffer:
+        """ADUs ``first .. first+count-1`` in one new buffer of their own (it stays valid while
+        other blocks are read: the TCP transport keeps several in flight)."""
+        a = self.adu_size
+        offset = first * a
+        want = max(0, min(count * a, self._size - offset))
+        buf = bytearray(want)
+        if want and os.preadv(self._fd, [buf], offset) != want:
+            raise OSError(f"{self._path} shrank while being sent")
+        if offset == self._hashed and want:  # the first pass, in order
+            self._hash.update(buf)
+            self._hashed += want
+            if self._hashed == self._size:
+                self._digest = self._hash.digest()
+        return buf
+
     def release(self, below: int) -> None:
         pass
 
@@ -144,9 +166,11 @@ class StreamSource:
     def __init__(self, adu_size: int, window_adus: int, alg: DigestAlg = DigestAlg.XXH3_128) -> None:
         self.adu_size = adu_size
         self.window_adus = max(1, window_adus)
-        # An anonymous mapping: zero pages arrive on first touch, so a large window costs
-        # nothing until it is used (a bytearray would be zero-filled up front).
-        self._ring = mmap.mmap(-1, self.window_adus * adu_size)
+        # A private anonymous mapping: zero pages arrive on first touch, so a large window costs
+        # nothing until it is used (a bytearray would be zero-filled up front). Python's default
+        # is a shared mapping, which the kernel backs with shmem: reading 1 GiB of a pipe into
+        # it cost 0.60 s of system time here against 0.23 s for a private one.
+        self._ring = mmap.mmap(-1, self.window_adus * adu_size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         self._view = memoryview(self._ring)
         self._slots = _cut(self._view, adu_size)
         self._bytes = 0  # stream bytes stored so far
@@ -223,6 +247,18 @@ class StreamSource:
         if total is not None and first + count == self._count and total % a:
             out[-1] = out[-1][: total % a]  # the short last ADU
         return out
+
+    def block(self, first: int, count: int) -> Buffer:
+        """ADUs ``first ..`` as one view of the ring, cut short where the ring wraps (its length
+        says how many ADUs it holds); valid until they are released."""
+        a, w = self.adu_size, self.window_adus
+        start = first % w
+        count = min(count, w - start)
+        end = (start + count) * a
+        total = self._total
+        if total is not None and first + count == self._count and total % a:
+            end -= a - total % a  # the short last ADU
+        return self._view[start * a : end]
 
     def release(self, below: int) -> None:
         if below <= self._released:

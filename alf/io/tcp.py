@@ -1,0 +1,691 @@
+"""TCP driver: parallel connections, next-available queueing, preference order, reconnects.
+
+The sender opens ``streams`` connections to each path (``--path``, in order of preference).
+Whenever a connection can take more, it takes the next run from the core: the connections of
+the first path are filled before any later path gets a frame, so later paths carry only what
+the first cannot take (viamillipede's rule). A connection that fails (reset, refused,
+``TCP_USER_TIMEOUT`` on a dead link, a stall) is closed, the core queues its unacknowledged
+runs again, and a replacement is opened on the same path, or on the most preferred path that
+still answers. ``chaos`` resets a seeded choice of connection every ``chaos`` payload bytes.
+
+One thread, non-blocking sockets, one ``select`` per turn; every wait is bounded by the cores'
+deadlines and ``--timeout``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import select
+import socket
+import struct
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from alf import wire
+from alf.errors import ExitCode, Outcome
+from alf.io.udp import DriverError, Hooks, _drain
+from alf.tcp import ALL, ANY, FRAME_BYTES, FRAME_HEAD, FRAME_LEN, MAX_CONTROL, TcpReceiver, TcpSender
+
+TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18)
+STALL_TIMEOUT = 5.0  # unacknowledged data older than this ends a connection (kernel and ours)
+CONNECT_TIMEOUT = 3.0
+RECONNECT_DELAY = 0.05
+PATH_RETRY = 2.0  # a path that refused or timed out is tried again after this
+READ_CHUNK = 1 << 18
+TURN_BUDGET = 8 << 20  # bytes moved per connection per turn, so no connection starves the rest
+HELLO_WAIT = 10.0  # the receiver closes a connection that sends no HELLO within this
+MAX_PENDING_CONNS = 64
+
+
+@dataclass(frozen=True)
+class Path:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_path(text: str, default_port: int) -> Path:
+    """HOST, HOST:PORT, [V6]:PORT or a bare IPv6 address."""
+    t = text.strip()
+    if t.startswith("["):
+        host, _, rest = t[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif t.count(":") == 1:
+        host, port = t.split(":")
+    else:
+        host, port = t, ""
+    if not host:
+        raise ValueError(f"{text!r}: no host")
+    p = int(port) if port else default_port
+    if not 1 <= p <= 65535:
+        raise ValueError(f"{text!r}: port out of range")
+    return Path(host, p)
+
+
+def _tune(sock: socket.socket) -> None:
+    sock.setblocking(False)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, TCP_USER_TIMEOUT, int(STALL_TIMEOUT * 1000))
+    except OSError:
+        pass  # not Linux: our own stall check still applies
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close abruptly (RST), as a broken link or a crashed peer would."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    sock.close()
+
+
+class FramePool:
+    """Reusable receive buffers of one size: a fresh 1 MiB bytearray per frame is zero-filled
+    and faulted in page by page (a fifth of the receiver's CPU in a perf profile). Buffers come
+    back from the driver (frames the sink did not keep) and from the stdout writer thread (once
+    written); list append/pop are atomic, so both may return them."""
+
+    def __init__(self, size: int, keep: int = 32) -> None:
+        self.size = size
+        self.keep = keep
+        self._free: list[bytearray] = []
+
+    def get(self, length: int) -> memoryview:
+        if length > self.size:
+            return memoryview(bytearray(length))
+        try:
+            buf = self._free.pop()
+        except IndexError:
+            buf = bytearray(self.size)
+        return memoryview(buf)[:length]
+
+    def put(self, view: Any) -> None:
+        buf = view.obj if isinstance(view, memoryview) else view
+        if isinstance(buf, bytearray) and len(buf) == self.size and len(self._free) < self.keep:
+            self._free.append(buf)
+
+
+class _Conn:
+    """One TCP connection: an output queue of buffers and an input frame parser."""
+
+    def __init__(self, sock: socket.socket, cid: int, now: float, pool: FramePool | None = None) -> None:
+        self.sock = sock
+        self.id = cid
+        self.pool = pool or FramePool(MAX_CONTROL, keep=0)
+        self.out: list[memoryview] = []
+        self.head = bytearray(FRAME_HEAD)
+        self.hpos = 0
+        self.body: memoryview | None = None
+        self.bpos = 0
+        self.opened = now
+        self.progress = now  # last time our output moved
+        self.joined = False
+        self.closing = False  # close once the output is flushed
+
+    def queue(self, *bufs: Any) -> None:
+        self.out.extend(memoryview(b).cast("B") for b in bufs if b is not None and len(b))
+
+    def flush(self, now: float, budget: int = TURN_BUDGET) -> int:
+        """Send what is queued until the socket is full; returns bytes sent. Raises OSError."""
+        sent = 0
+        out = self.out
+        while out and sent < budget:
+            try:
+                n = self.sock.sendmsg(out[:64])
+            except BlockingIOError:
+                break
+            sent += n
+            self.progress = now
+            while n:
+                first = out[0]
+                if n >= len(first):
+                    n -= len(first)
+                    out.pop(0)
+                else:
+                    out[0] = first[n:]
+                    n = 0
+        return sent
+
+    def read_frames(self, max_frame: Any, budget: int = TURN_BUDGET) -> tuple[list[memoryview], bool]:
+        """Whole frames available now, and whether the peer closed. ``max_frame()`` bounds the
+        next frame's length; a longer one raises ``wire.BadPacket``."""
+        frames: list[memoryview] = []
+        got = 0
+        while got < budget:
+            try:
+                if self.body is None:
+                    n = self.sock.recv_into(memoryview(self.head)[self.hpos :])
+                    if not n:
+                        return frames, True
+                    got += n
+                    self.hpos += n
+                    if self.hpos < FRAME_HEAD:
+                        continue
+                    (length,) = FRAME_LEN.unpack(self.head)
+                    self.hpos = 0
+                    if not 0 < length <= max_frame():
+                        raise wire.BadPacket(f"frame of {length} bytes")
+                    self.body, self.bpos = self.pool.get(length), 0
+                    continue
+                n = self.sock.recv_into(self.body[self.bpos :], min(len(self.body) - self.bpos, 1 << 22))
+                if not n:
+                    return frames, True
+                got += n
+                self.bpos += n
+                if self.bpos == len(self.body):
+                    frames.append(self.body)
+                    self.body = None
+            except BlockingIOError:
+                break
+        return frames, False
+
+
+# ---------------------------------------------------------------- sender
+
+
+@dataclass
+class SendStats:
+    connects: int = 0
+    reconnects: int = 0
+    connect_failures: int = 0
+    chaos_resets: int = 0
+    stalls: int = 0
+    path_bytes: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Slot:
+    home: int  # index of its preferred path
+    path: int = 0
+    conn: _Conn | None = None
+    connecting: bool = False
+    retry_at: float = 0.0
+    target: tuple[Any, ...] | None = None
+
+
+class TcpSendDriver:
+    def __init__(
+        self,
+        core: TcpSender,
+        paths: Sequence[Path],
+        streams: int,
+        hooks: Hooks,
+        timeout: float,
+        chaos: int = 0,
+        seed: int = 1,
+        bind: str | None = None,
+        started: float | None = None,
+    ) -> None:
+        self.core = core
+        self.started = started
+        self.paths = list(paths)
+        self.hooks = hooks
+        self.timeout = timeout
+        self.chaos = chaos
+        self.rng = random.Random(seed)
+        self.bind = bind
+        self.stats = SendStats(path_bytes={str(p): 0 for p in self.paths})
+        self.slots = [_Slot(home=p, path=p) for p in range(len(self.paths)) for _ in range(streams)]
+        self.path_down_until = [0.0] * len(self.paths)
+        self.path_error: list[str] = [""] * len(self.paths)
+        self._addrs: list[list[tuple[Any, ...]] | None] = [None] * len(self.paths)
+        self._next_cid = 1
+        self._chaos_left = chaos
+        self._last_heard = time.monotonic()
+        self._ever_accepted = False
+        self._aborts: bytes | None = None
+
+    # -- connections
+    def _resolve(self, p: int) -> list[tuple[Any, ...]]:
+        if self._addrs[p] is None:
+            path = self.paths[p]
+            try:
+                infos = socket.getaddrinfo(path.host, path.port, type=socket.SOCK_STREAM)
+            except socket.gaierror as e:
+                raise DriverError(f"cannot resolve {path.host}: {e.strerror}") from None
+            self._addrs[p] = [(i[0], i[4]) for i in infos]
+        return self._addrs[p] or []
+
+    def _pick_path(self, slot: _Slot, now: float) -> int | None:
+        if self.path_down_until[slot.home] <= now:
+            return slot.home
+        for p in range(len(self.paths)):
+            if self.path_down_until[p] <= now:
+                return p
+        return None
+
+    def _open(self, slot: _Slot, now: float) -> None:
+        p = self._pick_path(slot, now)
+        if p is None:
+            slot.retry_at = min(self.path_down_until)
+            return
+        family, addr = self._resolve(p)[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        _tune(sock)
+        try:
+            if self.bind is not None:
+                sock.bind((self.bind, 0))
+            err = sock.connect_ex(addr)
+        except OSError as e:
+            err = e.errno or errno.EINVAL
+        if err not in (0, errno.EINPROGRESS):
+            sock.close()
+            self._path_failed(p, os.strerror(err), now)
+            slot.retry_at = now + RECONNECT_DELAY
+            return
+        slot.path = p
+        slot.conn = _Conn(sock, self._next_cid, now)
+        self._next_cid += 1
+        slot.connecting = True
+
+    def _path_failed(self, p: int, why: str, now: float) -> None:
+        self.stats.connect_failures += 1
+        self.path_down_until[p] = now + PATH_RETRY
+        self.path_error[p] = why
+
+    def _connected(self, slot: _Slot, now: float) -> None:
+        assert slot.conn is not None
+        err = slot.conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self._path_failed(slot.path, os.strerror(err), now)
+            slot.conn.sock.close()
+            slot.conn, slot.connecting = None, False
+            slot.retry_at = now + RECONNECT_DELAY
+            return
+        slot.connecting = False
+        self.stats.connects += 1
+        if self._ever_accepted:
+            self.stats.reconnects += 1
+        self.core.conn_opened(slot.conn.id)
+        slot.conn.queue(self.core.hello(now))
+
+    def _lose(self, slot: _Slot, now: float, why: str, reset: bool = False) -> None:
+        conn = slot.conn
+        if conn is None:
+            return
+        if reset:
+            _reset(conn.sock)
+        else:
+            conn.sock.close()
+        self.core.conn_lost(conn.id)
+        slot.conn, slot.connecting = None, False
+        slot.retry_at = now + RECONNECT_DELAY
+        if not conn.joined:
+            self._path_failed(slot.path, why, now)
+
+    # -- the loop
+    def run(self) -> Outcome:
+        core, hooks = self.core, self.hooks
+        clock = time.monotonic
+        start = clock()
+        self._last_heard = start if self.started is None else self.started
+        for slot in self.slots:
+            self._open(slot, start)
+        while True:
+            now = clock()
+            if hooks.cancelled() and core.outcome is None:
+                self._aborts = core.abort(
+                    wire.AbortCode.CANCELLED,
+                    "the sender was interrupted",
+                    Outcome(ExitCode.CANCELLED, "the sender was interrupted"),
+                )
+            err = core.source.error()
+            if err is not None and core.outcome is None:
+                self._aborts = core.abort(wire.AbortCode.LOCAL_IO, err, Outcome(ExitCode.LOCAL_IO, err))
+            if core.outcome is not None:
+                break
+            self._timers(now)
+            if core.outcome is not None:
+                break
+            self._fill(now)
+            hooks.tick(now)
+            rlist: list[Any] = [hooks.wake_fd] if hooks.wake_fd is not None else []
+            wlist: list[Any] = []
+            for slot in self.slots:
+                if slot.conn is None:
+                    continue
+                rlist.append(slot.conn.sock)
+                if slot.connecting or slot.conn.out:
+                    wlist.append(slot.conn.sock)
+            deadline = self._deadline(now)
+            try:
+                r, w, _x = select.select(rlist, wlist, [], max(0.0, deadline - clock()))
+            except InterruptedError:
+                continue
+            if hooks.wake_fd is not None and hooks.wake_fd in r:
+                _drain(hooks.wake_fd)
+            now = clock()
+            ready_r, ready_w = set(r), set(w)
+            for slot in self.slots:
+                conn = slot.conn
+                if conn is None:
+                    continue
+                if slot.connecting:
+                    if conn.sock in ready_w or conn.sock in ready_r:
+                        self._connected(slot, now)
+                    continue
+                if conn.sock in ready_r:
+                    self._read(slot, now)
+                if slot.conn is not None and slot.conn.sock in ready_w:
+                    self._flush(slot, now)
+        return self._finish()
+
+    def _deadline(self, now: float) -> float:
+        t = now + 0.25
+        for slot in self.slots:
+            if slot.conn is None:
+                t = min(t, slot.retry_at)
+        return max(now, t)
+
+    def _timers(self, now: float) -> None:
+        core = self.core
+        live = [s for s in self.slots if s.conn is not None]
+        for slot in self.slots:
+            conn = slot.conn
+            if conn is None:
+                if now >= slot.retry_at:
+                    self._open(slot, now)
+                continue
+            if slot.connecting and now - conn.opened > CONNECT_TIMEOUT:
+                self.stats.connect_failures += 1
+                self._path_failed(slot.path, "connection timed out", now)
+                conn.sock.close()
+                slot.conn, slot.connecting = None, False
+                slot.retry_at = now + RECONNECT_DELAY
+            elif conn.out and now - conn.progress > STALL_TIMEOUT:
+                self.stats.stalls += 1
+                self._lose(slot, now, "stalled", reset=True)
+        if now - self._last_heard > self.timeout:
+            if not self._ever_accepted:
+                why = "; ".join(f"{self.paths[p]}: {e}" for p, e in enumerate(self.path_error) if e)
+                msg = f"no receiver answered within {self.timeout:g} s" + (f" (TCP {why})" if why else "")
+            elif not live:
+                msg = f"lost every connection to the receiver for {self.timeout:g} s"
+            else:
+                msg = f"the receiver went silent for {self.timeout:g} s"
+            self._aborts = core.abort(wire.AbortCode.TIMEOUT, msg, Outcome(ExitCode.PEER_UNREACHABLE, msg))
+
+    def _fill(self, now: float) -> None:
+        """Give the next runs to connections that can take them, most preferred path first."""
+        core = self.core
+        if not core.has_work():
+            return
+        for slot in sorted(self.slots, key=lambda s: s.path):  # stable: keeps stream order
+            conn = slot.conn
+            if conn is None or slot.connecting or not conn.joined:
+                continue
+            while not conn.out:
+                item = core.next_frame(conn.id, now)
+                if item is None:
+                    return
+                head, payload = item
+                conn.queue(head, payload)
+                if payload is not None:
+                    self.stats.path_bytes[str(self.paths[slot.path])] += len(payload)
+                    if self.chaos:
+                        self._chaos_left -= len(payload)
+                self._flush(slot, now)
+                if slot.conn is None:
+                    break
+            if self.chaos and self._chaos_left <= 0:
+                self._chaos_left += self.chaos
+                victims = [s for s in self.slots if s.conn is not None and s.conn.joined]
+                if victims:
+                    self.stats.chaos_resets += 1
+                    self._lose(self.rng.choice(victims), now, "chaos", reset=True)
+
+    def _flush(self, slot: _Slot, now: float) -> None:
+        conn = slot.conn
+        assert conn is not None
+        try:
+            conn.flush(now)
+        except OSError as e:
+            self._lose(slot, now, e.strerror or str(e))
+
+    def _read(self, slot: _Slot, now: float) -> None:
+        conn = slot.conn
+        assert conn is not None
+        try:
+            frames, eof = conn.read_frames(lambda: MAX_CONTROL)
+        except wire.BadPacket as e:
+            self.core.stats.unexpected += 1
+            self._lose(slot, now, f"the receiver sent a bad frame: {e}")
+            return
+        except OSError as e:
+            self._lose(slot, now, e.strerror or str(e))
+            return
+        for body in frames:
+            try:
+                self.core.on_message(conn.id, body, now)
+            except wire.BadPacket:
+                self.core.stats.unexpected += 1
+                continue
+            self._last_heard = now
+            if body[1] == wire.MsgType.ACCEPT:
+                conn.joined = True
+                self._ever_accepted = True
+        if eof:
+            self._lose(slot, now, "closed by the receiver")
+
+    def _finish(self) -> Outcome:
+        core = self.core
+        outcome = core.outcome
+        assert outcome is not None
+        goodbye = self._aborts if not outcome.ok else core.close_frame()
+        deadline = time.monotonic() + 1.0
+        for slot in self.slots:
+            conn = slot.conn
+            if conn is None:
+                continue
+            if slot.connecting or not conn.joined:
+                conn.sock.close()
+                continue
+            if goodbye is not None:
+                conn.out = []  # whatever was half sent is moot now
+                conn.queue(goodbye)
+                while conn.out and time.monotonic() < deadline:
+                    try:
+                        conn.flush(time.monotonic())
+                    except OSError:
+                        break
+                    if conn.out:
+                        select.select([], [conn.sock], [], 0.05)
+            conn.sock.close()
+        if not self._ever_accepted and outcome.code == ExitCode.PEER_UNREACHABLE:
+            return outcome
+        return outcome
+
+    def stats_dict(self) -> dict[str, Any]:
+        c = self.core
+        live = [s for s in self.slots if s.conn is not None and s.conn.joined]
+        return {
+            "transport": "tcp",
+            "state": "done" if c.outcome else "sending" if c.accepted else "connecting",
+            "bytes_sent": c.stats.bytes_sent,
+            "bytes_resent": c.stats.bytes_resent,
+            "acked_bytes": c.stats.acked_bytes,
+            "frames_sent": c.stats.frames_sent,
+            "frames_resent": c.stats.frames_resent,
+            "connections": len(live),
+            "connects": self.stats.connects,
+            "reconnects": self.stats.reconnects,
+            "connection_losses": c.stats.connection_losses,
+            "connect_failures": self.stats.connect_failures,
+            "chaos_resets": self.stats.chaos_resets,
+            "stalls": self.stats.stalls,
+            "unexpected": c.stats.unexpected,
+            "path_bytes": dict(self.stats.path_bytes),
+        }
+
+
+# ---------------------------------------------------------------- receiver
+
+
+def listener_socket(bind: str | None, port: int) -> socket.socket:
+    """Listen for TCP on ``port``; with no address, IPv6 and IPv4 where the system allows."""
+    candidates: list[tuple[socket.AddressFamily, Any]] = []
+    if bind is None:
+        candidates = [(socket.AF_INET6, ("::", port)), (socket.AF_INET, ("0.0.0.0", port))]
+    else:
+        try:
+            infos = socket.getaddrinfo(bind, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as e:
+            raise DriverError(f"cannot resolve {bind}: {e.strerror}") from None
+        candidates = [(infos[0][0], infos[0][4])]
+    last = ""
+    for family, addr in candidates:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and bind is None:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind(addr)
+            sock.listen(128)
+        except OSError as e:
+            sock.close()
+            last = e.strerror or str(e)
+            continue
+        sock.setblocking(False)
+        return sock
+    where = f"{bind} port {port}" if bind else f"port {port}"
+    raise DriverError(f"cannot listen on {where} (TCP): {last}")
+
+
+class TcpRecvDriver:
+    def __init__(self, core: TcpReceiver, listener: socket.socket, hooks: Hooks) -> None:
+        self.pool = FramePool(wire.DATA_HEADER_SIZE + FRAME_BYTES)
+        writer = getattr(core.sink, "writer", None)
+        if writer is not None and hasattr(writer, "recycle"):
+            writer.recycle = self.pool.put
+        self.core = core
+        self.listener = listener
+        self.hooks = hooks
+        self.conns: dict[int, _Conn] = {}
+        self._next_cid = 1
+        self.accepted = 0
+        self.losses = 0
+
+    def _accept(self, now: float) -> None:
+        for _ in range(16):
+            try:
+                sock, _addr = self.listener.accept()
+            except BlockingIOError:
+                return
+            except OSError:
+                return  # e.g. EMFILE: the pending connection waits in the backlog
+            _tune(sock)
+            conn = _Conn(sock, self._next_cid, now, self.pool)
+            self._next_cid += 1
+            self.conns[conn.id] = conn
+            self.accepted += 1
+            waiting = [c for c in self.conns.values() if c.id not in self.core.joined]
+            if len(waiting) > MAX_PENDING_CONNS:
+                self._drop(min(waiting, key=lambda c: c.opened).id)
+
+    def _drop(self, cid: int, reset: bool = False) -> None:
+        conn = self.conns.pop(cid, None)
+        if conn is None:
+            return
+        if cid in self.core.joined and not self.core.finished:
+            self.losses += 1
+        self.core.conn_lost(cid)
+        if reset:
+            _reset(conn.sock)
+        else:
+            conn.sock.close()
+
+    def _deliver(self, now: float) -> None:
+        replies = self.core.poll(now)
+        for target, data in replies.items:
+            if target == ALL:
+                targets = [c for c in self.conns.values() if c.id in self.core.joined]
+            elif target == ANY:
+                joined = [c for c in self.conns.values() if c.id in self.core.joined]
+                targets = joined[-1:]
+            else:
+                targets = [self.conns[target]] if target in self.conns else []
+            for conn in targets:
+                conn.queue(data)
+        for cid in replies.close:
+            if cid in self.conns:
+                self.conns[cid].closing = True
+        for conn in list(self.conns.values()):
+            if conn.out:
+                try:
+                    conn.flush(now)
+                except OSError:
+                    self._drop(conn.id)
+                    continue
+            if conn.closing and not conn.out:
+                self._drop(conn.id)
+
+    def run(self) -> Outcome:
+        core, hooks = self.core, self.hooks
+        clock = time.monotonic
+        cancel_sent = False
+        while True:
+            now = clock()
+            if hooks.cancelled() and not cancel_sent:
+                core.cancel("the receiver was interrupted")
+                cancel_sent = True
+            self._deliver(now)
+            hooks.tick(now)
+            if core.closed or (core.outcome is not None and not core.finished):
+                break
+            for conn in list(self.conns.values()):
+                if conn.id not in core.joined and now - conn.opened > HELLO_WAIT:
+                    self._drop(conn.id)
+            rlist: list[Any] = [self.listener] + [c.sock for c in self.conns.values()]
+            if hooks.wake_fd is not None:
+                rlist.append(hooks.wake_fd)
+            wlist = [c.sock for c in self.conns.values() if c.out]
+            timeout = max(0.0, min(core.next_deadline(now), now + 0.5) - clock())
+            try:
+                r, w, _x = select.select(rlist, wlist, [], timeout)
+            except InterruptedError:
+                continue
+            now = clock()
+            if hooks.wake_fd is not None and hooks.wake_fd in r:
+                _drain(hooks.wake_fd)
+            if self.listener in r:
+                self._accept(now)
+            ready = set(r)
+            for conn in list(self.conns.values()):
+                if conn.sock not in ready:
+                    continue
+                cid = conn.id
+                try:
+                    frames, eof = conn.read_frames(lambda cid=cid: core.max_frame(cid))
+                except wire.BadPacket:
+                    core.stats.malformed += 1
+                    self._drop(cid, reset=True)
+                    continue
+                except OSError:
+                    self._drop(cid)
+                    continue
+                for body in frames:
+                    if not core.on_frame(cid, body, now):
+                        self.pool.put(body)
+                if eof:
+                    self._drop(cid)
+                    if core.finished and not any(c in core.joined for c in self.conns):
+                        core.closed = True
+        self._deliver(clock())  # a last ABORT or DONE
+        for cid in list(self.conns):
+            self._drop(cid)
+        outcome = core.outcome
+        assert outcome is not None
+        return outcome
+
+    def stats_dict(self) -> dict[str, Any]:
+        s = self.core.stats_dict()
+        s["connections_accepted"] = self.accepted
+        s["connection_losses"] = self.losses
+        return s

@@ -1,0 +1,586 @@
+"""TCP transport cores (docs/protocol.md §12): alf's messages framed on parallel TCP streams.
+
+No sockets and no clock here: the driver (``alf/io/tcp.py``) owns the connections and hands the
+cores whole frames and ``now``. A frame is a 4-byte length and one alf message as on UDP; a DATA
+frame carries a run of consecutive ADUs after one §5 header whose index is the run's first, so
+any connection can carry any run and the receiver places it by position alone.
+
+Invariants:
+- Sender: every ADU below ``next_new`` was handed to a connection; an ADU handed to a connection
+  that was lost before the receiver's ``cum_ack`` passed it is queued again (``_resend``), so
+  losing connections costs resends, never data. The FINAL goes out only when nothing is queued.
+- Receiver: a run is written only for the ADUs the gap map did not hold (duplicates from resends
+  are dropped), so the sink sees each ADU once; the verdict is computed from what the sink
+  wrote, and sent only once every ADU below the FINAL's end is held.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from dataclasses import dataclass, field
+
+from alf import wire
+from alf.errors import ExitCode, Outcome
+from alf.gapmap import GapMap
+from alf.io.sink import Buffer, Sink, SinkError
+from alf.io.source import Source
+from alf.receiver import judge
+
+FRAME_LEN = struct.Struct("!I")
+FRAME_HEAD = FRAME_LEN.size
+MAX_CONTROL = 2048  # every frame but DATA is smaller
+FRAME_BYTES = 1 << 20  # payload bytes per DATA frame the sender aims for
+MAX_FRAME_PAYLOAD = 16 << 20  # the receiver refuses longer frames (memory bound per connection)
+STATUS_EVERY = 0.02  # the receiver's STATUS spacing while data moves (s)
+KEEPALIVE = 1.0  # ... and while nothing moves, so the sender knows it is alive
+ANY = -1  # reply on any joined connection
+ALL = -2  # reply on every joined connection
+
+
+def frame(msg: bytes) -> bytes:
+    return FRAME_LEN.pack(len(msg)) + msg
+
+
+def to_us(now: float) -> int:
+    return int(now * 1e6) & 0xFFFFFFFFFFFFFFFF
+
+
+# ---------------------------------------------------------------- sender
+
+
+@dataclass
+class TcpSenderStats:
+    bytes_sent: int = 0  # payload bytes of first sends
+    bytes_resent: int = 0
+    frames_sent: int = 0
+    frames_resent: int = 0
+    acked_bytes: int = 0
+    connection_losses: int = 0
+    unexpected: int = 0
+
+
+@dataclass
+class TcpSenderConfig:
+    adu_size: int = wire.DEFAULT_ADU_SIZE
+    checkphrase: str = ""
+    digest: wire.DigestAlg = wire.DigestAlg.XXH3_128
+    frame_bytes: int = FRAME_BYTES
+
+
+class TcpSender:
+    """What goes on which connection; the driver calls ``next_frame`` whenever one can take more."""
+
+    def __init__(
+        self, cfg: TcpSenderConfig, session_id: int, kind: wire.Kind, total: int | None, source: Source
+    ) -> None:
+        self.cfg = cfg
+        self.session_id = session_id
+        self.kind = kind
+        self.total = total
+        self.source = source
+        self.adu = cfg.adu_size
+        self.frame_adus = max(1, cfg.frame_bytes // self.adu)
+        self.next_new = 0
+        self.acked = 0
+        self.window_limit = 0
+        self.accepted = False
+        self.outcome: Outcome | None = None
+        self.stats = TcpSenderStats()
+        self._inflight: dict[int, deque[tuple[int, int]]] = {}
+        self._resend: list[tuple[int, int]] = []  # sorted, disjoint
+        self._final_sent: set[int] = set()
+        self._tag = wire.checkphrase_tag(cfg.checkphrase)
+
+    # -- connections
+    def hello(self, now: float) -> bytes:
+        total = self.total if self.total is not None else wire.UNKNOWN_LENGTH
+        return frame(
+            wire.encode_hello(
+                wire.Hello(
+                    self.session_id, self.adu, self.kind, total, to_us(now), self._tag, self.cfg.digest
+                )
+            )
+        )
+
+    def conn_opened(self, cid: int) -> None:
+        self._inflight[cid] = deque()
+
+    def conn_lost(self, cid: int) -> None:
+        """Queue again every run the connection carried that the receiver has not acknowledged."""
+        runs = self._inflight.pop(cid, None)
+        self._final_sent.discard(cid)
+        if runs is None:
+            return
+        self.stats.connection_losses += 1
+        for first, count in runs:
+            self._queue_resend(first, count)
+
+    def _queue_resend(self, first: int, count: int) -> None:
+        stop = first + count
+        first = max(first, self.acked)
+        if stop <= first:
+            return
+        merged = sorted(self._resend + [(first, stop)])
+        out: list[tuple[int, int]] = []
+        for a, b in merged:
+            if out and a <= out[-1][1]:
+                out[-1] = (out[-1][0], max(b, out[-1][1]))
+            else:
+                out.append((a, b))
+        self._resend = out
+
+    # -- what to send
+    def end_adus(self) -> int | None:
+        total = self.source.total_bytes()
+        return None if total is None else -(-total // self.adu)
+
+    def has_work(self) -> bool:
+        if self.outcome is not None or not self.accepted:
+            return False
+        return bool(self._resend) or self._new_count() > 0 or self._final_ready()
+
+    def _new_count(self) -> int:
+        limit = min(self.source.available(), self.window_limit)
+        return max(0, min(self.frame_adus, limit - self.next_new))
+
+    def _final_ready(self) -> bool:
+        end = self.end_adus()
+        return end is not None and self.next_new >= end and not self._resend
+
+    def next_frame(self, cid: int, now: float) -> tuple[bytes, Buffer | None] | None:
+        """The next frame for connection ``cid`` (header bytes, payload), or None for now."""
+        runs = self._inflight.get(cid)
+        if runs is None or self.outcome is not None or not self.accepted:
+            return None
+        if self._resend:
+            a, b = self._resend[0]
+            data = self.source.block(a, min(b - a, self.frame_adus))
+            count = -(-len(data) // self.adu)  # a stream's block stops where its ring wraps
+            if a + count >= b:
+                self._resend.pop(0)
+            else:
+                self._resend[0] = (a + count, b)
+            self.stats.bytes_resent += len(data)
+            self.stats.frames_resent += 1
+            runs.append((a, count))
+            return frame_data_head(self.session_id, a, len(data)), data
+        count = self._new_count()
+        if count:
+            first = self.next_new
+            data = self.source.block(first, count)
+            count = -(-len(data) // self.adu)
+            self.next_new += count
+            self.stats.bytes_sent += len(data)
+            self.stats.frames_sent += 1
+            runs.append((first, count))
+            return frame_data_head(self.session_id, first, len(data)), data
+        if self._final_ready() and cid not in self._final_sent:
+            digest = self.source.digest()
+            total = self.source.total_bytes()
+            if digest is None or total is None:
+                return None
+            self._final_sent.add(cid)
+            end = -(-total // self.adu)
+            probe = wire.Probe(self.session_id, end, to_us(now), 0, True, total, digest)
+            return frame(wire.encode_probe(probe)), None
+        return None
+
+    # -- what the receiver says
+    def on_message(self, cid: int, buf: bytes | bytearray | memoryview, now: float) -> None:
+        """A control frame from the receiver; raises ``wire.BadPacket`` for one that is not."""
+        msg = wire.decode_untrusted(buf)
+        if msg.session_id != self.session_id:
+            raise wire.BadPacket("another session's message")
+        if self.outcome is not None:
+            return
+        if isinstance(msg, wire.Accept):
+            if not self.accepted:
+                self.accepted = True
+                self.window_limit = msg.window_limit
+            return
+        if isinstance(msg, wire.Status):
+            self._on_status(msg)
+        elif isinstance(msg, wire.Done):
+            if msg.verdict == wire.Verdict.OK:
+                self.outcome = Outcome(ExitCode.OK, "the receiver verified the content")
+            else:
+                self.outcome = Outcome(
+                    ExitCode.VERIFY_FAILED,
+                    f"the receiver reports {msg.verdict.name}: it got {msg.received_bytes} bytes",
+                )
+        elif isinstance(msg, wire.Abort):
+            self.outcome = Outcome(
+                ExitCode.PEER_ABORTED, f"the receiver aborted ({msg.code.name}): {msg.reason}"
+            )
+        else:
+            self.stats.unexpected += 1
+
+    def _on_status(self, msg: wire.Status) -> None:
+        if msg.cum_ack > self.next_new:
+            self.stats.unexpected += 1  # acknowledges what was never sent: ignore it whole
+            return
+        if msg.window_limit > self.window_limit:
+            self.window_limit = msg.window_limit
+        if msg.cum_ack > self.acked:
+            self.acked = msg.cum_ack
+            self.stats.acked_bytes = min(self.acked * self.adu, self.source.total_bytes() or 1 << 62)
+            self.source.release(self.acked)
+            for runs in self._inflight.values():
+                while runs and runs[0][0] + runs[0][1] <= self.acked:
+                    runs.popleft()
+            while self._resend and self._resend[0][1] <= self.acked:
+                self._resend.pop(0)
+            if self._resend and self._resend[0][0] < self.acked:
+                self._resend[0] = (self.acked, self._resend[0][1])
+
+    def abort(self, code: wire.AbortCode, reason: str, outcome: Outcome) -> bytes:
+        """End from this side; returns the ABORT frame to send on every connection."""
+        if self.outcome is None:
+            self.outcome = outcome
+        return frame(wire.encode_abort(wire.Abort(self.session_id, code, reason)))
+
+    def close_frame(self) -> bytes:
+        return frame(wire.encode_close(wire.Close(self.session_id)))
+
+    def in_flight(self) -> int:
+        return sum(len(r) for r in self._inflight.values())
+
+
+_DATA_HEAD = struct.Struct("!IBBBBIQQ")  # frame length, then §5
+
+
+def frame_data_head(session_id: int, first: int, nbytes: int) -> bytes:
+    return _DATA_HEAD.pack(
+        wire.DATA_HEADER_SIZE + nbytes, wire.VERSION, wire.MsgType.DATA, 0, 0, 0, session_id, first
+    )
+
+
+# ---------------------------------------------------------------- receiver
+
+
+@dataclass
+class TcpReceiverStats:
+    bytes_received: int = 0  # payload bytes new to the output
+    duplicate_bytes: int = 0
+    frames: int = 0
+    joins: int = 0
+    rejected_hellos: int = 0
+    malformed: int = 0
+    violations: int = 0
+
+
+@dataclass
+class TcpReceiverConfig:
+    checkphrase: str = ""
+    window_bytes: int = 256 << 20
+    timeout: float = 30.0
+    wait_timeout: float | None = None
+
+
+@dataclass
+class _Replies:
+    items: list[tuple[int, bytes]] = field(default_factory=list)
+    close: set[int] = field(default_factory=set)
+
+
+class TcpReceiver:
+    """One session; connections join it with a HELLO carrying its id and parameters."""
+
+    def __init__(self, cfg: TcpReceiverConfig, sink: Sink, now: float) -> None:
+        self.cfg = cfg
+        self.sink = sink
+        self.stats = TcpReceiverStats()
+        self.session_id = 0
+        self.hello: wire.Hello | None = None
+        self.adu = 0
+        self.gaps = GapMap()
+        self.total_bytes: int | None = None
+        self.end_adus: int | None = None
+        self.final_digest: bytes | None = None
+        self._short_end: int | None = None  # byte end set by a short last ADU
+        self.consumed = 0
+        self.outcome: Outcome | None = None
+        self.finished = False  # the verdict is out
+        self.closed = False  # the sender said CLOSE (or we may leave)
+        self.joined: set[int] = set()
+        self._tag = wire.checkphrase_tag(cfg.checkphrase)
+        self._start = now
+        self._last_heard = now
+        self._status_at = now
+        self._status_cum = -1
+        self._status_limit = -1
+        self._done: bytes | None = None
+        self._out = _Replies()
+        self._last_conn = ANY
+
+    @property
+    def window_limit(self) -> int:
+        if not self.sink.in_order:
+            return wire.NO_LIMIT
+        return self.consumed + max(1, self.cfg.window_bytes // max(1, self.adu))
+
+    def max_frame(self, cid: int) -> int:
+        """The longest frame acceptable now on connection ``cid`` (before a HELLO: a HELLO)."""
+        if cid in self.joined:
+            return wire.DATA_HEADER_SIZE + MAX_FRAME_PAYLOAD
+        return MAX_CONTROL
+
+    def on_frame(self, cid: int, body: memoryview, now: float) -> bool:
+        """One whole frame from connection ``cid``. True: the sink kept ``body`` (an in-order
+        sink holds it until written), so the driver must not reuse its buffer."""
+        if self.outcome is not None and self.finished is False and self._done is None:
+            return False  # aborted: nothing more to do
+        mtype = body[1] if len(body) > 1 else 0
+        if mtype == wire.MsgType.DATA and cid in self.joined:
+            return self._on_data(cid, body, now)
+        try:
+            msg = wire.decode_untrusted(body)
+        except wire.BadPacket:
+            self.stats.malformed += 1
+            self._out.close.add(cid)
+            return False
+        if isinstance(msg, wire.Hello):
+            self._on_hello(cid, msg, now)
+            return False
+        if cid not in self.joined or msg.session_id != self.session_id:
+            self.stats.violations += 1
+            self._out.close.add(cid)
+            return False
+        self._last_heard = now
+        if isinstance(msg, wire.Probe) and msg.final:
+            self._on_final(msg, now)
+        elif isinstance(msg, wire.Close):
+            if self.finished:
+                self.closed = True
+        elif isinstance(msg, wire.Abort):
+            if self.outcome is None:
+                self.outcome = Outcome(
+                    ExitCode.PEER_ABORTED, f"the sender aborted ({msg.code.name}): {msg.reason}"
+                )
+            self.closed = True
+        else:
+            self.stats.violations += 1
+        return False
+
+    def _on_hello(self, cid: int, msg: wire.Hello, now: float) -> None:
+        if self.hello is None:
+            if msg.tag != self._tag:
+                self._reject(cid, msg.session_id, wire.AbortCode.CHECKPHRASE_MISMATCH, "checkphrase mismatch")
+                return
+            self.hello, self.session_id, self.adu = msg, msg.session_id, msg.adu_size
+            if msg.kind == wire.Kind.FILE:
+                self.total_bytes = msg.total_bytes
+                self.end_adus = -(-msg.total_bytes // msg.adu_size)
+            try:
+                self.sink.start(msg.adu_size, self.total_bytes, msg.digest_alg)
+            except SinkError as e:
+                self.joined.add(cid)
+                self._abort(wire.AbortCode.LOCAL_IO, str(e), Outcome(ExitCode.LOCAL_IO, str(e)))
+                return
+        elif msg.session_id != self.session_id or self.outcome is not None and self._done is None:
+            self._reject(cid, msg.session_id, wire.AbortCode.BUSY, "receiver is busy with another transfer")
+            return
+        elif msg.tag != self._tag or (msg.adu_size, msg.kind, msg.digest_alg) != (
+            self.hello.adu_size,
+            self.hello.kind,
+            self.hello.digest_alg,
+        ):
+            self._reject(cid, msg.session_id, wire.AbortCode.PROTOCOL, "HELLO differs from the session's")
+            return
+        self.joined.add(cid)
+        self.stats.joins += 1
+        self._last_heard = now
+        accept = wire.Accept(self.session_id, msg.timestamp_us, self.window_limit)
+        self._out.items.append((cid, frame(wire.encode_accept(accept))))
+        if self._done is not None:
+            self._out.items.append((cid, frame(self._done)))
+
+    def _reject(self, cid: int, session_id: int, code: wire.AbortCode, reason: str) -> None:
+        self.stats.rejected_hellos += 1
+        self._out.items.append((cid, frame(wire.encode_abort(wire.Abort(session_id, code, reason)))))
+        self._out.close.add(cid)
+
+    def _on_data(self, cid: int, body: memoryview, now: float) -> bool:
+        n = len(body) - wire.DATA_HEADER_SIZE
+        _v, _t, flags, reserved, aux, session, first = wire.DATA_HEADER.unpack_from(body, 0)
+        if session != self.session_id or flags or reserved or aux or n <= 0 or body[0] != wire.VERSION:
+            self.stats.malformed += 1
+            self._out.close.add(cid)
+            return False
+        self._last_heard = now
+        self._last_conn = cid
+        if self.finished:  # a resend that crossed our DONE
+            self.stats.duplicate_bytes += n
+            return False
+        adu = self.adu
+        count = -(-n // adu)
+        stop = first + count
+        short = n % adu != 0
+        end = first * adu + n
+        if (
+            (self.end_adus is not None and stop > self.end_adus)
+            or (short and self.total_bytes is not None and end != self.total_bytes)
+            or (self._short_end is not None and (end > self._short_end or short and end != self._short_end))
+            or (self.sink.in_order and stop > self.window_limit)
+        ):
+            self._abort(
+                wire.AbortCode.PROTOCOL,
+                "DATA beyond the content's end or the window",
+                Outcome(
+                    ExitCode.PEER_ABORTED, "the sender broke the protocol: DATA beyond the end or window"
+                ),
+            )
+            return False
+        if short:
+            self._short_end = end
+        self.stats.frames += 1
+        new = self.gaps.add_run(first, count)
+        payload = body[wire.DATA_HEADER_SIZE :]
+        kept = False
+        fresh = 0
+        try:
+            if new == [(first, stop)]:  # the usual case: all of it is new
+                self.sink.write_block(first, count, payload)
+                kept, fresh = self.sink.in_order, n
+            else:  # a resend that overlaps what arrived: only the parts not held, copied
+                for a, b in new:
+                    part = payload[(a - first) * adu : min(n, (b - first) * adu)]
+                    self.sink.write_block(a, b - a, bytes(part) if self.sink.in_order else part)
+                    fresh += len(part)
+            self.stats.bytes_received += fresh
+            self.stats.duplicate_bytes += n - fresh
+            self.consumed = self.sink.advance(self.gaps.cum)
+        except SinkError as e:
+            self._abort(wire.AbortCode.LOCAL_IO, str(e), Outcome(ExitCode.LOCAL_IO, str(e)))
+            return kept
+        self._maybe_verify(now)
+        return kept
+
+    def _on_final(self, msg: wire.Probe, now: float) -> None:
+        if self._done is not None:
+            self._out.items.append((ALL, frame(self._done)))
+            return
+        end = -(-msg.total_bytes // self.adu)
+        if (
+            (self.total_bytes is not None and msg.total_bytes != self.total_bytes)
+            or self.gaps.highest > end
+            or msg.next_index != end
+            or (self.final_digest is not None and msg.digest != self.final_digest)
+            or (self._short_end is not None and self._short_end != msg.total_bytes)
+        ):
+            self._abort(
+                wire.AbortCode.PROTOCOL,
+                "FINAL contradicts the data or the length announced",
+                Outcome(ExitCode.PEER_ABORTED, "the sender broke the protocol: inconsistent FINAL"),
+            )
+            return
+        self.total_bytes, self.end_adus, self.final_digest = msg.total_bytes, end, msg.digest
+        self._maybe_verify(now)
+
+    def _maybe_verify(self, now: float) -> None:
+        if self.end_adus is None or self.final_digest is None or self.gaps.cum < self.end_adus:
+            return
+        assert self.total_bytes is not None
+        try:
+            self.sink.advance(self.gaps.cum)
+            nbytes, digest = self.sink.finish(self.total_bytes)
+        except SinkError as e:
+            self._abort(wire.AbortCode.LOCAL_IO, str(e), Outcome(ExitCode.LOCAL_IO, str(e)))
+            return
+        verdict, self.outcome = judge(nbytes, digest, self.total_bytes, self.final_digest)
+        self._done = wire.encode_done(wire.Done(self.session_id, verdict, nbytes, digest))
+        self._out.items.append((ALL, frame(self._done)))
+        self.finished = True
+        self._last_heard = now
+
+    def _abort(self, code: wire.AbortCode, reason: str, outcome: Outcome) -> None:
+        if self.outcome is None:
+            self.outcome = outcome
+        self._out.items.append((ALL, frame(wire.encode_abort(wire.Abort(self.session_id, code, reason)))))
+        self.closed = True
+
+    def fail_local(self, reason: str) -> None:
+        self._abort(wire.AbortCode.LOCAL_IO, reason, Outcome(ExitCode.LOCAL_IO, reason))
+
+    def cancel(self, reason: str) -> None:
+        if self.outcome is None or self.finished:
+            self._abort(wire.AbortCode.CANCELLED, reason, Outcome(ExitCode.CANCELLED, reason))
+
+    def conn_lost(self, cid: int) -> None:
+        self.joined.discard(cid)
+
+    def poll(self, now: float) -> _Replies:
+        """Replies due now (and connections to close); timers run here."""
+        if self.outcome is None:
+            if self.hello is None:
+                wait = self.cfg.wait_timeout
+                if wait is not None and now - self._start >= wait:
+                    msg = f"no sender arrived within {wait:g} s"
+                    self.outcome = Outcome(ExitCode.PEER_UNREACHABLE, msg)
+                    self.closed = True
+            elif now - self._last_heard >= self.cfg.timeout:
+                msg = f"the sender went silent for {self.cfg.timeout:g} s"
+                self._abort(wire.AbortCode.TIMEOUT, msg, Outcome(ExitCode.PEER_UNREACHABLE, msg))
+            elif self.joined:
+                try:  # the writer thread moves on while no data arrives: the window with it
+                    self.consumed = self.sink.advance(self.gaps.cum)
+                except SinkError as e:
+                    self.fail_local(str(e))
+                    out, self._out = self._out, _Replies()
+                    return out
+                cum = self.gaps.cum
+                if now >= self._status_due():
+                    self._status_at, self._status_cum, self._status_limit = now, cum, self.window_limit
+                    status = wire.Status(
+                        self.session_id,
+                        cum,
+                        max(self.gaps.highest, cum),
+                        max(self.gaps.count, cum),
+                        self.window_limit,
+                        0,
+                        0,
+                        0,
+                    )
+                    target = self._last_conn if self._last_conn in self.joined else ANY
+                    self._out.items.append((target, frame(wire.encode_status(status))))
+        elif self.finished and not self.closed and now - self._last_heard >= wire.linger_time(0.0):
+            self.closed = True  # the sender never said CLOSE: it has what it needs or will time out
+        out, self._out = self._out, _Replies()
+        return out
+
+    def next_deadline(self, now: float) -> float:
+        if self.outcome is not None:
+            return now + (0.5 if self.finished and not self.closed else 0.0)
+        if self.hello is None:
+            wait = self.cfg.wait_timeout
+            return now + 0.5 if wait is None else min(now + 0.5, self._start + wait)
+        due = self._status_due() if self.joined else now + KEEPALIVE
+        return min(due, self._last_heard + self.cfg.timeout)
+
+    def _status_due(self) -> float:
+        """A STATUS goes STATUS_EVERY after the last one if it has news (cum or the window
+        moved), else KEEPALIVE after it."""
+        news = self.gaps.cum != self._status_cum or self.window_limit != self._status_limit
+        return self._status_at + (STATUS_EVERY if news else KEEPALIVE)
+
+    def stats_dict(self) -> dict[str, object]:
+        return {
+            "transport": "tcp",
+            "state": "closed"
+            if self.closed
+            else "finished"
+            if self.finished
+            else "receiving"
+            if self.hello
+            else "waiting",
+            "bytes_received": self.stats.bytes_received,
+            "duplicate_bytes": self.stats.duplicate_bytes,
+            "frames": self.stats.frames,
+            "joins": self.stats.joins,
+            "connections": len(self.joined),
+            "rejected_hellos": self.stats.rejected_hellos,
+            "malformed": self.stats.malformed,
+            "violations": self.stats.violations,
+            "cum_ack_adus": self.gaps.cum,
+        }
