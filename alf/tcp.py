@@ -481,6 +481,8 @@ class TcpReceiver:
     def _maybe_verify(self, now: float) -> None:
         if self.end_adus is None or self.final_digest is None or self.gaps.cum < self.end_adus:
             return
+        if self.sink.in_order and self.consumed < self.end_adus:
+            return  # the writer is still at it (a slow consumer): poll() comes back, keepalives go on
         assert self.total_bytes is not None
         try:
             self.sink.advance(self.gaps.cum)
@@ -529,8 +531,9 @@ class TcpReceiver:
                     self.fail_local(str(e))
                     out, self._out = self._out, _Replies()
                     return out
+                self._maybe_verify(now)
                 cum = self.gaps.cum
-                if now >= self._status_due():
+                if not self.finished and now >= self._status_due():
                     self._status_at, self._status_cum, self._status_limit = now, cum, self.window_limit
                     status = wire.Status(
                         self.session_id,

@@ -86,4 +86,20 @@ def wait_listening(port: int) -> None:
     raise AssertionError(f"nothing listens on UDP port {port}")
 
 
+def wait_listening_tcp(port: int) -> None:
+    """Block until something listens on TCP ``port`` on 127.0.0.1 (bounded: 10 s)."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return
+        time.sleep(0.02)
+    raise AssertionError(f"nothing listens on TCP port {port}")
+
+
 os.environ.setdefault("PYTHONUNBUFFERED", "1")

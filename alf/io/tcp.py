@@ -54,7 +54,9 @@ def parse_path(text: str, default_port: int) -> Path:
     """HOST, HOST:PORT, [V6]:PORT or a bare IPv6 address."""
     t = text.strip()
     if t.startswith("["):
-        host, _, rest = t[1:].partition("]")
+        host, closed, rest = t[1:].partition("]")
+        if not closed or (rest and not rest.startswith(":")):
+            raise ValueError(f"{text!r}: expected [ADDRESS]:PORT")
         port = rest[1:] if rest.startswith(":") else ""
     elif t.count(":") == 1:
         host, port = t.split(":")

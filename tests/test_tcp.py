@@ -1,0 +1,303 @@
+"""The TCP transport between real `alf` processes on loopback (issue 6)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+from conftest import Procs, last_json, random_file, sha256_file, wait_listening, wait_listening_tcp
+
+from alf.errors import ExitCode
+
+
+def _paused(src: str, pause: float) -> subprocess.Popen[bytes]:
+    """A pipe that gives the first 10 MB of ``src``, pauses, then the rest: the transfer is
+    still running when the test acts on it (TCP on loopback would be over too soon)."""
+    cmd = f"head -c 10000000 {src}; sleep {pause}; tail -c +10000001 {src}"
+    return subprocess.Popen(["sh", "-c", cmd], stdout=subprocess.PIPE)
+
+
+def _recv(procs: Procs, port: int, *args: str, **kw: object) -> subprocess.Popen[bytes]:
+    p = procs.start("recv", str(port), "--bind", "127.0.0.1", *args, **kw)  # type: ignore[arg-type]
+    wait_listening_tcp(port)
+    return p
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["file", "pipe"])
+def test_1gib_with_chaos(procs: Procs, port: int, tmp_path: os.PathLike[str], mode: str) -> None:
+    """Acceptance 1: 1 GiB over TCP while --chaos resets a connection every 300 MB."""
+    src = random_file(os.path.join(tmp_path, "in.bin"), 1 << 30, seed=6)
+    dst = os.path.join(tmp_path, "out.bin")
+    rstats, sstats = os.path.join(tmp_path, "r.json"), os.path.join(tmp_path, "s.json")
+    chaos = ["--transport", "tcp", "--chaos", "300M", "--seed", "4", "--stats-json", sstats]
+    if mode == "file":
+        recv = _recv(procs, port, "--transport", "tcp", "-o", dst, "--stats-json", rstats)
+        send = procs.run("send", "127.0.0.1", str(port), src, *chaos, timeout=300)
+    else:
+        with open(dst, "wb") as out:
+            recv = _recv(procs, port, "--transport", "tcp", "--stats-json", rstats, stdout=out)
+        with open(src, "rb") as inp:
+            send = procs.run("send", "127.0.0.1", str(port), *chaos, stdin=inp, timeout=300)
+    assert send.returncode == 0, send.stderr
+    assert recv.wait(timeout=60) == 0
+    assert sha256_file(dst) == sha256_file(src)
+    s, r = last_json(sstats), last_json(rstats)
+    assert s["transport"] == "tcp" and s["chaos_resets"] == 3  # at 300, 600 and 900 MB
+    assert s["reconnects"] >= 3 and s["connection_losses"] == 3
+    assert r["connection_losses"] == 3 and r["bytes_received"] == 1 << 30
+    assert s["bytes_sent"] == 1 << 30 and s["bytes_resent"] > 0
+
+
+def test_small_pipe_tcp_slow_reader(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
+    """Nobody reads the receiver's stdout for 3 s after the sender is done: the receiver keeps
+    the sender informed (keepalives) and both finish once the reader comes."""
+    src = random_file(os.path.join(tmp_path, "in.bin"), 5_000_003, seed=2)
+    with open(src, "rb") as inp:
+        recv = _recv(procs, port, "--transport", "tcp", stdout=subprocess.PIPE)
+        send = procs.start(
+            "send",
+            "127.0.0.1",
+            str(port),
+            "--transport",
+            "tcp",
+            "--streams",
+            "3",
+            "--timeout",
+            "2",
+            stdin=inp,
+        )
+        time.sleep(3)
+        out, _err = recv.communicate(timeout=30)
+    assert send.wait(timeout=10) == 0 and recv.returncode == 0
+    with open(src, "rb") as f:
+        assert out == f.read()
+
+
+def test_empty_input_tcp(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
+    dst = os.path.join(tmp_path, "out.bin")
+    recv = _recv(procs, port, "--transport", "tcp", "-o", dst)
+    send = procs.run("send", "127.0.0.1", str(port), "--transport", "tcp", stdin=subprocess.DEVNULL)
+    assert send.returncode == 0 and recv.wait(timeout=30) == 0
+    assert os.path.getsize(dst) == 0
+
+
+def test_paths_in_preference_order_skip_a_dead_one(
+    procs: Procs, port: int, tmp_path: os.PathLike[str]
+) -> None:
+    """The first path refuses (nothing listens on 127.0.0.2); the transfer goes by the second."""
+    src = random_file(os.path.join(tmp_path, "in.bin"), 20_000_000, seed=3)
+    dst, sstats = os.path.join(tmp_path, "out.bin"), os.path.join(tmp_path, "s.json")
+    recv = _recv(procs, port, "--transport", "tcp", "-o", dst)
+    send = procs.run(
+        "send", "127.0.0.2", str(port), src, "--transport", "tcp", "--path", f"127.0.0.1:{port}",
+        "--stats-json", sstats,
+    )  # fmt: skip
+    assert send.returncode == 0, send.stderr
+    assert recv.wait(timeout=30) == 0
+    assert sha256_file(dst) == sha256_file(src)
+    s = last_json(sstats)
+    assert s["connect_failures"] >= 1
+    assert s["path_bytes"] == {f"127.0.0.2:{port}": 0, f"127.0.0.1:{port}": 20_000_000}
+
+
+def test_first_path_is_filled_first(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
+    """Two live paths: the first takes everything while its connections keep up; a small input
+    never needs the second."""
+    src = random_file(os.path.join(tmp_path, "in.bin"), 3_000_000, seed=4)
+    sstats = os.path.join(tmp_path, "s.json")
+    recv = procs.start("recv", str(port), "--transport", "tcp", "-o", os.path.join(tmp_path, "o"))
+    wait_listening_tcp(port)
+    send = procs.run(
+        "send", "127.0.0.1", str(port), src, "--transport", "tcp", "--path", "127.0.0.2",
+        "--stats-json", sstats,
+    )  # fmt: skip
+    assert send.returncode == 0 and recv.wait(timeout=30) == 0
+    assert last_json(sstats)["path_bytes"] == {f"127.0.0.1:{port}": 3_000_000, f"127.0.0.2:{port}": 0}
+
+
+def test_auto_uses_udp_when_it_works(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
+    src = random_file(os.path.join(tmp_path, "in.bin"), 2_000_000, seed=5)
+    dst, sstats = os.path.join(tmp_path, "out.bin"), os.path.join(tmp_path, "s.json")
+    recv = procs.start("recv", str(port), "--bind", "127.0.0.1", "-o", dst)  # auto: UDP and TCP
+    wait_listening(port)
+    wait_listening_tcp(port)
+    send = procs.run("send", "127.0.0.1", str(port), src, "--stats-json", sstats)
+    assert send.returncode == 0 and recv.wait(timeout=30) == 0
+    s = last_json(sstats)
+    assert s.get("transport") != "tcp" and s["datapath"] in ("gso", "per-datagram")
+    assert b"trying TCP" not in send.stderr
+
+
+def test_auto_falls_back_to_tcp(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
+    """A receiver that takes only TCP: the sender's UDP HELLO gets no ACCEPT; TCP within 3 s."""
+    src = random_file(os.path.join(tmp_path, "in.bin"), 2_000_000, seed=5)
+    dst, sstats = os.path.join(tmp_path, "out.bin"), os.path.join(tmp_path, "s.json")
+    recv = _recv(procs, port, "--transport", "tcp", "-o", dst)
+    t0 = time.monotonic()
+    send = procs.run("send", "127.0.0.1", str(port), src, "--stats-json", sstats)
+    took = time.monotonic() - t0
+    assert send.returncode == 0 and recv.wait(timeout=30) == 0, send.stderr
+    assert b"no answer over UDP within 1.5 s" in send.stderr and b"trying TCP" in send.stderr
+    assert last_json(sstats)["transport"] == "tcp"
+    assert sha256_file(dst) == sha256_file(src)
+    assert took < 3 + 2  # the fallback within 3 s, the 2 MB and start-up well within 2 more
+
+
+def test_foreign_connections_during_a_transfer(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
+    """Garbage, an HTTP request, a silent connection and a foreign HELLO arrive mid-transfer:
+    each is closed, counted, and the transfer is intact."""
+    src = random_file(os.path.join(tmp_path, "in.bin"), 300_000_000, seed=7)
+    dst, rstats = os.path.join(tmp_path, "out.bin"), os.path.join(tmp_path, "r.json")
+    recv = _recv(procs, port, "--transport", "tcp", "-o", dst, "--stats-json", rstats)
+    feeder = _paused(src, 2)
+    send = procs.start("send", "127.0.0.1", str(port), "--transport", "tcp", stdin=feeder.stdout)
+    time.sleep(0.3)
+    silent = socket.create_connection(("127.0.0.1", port))
+    for junk in [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        os.urandom(5000),
+        b"\x00\x00\x04\xb0" + os.urandom(1200),
+    ]:
+        with socket.create_connection(("127.0.0.1", port)) as c:
+            c.sendall(junk)
+            time.sleep(0.05)
+    from alf import wire
+    from alf.tcp import frame
+
+    hello = wire.encode_hello(
+        wire.Hello(99, 1428, wire.Kind.STREAM, wire.UNKNOWN_LENGTH, 0, wire.checkphrase_tag(""))
+    )
+    with socket.create_connection(("127.0.0.1", port)) as c:
+        c.sendall(frame(hello))
+        c.settimeout(5)
+        answer = c.recv(4096)
+    assert wire.decode_untrusted(answer[4:]) == wire.Abort(
+        99, wire.AbortCode.BUSY, "receiver is busy with another transfer"
+    )
+    assert send.wait(timeout=120) == 0
+    assert recv.wait(timeout=30) == 0
+    feeder.wait()
+    silent.close()
+    assert sha256_file(dst) == sha256_file(src)
+    r = last_json(rstats)
+    assert r["malformed"] >= 3 and r["rejected_hellos"] == 1
+
+
+def test_checkphrase_mismatch_tcp(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
+    src = random_file(os.path.join(tmp_path, "in.bin"), 1000)
+    dst = os.path.join(tmp_path, "out.bin")
+    recv = _recv(
+        procs, port, "--transport", "tcp", "-o", dst, "--checkphrase", "osymandias", "--timeout", "4"
+    )
+    r = procs.run("send", "127.0.0.1", str(port), src, "--transport", "tcp", "--checkphrase", "ozymandias")
+    assert r.returncode == ExitCode.PEER_ABORTED and b"CHECKPHRASE_MISMATCH" in r.stderr
+    assert recv.wait(timeout=20) == ExitCode.PEER_UNREACHABLE  # kept waiting for the right sender
+    assert not os.path.exists(dst) and not os.path.exists(dst + ".alf-partial")
+
+
+def test_no_receiver_tcp(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
+    src = random_file(os.path.join(tmp_path, "in.bin"), 1000)
+    t0 = time.monotonic()
+    r = procs.run("send", "127.0.0.1", str(port), src, "--transport", "tcp", "--timeout", "2")
+    assert r.returncode == ExitCode.PEER_UNREACHABLE
+    assert b"no receiver answered within 2 s (TCP 127.0.0.1:" in r.stderr and b"refused" in r.stderr
+    assert time.monotonic() - t0 < 6
+
+
+def test_receiver_killed_sender_fails_tcp(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
+    src = random_file(os.path.join(tmp_path, "in.bin"), 200_000_000, seed=8)
+    recv = _recv(procs, port, "--transport", "tcp", "-o", os.path.join(tmp_path, "out.bin"))
+    feeder = _paused(src, 10)
+    send = procs.start(
+        "send", "127.0.0.1", str(port), "--transport", "tcp", "--timeout", "3", stdin=feeder.stdout
+    )
+    time.sleep(0.5)
+    recv.send_signal(signal.SIGKILL)
+    recv.wait()
+    t0 = time.monotonic()
+    assert send.wait(timeout=30) == ExitCode.PEER_UNREACHABLE
+    assert time.monotonic() - t0 < 3 + 2
+    feeder.kill()
+    feeder.wait()
+
+
+def test_sender_killed_receiver_fails_tcp(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
+    dst = os.path.join(tmp_path, "out.bin")
+    recv = _recv(procs, port, "--transport", "tcp", "-o", dst, "--timeout", "2")
+    feeder = subprocess.Popen(["sh", "-c", "head -c 50000000 /dev/urandom; sleep 30"], stdout=subprocess.PIPE)
+    try:
+        send = procs.start("send", "127.0.0.1", str(port), "--transport", "tcp", stdin=feeder.stdout)
+        time.sleep(1.0)
+        send.send_signal(signal.SIGKILL)
+        assert recv.wait(timeout=30) == ExitCode.PEER_UNREACHABLE
+    finally:
+        feeder.kill()
+        feeder.wait()
+    assert not os.path.exists(dst) and not os.path.exists(dst + ".alf-partial")
+
+
+def test_interrupted_receiver_aborts_the_sender_tcp(
+    procs: Procs, port: int, tmp_path: os.PathLike[str]
+) -> None:
+    src = random_file(os.path.join(tmp_path, "in.bin"), 300_000_000, seed=9)
+    recv = _recv(procs, port, "--transport", "tcp", "-o", os.path.join(tmp_path, "out.bin"))
+    feeder = _paused(src, 10)
+    send = procs.start("send", "127.0.0.1", str(port), "--transport", "tcp", stdin=feeder.stdout)
+    time.sleep(0.5)
+    recv.send_signal(signal.SIGINT)
+    assert recv.wait(timeout=20) == ExitCode.CANCELLED
+    assert send.wait(timeout=20) == ExitCode.PEER_ABORTED
+    feeder.kill()
+    feeder.wait()
+
+
+def test_stdout_full_tcp(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
+    src = random_file(os.path.join(tmp_path, "in.bin"), 3_000_000, seed=10)
+    with open("/dev/full", "wb") as full:
+        recv = _recv(procs, port, "--transport", "tcp", stdout=full)
+    send = procs.run("send", "127.0.0.1", str(port), src, "--transport", "tcp")
+    assert recv.wait(timeout=20) == ExitCode.LOCAL_IO
+    assert send.returncode == ExitCode.PEER_ABORTED and b"LOCAL_IO" in send.stderr
+
+
+def test_sigusr1_tcp(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
+    _recv(procs, port, "--transport", "tcp", stdout=subprocess.DEVNULL)
+    feeder = subprocess.Popen(["sh", "-c", "head -c 1000000 /dev/zero; sleep 20"], stdout=subprocess.PIPE)
+    try:
+        send = procs.start("send", "127.0.0.1", str(port), "--transport", "tcp", stdin=feeder.stdout)
+        time.sleep(1.0)
+        send.send_signal(signal.SIGUSR1)
+        time.sleep(0.5)
+        send.send_signal(signal.SIGINT)
+        _out, err = send.communicate(timeout=20)
+    finally:
+        feeder.kill()
+        feeder.wait()
+    # a stream's short last ADU waits for more input or EOF: all whole ADUs went out
+    line = next(x for x in err.decode().splitlines() if x.startswith("alf send: {"))
+    stats = json.loads(line.split(": ", 1)[1])
+    assert (
+        stats["transport"] == "tcp"
+        and stats["bytes_sent"] == 1_000_000 - 1_000_000 % 1428
+        and stats["connections"] == 4
+    )
+    assert send.returncode == ExitCode.CANCELLED
+
+
+def test_tcp_usage_errors(procs: Procs, port: int) -> None:
+    for args in (
+        ["--transport", "udp", "--chaos", "10M"],
+        ["--transport", "udp", "--path", "127.0.0.2"],
+        ["--transport", "tcp", "--checksum"],
+        ["--path", "[::1"],
+        ["--path", "h:0"],
+        ["--streams", "0"],
+    ):
+        r = procs.run("send", "127.0.0.1", str(port), "/dev/null", *args)
+        assert r.returncode == ExitCode.USAGE, (args, r.stderr)
