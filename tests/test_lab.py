@@ -290,3 +290,88 @@ def test_runner_cleans_up_when_killed(how: int) -> None:
         if runner.poll() is None:
             runner.kill()
             runner.wait()
+
+
+def test_tcp_multipath_survives_a_link_kill(lab: Lab, tmp_path: os.PathLike[str]) -> None:
+    """Issue 6, point 3: two paths (300 and 100 Mbit/s); path 0 is cut 1.5 s into the transfer.
+    Its connections stall and are replaced on path 1; the rest goes there, intact."""
+    from lossynet.profiles import PROFILES
+
+    src = random_file(os.path.join(tmp_path, "in.bin"), 100_000_000, seed=12)
+    dst = os.path.join(tmp_path, "out.bin")
+    rstats, sstats = os.path.join(tmp_path, "r.json"), os.path.join(tmp_path, "s.json")
+    pair = Pair(lab, PROFILES["multipath"].links)
+    recv = lab.start(
+        pair.b,
+        [
+            PY,
+            "-m",
+            "alf",
+            "recv",
+            "9020",
+            "-o",
+            dst,
+            "--transport",
+            "tcp",
+            "--timeout",
+            "30",
+            "--stats-json",
+            rstats,
+        ],
+    )
+    wait_port(lab, pair.b, 9020, "tcp")
+    send = lab.start(
+        pair.a,
+        [PY, "-m", "alf", "send", pair.addr_b(0), "9020", src, "--transport", "tcp", "--path", pair.addr_b(1),
+         "--timeout", "30", "--stats-json", sstats],
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    time.sleep(1.5)
+    pair.set_link(0, False)
+    cut_at = time.monotonic()
+    _out, err = send.communicate(timeout=120)
+    assert send.returncode == 0, err
+    assert recv.wait(timeout=30) == 0
+    assert sha256_file(dst) == sha256_file(src)
+    s = [json.loads(x) for x in open(sstats)][-1]
+    path0, path1 = s["path_bytes"][f"{pair.addr_b(0)}:9020"], s["path_bytes"][f"{pair.addr_b(1)}:9020"]
+    assert path0 > 0 and path1 > 0 and path0 + path1 == 100_000_000 + s["bytes_resent"]
+    assert s["connection_losses"] >= 1 and s["bytes_resent"] > 0
+    # after the cut: 5 s until the stall is noticed, then what was left at 100 Mbit/s
+    assert time.monotonic() - cut_at < 5 + 100_000_000 * 8 / 100e6 + 5
+
+
+def test_auto_falls_back_to_tcp_when_udp_is_dropped(lab: Lab, tmp_path: os.PathLike[str]) -> None:
+    """Issue 6, point 4: nftables in the receiver's namespace drops all UDP to its port (no ICMP
+    answer, as a firewall would); the default sender falls back to TCP within 3 s and completes."""
+    src = random_file(os.path.join(tmp_path, "in.bin"), 20_000_000, seed=13)
+    dst, sstats = os.path.join(tmp_path, "out.bin"), os.path.join(tmp_path, "s.json")
+    pair = Pair(lab, [LinkSpec(rate_bps=200e6)])
+    lab.run(
+        pair.b,
+        "nft",
+        "-f",
+        "-",
+        input="table inet noudp {\n chain in {\n  type filter hook input priority 0; policy accept;\n"
+        "  udp dport 9030 counter drop\n }\n}\n",
+    )
+    recv = lab.start(pair.b, [PY, "-m", "alf", "recv", "9030", "-o", dst, "--timeout", "30"])
+    wait_port(lab, pair.b, 9030, "tcp")
+    t0 = time.monotonic()
+    send = lab.start(
+        pair.a,
+        [PY, "-m", "alf", "send", pair.addr_b(), "9030", src, "--stats-json", sstats],
+        stderr=subprocess.PIPE,
+    )
+    assert send.stderr is not None
+    line = send.stderr.readline().decode()
+    fell_back_after = time.monotonic() - t0
+    assert "no answer over UDP within 1.5 s; trying TCP" in line
+    assert fell_back_after < 3
+    _out, err = send.communicate(timeout=60)
+    assert send.returncode == 0, err
+    assert recv.wait(timeout=30) == 0
+    assert sha256_file(dst) == sha256_file(src)
+    assert [json.loads(x) for x in open(sstats)][-1]["transport"] == "tcp"
+    counters = lab.run(pair.b, "nft", "list", "table", "inet", "noudp").stdout
+    assert "packets 0 " not in counters  # the UDP HELLOs did arrive and were dropped

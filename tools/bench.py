@@ -88,6 +88,27 @@ def configs(alf: str, rate: str) -> list[Config]:
             (),
         ),
         Config(
+            "alf tcp file",
+            f"{a} recv {{port}} --bind 127.0.0.1 -o {{out}} --force --timeout 30 --transport tcp",
+            f"{a} send 127.0.0.1 {{port}} {{inp}} --timeout 30 --transport tcp",
+            "file",
+            (),
+        ),
+        Config(
+            "alf tcp pipe (> /dev/null)",
+            f"{a} recv {{port}} --bind 127.0.0.1 --timeout 30 --transport tcp > /dev/null",
+            f"cat {{inp}} | {a} send 127.0.0.1 {{port}} --timeout 30 --transport tcp",
+            "none",
+            (),
+        ),
+        Config(
+            "netcat pipe (> /dev/null)",
+            "nc -l 127.0.0.1 {port} > /dev/null",
+            "cat {inp} | nc -N 127.0.0.1 {port}",
+            "none",
+            ("nc",),
+        ),
+        Config(
             "netcat (TCP)",
             "nc -l 127.0.0.1 {port} > {out}",
             "nc -N 127.0.0.1 {port} < {inp}",

@@ -500,8 +500,6 @@ class TcpSendDriver:
                     if conn.out:
                         select.select([], [conn.sock], [], 0.05)
             conn.sock.close()
-        if not self._ever_accepted and outcome.code == ExitCode.PEER_UNREACHABLE:
-            return outcome
         return outcome
 
     def stats_dict(self) -> dict[str, Any]:
