@@ -30,7 +30,7 @@ from alf import __version__, wire
 from alf.errors import ExitCode, Outcome
 from alf.io.sink import FdWriter, FileBackend, OffsetSink, OrderedSink, Sink, SinkError
 from alf.io.source import FileSource, Source, StreamSource, pump_stream
-from alf.io.tcp import Path, TcpRecvDriver, TcpSendDriver, listener_socket, parse_path
+from alf.io.tcp import Path, TcpRecvDriver, TcpSendDriver, listener_socket, parse_path, take_hello
 from alf.io.udp import DriverError, Hooks, receiver_socket, run_receiver, run_sender, sender_socket
 from alf.receiver import Receiver, ReceiverConfig
 from alf.sender import DEFAULT_RATE_BPS, Sender, SenderConfig
@@ -525,13 +525,15 @@ def _recv(
     common: Common,
 ) -> int:
     start = time.monotonic()
-    sink: Sink
-    try:
+
+    def make_sink() -> Sink:
         if output is not None and output != "-":
-            sink = OffsetSink(FileBackend(output, force, fsync), keep_partial=keep_partial)
-        else:
-            _widen_pipe(sys.stdout.fileno())
-            sink = OrderedSink(FdWriter(sys.stdout.fileno()))
+            return OffsetSink(FileBackend(output, force, fsync), keep_partial=keep_partial)
+        _widen_pipe(sys.stdout.fileno())
+        return OrderedSink(FdWriter(sys.stdout.fileno()))
+
+    try:
+        sink = make_sink()
     except SinkError as e:
         return _fail("recv", Outcome(ExitCode.LOCAL_IO, str(e)))
     udp: socket.socket | None = None
@@ -579,26 +581,13 @@ def _recv(
             )
             reporter.finish(outcome)
             return _fail("recv", outcome)
-        if chosen is udp:
-            listener.close()
-            listener = None
-        else:
+        if chosen is listener:
             udp.close()
             udp = None
     timeout = common.timeout or 30.0
-    if listener is not None:
-        tcore = TcpReceiver(
-            TcpReceiverConfig(common.checkphrase, window, timeout, common.timeout), sink, start
-        )
-        tdriver = TcpRecvDriver(tcore, listener, hooks)
-        reporter.stats = tdriver.stats_dict
-        try:
-            outcome = tdriver.run()
-        finally:
-            listener.close()
-            note = sink.close(outcome.ok) if not outcome.ok else None
-    else:
-        assert udp is not None
+    adopted: socket.socket | None = None
+    note: str | None = None
+    if udp is not None:
         cfg = ReceiverConfig(
             checkphrase=common.checkphrase,
             in_order=sink.in_order,
@@ -609,11 +598,63 @@ def _recv(
         receiver = Receiver(cfg, start)
         session = RecvSession(receiver, sink, Dropper(common.drop, common.seed) if common.drop else None)
         reporter.stats = session.stats
+
+        def moved_to_tcp() -> bool:
+            """auto: a sender that gave up on UDP (all our ACCEPTs lost) comes back over TCP
+            with the same session id; follow it while no DATA has arrived."""
+            nonlocal adopted, listener
+            if adopted is None and listener is not None and receiver.session_id:
+                if receiver.gaps.count:  # DATA flows over UDP: TCP is not coming
+                    listener.close()
+                    listener = None
+                elif select.select([listener], [], [], 0)[0]:
+                    adopted = take_hello(listener, receiver.session_id, 1.0)
+            return adopted is not None
+
+        udp_hooks = Hooks(
+            tick=reporter.tick, cancelled=lambda: reporter.cancel or moved_to_tcp(), wake_fd=reporter.wake_r
+        )
         try:
-            outcome = run_receiver(session, udp, hooks, gro=common.gso)
+            outcome = run_receiver(session, udp, udp_hooks, gro=common.gso)
         finally:
             udp.close()
+        if (
+            adopted is None
+            and listener is not None
+            and receiver.peer_abort == wire.AbortCode.TIMEOUT
+            and not receiver.gaps.count
+        ):
+            adopted = take_hello(listener, receiver.session_id, 5.0)  # its ABORT came first
+        if adopted is None:
             note = session.close()
+            if listener is not None:
+                listener.close()
+                listener = None
+        else:
+            session.close()  # nothing was written: start the output afresh for TCP
+            print("alf recv: the sender moved to TCP", file=sys.stderr, flush=True)
+            try:
+                sink = make_sink()
+            except SinkError as e:
+                adopted.close()
+                assert listener is not None
+                listener.close()
+                outcome = Outcome(ExitCode.LOCAL_IO, str(e))
+                reporter.finish(outcome)
+                return _fail("recv", outcome)
+    if listener is not None:
+        tcore = TcpReceiver(
+            TcpReceiverConfig(common.checkphrase, window, timeout, common.timeout), sink, start
+        )
+        tdriver = TcpRecvDriver(tcore, listener, hooks)
+        if adopted is not None:
+            tdriver.adopt(adopted)
+        reporter.stats = tdriver.stats_dict
+        try:
+            outcome = tdriver.run()
+        finally:
+            listener.close()
+            note = sink.close(outcome.ok)
     reporter.finish(outcome)
     if note:
         print(f"alf recv: {note}", file=sys.stderr)

@@ -94,6 +94,7 @@ class Receiver:
         self.hello: wire.Hello | None = None
         self.adu = 0
         self.gaps = GapMap()
+        self.peer_abort: wire.AbortCode | None = None  # the code of the sender's ABORT, if any
         self.end_adus: int | None = None
         self.total_bytes: int | None = None
         self.final_digest: bytes | None = None
@@ -243,6 +244,7 @@ class Receiver:
             if self.state == State.FINISHED:
                 self.state = State.CLOSED
         elif isinstance(msg, wire.Abort):
+            self.peer_abort = msg.code
             if self.outcome is None:
                 self.outcome = Outcome(
                     ExitCode.PEER_ABORTED, f"the sender aborted ({msg.code.name}): {msg.reason}"

@@ -20,6 +20,7 @@ def random_file(path: str, size: int, seed: int = 0) -> str:
     """Incompressible, reproducible content."""
     return _random_file(path, size, seed)
 
+
 ALF = [sys.executable, "-m", "alf"]
 
 

@@ -301,3 +301,23 @@ def test_tcp_usage_errors(procs: Procs, port: int) -> None:
     ):
         r = procs.run("send", "127.0.0.1", str(port), "/dev/null", *args)
         assert r.returncode == ExitCode.USAGE, (args, r.stderr)
+
+
+def test_auto_receiver_follows_a_sender_whose_accepts_were_lost(
+    procs: Procs, port: int, tmp_path: os.PathLike[str]
+) -> None:
+    """The receiver commits to UDP on the first HELLO, but every ACCEPT is lost (the sender
+    drops 99% of what arrives, and with this seed all of them): the sender falls back to TCP
+    and the receiver, which has no DATA yet, follows it instead of failing."""
+    src = random_file(os.path.join(tmp_path, "in.bin"), 3_000_000, seed=14)
+    dst, rstats = os.path.join(tmp_path, "out.bin"), os.path.join(tmp_path, "r.json")
+    recv = procs.start("recv", str(port), "--bind", "127.0.0.1", "-o", dst, "--stats-json", rstats)
+    wait_listening(port)
+    wait_listening_tcp(port)
+    send = procs.run("send", "127.0.0.1", str(port), src, "--drop", "0.99", "--seed", "1")
+    assert send.returncode == 0, send.stderr
+    assert b"trying TCP" in send.stderr
+    assert recv.wait(timeout=30) == 0
+    assert recv.stderr is not None and b"the sender moved to TCP" in recv.stderr.read()
+    assert sha256_file(dst) == sha256_file(src)
+    assert last_json(rstats)["transport"] == "tcp"

@@ -143,12 +143,30 @@ def test_per_datagram_path(
     off = ["--no-gso"]
     rstats, sstats = os.path.join(tmp_path, "r.json"), os.path.join(tmp_path, "s.json")
     recv = procs.start(
-        "recv", str(port), "-o", dst, "--drop", "0.02", "--timeout", "20", "--stats-json", rstats,
+        "recv",
+        str(port),
+        "-o",
+        dst,
+        "--drop",
+        "0.02",
+        "--timeout",
+        "20",
+        "--stats-json",
+        rstats,
         *([] if receiver_gso else off),
     )
     wait_listening(port)
     send = procs.run(
-        "send", "127.0.0.1", str(port), src, "--rate", "500M", "--timeout", "20", "--stats-json", sstats,
+        "send",
+        "127.0.0.1",
+        str(port),
+        src,
+        "--rate",
+        "500M",
+        "--timeout",
+        "20",
+        "--stats-json",
+        sstats,
         *([] if sender_gso else off),
     )
     assert send.returncode == 0, send.stderr

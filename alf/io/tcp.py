@@ -589,6 +589,15 @@ class TcpRecvDriver:
             if len(waiting) > MAX_PENDING_CONNS:
                 self._drop(min(waiting, key=lambda c: c.opened).id)
 
+    def adopt(self, sock: socket.socket) -> None:
+        """Serve a connection accepted elsewhere (its HELLO still unread in the socket)."""
+        _tune(sock)
+        now = time.monotonic()
+        conn = _Conn(sock, self._next_cid, now, self.pool)
+        self._next_cid += 1
+        self.conns[conn.id] = conn
+        self.accepted += 1
+
     def _drop(self, cid: int, reset: bool = False) -> None:
         conn = self.conns.pop(cid, None)
         if conn is None:
@@ -689,3 +698,31 @@ class TcpRecvDriver:
         s["connections_accepted"] = self.accepted
         s["connection_losses"] = self.losses
         return s
+
+
+def take_hello(listener: socket.socket, session_id: int, wait: float) -> socket.socket | None:
+    """Accept connections for up to ``wait`` seconds until one opens with a HELLO of
+    ``session_id`` (left unread in the socket); others are closed. --transport auto uses it to
+    follow a sender that gave up on UDP after the receiver had committed to it."""
+    deadline = time.monotonic() + wait
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        ready, _w, _x = select.select([listener], [], [], left)
+        if not ready:
+            return None
+        try:
+            sock, _addr = listener.accept()
+        except OSError:
+            continue
+        sock.settimeout(max(0.1, min(1.0, deadline - time.monotonic())))
+        try:
+            head = sock.recv(FRAME_HEAD + wire.HELLO_SIZE, socket.MSG_PEEK | socket.MSG_WAITALL)
+            msg = wire.decode_untrusted(head[FRAME_HEAD:])
+            if FRAME_LEN.unpack_from(head)[0] == wire.HELLO_SIZE and isinstance(msg, wire.Hello):
+                if msg.session_id == session_id:
+                    return sock
+        except (OSError, wire.BadPacket, struct.error):
+            pass
+        sock.close()
