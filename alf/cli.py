@@ -327,9 +327,10 @@ def main() -> None:
 @click.option(
     "--streams",
     type=click.IntRange(1, 64),
-    default=4,
+    default=8,
     show_default=True,
-    help="TCP: connections per path; whichever is free takes the next run of ADUs.",
+    help="TCP: connections per path; whichever is free takes the next run of ADUs. More help on "
+    "lossy paths (each TCP connection backs off on every loss), at the cost of fairness.",
 )
 @click.option(
     "--path",

@@ -285,7 +285,7 @@ def test_sigusr1_tcp(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> Non
     assert (
         stats["transport"] == "tcp"
         and stats["bytes_sent"] == 1_000_000 - 1_000_000 % 1428
-        and stats["connections"] == 4
+        and stats["connections"] == 8
     )
     assert send.returncode == ExitCode.CANCELLED
 
