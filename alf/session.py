@@ -299,7 +299,7 @@ class RecvSession:
         try:
             r.set_consumed(self.sink.advance(r.gaps.cum))
             if r.needs_verification:
-                nbytes, digest = self.sink.finish(r.total_bytes or 0)
+                nbytes, digest = self.sink.finish(r.total_bytes or 0, r.final_digest)
                 r.verify(nbytes, digest, now)
         except SinkError as e:
             r.fail_local(str(e), now)

@@ -486,7 +486,7 @@ class TcpReceiver:
         assert self.total_bytes is not None
         try:
             self.sink.advance(self.gaps.cum)
-            nbytes, digest = self.sink.finish(self.total_bytes)
+            nbytes, digest = self.sink.finish(self.total_bytes, self.final_digest)
         except SinkError as e:
             self._abort(wire.AbortCode.LOCAL_IO, str(e), Outcome(ExitCode.LOCAL_IO, str(e)))
             return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -251,3 +253,27 @@ def test_deadline_never_waits_for_more_than_the_bucket_holds() -> None:
     refill = s.pacer.delay_for(burst * 1452, 0.0)
     assert 0.0009 < refill < 0.0011
     assert s.next_deadline(0.0, 352) == s.next_deadline(0.0, burst) == refill
+
+
+def test_output_takes_its_name_only_when_the_digest_matches(tmp_path: os.PathLike[str]) -> None:
+    """A digest mismatch leaves the output partial (deleted on close): never a wrong file under
+    the final name (found by the lab test that corrupts the FINAL's digest)."""
+    from alf.digest import digest_bytes
+    from alf.io.sink import FileBackend, OffsetSink
+    from alf.wire import DigestAlg
+
+    data = bytes(range(256)) * 40
+    for expected, kept in ((digest_bytes(DigestAlg.XXH3_128, data), True), (bytes(32), False)):
+        path = os.path.join(tmp_path, f"out-{kept}")
+        sink = OffsetSink(FileBackend(path, force=False))
+        sink.start(100, len(data), DigestAlg.XXH3_128)
+        sink.write_block(0, len(data) // 100 + 1, data)
+        sink.advance(len(data) // 100 + 1)
+        nbytes, digest = sink.finish(len(data), expected)
+        assert nbytes == len(data) and digest == digest_bytes(DigestAlg.XXH3_128, data)
+        assert os.path.exists(path) == kept
+        sink.close(kept)
+        assert os.path.exists(path) == kept and not os.path.exists(path + ".alf-partial")
+        if kept:
+            with open(path, "rb") as f:
+                assert f.read() == data

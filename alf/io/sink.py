@@ -43,7 +43,7 @@ class Sink(Protocol):
 
     def advance(self, cum: int) -> int: ...
 
-    def finish(self, total_bytes: int) -> tuple[int, bytes]: ...
+    def finish(self, total_bytes: int, expected: bytes | None) -> tuple[int, bytes]: ...
 
     def close(self, ok: bool) -> str | None: ...
 
@@ -252,16 +252,20 @@ class OffsetSink:
             self._hash.update(chunk)
             self._hashed += n
 
-    def finish(self, total_bytes: int) -> tuple[int, bytes]:
+    def finish(self, total_bytes: int, expected: bytes | None) -> tuple[int, bytes]:
+        """Hash the rest; only if the digest is ``expected`` does the output take its final name
+        (a mismatch leaves it partial, for ``close(False)`` to delete or keep)."""
         if self._hashed > total_bytes:
             raise SinkError("more was written than the content's length")
         self._hash_to(total_bytes)
-        try:
-            self.backend.commit(total_bytes)
-        except OSError as e:
-            raise SinkError(_describe(e, "cannot complete the output")) from None
         assert self._hash is not None
-        return total_bytes, self._hash.digest()
+        digest = self._hash.digest()
+        if digest == expected:
+            try:
+                self.backend.commit(total_bytes)
+            except OSError as e:
+                raise SinkError(_describe(e, "cannot complete the output")) from None
+        return total_bytes, digest
 
     def close(self, ok: bool) -> str | None:
         started = self.adu != 0  # a session began: there may be something worth keeping
@@ -409,8 +413,8 @@ class OrderedSink:
             raise SinkError(err)
         return self.writer.written_adus()
 
-    def finish(self, total_bytes: int) -> tuple[int, bytes]:
-        return self.writer.finish()
+    def finish(self, total_bytes: int, expected: bytes | None) -> tuple[int, bytes]:
+        return self.writer.finish()  # stdout has it already: the exit status is the verdict
 
     def close(self, ok: bool) -> str | None:
         if isinstance(self.writer, FdWriter) and not ok:
