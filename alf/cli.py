@@ -33,7 +33,7 @@ from alf.io.source import FileSource, Source, StreamSource, pump_stream
 from alf.io.tcp import Path, TcpRecvDriver, TcpSendDriver, listener_socket, parse_path, take_hello
 from alf.io.udp import DriverError, Hooks, receiver_socket, run_receiver, run_sender, sender_socket
 from alf.receiver import Receiver, ReceiverConfig
-from alf.sender import DEFAULT_RATE_BPS, Sender, SenderConfig
+from alf.sender import DEFAULT_CEILING_BPS, DEFAULT_RATE_BPS, Sender, SenderConfig
 from alf.session import Dropper, RecvSession, SendSession
 from alf.tcp import TcpReceiver, TcpReceiverConfig, TcpSender, TcpSenderConfig
 
@@ -285,10 +285,11 @@ def main() -> None:
     "--cc",
     "cc_name",
     type=click.Choice(cc.names()),
-    default="fixed",
+    default="adaptive",
     show_default=True,
-    help="Rate control: 'fixed' paces at --rate; 'adaptive' finds the path's capacity, with --rate as "
-    "its ceiling and --min-rate as its floor (docs/cc.md).",
+    help="Rate control: 'adaptive' finds the path's capacity and backs off when the path is congested "
+    "(not on random loss), with --rate as its ceiling and --min-rate as its floor; 'fixed' paces at "
+    "--rate (docs/cc.md).",
 )
 @click.option(
     "--min-rate", type=RateType(), default=1e6, show_default="1M", help="The floor of adaptive rate control."
@@ -296,10 +297,9 @@ def main() -> None:
 @click.option(
     "--rate",
     type=RateType(),
-    default=DEFAULT_RATE_BPS,
-    show_default="800M",
-    help="Pacing rate in bits/s (k/M/G suffixes). The default leaves headroom on a 1 Gbit/s link; "
-    "raise it on faster paths, lower it on slower ones.",
+    default=None,
+    help="In bits/s (k/M/G suffixes): the ceiling of --cc adaptive [default: 10G], or the pacing rate "
+    "of --cc fixed [default: 800M, headroom on a 1 Gbit/s link; set it below a slower path's capacity].",
 )
 @click.option(
     "--adu-size",
@@ -354,7 +354,7 @@ def send(
     file: str,
     cc_name: str,
     min_rate: float,
-    rate: float,
+    rate: float | None,
     adu_size: int,
     checksum: bool,
     digest: str,
@@ -367,6 +367,8 @@ def send(
 ) -> None:
     """Send FILE (or stdin, '-') to an `alf recv` at HOST PORT."""
     common = Common(**kw)
+    if rate is None:
+        rate = DEFAULT_RATE_BPS if cc_name == "fixed" else DEFAULT_CEILING_BPS
     try:
         paths = [Path(host, port)] + [parse_path(p, port) for p in extra_paths]
     except ValueError as e:

@@ -20,7 +20,8 @@ from alf import wire
 from alf.errors import ExitCode, Outcome
 from alf.pacing import Pacer
 
-DEFAULT_RATE_BPS = 800e6
+DEFAULT_RATE_BPS = 800e6  # --cc fixed
+DEFAULT_CEILING_BPS = 10e9  # --cc adaptive
 HELLO_FIRST_RETRY = 0.2
 HELLO_MAX_RETRY = 2.0
 PROBE_MIN, PROBE_MAX = 0.005, 0.2

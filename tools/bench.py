@@ -62,28 +62,35 @@ def configs(alf: str, rate: str) -> list[Config]:
         Config(
             "alf file",
             f"{a} recv {{port}} --bind 127.0.0.1 -o {{out}} --force --timeout 30",
-            f"{a} send 127.0.0.1 {{port}} {{inp}} --rate {rate} --timeout 30",
+            f"{a} send 127.0.0.1 {{port}} {{inp}} --cc fixed --rate {rate} --timeout 30",
+            "file",
+            (),
+        ),
+        Config(
+            "alf file, defaults (--cc adaptive)",
+            f"{a} recv {{port}} --bind 127.0.0.1 -o {{out}} --force --timeout 30",
+            f"{a} send 127.0.0.1 {{port}} {{inp}} --timeout 30",
             "file",
             (),
         ),
         Config(
             "alf file --drop 0.01",
             f"{a} recv {{port}} --bind 127.0.0.1 -o {{out}} --force --timeout 30 --drop 0.01",
-            f"{a} send 127.0.0.1 {{port}} {{inp}} --rate {rate} --timeout 30",
+            f"{a} send 127.0.0.1 {{port}} {{inp}} --cc fixed --rate {rate} --timeout 30",
             "file",
             (),
         ),
         Config(
             "alf pipe (> /dev/null)",
             f"{a} recv {{port}} --bind 127.0.0.1 --timeout 30 > /dev/null",
-            f"cat {{inp}} | {a} send 127.0.0.1 {{port}} --rate {rate} --timeout 30",
+            f"cat {{inp}} | {a} send 127.0.0.1 {{port}} --cc fixed --rate {rate} --timeout 30",
             "none",
             (),
         ),
         Config(
             "alf file --no-gso",
             f"{a} recv {{port}} --bind 127.0.0.1 -o {{out}} --force --timeout 30 --no-gso",
-            f"{a} send 127.0.0.1 {{port}} {{inp}} --rate 1G --timeout 30 --no-gso",
+            f"{a} send 127.0.0.1 {{port}} {{inp}} --cc fixed --rate 1G --timeout 30 --no-gso",
             "file",
             (),
         ),
@@ -268,7 +275,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="1G", help="bytes of random input (K/M/G: powers of 1024)")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--rate", default="6G", help="alf's --rate for the GSO rows")
+    ap.add_argument("--rate", default="6G", help="alf's --rate for the --cc fixed GSO rows")
     ap.add_argument("--only", default="", help="comma-separated name prefixes to run")
     ap.add_argument("--json", default="", help="also write the results here")
     ap.add_argument("--timeout", type=float, default=120)

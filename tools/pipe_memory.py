@@ -78,7 +78,9 @@ def main() -> int:
     ap.add_argument("--size", default="4G")
     ap.add_argument("--drop", type=float, default=0.02)
     ap.add_argument("--window", default="256M")
-    ap.add_argument("--rate", default="1.5G")
+    ap.add_argument("--cc",
+            "fixed",
+            "--rate", default="1.5G")
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument(
         "--consumer-rate", default="0", help="bytes/s the stdout consumer reads at (0: unlimited)"

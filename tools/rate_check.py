@@ -59,7 +59,20 @@ def main() -> int:
         )
         time.sleep(0.4)
         send = subprocess.run(
-            alf + ["send", "127.0.0.1", str(port), src, "--rate", args.rate, "--timeout", "30", *extra]
+            alf
+            + [
+                "send",
+                "127.0.0.1",
+                str(port),
+                src,
+                "--cc",
+                "fixed",
+                "--rate",
+                args.rate,
+                "--timeout",
+                "30",
+                *extra,
+            ]
         )
         rcode = recv.wait(timeout=60)
         samples = [json.loads(line) for line in open(stats)]
