@@ -334,3 +334,48 @@ def test_demo_runs(procs: Procs) -> None:
 
 def test_shutil_available() -> None:
     assert shutil.which("tar") is not None  # the tar pipe test needs it
+
+
+def test_gso_refused_mid_transfer_falls_back(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
+    """A route whose device cannot segment (the kernel answers a UDP_SEGMENT send with EIO):
+    the sender goes on one datagram per call instead of failing."""
+    import errno
+    import secrets
+    from typing import Any
+
+    from alf.io.source import FileSource
+    from alf.io.udp import Hooks, _tune, run_sender
+    from alf.sender import Sender, SenderConfig
+    from alf.session import SendSession
+
+    class Refusing(socket.socket):
+        refused = 0
+
+        def sendmsg(self, buffers: Any, ancdata: Any = (), flags: int = 0, address: Any = None) -> int:
+            if ancdata:
+                Refusing.refused += 1
+                raise OSError(errno.EIO, "Input/output error")
+            if address is None:
+                return super().sendmsg(buffers, ancdata, flags)
+            return super().sendmsg(buffers, ancdata, flags, address)
+
+    src = random_file(os.path.join(tmp_path, "in.bin"), 20_000_000, seed=21)
+    dst = os.path.join(tmp_path, "out.bin")
+    recv = procs.start("recv", str(port), "--bind", "127.0.0.1", "-o", dst, "--transport", "udp")
+    wait_listening(port)
+    sock = Refusing(socket.AF_INET, socket.SOCK_DGRAM)
+    _tune(sock)
+    sock.connect(("127.0.0.1", port))
+    source = FileSource(src, wire.DEFAULT_ADU_SIZE)
+    sender = Sender(
+        SenderConfig(rate_bps=2e9), secrets.randbits(63) + 1, wire.Kind.FILE, 20_000_000, time.monotonic()
+    )
+    session = SendSession(sender, source)
+    outcome = run_sender(session, sock, Hooks(), gso=True)
+    sock.close()
+    source.close()
+    assert outcome.ok, outcome
+    assert Refusing.refused == 1  # refused once, then never asked again
+    assert session.datapath == "per-datagram (GSO refused: Input/output error)"
+    assert recv.wait(timeout=30) == 0
+    assert sha256_file(dst) == sha256_file(src)

@@ -43,6 +43,15 @@ class DriverError(Exception):
     """A socket could not be set up; the message is for the user."""
 
 
+class GsoRefused(Exception):
+    """The kernel refused a UDP_SEGMENT send (EIO: the route's device has no checksum offload;
+    EINVAL/EOPNOTSUPP/EMSGSIZE: segmentation is not possible there). The driver then falls back
+    to one datagram per call for the rest of the session."""
+
+
+GSO_REFUSALS = (errno.EIO, errno.EINVAL, errno.EOPNOTSUPP, errno.EMSGSIZE)
+
+
 def gso_supported(sock: socket.socket) -> bool:
     """Whether the kernel takes UDP_SEGMENT on this socket (probed without sending)."""
     try:
@@ -159,6 +168,8 @@ def _send(
         except OSError as e:
             if e.errno in (errno.ENOBUFS, errno.EHOSTUNREACH, errno.ENETUNREACH):
                 return False
+            if anc and e.errno in GSO_REFUSALS:
+                raise GsoRefused(e.strerror or str(e)) from None
             raise
     return False
 
@@ -219,9 +230,18 @@ def run_sender(session: SendSession, sock: socket.socket, hooks: Hooks, gso: boo
                 iov = batch.iov()
                 for a in range(0, n, per_call):
                     b = min(a + per_call, n)
-                    if not _send(sock, iov[2 * a : 2 * b], None, gso_cmsg):
+                    try:
+                        sent = _send(sock, iov[2 * a : 2 * b], None, gso_cmsg)
+                    except GsoRefused as e:
+                        gso, per_call, sent = False, 1, False
+                        session.datapath = f"per-datagram (GSO refused: {e})"
+                    if not sent:
                         for k in range(a, b):  # given up as a whole (ENOBUFS, an ICMP error): one by one
                             _send(sock, [batch.headers[k], batch.payloads[k]])
+                    if not gso:  # refused: the rest of this batch one by one too
+                        for k in range(b, n):
+                            _send(sock, [batch.headers[k], batch.payloads[k]])
+                        break
             else:
                 for header, payload in zip(batch.headers, batch.payloads, strict=True):
                     _send(sock, [header, payload])
