@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 
+import pytest
 from conftest import Procs, random_file, wait_listening
 
 from alf.errors import ExitCode
@@ -127,3 +128,56 @@ def test_receiver_waits_only_as_long_as_asked(procs: Procs, port: int) -> None:
     r = procs.run("recv", str(port), "--timeout", "1", stdout=subprocess.DEVNULL)
     assert r.returncode == ExitCode.PEER_UNREACHABLE and b"no sender arrived" in r.stderr
     assert time.monotonic() - t0 < 5
+
+
+def _loop_device(path: str, size: int) -> str | None:
+    with open(path, "wb") as f:
+        f.truncate(size)
+    try:
+        r = subprocess.run(["losetup", "-f", "--show", path], capture_output=True, text=True)
+    except FileNotFoundError:
+        return None
+    return r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else None
+
+
+def test_block_device_output_is_written_in_place_and_verified(
+    procs: Procs, port: int, tmp_path: os.PathLike[str]
+) -> None:
+    """-o /dev/loopN --force: written at offsets into the device and read back for the digest;
+    a device smaller than the content is refused before anything is written."""
+    dev = _loop_device(os.path.join(tmp_path, "disk.img"), 32 << 20)
+    if dev is None:
+        pytest.skip("no loop device here (needs root and /dev/loop-control)")
+    try:
+        src = random_file(os.path.join(tmp_path, "in.bin"), 20_000_000, seed=31)
+        recv = procs.start("recv", str(port), "--bind", "127.0.0.1", "-o", dev, "--force", "--timeout", "20")
+        wait_listening(port)
+        send = procs.run("send", "127.0.0.1", str(port), src, "--timeout", "20")
+        assert send.returncode == 0 and recv.wait(timeout=30) == 0, send.stderr
+        with open(dev, "rb") as d, open(src, "rb") as s:
+            assert d.read(20_000_000) == s.read()
+        big = random_file(os.path.join(tmp_path, "big.bin"), 40 << 20, seed=32)
+        recv = procs.start("recv", str(port), "--bind", "127.0.0.1", "-o", dev, "--force", "--timeout", "20")
+        wait_listening(port)
+        send = procs.run("send", "127.0.0.1", str(port), big, "--timeout", "20")
+        assert recv.wait(timeout=30) == ExitCode.LOCAL_IO
+        assert send.returncode == ExitCode.PEER_ABORTED
+        assert (
+            recv.stderr is not None
+            and b"holds 33554432 bytes; the content has 41943040" in recv.stderr.read()
+        )
+    finally:
+        subprocess.run(["losetup", "-d", dev], check=False)
+
+
+def test_character_device_output_cannot_be_verified(
+    procs: Procs, port: int, tmp_path: os.PathLike[str]
+) -> None:
+    src = random_file(os.path.join(tmp_path, "in.bin"), 100_000, seed=33)
+    recv = procs.start(
+        "recv", str(port), "--bind", "127.0.0.1", "-o", "/dev/null", "--force", "--timeout", "20"
+    )
+    wait_listening(port)
+    send = procs.run("send", "127.0.0.1", str(port), src, "--timeout", "20")
+    assert recv.wait(timeout=30) == ExitCode.LOCAL_IO and send.returncode == ExitCode.PEER_ABORTED
+    assert recv.stderr is not None and b"cannot be read back for verification" in recv.stderr.read()

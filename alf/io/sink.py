@@ -113,13 +113,20 @@ class FileBackend:
         if st is not None and not force:
             raise SinkError(f"{path} exists; use --force to overwrite it")
         self.in_place = st is not None and not stat.S_ISREG(st.st_mode)
+        # A block device is written in place and read back for verification; a character
+        # device (/dev/null, a tape) cannot be read back, so OffsetSink refuses it.
+        self.device = st is not None and stat.S_ISBLK(st.st_mode)
         self.work_path = path if self.in_place else path + ".alf-partial"
         flags = os.O_WRONLY if self.in_place else os.O_RDWR | os.O_CREAT | os.O_TRUNC
         try:
             self.fd = os.open(self.work_path, flags, 0o644)
-            self._rfd = os.open(self.work_path, os.O_RDONLY) if not self.in_place else -1
+            self._rfd = os.open(self.work_path, os.O_RDONLY) if not self.in_place or self.device else -1
         except OSError as e:
             raise SinkError(_describe(e, f"cannot create {self.work_path}")) from None
+
+    @property
+    def readable(self) -> bool:
+        return self._rfd >= 0
 
     def pwritev(self, buffers: Sequence[Buffer], offset: int) -> None:
         for k in range(0, len(buffers), IOV_MAX):
@@ -133,12 +140,16 @@ class FileBackend:
             offset += total
 
     def pread(self, n: int, offset: int) -> bytes:
-        if self.in_place:
+        if self._rfd < 0:
             raise SinkError("cannot read back a non-regular output")
         return os.pread(self._rfd, n, offset)
 
     def reserve(self, total_bytes: int) -> None:
-        if not self.in_place and total_bytes:
+        if self.device:
+            size = os.lseek(self.fd, 0, os.SEEK_END)
+            if total_bytes > size:
+                raise SinkError(f"{self.path} holds {size} bytes; the content has {total_bytes}")
+        elif not self.in_place and total_bytes:
             os.posix_fallocate(self.fd, 0, total_bytes)
 
     def commit(self, total_bytes: int) -> None:
@@ -152,6 +163,8 @@ class FileBackend:
 
     def discard(self, keep: bool) -> str | None:
         self._close()
+        if self.device:
+            return f"{self.path} was written in place and may hold part of the content"
         if self.in_place:
             return None
         if keep:
@@ -188,7 +201,7 @@ class OffsetSink:
         self.adu = 0
         self._hash: Hasher | None = None
         self._hashed = 0  # bytes of the content hashed so far (a prefix)
-        self._readable = not isinstance(backend, FileBackend) or not backend.in_place
+        self._readable = not isinstance(backend, FileBackend) or backend.readable
         self._end: int | None = None  # where the content ends, once a short last ADU is written
 
     def start(self, adu_size: int, total_bytes: int | None, alg: DigestAlg) -> None:
