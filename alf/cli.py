@@ -476,6 +476,8 @@ def _send(
         stop.set()
         if sock is not None:
             sock.close()
+        if isinstance(source, FileSource):
+            source.close()
     reporter.finish(outcome)
     return _fail("send", outcome) if not outcome.ok else 0
 
