@@ -29,10 +29,9 @@ class Hasher(Protocol):
 class _Xxh3:
     def __init__(self) -> None:
         self._h = xxhash.xxh3_128()
-
-    def update(self, data: bytes | bytearray | memoryview, /) -> object:
-        self._h.update(data)
-        return None
+        # The C method itself, not a Python wrapper: the receiver hashes once per ADU, and a
+        # wrapper call cost 0.17 s per GiB there (cProfile, 752k calls).
+        self.update = self._h.update
 
     def digest(self) -> bytes:
         return self._h.digest() + bytes(16)

@@ -168,13 +168,18 @@ class RecvSession:
         self._prefix = b""  # the common header every DATA of the bound session carries
         self._run_first = -1  # a run gathered from consecutive GRO buffers, not yet handed on
         self._run: list[Buffer] = []
+        self._views: dict[tuple[int, int, int], list[Buffer]] = {}  # payload views per receive slot
 
-    def on_coalesced(self, buf: memoryview, segment: int, addr: Addr, now: float) -> None:
+    def on_coalesced(
+        self, buf: memoryview, segment: int, addr: Addr, now: float, slot: int | None = None
+    ) -> None:
         """A GRO buffer: datagrams of ``segment`` bytes end to end (the last may be shorter).
 
         When they are what a healthy transfer sends (one session, no checksum, consecutive
         indices, full ADUs but perhaps the last) the whole buffer becomes one run with no
-        per-datagram Python work; anything else goes through the general path.
+        per-datagram Python work; anything else goes through the general path. ``slot`` names
+        the driver's reusable receive buffer ``buf`` lies at the start of: its payload views are
+        then built once and reused (0.18 s per GiB in cProfile when built per buffer).
         """
         r = self.receiver
         n = len(buf)
@@ -191,7 +196,16 @@ class RecvSession:
             if fields[0::2].count(self._prefix) == count and indices == tuple(range(first, first + count)):
                 r.stats.datagrams += count
                 r.stats.wire_bytes += n
-                payloads: list[Buffer] = [buf[k + _HDR_SIZE : k + segment] for k in range(0, n, segment)]
+                payloads: list[Buffer]
+                if slot is not None and n == count * segment:
+                    key = (slot, segment, count)
+                    views = self._views.get(key)
+                    if views is None:
+                        views = [buf[k + _HDR_SIZE : k + segment] for k in range(0, n, segment)]
+                        self._views[key] = views
+                    payloads = views[:]  # a copy: _gather may extend it
+                else:
+                    payloads = [buf[k + _HDR_SIZE : k + segment] for k in range(0, n, segment)]
                 if self.dropper is None:
                     self._gather(first, payloads, now)
                     return

@@ -284,7 +284,7 @@ def run_receiver(session: RecvSession, sock: socket.socket, hooks: Hooks, gro: b
             cancel_sent = True
         items: list[tuple[memoryview, Any]] = []
         calls = 0
-        for slot in slots:
+        for slot_no, slot in enumerate(slots):
             try:
                 if gro:
                     n, ancillary, _flags, addr = sock.recvmsg_into([slot], GRO_CMSG_SPACE)
@@ -305,7 +305,7 @@ def run_receiver(session: RecvSession, sock: socket.socket, hooks: Hooks, gro: b
                 if items:  # keep arrival order
                     session.on_datagrams(items, now)
                     items = []
-                session.on_coalesced(slot[:n], segment, addr, now)
+                session.on_coalesced(slot[:n], segment, addr, now, slot_no)
             else:
                 items.append((slot[:n], addr))
         if items:

@@ -175,10 +175,15 @@ def run_transfer(
             heapq.heappush(queue, (arrival, seq, direction, datagram))
             seq += 1
 
+    slot_size = GRO_MAX * (scfg.adu_size + wire.DATA_HEADER_SIZE)
+    slots: list[memoryview] = []  # reusable receive buffers, as the driver's
+
     def deliver(datagrams: list[bytes], t: float) -> None:
         """Hand arrivals to the receiver, coalescing runs of same-size DATA as GRO would
-        (on a coin toss, so both receive paths run)."""
+        (on a coin toss, so both receive paths run). Coalesced buffers land in reusable slots
+        named to the receiver, as the UDP driver does, each slot used once before the flush."""
         i = 0
+        used = 0
         while i < len(datagrams):
             d = datagrams[i]
             j = i + 1
@@ -188,7 +193,12 @@ def run_transfer(
                         break
                     j += 1
             if j - i > 1:
-                recv.on_coalesced(memoryview(b"".join(datagrams[i:j])), len(d), SENDER_ADDR, t)
+                blob = b"".join(datagrams[i:j])
+                if used == len(slots):
+                    slots.append(memoryview(bytearray(slot_size)))
+                slots[used][: len(blob)] = blob
+                recv.on_coalesced(slots[used][: len(blob)], len(d), SENDER_ADDR, t, used)
+                used += 1
             else:
                 recv.on_datagrams([(d, SENDER_ADDR)], t)
             i = j
