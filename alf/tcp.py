@@ -204,6 +204,7 @@ class TcpSender:
         elif isinstance(msg, wire.Done):
             if msg.verdict == wire.Verdict.OK:
                 self.outcome = Outcome(ExitCode.OK, "the receiver verified the content")
+                self.stats.acked_bytes = msg.received_bytes  # a verified DONE acknowledges it all
             else:
                 self.outcome = Outcome(
                     ExitCode.VERIFY_FAILED,

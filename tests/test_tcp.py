@@ -51,7 +51,7 @@ def test_1gib_with_chaos(procs: Procs, port: int, tmp_path: os.PathLike[str], mo
     assert s["transport"] == "tcp" and s["chaos_resets"] == 3  # at 300, 600 and 900 MB
     assert s["reconnects"] >= 3 and s["connection_losses"] == 3
     assert r["connection_losses"] == 3 and r["bytes_received"] == 1 << 30
-    assert s["bytes_sent"] == 1 << 30 and s["bytes_resent"] > 0
+    assert s["bytes_sent"] == 1 << 30 and s["bytes_resent"] > 0 and s["acked_bytes"] == 1 << 30
 
 
 def test_small_pipe_tcp_slow_reader(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
