@@ -396,7 +396,6 @@ class TcpSendDriver:
                     self._open(slot, now)
                 continue
             if slot.connecting and now - conn.opened > CONNECT_TIMEOUT:
-                self.stats.connect_failures += 1
                 self._path_failed(slot.path, "connection timed out", now)
                 conn.sock.close()
                 slot.conn, slot.connecting = None, False
