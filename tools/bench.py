@@ -21,7 +21,6 @@ import os
 import platform
 import shlex
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 import xxhash
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from alf.demo import free_udp_port as free_port  # noqa: E402
 from alf.demo import random_file  # noqa: E402
 
 PACKAGES = {
@@ -160,18 +160,6 @@ def configs(alf: str, rate: str) -> list[Config]:
             ("udp-sender", "udp-receiver"),
         ),
     ]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-        u.bind(("127.0.0.1", 0))
-        port = int(u.getsockname()[1])
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-        try:
-            t.bind(("127.0.0.1", port))
-        except OSError:
-            return free_port()
-    return port
 
 
 def file_hash(path: str) -> str:
