@@ -74,6 +74,20 @@ def configs(alf: str, rate: str) -> list[Config]:
             (),
         ),
         Config(
+            "alf defaults --drop 0.01",
+            f"{a} recv {{port}} --bind 127.0.0.1 -o {{out}} --force --timeout 30 --drop 0.01",
+            f"{a} send 127.0.0.1 {{port}} {{inp}} --timeout 30",
+            "file",
+            (),
+        ),
+        Config(
+            "alf defaults pipe (> /dev/null)",
+            f"{a} recv {{port}} --bind 127.0.0.1 --timeout 30 > /dev/null",
+            f"cat {{inp}} | {a} send 127.0.0.1 {{port}} --timeout 30",
+            "none",
+            (),
+        ),
+        Config(
             "alf file --drop 0.01",
             f"{a} recv {{port}} --bind 127.0.0.1 -o {{out}} --force --timeout 30 --drop 0.01",
             f"{a} send 127.0.0.1 {{port}} {{inp}} --cc fixed --rate {rate} --timeout 30",
