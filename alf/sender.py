@@ -104,6 +104,7 @@ class Sender:
         self.state = State.HANDSHAKE
         self.outcome: Outcome | None = None
         self.no_answer = False  # the handshake got no answer within hello_timeout
+        self._app_limited = False  # since the last STATUS (cc.Feedback.app_limited)
         self.stats = SenderStats()
         self.adu = config.adu_size
         self._dgram = wire.DATA_HEADER_SIZE + config.adu_size
@@ -299,7 +300,10 @@ class Sender:
     def ready_count(self, now: float) -> int:
         """ADUs that may go right now: pending ones the pacer allows."""
         pending = self.pending_count()
-        return min(pending, int(self.pacer.available(now) // self._dgram)) if pending else 0
+        allowed = int(self.pacer.available(now) // self._dgram)
+        if not pending and allowed and self.state == State.SENDING:
+            self._app_limited = True  # the pacer would send; the source (or the window) has nothing
+        return min(pending, allowed)
 
     @property
     def burst_adus(self) -> int:
@@ -392,8 +396,16 @@ class Sender:
         if msg.echo_timestamp_us:
             sample = self._rtt_sample(now, msg.echo_timestamp_us, msg.echo_delay_us)
         self.cc.on_feedback(
-            cc.Feedback(now, sample, msg.receive_rate * 8.0, self.sent_count, self.stats.adus_nak_requested)
+            cc.Feedback(
+                now,
+                sample,
+                msg.receive_rate * 8.0,
+                self.sent_count,
+                self.stats.adus_nak_requested,
+                self._app_limited,
+            )
         )
+        self._app_limited = False
         rate = self.cc.rate_bps
         if rate != self.pacer.rate_Bps * 8:
             self.pacer.set_rate(rate, self._burst(rate), now)

@@ -47,6 +47,10 @@ DRAIN_GAIN = 0.75
 ADD_DATAGRAMS = 4  # additive increase per round without a queue
 DATAGRAM_BITS = 1452 * 8
 MAX_DRAIN_ROUNDS = 16
+# Start-up ends after 3 flat rounds spanning at least this long (from the end of the first to
+# the end of the third: two rounds). 40 ms is two rounds at 20 ms RTT, so paths of 20 ms and
+# more behave exactly as before; only LAN-scale rounds (10 ms) wait for five.
+STARTUP_FLAT_MIN = 0.04
 
 
 class _WindowedMax:
@@ -100,6 +104,8 @@ class Adaptive(Controller):
         self._round_min_rtt = float("inf")
         self._drain_rounds = 0
         self._probe_base = 0.0  # the estimate a probe round started from (0: not probing)
+        self._round_app_limited = False
+        self._flat_since = 0.0
         self.events: list[str] = []  # the last few decisions, for stats and tests
 
     @property
@@ -129,6 +135,7 @@ class Adaptive(Controller):
             self._max.add(now, capacity, MAX_FILTER_ROUNDS * self._round())
             self._round_best = max(self._round_best, capacity)
             self.btl_bps = self._max.value()
+        self._round_app_limited = self._round_app_limited or fb.app_limited
         if now - self._round_start >= self._round():
             self._end_round(fb)
 
@@ -146,6 +153,7 @@ class Adaptive(Controller):
         self._round_start, self._round_sent, self._round_nakked = fb.now, fb.sent, fb.nakked
         measured, self._round_best = self._round_best, 0.0
         round_min, self._round_min_rtt = self._round_min_rtt, float("inf")
+        app_limited, self._round_app_limited = self._round_app_limited, False
         queue = self._queueing(round_min)
         if self.mode == "drain":
             self._drain_rounds += 1
@@ -174,9 +182,15 @@ class Adaptive(Controller):
                 self._startup_best = self.btl_bps
                 self._startup_flat = 0
                 self._rate = self.clamp(2 * max(self.btl_bps, self._rate / 2))
-            else:
+            elif not app_limited:  # a round the source could not fill says nothing of the path
                 self._startup_flat += 1
-                if self._startup_flat >= 3:
+                if self._startup_flat == 1:
+                    self._flat_since = fb.now
+                # Three flat rounds, and long enough for the receiver's rate measurement (over
+                # 20 ms or more, reported every 50 ms or per PROBE) to have seen the last
+                # doubling: with 10 ms rounds on a LAN it had not, and start-up ended at a
+                # fraction of the path (loopback: ~1 Gbit/s of 6).
+                if self._startup_flat >= 3 and fb.now - self._flat_since >= STARTUP_FLAT_MIN:
                     self.mode = "cruise"
                     self._cycle = 1  # a drain round first: startup queued
                     self._note("startup over")

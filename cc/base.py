@@ -21,6 +21,10 @@ class Feedback:
     receive_rate_bps: float  # what the receiver measured, in datagram bits per second
     sent: int  # ADUs the sender has sent so far (new and repairs), cumulative
     nakked: int  # ADUs the receiver has asked to repair so far, cumulative
+    # The sender had nothing to send at some moment since the last feedback while its pacer
+    # would have let it (a stream slower than the rate, or a closed window): the receive
+    # rate then says how fast the data came, not how much the path takes.
+    app_limited: bool = False
 
 
 class Controller(ABC):

@@ -170,3 +170,45 @@ def test_simulated_step_down_and_up() -> None:
     # rate (344) are lost while the controller reacts; after that, nothing (above)
     assert at(3.5)[1] - at(3.0)[1] <= 172 + 344
     assert mean_rate(7.5, 8.0) >= 0.8 * 40e6  # within 2 s of the step up
+
+
+def test_startup_does_not_end_on_rounds_the_source_could_not_fill() -> None:
+    """A stream that gives 100 Mbit/s for a second, then all it has, over a 1 Gbit/s path:
+    start-up must not take the slow source for the path (it did: it left start-up at the
+    source's rate and crept up in cruise; found with `cat | alf send` on loopback)."""
+
+    def run(honour: bool) -> tuple[str, float]:
+        ctl = Adaptive(10e9, 1e6, 0.0)
+        capacity, rtt, t, sent = 1e9, 0.020, 0.0, 0
+        mode_at_1s = ""
+        while t < 1.2:
+            t += 0.005
+            source = 100e6 if t < 1.0 else float("inf")
+            rate = min(ctl.rate_bps, source)
+            sent += int(rate * 0.005 / (1452 * 8))
+            limited = source < ctl.rate_bps
+            ctl.on_feedback(cc.Feedback(t, rtt, min(rate, capacity), sent, 0, honour and limited))
+            if t < 1.0:
+                mode_at_1s = ctl.mode
+        return mode_at_1s, ctl.btl_bps
+
+    mode, btl = run(honour=True)
+    assert mode == "startup" and btl >= 0.9e9  # still starting at 1 s; the path found 0.2 s later
+    mode, _btl = run(honour=False)
+    assert mode == "cruise"  # without the signal it took the slow source for the path
+
+
+def test_startup_waits_for_the_rate_measurement_on_short_rtts() -> None:
+    """Loopback-like: 0.2 ms RTT (10 ms rounds), a receiver whose rate report lags 40 ms.
+    Start-up must reach the path before it ends, not stop at a lagging measurement."""
+    ctl = Adaptive(10e9, 1e6, 0.0)
+    capacity, t, sent = 5e9, 0.0, 0
+    history: list[tuple[float, float]] = []
+    while t < 1.0:
+        t += 0.005
+        rate = ctl.rate_bps
+        history.append((t, min(rate, capacity)))
+        sent += int(rate * 0.005 / (1452 * 8))
+        lagged = [r for when, r in history if when <= t - 0.040]
+        ctl.on_feedback(cc.Feedback(t, 0.0002, lagged[-1] if lagged else 0.0, sent, 0))
+    assert ctl.btl_bps >= 0.8 * capacity
