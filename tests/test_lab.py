@@ -58,7 +58,10 @@ def test_random_loss_calibration(lab: Lab) -> None:
     got = finish(sink)
     loss = 1 - got["received"] / 60000
     assert 0.015 <= loss <= 0.025, loss
-    assert pair.nft_drops()[0] == 60000 - got["received"]  # every loss is the rule's
+    # every loss is the rule's; the rule also drops the odd packet that is not the probe's
+    # (IPv6 neighbour discovery and MLD on the fresh veth), so its counter may run a few ahead
+    lost = 60000 - got["received"]
+    assert lost <= pair.nft_drops()[0] <= lost + 5
 
 
 def test_delay_calibration(lab: Lab) -> None:
@@ -267,7 +270,7 @@ def test_corrupted_final_is_reported_failed_never_success(lab: Lab, tmp_path: os
 def test_runner_cleans_up_when_killed(how: int) -> None:
     runner = subprocess.Popen(
         [PY, "-m", "lossynet", "run", "wan", "--recv", "sleep 30", "--send", "sleep 30", "--timeout", "60"],
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=ENV,
@@ -278,7 +281,10 @@ def test_runner_cleans_up_when_killed(how: int) -> None:
             time.sleep(0.05)
         if not our_namespaces(runner.pid):
             runner.kill()
-            raise AssertionError(f"the runner made no namespaces: {runner.communicate()[1][-2000:]}")
+            out, err = runner.communicate()
+            raise AssertionError(
+                f"the runner made no namespaces (exit {runner.returncode}): {out[-2000:]} {err[-2000:]}"
+            )
         time.sleep(0.5)
         runner.send_signal(how)
         runner.wait(timeout=20)
