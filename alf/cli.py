@@ -266,7 +266,8 @@ def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP)
 @click.version_option(__version__, prog_name="alf")
 def main() -> None:
-    """alf: move files and pipes over UDP, intact and fast, as easily as netcat.
+    """alf: move files and pipes over UDP (or parallel TCP where UDP is blocked), intact and
+    fast, as easily as netcat.
 
     \b
       alf recv 8834 > out.bin            receive a stream to stdout, in order
