@@ -29,3 +29,8 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.code == ExitCode.OK
+
+
+def aborted_by(peer: str, code: str, reason: str) -> Outcome:
+    """The outcome when the peer (``"sender"`` or ``"receiver"``) sent ABORT ``code``."""
+    return Outcome(ExitCode.PEER_ABORTED, f"the {peer} aborted ({code}): {reason}")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from alf import wire
-from alf.errors import ExitCode, Outcome
+from alf.errors import ExitCode, Outcome, aborted_by
 from alf.gapmap import GapMap
 
 MIN_ROUND = 0.010
@@ -81,6 +81,24 @@ def judge(
             ExitCode.VERIFY_FAILED, "the digest of the output does not match the sender's"
         )
     return wire.Verdict.OK, Outcome(ExitCode.OK, f"received and verified {nbytes} bytes")
+
+
+FINAL_CONTRADICTS = "FINAL contradicts the data or the length announced"
+INCONSISTENT_FINAL = Outcome(ExitCode.PEER_ABORTED, "the sender broke the protocol: inconsistent FINAL")
+
+
+def final_contradicts(
+    msg: wire.Probe, adu: int, total: int | None, highest: int, digest: bytes | None
+) -> bool:
+    """§8: a FINAL that disagrees with the length announced, the data held (``highest``), its
+    own end, or an earlier FINAL's digest."""
+    end = -(-msg.total_bytes // adu)
+    return (
+        (total is not None and msg.total_bytes != total)
+        or highest > end
+        or msg.next_index != end
+        or (digest is not None and msg.digest != digest)
+    )
 
 
 class Receiver:
@@ -246,9 +264,7 @@ class Receiver:
         elif isinstance(msg, wire.Abort):
             self.peer_abort = msg.code
             if self.outcome is None:
-                self.outcome = Outcome(
-                    ExitCode.PEER_ABORTED, f"the sender aborted ({msg.code.name}): {msg.reason}"
-                )
+                self.outcome = aborted_by("sender", msg.code.name, msg.reason)
             self.state = State.CLOSED
         elif isinstance(msg, wire.Data):
             # DATA reaches here only through a driver that does not split runs itself.
@@ -300,18 +316,8 @@ class Receiver:
         nxt = min(msg.next_index, self.window_limit)
         if msg.final:
             end = -(-msg.total_bytes // self.adu)
-            contradicts = (
-                (self.total_bytes is not None and msg.total_bytes != self.total_bytes)
-                or self.gaps.highest > end
-                or msg.next_index != end
-                or (self.final_digest is not None and msg.digest != self.final_digest)
-            )
-            if contradicts:
-                self._abort(
-                    wire.AbortCode.PROTOCOL,
-                    "FINAL contradicts the data or the length announced",
-                    Outcome(ExitCode.PEER_ABORTED, "the sender broke the protocol: inconsistent FINAL"),
-                )
+            if final_contradicts(msg, self.adu, self.total_bytes, self.gaps.highest, self.final_digest):
+                self._abort(wire.AbortCode.PROTOCOL, FINAL_CONTRADICTS, INCONSISTENT_FINAL)
                 return
             self.total_bytes, self.end_adus, self._end_tentative = msg.total_bytes, end, False
             self.final_digest = msg.digest

@@ -17,7 +17,7 @@ from enum import Enum
 
 import cc
 from alf import wire
-from alf.errors import ExitCode, Outcome
+from alf.errors import ExitCode, Outcome, aborted_by
 from alf.pacing import Pacer
 
 DEFAULT_RATE_BPS = 800e6  # --cc fixed
@@ -81,6 +81,35 @@ class State(Enum):
 
 def to_us(now: float) -> int:
     return int(now * 1e6) & wire.ALL_ONES_64
+
+
+def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The union of half-open ranges as sorted, disjoint ranges (a repair or resend queue)."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(ranges):
+        if out and a <= out[-1][1]:
+            if b > out[-1][1]:
+                out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
+
+
+def trim_ranges(ranges: list[tuple[int, int]], below: int) -> None:
+    """Drop what lies below ``below`` from sorted, disjoint ``ranges`` (acknowledged ADUs)."""
+    while ranges and ranges[0][1] <= below:
+        ranges.pop(0)
+    if ranges and ranges[0][0] < below:
+        ranges[0] = (below, ranges[0][1])
+
+
+def verdict_outcome(msg: wire.Done) -> Outcome:
+    """What the receiver's DONE means for the sender."""
+    if msg.verdict == wire.Verdict.OK:
+        return Outcome(ExitCode.OK, "the receiver verified the content")
+    return Outcome(
+        ExitCode.VERIFY_FAILED, f"the receiver reports {msg.verdict.name}: it got {msg.received_bytes} bytes"
+    )
 
 
 class Sender:
@@ -344,9 +373,7 @@ class Sender:
         if self.outcome is not None:
             return
         if isinstance(msg, wire.Abort):
-            self.outcome = Outcome(
-                ExitCode.PEER_ABORTED, f"the receiver aborted ({msg.code.name}): {msg.reason}"
-            )
+            self.outcome = aborted_by("receiver", msg.code.name, msg.reason)
             self.state = State.DONE
             return
         if self.state == State.HANDSHAKE:
@@ -366,13 +393,7 @@ class Sender:
         elif isinstance(msg, wire.Nak):
             self._on_nak(msg)
         elif isinstance(msg, wire.Done):
-            if msg.verdict == wire.Verdict.OK:
-                self.outcome = Outcome(ExitCode.OK, "the receiver verified the content")
-            else:
-                self.outcome = Outcome(
-                    ExitCode.VERIFY_FAILED,
-                    f"the receiver reports {msg.verdict.name}: it got {msg.received_bytes} bytes",
-                )
+            self.outcome = verdict_outcome(msg)
             self.state = State.DONE
             self._out.extend([wire.encode_close(wire.Close(self.session_id))] * CLOSE_COPIES)
         elif not isinstance(msg, wire.Accept):
@@ -385,10 +406,7 @@ class Sender:
         if msg.cum_ack > self.acked:
             self.acked = msg.cum_ack
             self.stats.acked_adus = msg.cum_ack
-            while self._repairs and self._repairs[0][1] <= self.acked:
-                self._repairs.pop(0)
-            if self._repairs and self._repairs[0][0] < self.acked:
-                self._repairs[0] = (self.acked, self._repairs[0][1])
+            trim_ranges(self._repairs, self.acked)
         if msg.window_limit > self.window_limit:
             self.window_limit = msg.window_limit
         self.stats.receiver_rate_Bps = msg.receive_rate
@@ -417,15 +435,7 @@ class Sender:
         if not added:
             return
         self.stats.adus_nak_requested += sum(b - a for a, b in added)
-        merged = sorted(self._repairs + added)
-        out: list[tuple[int, int]] = []
-        for a, b in merged:
-            if out and a <= out[-1][1]:
-                if b > out[-1][1]:
-                    out[-1] = (out[-1][0], b)
-            else:
-                out.append((a, b))
-        self._repairs = out
+        self._repairs = merge_ranges(self._repairs + added)
 
     def repair_pending(self) -> int:
         return sum(b - a for a, b in self._repairs)

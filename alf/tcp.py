@@ -21,11 +21,12 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from alf import wire
-from alf.errors import ExitCode, Outcome
+from alf.errors import ExitCode, Outcome, aborted_by
 from alf.gapmap import GapMap
 from alf.io.sink import Buffer, Sink, SinkError
 from alf.io.source import Source
-from alf.receiver import judge
+from alf.receiver import FINAL_CONTRADICTS, INCONSISTENT_FINAL, final_contradicts, judge
+from alf.sender import merge_ranges, to_us, trim_ranges, verdict_outcome
 
 FRAME_LEN = struct.Struct("!I")
 FRAME_HEAD = FRAME_LEN.size
@@ -40,10 +41,6 @@ ALL = -2  # reply on every joined connection
 
 def frame(msg: bytes) -> bytes:
     return FRAME_LEN.pack(len(msg)) + msg
-
-
-def to_us(now: float) -> int:
-    return int(now * 1e6) & 0xFFFFFFFFFFFFFFFF
 
 
 # ---------------------------------------------------------------- sender
@@ -119,16 +116,8 @@ class TcpSender:
     def _queue_resend(self, first: int, count: int) -> None:
         stop = first + count
         first = max(first, self.acked)
-        if stop <= first:
-            return
-        merged = sorted(self._resend + [(first, stop)])
-        out: list[tuple[int, int]] = []
-        for a, b in merged:
-            if out and a <= out[-1][1]:
-                out[-1] = (out[-1][0], max(b, out[-1][1]))
-            else:
-                out.append((a, b))
-        self._resend = out
+        if stop > first:
+            self._resend = merge_ranges(self._resend + [(first, stop)])
 
     # -- what to send
     def end_adus(self) -> int | None:
@@ -202,18 +191,11 @@ class TcpSender:
         if isinstance(msg, wire.Status):
             self._on_status(msg)
         elif isinstance(msg, wire.Done):
-            if msg.verdict == wire.Verdict.OK:
-                self.outcome = Outcome(ExitCode.OK, "the receiver verified the content")
+            self.outcome = verdict_outcome(msg)
+            if self.outcome.ok:
                 self.stats.acked_bytes = msg.received_bytes  # a verified DONE acknowledges it all
-            else:
-                self.outcome = Outcome(
-                    ExitCode.VERIFY_FAILED,
-                    f"the receiver reports {msg.verdict.name}: it got {msg.received_bytes} bytes",
-                )
         elif isinstance(msg, wire.Abort):
-            self.outcome = Outcome(
-                ExitCode.PEER_ABORTED, f"the receiver aborted ({msg.code.name}): {msg.reason}"
-            )
+            self.outcome = aborted_by("receiver", msg.code.name, msg.reason)
         else:
             self.stats.unexpected += 1
 
@@ -230,10 +212,7 @@ class TcpSender:
             for runs in self._inflight.values():
                 while runs and runs[0][0] + runs[0][1] <= self.acked:
                     runs.popleft()
-            while self._resend and self._resend[0][1] <= self.acked:
-                self._resend.pop(0)
-            if self._resend and self._resend[0][0] < self.acked:
-                self._resend[0] = (self.acked, self._resend[0][1])
+            trim_ranges(self._resend, self.acked)
 
     def abort(self, code: wire.AbortCode, reason: str, outcome: Outcome) -> bytes:
         """End from this side; returns the ABORT frame to send on every connection."""
@@ -243,9 +222,6 @@ class TcpSender:
 
     def close_frame(self) -> bytes:
         return frame(wire.encode_close(wire.Close(self.session_id)))
-
-    def in_flight(self) -> int:
-        return sum(len(r) for r in self._inflight.values())
 
 
 _DATA_HEAD = struct.Struct("!IBBBBIQQ")  # frame length, then §5
@@ -356,9 +332,7 @@ class TcpReceiver:
                 self.closed = True
         elif isinstance(msg, wire.Abort):
             if self.outcome is None:
-                self.outcome = Outcome(
-                    ExitCode.PEER_ABORTED, f"the sender aborted ({msg.code.name}): {msg.reason}"
-                )
+                self.outcome = aborted_by("sender", msg.code.name, msg.reason)
             self.closed = True
         else:
             self.stats.violations += 1
@@ -463,18 +437,10 @@ class TcpReceiver:
             self._out.items.append((ALL, frame(self._done)))
             return
         end = -(-msg.total_bytes // self.adu)
-        if (
-            (self.total_bytes is not None and msg.total_bytes != self.total_bytes)
-            or self.gaps.highest > end
-            or msg.next_index != end
-            or (self.final_digest is not None and msg.digest != self.final_digest)
-            or (self._short_end is not None and self._short_end != msg.total_bytes)
+        if final_contradicts(msg, self.adu, self.total_bytes, self.gaps.highest, self.final_digest) or (
+            self._short_end is not None and self._short_end != msg.total_bytes
         ):
-            self._abort(
-                wire.AbortCode.PROTOCOL,
-                "FINAL contradicts the data or the length announced",
-                Outcome(ExitCode.PEER_ABORTED, "the sender broke the protocol: inconsistent FINAL"),
-            )
+            self._abort(wire.AbortCode.PROTOCOL, FINAL_CONTRADICTS, INCONSISTENT_FINAL)
             return
         self.total_bytes, self.end_adus, self.final_digest = msg.total_bytes, end, msg.digest
         self._maybe_verify(now)
