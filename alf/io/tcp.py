@@ -35,7 +35,6 @@ STALL_TIMEOUT = 5.0  # unacknowledged data older than this ends a connection (ke
 CONNECT_TIMEOUT = 3.0
 RECONNECT_DELAY = 0.05
 PATH_RETRY = 2.0  # a path that refused or timed out is tried again after this
-READ_CHUNK = 1 << 18
 TURN_BUDGET = 8 << 20  # bytes moved per connection per turn, so no connection starves the rest
 HELLO_WAIT = 10.0  # the receiver closes a connection that sends no HELLO within this
 MAX_PENDING_CONNS = 64
@@ -209,7 +208,6 @@ class _Slot:
     conn: _Conn | None = None
     connecting: bool = False
     retry_at: float = 0.0
-    target: tuple[Any, ...] | None = None
 
 
 class TcpSendDriver:
@@ -296,10 +294,7 @@ class TcpSendDriver:
         assert slot.conn is not None
         err = slot.conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
-            self._path_failed(slot.path, os.strerror(err), now)
-            slot.conn.sock.close()
-            slot.conn, slot.connecting = None, False
-            slot.retry_at = now + RECONNECT_DELAY
+            self._lose(slot, now, os.strerror(err))
             return
         slot.connecting = False
         self.stats.connects += 1
@@ -309,6 +304,8 @@ class TcpSendDriver:
         slot.conn.queue(self.core.hello(now))
 
     def _lose(self, slot: _Slot, now: float, why: str, reset: bool = False) -> None:
+        """Close the slot's connection (or attempt) and retry soon; the core queues again what
+        it carried; a connection that never joined counts against its path."""
         conn = slot.conn
         if conn is None:
             return
@@ -396,10 +393,7 @@ class TcpSendDriver:
                     self._open(slot, now)
                 continue
             if slot.connecting and now - conn.opened > CONNECT_TIMEOUT:
-                self._path_failed(slot.path, "connection timed out", now)
-                conn.sock.close()
-                slot.conn, slot.connecting = None, False
-                slot.retry_at = now + RECONNECT_DELAY
+                self._lose(slot, now, "connection timed out")
             elif conn.out and now - conn.progress > STALL_TIMEOUT:
                 self.stats.stalls += 1
                 self._lose(slot, now, "stalled", reset=True)
@@ -579,20 +573,15 @@ class TcpRecvDriver:
                 return
             except OSError:
                 return  # e.g. EMFILE: the pending connection waits in the backlog
-            _tune(sock)
-            conn = _Conn(sock, self._next_cid, now, self.pool)
-            self._next_cid += 1
-            self.conns[conn.id] = conn
-            self.accepted += 1
+            self.adopt(sock, now)
             waiting = [c for c in self.conns.values() if c.id not in self.core.joined]
             if len(waiting) > MAX_PENDING_CONNS:
                 self._drop(min(waiting, key=lambda c: c.opened).id)
 
-    def adopt(self, sock: socket.socket) -> None:
-        """Serve a connection accepted elsewhere (its HELLO still unread in the socket)."""
+    def adopt(self, sock: socket.socket, now: float | None = None) -> None:
+        """Serve an accepted connection (also one accepted elsewhere, its HELLO still unread)."""
         _tune(sock)
-        now = time.monotonic()
-        conn = _Conn(sock, self._next_cid, now, self.pool)
+        conn = _Conn(sock, self._next_cid, time.monotonic() if now is None else now, self.pool)
         self._next_cid += 1
         self.conns[conn.id] = conn
         self.accepted += 1
@@ -611,11 +600,11 @@ class TcpRecvDriver:
 
     def _deliver(self, now: float) -> None:
         replies = self.core.poll(now)
+        joined = [c for c in self.conns.values() if c.id in self.core.joined]
         for target, data in replies.items:
             if target == ALL:
-                targets = [c for c in self.conns.values() if c.id in self.core.joined]
+                targets = joined
             elif target == ANY:
-                joined = [c for c in self.conns.values() if c.id in self.core.joined]
                 targets = joined[-1:]
             else:
                 targets = [self.conns[target]] if target in self.conns else []
