@@ -115,13 +115,7 @@ class FileSource:
         want = min(count * a, self._size - offset)
         if want > len(self._buf):
             raise ValueError("run longer than the read buffer")
-        if os.preadv(self._fd, [self._bufview[:want]], offset) != want:
-            raise OSError(f"{self._path} shrank while being sent")
-        if offset == self._hashed:  # the first pass, in order
-            self._hash.update(self._bufview[:want])
-            self._hashed += want
-            if self._hashed == self._size:
-                self._digest = self._hash.digest()
+        self._pread(self._bufview[:want], offset)
         views: list[Buffer] = list(self._views[:count])
         if want < count * a:
             views[-1] = views[-1][: want - (count - 1) * a]  # the short last ADU
@@ -134,14 +128,20 @@ class FileSource:
         offset = first * a
         want = max(0, min(count * a, self._size - offset))
         buf = bytearray(want)
-        if want and os.preadv(self._fd, [buf], offset) != want:
+        if want:
+            self._pread(memoryview(buf), offset)
+        return buf
+
+    def _pread(self, buf: memoryview, offset: int) -> None:
+        """Fill ``buf`` from ``offset``; the first pass, read in order, is hashed as it is read."""
+        n = len(buf)
+        if os.preadv(self._fd, [buf], offset) != n:
             raise OSError(f"{self._path} shrank while being sent")
-        if offset == self._hashed and want:  # the first pass, in order
+        if offset == self._hashed:
             self._hash.update(buf)
-            self._hashed += want
+            self._hashed += n
             if self._hashed == self._size:
                 self._digest = self._hash.digest()
-        return buf
 
     def release(self, below: int) -> None:
         pass
