@@ -232,16 +232,15 @@ def run_sender(session: SendSession, sock: socket.socket, hooks: Hooks, gso: boo
                     b = min(a + per_call, n)
                     try:
                         sent = _send(sock, iov[2 * a : 2 * b], None, gso_cmsg)
-                    except GsoRefused as e:
-                        gso, per_call, sent = False, 1, False
+                    except GsoRefused as e:  # for good: the rest of this batch, and all after, one by one
+                        gso, per_call = False, 1
                         session.datapath = f"per-datagram (GSO refused: {e})"
+                        for k in range(a, n):
+                            _send(sock, [batch.headers[k], batch.payloads[k]])
+                        break
                     if not sent:
                         for k in range(a, b):  # given up as a whole (ENOBUFS, an ICMP error): one by one
                             _send(sock, [batch.headers[k], batch.payloads[k]])
-                    if not gso:  # refused: the rest of this batch one by one too
-                        for k in range(b, n):
-                            _send(sock, [batch.headers[k], batch.payloads[k]])
-                        break
             else:
                 for header, payload in zip(batch.headers, batch.payloads, strict=True):
                     _send(sock, [header, payload])
