@@ -196,16 +196,14 @@ class RecvSession:
             if fields[0::2].count(self._prefix) == count and indices == tuple(range(first, first + count)):
                 r.stats.datagrams += count
                 r.stats.wire_bytes += n
-                payloads: list[Buffer]
-                if slot is not None and n == count * segment:
-                    key = (slot, segment, count)
-                    views = self._views.get(key)
-                    if views is None:
-                        views = [buf[k + _HDR_SIZE : k + segment] for k in range(0, n, segment)]
+                # a full buffer in a named slot: the same views every time, built once
+                key = (slot, segment, count) if slot is not None and n == count * segment else None
+                views = self._views.get(key) if key else None
+                if views is None:
+                    views = [buf[k + _HDR_SIZE : k + segment] for k in range(0, n, segment)]
+                    if key:
                         self._views[key] = views
-                    payloads = views[:]  # a copy: _gather may extend it
-                else:
-                    payloads = [buf[k + _HDR_SIZE : k + segment] for k in range(0, n, segment)]
+                payloads: list[Buffer] = views[:]  # a copy: _gather may extend it
                 if self.dropper is None:
                     self._gather(first, payloads, now)
                     return

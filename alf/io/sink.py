@@ -216,34 +216,30 @@ class OffsetSink:
                 raise SinkError(_describe(e, f"cannot reserve {total_bytes} bytes for the output")) from None
 
     def write_run(self, first: int, payloads: Sequence[Buffer]) -> None:
+        size = len(payloads[0]) * (len(payloads) - 1) + len(payloads[-1])
+        # only the content's last ADU can be short
+        self._write(first, payloads, size, len(payloads[-1]) < self.adu)
+
+    def write_block(self, first: int, count: int, data: Buffer) -> None:
+        """ADUs ``first .. first+count-1`` laid end to end in ``data`` (one TCP frame)."""
+        self._write(first, [data], len(data), len(data) < count * self.adu)
+
+    def _write(self, first: int, buffers: Sequence[Buffer], size: int, short: bool) -> None:
+        """Write ``size`` bytes at ADU ``first``; hash them at once if they extend the hashed
+        prefix; a ``short`` end is the content's end."""
         offset = first * self.adu
         try:
-            self.backend.pwritev(payloads, offset)
+            self.backend.pwritev(buffers, offset)
         except OSError as e:
             raise SinkError(_describe(e, "cannot write the output")) from None
-        size = len(payloads[0]) * (len(payloads) - 1) + len(payloads[-1])
-        if len(payloads[-1]) < self.adu:  # only the content's last ADU can be short
+        if short:
             self._end = offset + size
         if offset == self._hashed:
             assert self._hash is not None
             update = self._hash.update
-            for p in payloads:
-                update(p)
+            for b in buffers:
+                update(b)
             self._hashed += size
-
-    def write_block(self, first: int, count: int, data: Buffer) -> None:
-        """ADUs ``first .. first+count-1`` laid end to end in ``data`` (one TCP frame)."""
-        offset = first * self.adu
-        try:
-            self.backend.pwritev([data], offset)
-        except OSError as e:
-            raise SinkError(_describe(e, "cannot write the output")) from None
-        if len(data) < count * self.adu:
-            self._end = offset + len(data)
-        if offset == self._hashed:
-            assert self._hash is not None
-            self._hash.update(data)
-            self._hashed += len(data)
 
     def advance(self, cum: int) -> int:
         # Every ADU below cum is held and full, but for a short last one, whose end we know.
@@ -409,7 +405,7 @@ class OrderedSink:
         self.writer.set_digest(alg)
 
     def write_run(self, first: int, payloads: Sequence[Buffer]) -> None:
-        self._chunks[first] = (len(payloads), b"".join(payloads))
+        self.write_block(first, len(payloads), b"".join(payloads))  # one copy, done in C
 
     def write_block(self, first: int, count: int, data: Buffer) -> None:
         """ADUs laid end to end in ``data``, kept as they are (no copy): ``data`` must not change."""
