@@ -278,7 +278,6 @@ class TcpReceiver:
         self._short_end: int | None = None  # byte end set by a short last ADU
         self.consumed = 0
         self.outcome: Outcome | None = None
-        self.finished = False  # the verdict is out
         self.closed = False  # the sender said CLOSE (or we may leave)
         self.joined: set[int] = set()
         self._tag = wire.checkphrase_tag(cfg.checkphrase)
@@ -287,9 +286,14 @@ class TcpReceiver:
         self._status_at = now
         self._status_cum = -1
         self._status_limit = -1
-        self._done: bytes | None = None
+        self._done: bytes | None = None  # our DONE, once the verdict is out
         self._out = _Replies()
         self._last_conn = ANY
+
+    @property
+    def finished(self) -> bool:
+        """The verdict is out."""
+        return self._done is not None
 
     @property
     def window_limit(self) -> int:
@@ -306,7 +310,7 @@ class TcpReceiver:
     def on_frame(self, cid: int, body: memoryview, now: float) -> bool:
         """One whole frame from connection ``cid``. True: the sink kept ``body`` (an in-order
         sink holds it until written), so the driver must not reuse its buffer."""
-        if self.outcome is not None and self.finished is False and self._done is None:
+        if self.outcome is not None and not self.finished:
             return False  # aborted: nothing more to do
         mtype = body[1] if len(body) > 1 else 0
         if mtype == wire.MsgType.DATA and cid in self.joined:
@@ -353,7 +357,7 @@ class TcpReceiver:
                 self.joined.add(cid)
                 self._abort(wire.AbortCode.LOCAL_IO, str(e), Outcome(ExitCode.LOCAL_IO, str(e)))
                 return
-        elif msg.session_id != self.session_id or self.outcome is not None and self._done is None:
+        elif msg.session_id != self.session_id or self.outcome is not None and not self.finished:
             self._reject(cid, msg.session_id, wire.AbortCode.BUSY, "receiver is busy with another transfer")
             return
         elif msg.tag != self._tag or (msg.adu_size, msg.kind, msg.digest_alg) != (
@@ -460,7 +464,6 @@ class TcpReceiver:
         verdict, self.outcome = judge(nbytes, digest, self.total_bytes, self.final_digest)
         self._done = wire.encode_done(wire.Done(self.session_id, verdict, nbytes, digest))
         self._out.items.append((ALL, frame(self._done)))
-        self.finished = True
         self._last_heard = now
 
     def _abort(self, code: wire.AbortCode, reason: str, outcome: Outcome) -> None:
