@@ -78,9 +78,7 @@ def main() -> int:
     ap.add_argument("--size", default="4G")
     ap.add_argument("--drop", type=float, default=0.02)
     ap.add_argument("--window", default="256M")
-    ap.add_argument("--cc",
-            "fixed",
-            "--rate", default="1.5G")
+    ap.add_argument("--rate", default="1.5G", help="the sender's fixed rate (--cc fixed)")
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument(
         "--consumer-rate", default="0", help="bytes/s the stdout consumer reads at (0: unlimited)"
@@ -124,6 +122,8 @@ def main() -> int:
             str(port),
             "--window",
             args.window,
+            "--cc",
+            "fixed",
             "--rate",
             args.rate,
             "--timeout",
