@@ -8,6 +8,7 @@ side) says the whole content arrived and its digest matched; every other ending 
 from __future__ import annotations
 
 import fcntl
+import gc
 import json
 import os
 import secrets
@@ -458,6 +459,7 @@ def _send(
             sender = Sender(cfg, session_id, kind, total, time.monotonic())
             session = SendSession(sender, source, Dropper(common.drop, common.seed) if common.drop else None)
             reporter.stats = session.stats
+            _freeze_heap()
             outcome = run_sender(session, sock, hooks, gso=common.gso)
             if sender.no_answer and common.transport == "auto":
                 print(f"alf send: {outcome.message}; trying TCP", file=sys.stderr, flush=True)
@@ -470,6 +472,7 @@ def _send(
             )
             reporter.stats = driver.stats_dict
             try:
+                _freeze_heap()
                 outcome = driver.run()
             except DriverError as e:
                 outcome = Outcome(ExitCode.PEER_UNREACHABLE, str(e))
@@ -621,6 +624,7 @@ def _recv(
             tick=reporter.tick, cancelled=lambda: reporter.cancel or moved_to_tcp(), wake_fd=reporter.wake_r
         )
         try:
+            _freeze_heap()
             outcome = run_receiver(session, udp, udp_hooks, gro=common.gso)
         finally:
             udp.close()
@@ -657,6 +661,7 @@ def _recv(
             tdriver.adopt(adopted)
         reporter.stats = tdriver.stats_dict
         try:
+            _freeze_heap()
             outcome = tdriver.run()
         finally:
             listener.close()
@@ -718,6 +723,14 @@ def _widen_pipe(fd: int) -> None:
         fcntl.fcntl(fd, F_SETPIPE_SZ, size)
     except (OSError, ValueError):
         pass  # a smaller pipe is slower, not wrong
+
+
+def _freeze_heap() -> None:
+    """What exists when a transfer starts (modules, the source's ring of slot views) lives until
+    exit: move it out of the cyclic collector's sight, so the collections that the transfer's
+    short-lived objects trigger look only at those (the collector was 7% of the TCP sender's
+    samples in pipe mode). Reference counting still frees what is frozen."""
+    gc.freeze()
 
 
 def _fail(role: str, outcome: Outcome) -> int:
