@@ -231,6 +231,8 @@ class Sender:
                 self._hello_gap = min(self._hello_gap * 2, HELLO_MAX_RETRY)
             return
         self._maybe_finishing(now)
+        self.cc.on_silence(now, now - self._last_heard)
+        self._follow_cc(now)
         if now >= self._probe_at:
             final = self.state == State.FINISHING
             self._out.append(
@@ -424,6 +426,9 @@ class Sender:
             )
         )
         self._app_limited = False
+        self._follow_cc(now)
+
+    def _follow_cc(self, now: float) -> None:
         rate = self.cc.rate_bps
         if rate != self.pacer.rate_Bps * 8:
             self.pacer.set_rate(rate, self._burst(rate), now)

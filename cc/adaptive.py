@@ -39,7 +39,18 @@ from cc.base import Controller, Feedback, register
 START_BPS = 20e6
 MIN_ROUND = 0.010
 MAX_FILTER_ROUNDS = 10
-MIN_RTT_WINDOW = 10.0
+# The base RTT is the minimum over ten one-minute buckets, LEDBAT's base delay history (RFC 6817
+# 3.4.2), not BBR's 10 s: against a loss-based flow that keeps the bottleneck's queue from
+# ever emptying, a 10 s minimum took that flow's queue for the path after 10 s, alf stopped
+# seeing a queue and took two thirds of the link (lab, one CUBIC flow: TCP's share fell from
+# 0.78 to 0.37 at t = 10 s). A longer path after a route change is believed after 10 minutes.
+# No feedback for max(4 smoothed RTTs, 200 ms) while sending halves the rate, and again each such
+# interval (TFRC's no-feedback timer, RFC 5348 4.4): a sender whose receiver has gone quiet must
+# not go on at the last rate it was given (lab: a path whose feedback stopped for 10 s was sent
+# 73 Mbit/s into 50 all that time, and a third of it was lost).
+NO_FEEDBACK_MIN = 0.2
+BASE_BUCKET = 60.0
+BASE_BUCKETS = 10
 QUEUE_FRACTION = 0.25
 QUEUE_MIN = 0.004
 CYCLE = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
@@ -74,12 +85,24 @@ class _WindowedMax:
         self._q = deque([(t, v)])
 
 
-class _WindowedMin(_WindowedMax):
-    def add(self, t: float, v: float, window: float) -> None:
-        super().add(t, -v, window)
+class _BaseHistory:
+    """The minimum of samples over ``buckets`` consecutive buckets of ``span`` seconds each: the
+    current bucket's running minimum and the minima of the last ``buckets - 1`` before it."""
+
+    def __init__(self, span: float = BASE_BUCKET, buckets: int = BASE_BUCKETS) -> None:
+        self.span = span
+        self._minima: deque[float] = deque(maxlen=buckets)
+        self._bucket_start = 0.0
+
+    def add(self, t: float, v: float) -> None:
+        if not self._minima or t - self._bucket_start >= self.span:
+            self._minima.append(v)  # the oldest bucket falls off the far end
+            self._bucket_start = t
+        elif v < self._minima[-1]:
+            self._minima[-1] = v
 
     def value(self) -> float:
-        return -super().value() if self._q else 0.0
+        return min(self._minima) if self._minima else 0.0
 
 
 @register("adaptive")
@@ -90,7 +113,7 @@ class Adaptive(Controller):
         self.mode = "startup"
         self.btl_bps = 0.0  # the capacity estimate, datagram bits per second
         self._max = _WindowedMax()
-        self._min_rtt = _WindowedMin()
+        self._min_rtt = _BaseHistory()
         self.srtt: float | None = None
         self.loss = 0.0  # EWMA of the per-round loss fraction
         self._round_start = now
@@ -106,6 +129,7 @@ class Adaptive(Controller):
         self._probe_base = 0.0  # the estimate a probe round started from (0: not probing)
         self._round_app_limited = False
         self._flat_since = 0.0
+        self._silence_cut_at = float("-inf")
         self.events: list[str] = []  # the last few decisions, for stats and tests
 
     @property
@@ -126,7 +150,7 @@ class Adaptive(Controller):
         now = fb.now
         if fb.rtt is not None and fb.rtt > 0:
             self.srtt = fb.rtt if self.srtt is None else 0.875 * self.srtt + 0.125 * fb.rtt
-            self._min_rtt.add(now, fb.rtt, MIN_RTT_WINDOW)
+            self._min_rtt.add(now, fb.rtt)
             self._round_min_rtt = min(self._round_min_rtt, fb.rtt)
         if fb.receive_rate_bps > 0:
             # Not scaled up for loss: drops in the bottleneck's own queue would then inflate the
@@ -138,6 +162,19 @@ class Adaptive(Controller):
         self._round_app_limited = self._round_app_limited or fb.app_limited
         if now - self._round_start >= self._round():
             self._end_round(fb)
+
+    def on_silence(self, now: float, silent_for: float) -> None:
+        limit = max(NO_FEEDBACK_MIN, 4 * (self.srtt or 0.0))
+        if silent_for < limit or now - self._silence_cut_at < limit:
+            return
+        self._silence_cut_at = now
+        self.btl_bps = max(self.floor_bps, 0.5 * (self.btl_bps or self._rate))
+        self._max.reset(now, self.btl_bps)
+        self._rate = self.clamp(0.5 * self._rate)
+        self.mode = "drain"  # the first feedback then says whether to cut again or cruise
+        self._drain_rounds = 0
+        self._queue_rounds = 0
+        self._note("no feedback: rate halved")
 
     def _queueing(self, round_min: float) -> bool:
         """A standing queue: even the round's smallest RTT sample is well above the minimum."""

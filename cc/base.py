@@ -47,6 +47,10 @@ class Controller(ABC):
     def on_feedback(self, fb: Feedback) -> None:
         """A STATUS arrived."""
 
+    @abstractmethod
+    def on_silence(self, now: float, silent_for: float) -> None:
+        """No feedback at all for ``silent_for`` seconds while sending (called often)."""
+
     def clamp(self, rate: float) -> float:
         return min(self.ceiling_bps, max(self.floor_bps, rate))
 

@@ -13,3 +13,6 @@ class Fixed(Controller):
 
     def on_feedback(self, fb: Feedback) -> None:
         pass
+
+    def on_silence(self, now: float, silent_for: float) -> None:
+        pass  # the rate the user fixed; the session's --timeout ends a transfer nobody answers

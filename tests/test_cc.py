@@ -12,7 +12,7 @@ import cc
 from alf.receiver import ReceiverConfig
 from alf.sender import SenderConfig
 from alf.testing.simnet import Link, run_transfer
-from cc.adaptive import Adaptive
+from cc.adaptive import Adaptive, _BaseHistory
 
 
 def test_registry() -> None:
@@ -212,3 +212,53 @@ def test_startup_waits_for_the_rate_measurement_on_short_rtts() -> None:
         lagged = [r for when, r in history if when <= t - 0.040]
         ctl.on_feedback(cc.Feedback(t, 0.0002, lagged[-1] if lagged else 0.0, sent, 0))
     assert ctl.btl_bps >= 0.8 * capacity
+
+
+def test_base_rtt_history_keeps_the_minimum_for_ten_minutes() -> None:
+    h = _BaseHistory(span=60.0, buckets=10)
+    h.add(0.0, 0.020)
+    for k in range(1, 600):  # ten minutes of samples 10 ms higher: the old minimum holds
+        h.add(float(k), 0.030)
+    assert h.value() == 0.020
+    h.add(600.0, 0.030)  # the first minute's bucket falls off
+    assert h.value() == 0.030
+    h.add(600.5, 0.015)  # a lower sample is believed at once
+    assert h.value() == 0.015
+
+
+def test_a_queue_someone_else_holds_stays_a_queue() -> None:
+    """A loss-based competitor keeps 15 ms of queue at the bottleneck from t = 2 s on and takes
+    half of it. The base RTT must not drift up to include that queue (with a 10 s minimum it
+    did, and alf stopped yielding: lab, one CUBIC flow kept 0.37 of the link instead of 0.76)."""
+    f = Fluid(100e6, 0.020)
+    ctl = run_fluid(f, 2.0)
+    f.c = 50e6
+    f.rtt = 0.035
+    ctl = run_fluid(f, 28.0, ctl, 2.0)
+    assert ctl.min_rtt == pytest.approx(0.020, abs=0.001)
+    assert "congestion: down to the measured rate" in ctl.events
+    assert ctl.btl_bps <= 1.1 * 50e6
+
+
+def test_silence_halves_the_rate_each_interval_and_feedback_restores_it() -> None:
+    f = Fluid(100e6, 0.020)
+    ctl = run_fluid(f, 3.0)
+    before = ctl.rate_bps
+    assert before >= 0.7 * 100e6
+    t = 3.0
+    rates = []
+    for _ in range(100):  # one second with no feedback, checked every 10 ms
+        t += 0.010
+        ctl.on_silence(t, t - 3.0)
+        rates.append(ctl.rate_bps)
+    assert rates[:18] == [before] * 18  # nothing before 200 ms of silence (4 RTTs are less)
+    assert rates[25] == before / 2 and rates[45] == before / 4  # then half each 200 ms
+    assert rates[-1] <= before / 16 and "no feedback: rate halved" in ctl.events
+    ctl = run_fluid(f, 5.0, ctl, t)  # feedback again: back to the path's rate
+    assert ctl.btl_bps >= 0.9 * 100e6
+
+
+def test_fixed_ignores_silence() -> None:
+    c = cc.create("fixed", 50e6, 1e6, 0.0)
+    c.on_silence(10.0, 10.0)
+    assert c.rate_bps == 50e6
