@@ -58,6 +58,7 @@ class ReceiverStats:
     nak_rounds: int = 0
     adus_nakked: int = 0
     status_sent: int = 0
+    control_lost: int = 0  # STATUS/NAK/DONE the socket would not take (ENOBUFS, full): not sent
     receive_rate_Bps: int = 0
 
 

@@ -65,6 +65,7 @@ def test_1gib_file_with_5pct_drop(procs: Procs, port: int, tmp_path: os.PathLike
     assert 0.04 * r["datagrams"] < r["dropped_injected"] < 0.06 * r["datagrams"]
     assert s["adus_new"] == adus and s["adus_repair"] >= r["dropped_injected"] * 0.9
     assert r["naks_sent"] > 0 and s["naks_received"] > 0
+    assert r["control_lost"] == 0  # every STATUS and NAK left the receiver's socket
 
 
 def test_file_with_checksum_and_drop(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:

@@ -311,7 +311,8 @@ def run_receiver(session: RecvSession, sock: socket.socket, hooks: Hooks, gro: b
             session.on_datagrams(items, now)
         session.flush(now)  # before the slots are reused
         for datagram, addr in session.poll(now):
-            _send(sock, [datagram], addr)
+            if not _send(sock, [datagram], addr):
+                receiver.stats.control_lost += 1
         hooks.tick(now)
         if receiver.finished or (receiver.outcome is not None and receiver.state.value == "closed"):
             break
