@@ -302,6 +302,8 @@ def test_runner_cleans_up_when_killed(how: int) -> None:
             time.sleep(0.05)
         if not our_namespaces(runner.pid):
             where = process_tree(runner.pid)
+            runner.send_signal(signal.SIGUSR2)  # its Python stack, on its stderr
+            time.sleep(0.5)
             runner.kill()
             out, err = runner.communicate()
             raise AssertionError(

@@ -15,6 +15,7 @@ topology is always torn down, on success, failure, Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import signal
 import subprocess
@@ -150,6 +151,7 @@ def tcp(args: argparse.Namespace) -> int:
 
 
 def main() -> int:
+    faulthandler.register(signal.SIGUSR2)  # a stuck runner prints where it is (tests use it)
     ap = argparse.ArgumentParser(
         prog="python -m lossynet", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
