@@ -168,12 +168,8 @@ class Adaptive(Controller):
         if silent_for < limit or now - self._silence_cut_at < limit:
             return
         self._silence_cut_at = now
-        self.btl_bps = max(self.floor_bps, 0.5 * (self.btl_bps or self._rate))
-        self._max.reset(now, self.btl_bps)
-        self._rate = self.clamp(0.5 * self._rate)
-        self.mode = "drain"  # the first feedback then says whether to cut again or cruise
-        self._drain_rounds = 0
-        self._queue_rounds = 0
+        # drain: the first feedback then says whether to cut again or cruise
+        self._drain(now, max(self.floor_bps, 0.5 * (self.btl_bps or self._rate)), 0.5 * self._rate)
         self._note("no feedback: rate halved")
 
     def _queueing(self, round_min: float) -> bool:
@@ -254,9 +250,13 @@ class Adaptive(Controller):
         the turmoil of a step down a round's measurement can be far too low, and believing it
         whole sank the rate to a tenth of the path (lab, 200 -> 50 Mbit/s)."""
         measured = max(measured, 0.5 * self.btl_bps)
-        self._max.reset(now, measured)
-        self.btl_bps = measured
-        self._rate = self.clamp(DRAIN_GAIN * measured)
+        self._drain(now, measured, DRAIN_GAIN * measured)
+
+    def _drain(self, now: float, estimate: float, rate: float) -> None:
+        """Believe ``estimate`` as the capacity and send at ``rate`` until a round shows no queue."""
+        self._max.reset(now, estimate)
+        self.btl_bps = estimate
+        self._rate = self.clamp(rate)
         self._queue_rounds = 0
         self.mode = "drain"
         self._drain_rounds = 0
