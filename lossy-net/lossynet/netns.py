@@ -26,7 +26,10 @@ class LabError(Exception):
 
 
 def sh(*args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
-    p = subprocess.run(list(args), capture_output=True, text=True, input=input)
+    try:
+        p = subprocess.run(list(args), capture_output=True, text=True, input=input)
+    except FileNotFoundError:
+        raise LabError(f"{args[0]}: not found (the lab needs iproute2 and nftables)") from None
     if check and p.returncode != 0:
         raise LabError(f"{shlex.join(args)}: {p.stderr.strip() or p.stdout.strip()}")
     return p
@@ -39,7 +42,7 @@ def namespaces_available() -> str | None:
     name = f"{PREFIX}{os.getpid()}-probe"
     try:
         sh("ip", "netns", "add", name)
-    except (LabError, FileNotFoundError) as e:
+    except LabError as e:
         return f"cannot make a network namespace: {e}"
     sh("ip", "netns", "del", name, check=False)
     return None
