@@ -410,3 +410,26 @@ def test_auto_falls_back_to_tcp_when_udp_is_dropped(lab: Lab, tmp_path: os.PathL
     assert [json.loads(x) for x in open(sstats)][-1]["transport"] == "tcp"
     counters = lab.run(pair.b, "nft", "list", "table", "inet", "noudp").stdout
     assert "packets 0 " not in counters  # the UDP HELLOs did arrive and were dropped
+
+
+def test_rate_step_down_never_blocks_the_queue(lab: Lab) -> None:
+    """tbf changes in place and keeps its queue; a whole GSO send queued under the old, larger
+    bucket and longer than the new one could never leave, and the link carried nothing until
+    the next change (the lab's 200 -> 50 Mbit/s step did this in 3 of 5 runs). After a step
+    down in the middle of a blast of whole GSO sends, datagrams still cross."""
+    pair = Pair(lab, [LinkSpec(rate_bps=200e6)])
+    blast = lab.start(
+        pair.a,
+        [PY, "-m", "lossynet.probe", "udp-gso", pair.addr_b(), "9", "0.6", "1400", "40"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    time.sleep(0.3)  # the queue is full of 56 kB GSO sends
+    pair.set_rate(0, 50e6)
+    assert blast.wait(timeout=10) == 0
+    time.sleep(0.2)  # what the blast left in the queue drains (limit: 50 ms + the bucket)
+    sink = start_probe(lab, pair.b, "udp-sink", "9005", "1.0")
+    probe(lab, pair.a, "udp-blast", pair.addr_b(), "9005", "200", "2000")
+    got = finish(sink)
+    assert got["received"] >= 190, got

@@ -5,6 +5,8 @@
   received, their send times and a sample of their one-way delays.
 - ``udp-blast HOST PORT COUNT RATE_PPS [SIZE]``: send COUNT numbered datagrams (8-byte
   sequence + 8-byte send time), paced; bounded by COUNT.
+- ``udp-gso HOST PORT SECONDS SEGMENT SEGMENTS``: for SECONDS, UDP GSO sends of SEGMENTS
+  datagrams of SEGMENT bytes each, unpaced (they fill a rate limiter's queue with whole sends).
 - ``echo PORT SECONDS`` / ``rtt HOST PORT N INTERVAL``: UDP echo and round-trip samples.
 - ``tcp-sink PORT`` / ``tcp-send HOST PORT SECONDS [CC]``: one TCP flow (congestion control CC,
   or the system's default); the sender reports goodput.
@@ -14,6 +16,7 @@ Every loop here is bounded in count and time; destinations are the lab's own add
 from __future__ import annotations
 
 import json
+import select
 import socket
 import struct
 import sys
@@ -74,6 +77,25 @@ def udp_blast(host: str, port: int, count: int, pps: float, size: int) -> None:
         except OSError:
             pass  # a full queue or a link that is down: counted as lost by the sink
     print(json.dumps({"sent": count, "seconds": time.monotonic() - start}))
+
+
+def udp_gso(host: str, port: int, seconds: float, segment: int, segments: int) -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_UDP, 103, segment)  # UDP_SEGMENT
+    s.connect((host, port))
+    s.setblocking(False)
+    payload = bytes(segment * segments)
+    sent = 0
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        try:
+            s.send(payload)
+            sent += 1
+        except BlockingIOError:
+            select.select([], [s], [], 0.01)  # the queue holds the socket's buffer
+        except OSError:
+            pass  # an ICMP error from the closed port
+    print(json.dumps({"sent": sent, "seconds": time.monotonic() - start}))
 
 
 def echo(port: int, seconds: float) -> None:
@@ -157,6 +179,8 @@ def main() -> None:
         udp_sink(int(args[0]), float(args[1]), args[2] if len(args) > 2 else "")
     elif cmd == "udp-blast":
         udp_blast(args[0], int(args[1]), int(args[2]), float(args[3]), int(args[4]) if len(args) > 4 else 64)
+    elif cmd == "udp-gso":
+        udp_gso(args[0], int(args[1]), float(args[2]), int(args[3]), int(args[4]))
     elif cmd == "echo":
         echo(int(args[0]), float(args[1]))
     elif cmd == "rtt":

@@ -77,8 +77,21 @@ def _mbit(rate_bps: float) -> str:
     return f"{int(rate_bps)}bit"
 
 
-def add_rate(lab: Lab, ns: str, dev: str, rate_bps: float, queue_s: float) -> None:
-    burst = max(int(rate_bps / 8 / 250), 16 * 1514)  # a 4 ms bucket, at least 16 frames
+# A UDP GSO send as a qdisc counts it: up to 64 KiB, plus the IP and UDP headers of each of up
+# to 128 segments (qdisc_pkt_len_init); IPv6 headers, to be safe.
+GSO_MAX_PACKET = 65_535 + 127 * 48
+
+
+def rate_burst(rate_bps: float) -> int:
+    return max(int(rate_bps / 8 / 250), 16 * 1514)  # a 4 ms bucket, at least 16 frames
+
+
+def add_rate(lab: Lab, ns: str, dev: str, rate_bps: float, queue_s: float, burst: int = 0) -> None:
+    """tbf on ``dev``'s egress; ``burst`` (bytes) if given, else :func:`rate_burst`.
+
+    tbf takes a GSO send whole when it fits the bucket and cuts it into datagrams when it does
+    not; its queue sits before the device's segmentation."""
+    burst = burst or rate_burst(rate_bps)
     latency_ms = max(1, int(queue_s * 1000))
     lab.run(
         ns,
@@ -136,6 +149,7 @@ class Pair:
         self.b = lab.ns("b")
         self.wires: list[subprocess.Popen[Any]] = []
         self.devs: list[tuple[str, str]] = []
+        self.bursts: list[int] = []  # each link's tbf bucket now, bytes
         self._tmp = tempfile.mkdtemp(prefix="lnet-")
         self._timers: list[threading.Timer] = []
         for k, link in enumerate(links):
@@ -209,6 +223,7 @@ class Pair:
                 b, "ip", "neigh", "replace", self.addr_a(k), "lladdr", macs[a], "dev", db, "nud", "permanent"
             )
         self.devs.append((da, db))
+        self.bursts.append(rate_burst(link.rate_bps) if link.rate_bps else 0)
         if link.rate_bps:
             queue = link.queue_s or max(0.05, 4 * link.delay)
             add_rate(lab, a, da, link.rate_bps, queue)
@@ -226,11 +241,20 @@ class Pair:
                 self._timers.append(t)
 
     def set_rate(self, k: int, rate_bps: float) -> None:
-        """Change link ``k``'s rate limit now, both directions (the queue keeps its length in time)."""
+        """Change link ``k``'s rate limit now, both directions (the queue keeps its length in time).
+
+        tbf changes in place and keeps its queue, and a queued packet longer than the new bucket
+        can never be sent: it blocks the queue until the next change. At a step from 200 to
+        50 Mbit/s (bucket 100 kB -> 25 kB) a whole GSO send (up to GSO_MAX_PACKET, taken whole
+        under the old bucket) sometimes sat at the head, and the link carried nothing for the whole
+        50 Mbit/s phase. So the bucket never shrinks below what the old one let in.
+        """
         link = self.links[k]
         queue = link.queue_s or max(0.05, 4 * link.delay)
+        burst = max(rate_burst(rate_bps), min(self.bursts[k], GSO_MAX_PACKET))
+        self.bursts[k] = burst
         for ns, dev in zip((self.a, self.b), self.devs[k], strict=True):
-            add_rate(self.lab, ns, dev, rate_bps, queue)
+            add_rate(self.lab, ns, dev, rate_bps, queue, burst)
 
     def set_link(self, k: int, up: bool) -> None:
         """Cut link ``k`` (both directions) or restore it, now.
