@@ -380,3 +380,73 @@ def test_gso_refused_mid_transfer_falls_back(procs: Procs, port: int, tmp_path: 
     assert session.datapath == "per-datagram (GSO refused: Input/output error)"
     assert recv.wait(timeout=30) == 0
     assert sha256_file(dst) == sha256_file(src)
+
+
+def test_probe_hold_time_counts_from_its_read_not_from_the_turn() -> None:
+    """The receiver echoes a PROBE's timestamp with how long it held it. A PROBE read at the
+    end of a long receive turn waited in the socket meanwhile: that wait is part of the path
+    (a queue at the receiver), so the sender's RTT sample must include it. Stamped with the
+    turn's start, the hold time took it away and the sample came out shorter than the path's
+    RTT (14 ms on the lab's 20 ms path), and the minimum-RTT filter kept it for minutes."""
+    import threading
+    from typing import Any
+
+    from alf.io.sink import MemoryWriter, OrderedSink
+    from alf.io.udp import Hooks, run_receiver
+    from alf.receiver import Receiver, ReceiverConfig
+    from alf.session import RecvSession
+
+    per_read = 0.003
+
+    class Slow(socket.socket):
+        def recvfrom_into(self, buf: Any, nbytes: int = 0, flags: int = 0) -> Any:
+            got = super().recvfrom_into(buf, nbytes, flags)
+            time.sleep(per_read)  # a receiver busy with what it reads (writing, hashing)
+            return got
+
+    rsock = Slow(socket.AF_INET, socket.SOCK_DGRAM)
+    rsock.bind(("127.0.0.1", 0))
+    rsock.setblocking(False)
+    receiver = Receiver(ReceiverConfig(timeout=5.0), time.monotonic())
+    session = RecvSession(receiver, OrderedSink(MemoryWriter()))
+    t = threading.Thread(target=run_receiver, args=(session, rsock, Hooks(), False), daemon=True)
+    t.start()
+    sid, adu, before = 0x1234, 1000, 40
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.settimeout(5)
+    client.connect(rsock.getsockname())
+
+    def us() -> int:
+        return int(time.monotonic() * 1e6)
+
+    def until(kind: type, ok: Any = lambda m: True) -> Any:
+        while True:
+            m = wire.decode_untrusted(client.recv(65536))
+            if isinstance(m, kind) and ok(m):
+                return m
+
+    try:
+        client.send(
+            wire.encode_hello(wire.Hello(sid, adu, wire.Kind.FILE, 100 * adu, us(), wire.checkphrase_tag("")))
+        )
+        until(wire.Accept)
+        time.sleep(0.2)  # the receiver is back in select, its turn over
+        for i in range(before):
+            client.send(wire.encode_data(wire.Data(sid, i, bytes(adu))))
+        sent_at = us()
+        client.send(wire.encode_probe(wire.Probe(sid, before, sent_at, 1000)))
+        samples = []
+        for _ in range(2):  # the STATUS the PROBE triggers, then the next, from a later turn
+            status = until(wire.Status, lambda m: m.echo_timestamp_us == sent_at)
+            samples.append((us() - sent_at - status.echo_delay_us) / 1e6)
+            time.sleep(0.06)
+            client.send(wire.encode_data(wire.Data(sid, before + 1, bytes(adu))))  # data: a STATUS is due
+        # The PROBE waited behind `before` slow reads. Stamped with its turn's start, the
+        # second sample came out near zero.
+        assert min(samples) >= 0.8 * before * per_read, samples
+        client.send(wire.encode_abort(wire.Abort(sid, wire.AbortCode.CANCELLED, "test over")))
+    finally:
+        t.join(timeout=10)
+        client.close()
+        rsock.close()
+    assert not t.is_alive()

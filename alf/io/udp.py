@@ -210,6 +210,7 @@ def run_sender(session: SendSession, sock: socket.socket, hooks: Hooks, gso: boo
             except ConnectionRefusedError:
                 refused = True
                 continue
+            now = clock()  # read after the datagram: an RTT sample may err high, never low
             session.on_datagram(view[:n], now)
         for c in session.control(now):
             _send(sock, [c])
@@ -294,6 +295,11 @@ def run_receiver(session: RecvSession, sock: socket.socket, hooks: Hooks, gro: b
                 break
             except ConnectionRefusedError:
                 continue
+            # The time after the read is a bound on the arrival: a PROBE read late in a 4 MiB
+            # turn, stamped with the turn's start, made the echo's hold time too long and the
+            # sender's RTT sample too short (14 ms on a 20 ms path; the minimum-RTT filter kept
+            # it and the controller drained to its floor).
+            now = clock()
             calls += 1
             segment = 0
             if ancillary:
@@ -310,6 +316,7 @@ def run_receiver(session: RecvSession, sock: socket.socket, hooks: Hooks, gro: b
         if items:
             session.on_datagrams(items, now)
         session.flush(now)  # before the slots are reused
+        now = clock()  # the STATUS tells how long it held the PROBE's echo: up to the send
         for datagram, addr in session.poll(now):
             if not _send(sock, [datagram], addr):
                 receiver.stats.control_lost += 1
