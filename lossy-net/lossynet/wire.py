@@ -224,6 +224,9 @@ def main() -> None:
                     packet = os.read(fds[i], 65535)
                 except BlockingIOError:
                     break
+                # the delay counts from this read: with the time before the batch, a packet that
+                # came in meanwhile left up to the batch's length early (an RTT below the path's)
+                now = time.monotonic()
                 for due, out in dirs[i].fate(packet, now):
                     heapq.heappush(heap, (due, seq, 1 - i, out))
                     seq += 1
