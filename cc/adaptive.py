@@ -46,8 +46,8 @@ MAX_FILTER_ROUNDS = 10
 # 0.78 to 0.37 at t = 10 s). A longer path after a route change is believed after 10 minutes.
 # No feedback for max(4 smoothed RTTs, 200 ms) while sending halves the rate, and again each such
 # interval (TFRC's no-feedback timer, RFC 5348 4.4): a sender whose receiver has gone quiet must
-# not go on at the last rate it was given (lab: a path whose feedback stopped for 10 s was sent
-# 73 Mbit/s into 50 all that time, and a third of it was lost).
+# not go on at the last rate it was given (lab: a link that carried nothing for 10 s, a fault of
+# the lab's own since fixed, was sent 73 Mbit/s all that time).
 NO_FEEDBACK_MIN = 0.2
 BASE_BUCKET = 60.0
 BASE_BUCKETS = 10
