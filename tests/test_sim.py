@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -36,6 +37,7 @@ def scenario(seed: int) -> dict[str, object]:
         backward=back,
         seed=seed,
         stream_window_adus=rng.choice([8, 64, 1024]),
+        stream_initial_adus=rng.choice([1, 3, 16, None]),  # None: the whole window at once
     )
 
 
@@ -52,7 +54,10 @@ def time_bound(kw: dict[str, object]) -> float:
     adus = -(-len(kw["data"]) // 512)  # type: ignore[arg-type]
     window = kw["stream_window_adus"] if kw["stream"] else max(adus, 1)
     rtt = 2 * kw["forward"].delay  # type: ignore[attr-defined]
-    return 10.0 + 8 * rtt * (1 + adus / window)  # type: ignore[operator]
+    growth = 0  # laps of a stream ring that starts small and doubles
+    if kw["stream"] and kw["stream_initial_adus"]:
+        growth = max(0, math.ceil(math.log2(window / kw["stream_initial_adus"])))  # type: ignore[operator]
+    return 10.0 + 8 * rtt * (1 + adus / window + growth)  # type: ignore[operator]
 
 
 @pytest.mark.parametrize("block", range(10))

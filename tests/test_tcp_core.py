@@ -68,7 +68,7 @@ class Harness:
 
     def feed(self) -> None:
         if self.is_stream and self.fed < len(self.data):
-            n = min(self.stream.room() * ADU, len(self.data) - self.fed, 333)
+            n = min(len(self.stream.free_span()), len(self.data) - self.fed, 333)
             if n > 0:
                 self.stream.feed(self.data[self.fed : self.fed + n])
                 self.fed += n

@@ -116,6 +116,7 @@ def run_transfer(
     sender_config: SenderConfig | None = None,
     receiver_config: ReceiverConfig | None = None,
     stream_window_adus: int = 256,
+    stream_initial_adus: int | None = None,
     max_time: float = 120.0,
     max_events: int = 2_000_000,
     inject: list[tuple[float, bytes]] | None = None,
@@ -143,7 +144,7 @@ def run_transfer(
     session_id = rng.getrandbits(64) or 1
     source: Source
     if stream:
-        source = StreamSource(scfg.adu_size, stream_window_adus, scfg.digest)
+        source = StreamSource(scfg.adu_size, stream_window_adus, scfg.digest, stream_initial_adus)
         sender = Sender(scfg, session_id, wire.Kind.STREAM, None, now)
     else:
         source = BytesSource(data, scfg.adu_size, scfg.digest)
@@ -206,9 +207,12 @@ def run_transfer(
 
     while now <= max_time and events < max_events:
         events += 1
-        while isinstance(source, StreamSource) and source.total_bytes() is None and source.room() > 0:
+        while isinstance(source, StreamSource) and source.total_bytes() is None:
+            span = len(source.free_span())
+            if not span:
+                break
             # odd-sized reads, as from a real pipe: ADUs straddle chunk boundaries
-            take = min(source.room() * scfg.adu_size, rng.randint(1, 3 * scfg.adu_size + 7))
+            take = min(span, rng.randint(1, 3 * scfg.adu_size + 7))
             chunk = data[fed : fed + take]
             if not chunk:
                 source.feed_eof()
