@@ -18,6 +18,7 @@ def drive(
     ``in_flight`` ADUs unreleased; every ADU read must be the data's, through any growth."""
     rng = random.Random(seed)
     src = StreamSource(ADU, window, initial_adus=initial)
+    src.growth_pays = 0.0  # here every doubling counts as paying: this is about content and in-flight
     fed = sent = 0
     most = 0
     while True:
@@ -78,13 +79,65 @@ def test_ring_grows_to_what_is_in_flight_and_no_further() -> None:
     assert most == 4
 
 
-def test_a_full_ring_grows_without_waiting_for_a_release() -> None:
-    """At the wrap with everything read and nothing released, the reader gets new slots."""
-    src = StreamSource(ADU, 64, initial_adus=4)
-    src.feed(bytes(4 * ADU))
+def test_a_full_ring_grows_at_the_wrap_and_moves_nothing() -> None:
+    """At the wrap, with most of the ring in flight, the reader gets new slots after the old."""
+    now = [0.0]
+    src = StreamSource(ADU, 64, initial_adus=4, clock=lambda: now[0])
+    src.FREE_BYTES = 0  # every doubling must pay
+    src.feed(bytes(range(ADU)) + bytes(3 * ADU))
     assert not src.free_span()  # full, and the sender has read nothing yet
     src.read(0, 4)
-    assert len(src.free_span()) == 4 * ADU and src.ring_adus == 8
-    src.feed(bytes(range(ADU)) + bytes(3 * ADU))
-    assert bytes(src.read(4, 1)[0]) == bytes(range(ADU))
-    assert bytes(src.read(0, 1)[0]) == bytes(ADU)  # the old ADUs kept their slots
+    assert not src.free_span()  # all in flight, but nothing acknowledged: no rate to judge by
+    now[0] = 1.0
+    src.release(1)  # the first acknowledgement: rates count from here
+    now[0] = 2.0
+    src.release(2)
+    assert len(src.free_span()) == 4 * ADU and src.ring_adus == 8  # not just the two released
+    src.feed(bytes(range(1, ADU + 1)) + bytes(3 * ADU))
+    assert bytes(src.read(4, 1)[0]) == bytes(range(1, ADU + 1))
+    assert bytes(src.read(1, 1)[0]) == bytes(ADU)  # the old ADUs kept their slots
+    assert len(src.free_span()) == 2 * ADU  # the slots ADUs 0 and 1 had, after the new ring's end
+
+
+def paced(ring_bound: bool, seconds: float = 3.0) -> StreamSource:
+    """A fast pipe into a ring, in virtual time (1 ms steps), drained by one of two paths.
+
+    ``ring_bound``: a 50 ms path with room for 40 ADUs per ms (4000 in flight for full speed):
+    what the ring lets out is acknowledged 50 ms later, so a larger ring is a faster transfer.
+    Otherwise the sender may write as much as it has (TCP's socket buffers on loopback take it
+    all) and the receiver takes 40 ADUs per ms out of that queue: no ring makes it faster.
+    """
+    now = [0.0]
+    src = StreamSource(ADU, 100_000, initial_adus=256, clock=lambda: now[0])
+    src.FREE_BYTES = 512 * ADU  # the first doubling is free, as 8 -> 16 MiB is for alf
+    sent = 0
+    flying: list[tuple[float, int]] = []  # (when acknowledged, up to which ADU)
+    queue_end = 0.0  # when the receiver is through what is queued
+    for _ in range(int(seconds * 1000)):
+        while True:  # the pipe is never the limit
+            span = src.free_span()
+            if not span:
+                break
+            src.commit(len(span))
+        n = min(src.available() - sent, 40) if ring_bound else src.available() - sent
+        if n > 0:
+            src.read(sent, n)
+            sent += n
+            if ring_bound:
+                flying.append((now[0] + 0.050, sent))
+            else:
+                queue_end = max(queue_end, now[0]) + n / 40_000
+                flying.append((queue_end + 0.0001, sent))
+        while flying and flying[0][0] <= now[0]:
+            src.release(flying.pop(0)[1])
+        now[0] += 0.001
+    return src
+
+
+def test_the_ring_grows_while_growing_pays() -> None:
+    # 4000 ADUs in flight at full speed: more than half of 4096, so the ring doubles to 8192 and
+    # stops there (8192 is no faster than 4096 once both carry the whole rate)
+    assert paced(ring_bound=True, seconds=10).ring_adus == 8192
+    # the receiver's pace is the limit: the first doubling is free, the second pays against the
+    # start (when little was acknowledged yet), the third does not pay, and none follows
+    assert paced(ring_bound=False, seconds=10).ring_adus == 1024

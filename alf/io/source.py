@@ -11,6 +11,8 @@ from __future__ import annotations
 import mmap
 import os
 import threading
+import time
+from collections.abc import Callable
 from typing import Protocol
 
 from alf.digest import new_hasher
@@ -161,18 +163,26 @@ class StreamSource:
     A slot is refilled only after its ADU was released (acknowledged by the receiver's cum_ack),
     so a view handed out for sending stays valid until then.
 
-    The ring *in use* starts at ``initial_adus`` slots and doubles, up to the window, when the
-    sender has had more than half of it sent and unacknowledged in the lap before: a fast pipe
-    fills any ring (the reader runs ahead of the sender), so fullness says nothing; what the
-    ring must hold is what is in flight. Each page of the mapping costs a page fault the first
-    time it is written (0.15-0.2 s of CPU for 256 MiB here) and a ring that fits in the caches
-    is faster to copy through, so a path that needs 10 MiB in flight never touches the rest.
+    The ring *in use* starts at ``initial_adus`` slots and doubles, up to the window, at a wrap
+    after a lap in which more than half of it was sent and unacknowledged. Up to ``FREE_BYTES``
+    that is all; beyond, doubling must also pay: raise the rate at which ADUs are acknowledged
+    (averaged over the time the ring had its size) by ``growth_pays`` over the size before (a
+    size under which nothing was acknowledged yet cannot tell, and waits). A fast pipe fills any
+    ring (the reader runs ahead of the sender), so fullness says nothing; much in flight says
+    the ring *may* be what limits, and only a faster lap shows that it was: over TCP on
+    loopback the kernel's socket buffers take whatever the ring lets out (150 MB unacknowledged
+    with 256 MiB) and the receiver's pace stays the same, colder in the caches. Each page of the
+    mapping costs a page fault the first time it is written (0.15-0.2 s of CPU for 256 MiB) and
+    a small ring stays in the caches. A path that becomes faster by itself raises the rate
+    under the present size and so lets the ring grow again.
     ADU ``i`` lives in slot ``(i + off) % w``; the ring grows only when the reader is at the
     wrap, where ``off`` can be chosen so that every stored ADU keeps its slot.
     The reader (a thread, or a test) calls ``feed``/``free_span``+``commit`` and ``feed_eof``.
     """
 
     INITIAL_BYTES = 8 << 20
+    FREE_BYTES = 32 << 20  # up to this, much in flight is reason enough to grow
+    GROWTH_PAYS = 1.25
 
     def __init__(
         self,
@@ -180,6 +190,7 @@ class StreamSource:
         window_adus: int,
         alg: DigestAlg = DigestAlg.XXH3_128,
         initial_adus: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.adu_size = adu_size
         self.window_adus = max(1, window_adus)
@@ -196,6 +207,11 @@ class StreamSource:
         # one view per slot in use, made as the ring grows (190k of them for 256 MiB took 80 ms)
         self._slots = _cut(self._view[: self._layout[0] * adu_size], adu_size)
         self._in_flight_peak = 0  # most ADUs read for sending and not released, this lap
+        self._clock = clock
+        self.growth_pays = self.GROWTH_PAYS
+        # when the ring took its size (or the first acknowledgement came), what was released then
+        self._size_since: tuple[float, int] | None = None
+        self._bar = 0.0  # ADUs/s the ring's size must reach to double again
         self._bytes = 0  # stream bytes stored so far
         self._count = 0  # ADUs complete so far (plus the short last one at EOF)
         self._released = 0
@@ -220,16 +236,21 @@ class StreamSource:
         limit = self._released * a + ring - self._bytes
         if pos == 0 and self._bytes:  # at the wrap: the lap that ends here decides
             if w < self.window_adus and self._in_flight_peak * 2 > w:
-                # ADUs below ``here`` keep their slots; ``here`` goes to slot ``w``
-                here = self._bytes // a
+                now = self._clock()
+                began, released = self._size_since or (now, self._released)
+                rate = (self._released - released) / (now - began) if now > began else 0.0
                 grown = min(2 * w, self.window_adus)
-                self._slots += _cut(self._view[w * a : grown * a], a)  # before the sender may use them
-                self._layout = (grown, (w - here) % grown)
-                w, pos, ring = grown, w * a, grown * a
-                limit = self._released * a + ring - self._bytes
+                if grown * a <= self.FREE_BYTES or rate > 0 and rate >= self._bar:
+                    # ADUs below ``here`` keep their slots; ``here`` goes to slot ``w``
+                    here = self._bytes // a
+                    self._slots += _cut(self._view[w * a : grown * a], a)  # before the sender may use them
+                    self._layout = (grown, (w - here) % grown)
+                    w, pos, ring = grown, w * a, grown * a
+                    limit = self._released * a + ring - self._bytes
+                    self._bar = rate * self.growth_pays
+                    self._size_since = (now, self._released)
+            if limit:  # a new lap starts (not while waiting at the wrap)
                 self._in_flight_peak = 0
-            elif limit:
-                self._in_flight_peak = 0  # a new lap starts (not while waiting at the wrap)
         return self._view[pos : pos + min(limit, ring - pos)]
 
     def commit(self, n: int) -> None:
@@ -310,6 +331,8 @@ class StreamSource:
         if below <= self._released:
             return
         self._released = min(below, self._count)
+        if self._size_since is None:  # the rates start with the first acknowledgement, not the handshake
+            self._size_since = (self._clock(), self._released)
         with self._room:
             self._room.notify_all()
 

@@ -144,7 +144,8 @@ def run_transfer(
     session_id = rng.getrandbits(64) or 1
     source: Source
     if stream:
-        source = StreamSource(scfg.adu_size, stream_window_adus, scfg.digest, stream_initial_adus)
+        clock = lambda: now  # noqa: E731 (virtual time, read when the ring decides to grow)
+        source = StreamSource(scfg.adu_size, stream_window_adus, scfg.digest, stream_initial_adus, clock)
         sender = Sender(scfg, session_id, wire.Kind.STREAM, None, now)
     else:
         source = BytesSource(data, scfg.adu_size, scfg.digest)
