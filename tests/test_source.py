@@ -18,7 +18,7 @@ def drive(
     ``in_flight`` ADUs unreleased; every ADU read must be the data's, through any growth."""
     rng = random.Random(seed)
     src = StreamSource(ADU, window, initial_adus=initial)
-    src.growth_pays = 0.0  # here every doubling counts as paying: this is about content and in-flight
+    src.GROWTH_PAYS = 0.0  # here every doubling counts as paying: this is about content and in-flight
     fed = sent = 0
     most = 0
     while True:

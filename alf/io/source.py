@@ -166,15 +166,15 @@ class StreamSource:
     The ring *in use* starts at ``initial_adus`` slots and doubles, up to the window, at a wrap
     after a lap in which more than half of it was sent and unacknowledged. Up to ``FREE_BYTES``
     that is all; beyond, doubling must also pay: raise the rate at which ADUs are acknowledged
-    (averaged over the time the ring had its size) by ``growth_pays`` over the size before (a
+    (averaged over the time the ring had its size) by ``GROWTH_PAYS`` over the size before (a
     size under which nothing was acknowledged yet cannot tell, and waits). A fast pipe fills any
     ring (the reader runs ahead of the sender), so fullness says nothing; much in flight says
-    the ring *may* be what limits, and only a faster lap shows that it was: over TCP on
-    loopback the kernel's socket buffers take whatever the ring lets out (150 MB unacknowledged
-    with 256 MiB) and the receiver's pace stays the same, colder in the caches. Each page of the
-    mapping costs a page fault the first time it is written (0.15-0.2 s of CPU for 256 MiB) and
-    a small ring stays in the caches. A path that becomes faster by itself raises the rate
-    under the present size and so lets the ring grow again.
+    the ring *may* be what limits, and only a faster transfer under the larger ring shows that
+    it was: over TCP on loopback the kernel's socket buffers take whatever the ring lets out
+    (150 MB unacknowledged with 256 MiB) and the receiver's pace stays the same, colder in the
+    caches. Each page of the mapping costs a page fault the first time it is written
+    (0.15-0.2 s of CPU for 256 MiB) and a small ring stays in the caches. A path that becomes
+    faster by itself raises the rate under the present size and so lets the ring grow again.
     ADU ``i`` lives in slot ``(i + off) % w``; the ring grows only when the reader is at the
     wrap, where ``off`` can be chosen so that every stored ADU keeps its slot.
     The reader (a thread, or a test) calls ``feed``/``free_span``+``commit`` and ``feed_eof``.
@@ -208,7 +208,6 @@ class StreamSource:
         self._slots = _cut(self._view[: self._layout[0] * adu_size], adu_size)
         self._in_flight_peak = 0  # most ADUs read for sending and not released, this lap
         self._clock = clock
-        self.growth_pays = self.GROWTH_PAYS
         # when the ring took its size (or the first acknowledgement came), what was released then
         self._size_since: tuple[float, int] | None = None
         self._bar = 0.0  # ADUs/s the ring's size must reach to double again
@@ -247,7 +246,7 @@ class StreamSource:
                     self._layout = (grown, (w - here) % grown)
                     w, pos, ring = grown, w * a, grown * a
                     limit = self._released * a + ring - self._bytes
-                    self._bar = rate * self.growth_pays
+                    self._bar = rate * self.GROWTH_PAYS
                     self._size_since = (now, self._released)
             if limit:  # a new lap starts (not while waiting at the wrap)
                 self._in_flight_peak = 0
@@ -301,8 +300,7 @@ class StreamSource:
         a = self.adu_size
         w, off = self._layout
         end = first + count
-        if end - self._released > self._in_flight_peak:
-            self._in_flight_peak = end - self._released
+        self._sending(end)
         start = (first + off) % w
         out: list[Buffer] = list(self._slots[start : min(start + count, w)])
         if len(out) < count:  # the run wraps around the ring
@@ -319,13 +317,17 @@ class StreamSource:
         w, off = self._layout
         start = (first + off) % w
         count = min(count, w - start)
-        if first + count - self._released > self._in_flight_peak:
-            self._in_flight_peak = first + count - self._released
+        self._sending(first + count)
         end = (start + count) * a
         total = self._total
         if total is not None and first + count == self._count and total % a:
             end -= a - total % a  # the short last ADU
         return self._view[start * a : end]
+
+    def _sending(self, end: int) -> None:
+        """ADUs up to ``end`` were handed out for sending: the lap's most in flight."""
+        if end - self._released > self._in_flight_peak:
+            self._in_flight_peak = end - self._released
 
     def release(self, below: int) -> None:
         if below <= self._released:
