@@ -4,7 +4,9 @@ Invariants:
 - At most one session is bound; it is bound to one session id and one peer address, and
   nothing from elsewhere changes its state (it is counted and dropped).
 - ``window_limit`` never decreases; DATA at or past it is dropped, so an in-order output holds
-  at most ``window_adus`` ADUs beyond what it has consumed.
+  at most ``window_adus`` ADUs beyond what it has consumed. Where the driver names its read
+  buffer, the limit also stays within one flow window of ``highest`` (what has been read), so a
+  receiver slower than its sender is never overrun in its socket buffer (§6).
 - A NAK round names only indices below the frontier recorded one round earlier (§7.2), so a
   reordered ADU is not asked for again, and every hole is asked for again each round it stays.
 - The outcome is set exactly once; the verdict compares the digest computed over the output
@@ -26,6 +28,7 @@ MIN_ROUND = 0.010
 STATUS_EVERY = 0.050
 MAX_NAK_DATAGRAMS = 64
 MAX_AHEAD_ADUS = 1 << 26  # output written at offsets: bound on how far ahead of cum we accept
+WINDOW_UPDATE = 4  # a STATUS goes early once the flow window has moved by 1/this of itself
 ABORT_COPIES = 3
 
 Addr = Hashable
@@ -135,6 +138,10 @@ class Receiver:
         self._done: bytes | None = None
         self._linger_until = 0.0
         self._end_tentative = False  # the end came from a short DATA, not yet from FINAL
+        self._buffer_bytes = 0  # the driver's read buffer (0: not named, no overrun guard)
+        self._flow_adus = 0  # the flow window beyond ``highest``, in ADUs (§6)
+        self._base_rtt = 0.0  # the smallest srtt the sender reported: the path without our queue
+        self._advertised = 0  # the window_limit of the latest STATUS or ACCEPT
 
     # ------------------------------------------------------------ queries
 
@@ -160,6 +167,8 @@ class Receiver:
             limit = self.consumed + max(1, self.cfg.window_bytes // max(self.adu, 1))
         else:
             limit = self.gaps.cum + MAX_AHEAD_ADUS
+        if self._flow_adus:
+            limit = min(limit, self.gaps.highest + self._flow_adus)
         if limit > self._limit:
             self._limit = limit
         return self._limit
@@ -220,6 +229,28 @@ class Receiver:
         """The in-order output has taken ADUs [0, n_adus) and no longer holds them."""
         if n_adus > self.consumed:
             self.consumed = n_adus
+
+    def set_read_buffer(self, nbytes: int) -> None:
+        """The driver's socket holds about ``nbytes`` of DATA datagrams it has not read yet: keep
+        what the sender may have beyond ``highest`` within that plus what arrives while feedback
+        is on its way (§6), so a slow receiver slows its sender instead of overflowing."""
+        self._buffer_bytes = max(0, nbytes)
+        self._update_flow()
+
+    def _update_flow(self) -> None:
+        """flow = max(B, 2 R (rtt + PROBE spacing)), in ADUs. B alone keeps what may queue in our
+        socket within the buffer however fast the sender is. On a path whose round trip holds
+        more than B at the rate R that we read, the window must cover that round trip, and twice
+        it lets the rate double per round (a window of B alone would cap the rate at B / rtt);
+        such a path's data spends that time on the wire, not in our buffer. The rtt is the
+        smallest srtt seen: the srtt itself grows with the queue in our socket, and a window
+        that grew with it let the queue grow further.
+        """
+        if not self._buffer_bytes or not self.adu:
+            return
+        rtt = self._base_rtt
+        ahead = 2 * self.stats.receive_rate_Bps * (rtt + wire.probe_spacing(rtt))
+        self._flow_adus = max(1, int(max(self._buffer_bytes, ahead)) // (self.adu + wire.DATA_HEADER_SIZE))
 
     def verify(self, nbytes: int, digest: bytes, now: float) -> None:
         """The driver computed the digest of everything written; send the verdict."""
@@ -295,6 +326,7 @@ class Receiver:
         self.peer = addr
         self.hello = msg
         self.adu = msg.adu_size
+        self._update_flow()
         if msg.kind == wire.Kind.FILE:
             self.total_bytes = msg.total_bytes
             self.end_adus = -(-msg.total_bytes // msg.adu_size)
@@ -304,10 +336,14 @@ class Receiver:
         self._send(self._accept(msg))
 
     def _accept(self, msg: wire.Hello) -> bytes:
-        return wire.encode_accept(wire.Accept(self.session_id, msg.timestamp_us, self.window_limit))
+        self._advertised = self.window_limit
+        return wire.encode_accept(wire.Accept(self.session_id, msg.timestamp_us, self._advertised))
 
     def _on_probe(self, msg: wire.Probe, now: float) -> None:
         self._srtt = msg.srtt_us / 1e6
+        if msg.srtt_us and (not self._base_rtt or self._srtt < self._base_rtt):
+            self._base_rtt = self._srtt
+            self._update_flow()
         self._probe_echo = (msg.timestamp_us, now)
         if self.state == State.FINISHED:
             if msg.final and self._done is not None:
@@ -353,7 +389,10 @@ class Receiver:
             return
         if now >= self._round_at:
             self._nak_round(now)
-        if now >= self._status_at and self._data_since_status:
+        if self._data_since_status and (
+            now >= self._status_at
+            or self.window_limit - self._advertised >= self._flow_adus // WINDOW_UPDATE > 0
+        ):
             self._send_status(now)
 
     def _nak_round(self, now: float) -> None:
@@ -380,8 +419,10 @@ class Receiver:
             # rate control took that for congestion)
             self.stats.receive_rate_Bps = int((self.stats.wire_bytes - self._rate_bytes) / elapsed)
             self._rate_bytes, self._rate_since = self.stats.wire_bytes, now
+            self._update_flow()
         echo_ts, arrived = self._probe_echo
         delay_us = int((now - arrived) * 1e6) if echo_ts else 0
+        self._advertised = self.window_limit
         self._send(
             wire.encode_status(
                 wire.Status(
@@ -389,7 +430,7 @@ class Receiver:
                     self.gaps.cum,
                     self.gaps.highest,
                     self.gaps.count,
-                    self.window_limit,
+                    self._advertised,
                     self.stats.receive_rate_Bps,
                     echo_ts,
                     min(delay_us, 0xFFFFFFFF),
@@ -411,6 +452,8 @@ class Receiver:
         t = min(self._last_heard + self.cfg.timeout, self._round_at)
         if self._data_since_status:
             t = min(t, self._status_at)
+            if 0 < self._flow_adus // WINDOW_UPDATE <= self.window_limit - self._advertised:
+                t = now  # a window update is due
         return t
 
     def _send(self, datagram: bytes) -> None:

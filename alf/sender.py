@@ -24,7 +24,6 @@ DEFAULT_RATE_BPS = 800e6  # --cc fixed
 DEFAULT_CEILING_BPS = 10e9  # --cc adaptive
 HELLO_FIRST_RETRY = 0.2
 HELLO_MAX_RETRY = 2.0
-PROBE_MIN, PROBE_MAX = 0.005, 0.2
 FINAL_MIN = 0.02
 ABORT_COPIES = 3
 CLOSE_COPIES = 3
@@ -255,7 +254,7 @@ class Sender:
                 self._heard_since_final = False
                 self._probe_at = now + self._final_gap
             else:
-                self._probe_at = now + min(max(self.srtt or PROBE_MIN, PROBE_MIN), PROBE_MAX)
+                self._probe_at = now + wire.probe_spacing(self.srtt or 0.0)
 
     def _maybe_finishing(self, now: float) -> None:
         if (

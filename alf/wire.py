@@ -110,9 +110,15 @@ ABORT_BODY = struct.Struct("!H")
 _HEAD = COMMON.size  # 16
 
 
+PROBE_MIN, PROBE_MAX = 0.005, 0.2  # §8: PROBEs go every clamp(srtt, these)
 FINAL_GAP_CAP = 0.25  # §8: FINAL PROBEs are never further apart than max(this, 2 srtt)
 LINGER_GAPS = 10  # §9: the receiver lingers this many FINAL gaps of silence after its DONE
 LINGER_MIN = 2.0
+
+
+def probe_spacing(srtt: float) -> float:
+    """§8: the time between two PROBEs (before FINAL); also how stale a STATUS may be."""
+    return min(max(srtt, PROBE_MIN), PROBE_MAX)
 
 
 def final_gap_max(srtt: float) -> float:

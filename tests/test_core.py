@@ -146,6 +146,48 @@ def test_nak_rounds_wait_one_round_and_repeat() -> None:
     assert r.on_data_run(3, 1, 100, 0.034) == [] and r.stats.duplicates == 1
 
 
+def test_flow_window_follows_what_was_read() -> None:
+    # 100-byte ADUs, 124-byte datagrams: a 12,400-byte read buffer holds 100 of them
+    r = Receiver(ReceiverConfig(in_order=False), 0.0)
+    r.set_read_buffer(12_400)
+    _hello(r)
+    (accept,) = [wire.decode_untrusted(d) for d, _ in r.poll(0.0)]
+    assert isinstance(accept, wire.Accept) and accept.window_limit == 10  # the file's end
+    r = Receiver(ReceiverConfig(in_order=False), 0.0)
+    r.set_read_buffer(12_400)
+    r.handle_control(
+        wire.encode_hello(wire.Hello(77, 100, wire.Kind.FILE, 10**7, 1, wire.checkphrase_tag(""))), PEER, 0.0
+    )
+    r.poll(0.0)
+    assert r.window_limit == 100  # highest 0 + the buffer
+    r.on_data_run(0, 40, 100, 0.001)
+    assert r.window_limit == 140
+    r.on_data_run(50, 10, 100, 0.002)  # a hole below does not hold the window back
+    assert r.window_limit == 160
+    # a STATUS goes as soon as the window moved by a quarter since the last one advertised
+    out = [wire.decode_untrusted(d) for d, _ in r.poll(0.003)]
+    assert [m.window_limit for m in out if isinstance(m, wire.Status)] == [160]
+    r.on_data_run(60, 10, 100, 0.004)
+    assert r.poll(0.004) == [] and r.next_deadline(0.004) > 0.004  # 10 of 100: not yet
+    r.on_data_run(70, 20, 100, 0.005)
+    assert r.next_deadline(0.005) == 0.005
+    out = [wire.decode_untrusted(d) for d, _ in r.poll(0.005)]
+    assert [m.window_limit for m in out if isinstance(m, wire.Status)] == [190]
+    # reading fast on a long path: the window covers twice what arrives in a round trip plus a
+    # PROBE spacing (a 40 ms srtt: 80 ms), and does not shrink when the rate falls
+    r.handle_control(wire.encode_probe(wire.Probe(77, 90, 1, 40_000)), PEER, 0.006)
+    r.stats.wire_bytes += 1_240_000  # what the session counts as it reads DATA
+    r.on_data_run(90, 10, 100, 0.062)
+    r.poll(0.062)  # the STATUS due 50 ms after the last: the rate since the start, 20 MB/s
+    assert r.stats.receive_rate_Bps == 20_000_000
+    assert r.window_limit == 100 + int(2 * 20e6 * 0.080) // 124 == 25_906
+    r.on_data_run(100, 1, 100, 0.2)
+    assert r.window_limit == 101 + 25_806
+    r.poll(0.2)  # nothing more counted in 138 ms: the flow window falls back to the buffer's
+    r.on_data_run(101, 1, 100, 0.21)
+    assert r.stats.receive_rate_Bps == 0 and r.window_limit == 101 + 25_806  # never shrinks
+
+
 def test_sender_repairs_first_without_starving_new_data() -> None:
     s = Sender(SenderConfig(adu_size=100, rate_bps=1e12), 9, wire.Kind.FILE, 100_000, 0.0)
     s.poll(0.0)

@@ -38,6 +38,7 @@ def scenario(seed: int) -> dict[str, object]:
         seed=seed,
         stream_window_adus=rng.choice([8, 64, 1024]),
         stream_initial_adus=rng.choice([1, 3, 16, None]),  # None: the whole window at once
+        receiver_buffer=rng.choice([0, 0, 600, 16 << 10, 256 << 10]),  # the flow window (0: none)
     )
 
 
@@ -53,6 +54,8 @@ def time_bound(kw: dict[str, object]) -> float:
     """
     adus = -(-len(kw["data"]) // 512)  # type: ignore[arg-type]
     window = kw["stream_window_adus"] if kw["stream"] else max(adus, 1)
+    if kw["receiver_buffer"]:  # the flow window: at least the buffer's worth of datagrams
+        window = min(window, max(1, kw["receiver_buffer"] // 536))  # type: ignore[operator]
     rtt = 2 * kw["forward"].delay  # type: ignore[attr-defined]
     growth = 0  # laps of a stream ring that starts small and doubles
     if kw["stream"] and kw["stream_initial_adus"]:
@@ -138,6 +141,36 @@ def test_window_bounds_the_in_order_receiver() -> None:
     r = run_transfer(data, in_order=True, receiver_config=rcfg, forward=Link(loss=0.1, delay=0.01), seed=4)
     assert r.output == data
     assert r.receiver_stats["beyond_window"] == 0  # the sender respected the advertised window
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_flow_window_keeps_a_slow_receiver_from_overflowing(stream: bool) -> None:
+    # A sender paced at 400 Mbit/s into a receiver that reads 20 Mbit/s from a 256 KB socket
+    # buffer (the forward link's rate and drop-tail queue). Told its buffer, the receiver keeps
+    # the sender within it: nothing overflows. Not told, the same run overflows.
+    data = random.Random(5).randbytes(2_000_000)
+    buffer = 256 << 10
+    link = Link(delay=0.0005, rate_bps=20e6, queue_bytes=buffer)
+    scfg = SenderConfig(adu_size=512, rate_bps=400e6, timeout=10.0)
+    runs = [
+        run_transfer(
+            data,
+            stream=stream,
+            forward=link,
+            sender_config=scfg,
+            receiver_buffer=b,
+            stream_window_adus=4096,  # the sender's ring is not what limits
+            seed=3,
+        )
+        for b in (buffer, 0)
+    ]
+    for r in runs:
+        assert r.output == data and r.sender is not None and r.sender.ok
+    guarded, unguarded = runs
+    assert guarded.forward.queue_drops == 0
+    assert guarded.sender_stats["adus_repair"] == 0
+    assert unguarded.forward.queue_drops > 100
+    assert guarded.elapsed <= unguarded.elapsed  # at the receiver's pace, without the repairs
 
 
 def test_checkphrase_mismatch_ends_the_sender_and_keeps_the_receiver_waiting() -> None:

@@ -33,6 +33,10 @@ GSO_MAX_SEGMENTS = 64  # the kernel takes 64 (128 since 6.x); 64 KiB per call bo
 GSO_MAX_BYTES = 65000
 GRO_CMSG_SPACE = socket.CMSG_SPACE(4)
 SOCKET_BUFFER = 32 << 20
+# Linux's asm-generic/socket.h; Python's socket module does not name them, and a getattr with a
+# None default made every earlier run fall back to SO_RCVBUF, capped at net.core.rmem_max.
+SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32 if sys.platform.startswith("linux") else None)
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33 if sys.platform.startswith("linux") else None)
 RECV_SLOTS = 64
 SLOT_SIZE = 65536
 SEND_BUDGET_ADUS = 512  # per loop turn, so incoming feedback is read often
@@ -92,10 +96,7 @@ def resolve(host: str, port: int) -> tuple[socket.AddressFamily, tuple[str, int]
 
 
 def _tune(sock: socket.socket) -> None:
-    for force, plain in (
-        (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF),
-        (getattr(socket, "SO_SNDBUFFORCE", None), socket.SO_SNDBUF),
-    ):
+    for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
         try:
             if force is None:
                 raise PermissionError
@@ -106,6 +107,14 @@ def _tune(sock: socket.socket) -> None:
             except OSError:
                 pass
     sock.setblocking(False)
+
+
+def read_buffer_bytes(sock: socket.socket) -> int:
+    """DATA bytes the socket surely holds unread. Linux reports twice the size set (the
+    doubling pays for its bookkeeping); measured on loopback it held 0.98x the reported size
+    of GRO-coalesced datagrams and 0.63x of single ones. Half the reported size fits both, with
+    room left for repairs and control traffic."""
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
 
 
 def sender_socket(host: str, port: int, bind: str | None = None) -> socket.socket:
@@ -277,6 +286,7 @@ def run_receiver(session: RecvSession, sock: socket.socket, hooks: Hooks, gro: b
     watch = [sock] + ([hooks.wake_fd] if hooks.wake_fd is not None else [])
     gro = gro and enable_gro(sock)
     session.datapath = "gro" if gro else "per-datagram"
+    receiver.set_read_buffer(read_buffer_bytes(sock))
     while True:
         now = clock()
         if hooks.cancelled() and not cancel_sent:

@@ -124,6 +124,7 @@ def run_transfer(
     kill_receiver_at: float = float("inf"),
     rx_tick: float = 0.001,
     receiver_drop: float = 0.0,
+    receiver_buffer: int = 0,
     trace: list[tuple[float, float, int]] | None = None,
 ) -> SimResult:
     """Send ``data`` across the simulated network and return both outcomes and the output.
@@ -132,7 +133,10 @@ def run_transfer(
     address, for hostile-input tests. ``kill_*_at`` makes a side vanish at that virtual time:
     it neither sends nor receives again, as if its process were killed. The receiver takes
     DATA on a ``rx_tick`` clock, so what arrived meanwhile comes as a batch (and, as with GRO,
-    runs of it come coalesced). ``receiver_drop`` is the receiver's ``--drop``. ``trace``, if
+    runs of it come coalesced). ``receiver_drop`` is the receiver's ``--drop``;
+    ``receiver_buffer``, if given, is the read buffer the receiver is told it has (a forward
+    ``Link`` with a rate and ``queue_bytes`` then models a receiver that reads at that rate
+    from a socket buffer that deep). ``trace``, if
     given, receives (time, the sender's pacing rate, bottleneck queue drops so far) whenever
     the rate changes.
     """
@@ -156,6 +160,8 @@ def run_transfer(
     # a small read-back chunk, so hashing what arrived beyond holes takes many steps
     sink = OrderedSink(writer) if rcfg.in_order else OffsetSink(backend, hash_chunk=1000)
     receiver = Receiver(rcfg, now)
+    if receiver_buffer:
+        receiver.set_read_buffer(receiver_buffer)
     recv = RecvSession(receiver, sink, Dropper(receiver_drop, seed) if receiver_drop else None)
     fwd, back = Wire(forward, rng), Wire(backward, rng)
     queue: list[tuple[float, int, int, bytes]] = []  # (time, seq, 0 = to receiver / 1 = to sender, datagram)
