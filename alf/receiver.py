@@ -63,6 +63,7 @@ class ReceiverStats:
     status_sent: int = 0
     control_lost: int = 0  # STATUS/NAK/DONE the socket would not take (ENOBUFS, full): not sent
     receive_rate_Bps: int = 0
+    socket_overflows: int = 0  # datagrams the kernel dropped because our socket buffer was full
 
 
 class State(Enum):
@@ -141,6 +142,7 @@ class Receiver:
         self._buffer_bytes = 0  # the driver's read buffer (0: not named, no overrun guard)
         self._flow_adus = 0  # the flow window beyond ``highest``, in ADUs (§6)
         self._base_rtt = 0.0  # the smallest srtt the sender reported: the path without our queue
+        self._overflowed = False  # our socket overflowed: the flow window is the buffer alone
         self._advertised = 0  # the window_limit of the latest STATUS or ACCEPT
 
     # ------------------------------------------------------------ queries
@@ -237,6 +239,16 @@ class Receiver:
         self._buffer_bytes = max(0, nbytes)
         self._update_flow()
 
+    def set_socket_drops(self, total: int) -> None:
+        """The driver's socket has dropped ``total`` datagrams so far for want of room. The first
+        drop ends the round-trip term of the flow window: from then on the sender may have only
+        what the buffer holds beyond what we have read."""
+        if total > self.stats.socket_overflows:
+            self.stats.socket_overflows = total
+            if not self._overflowed:
+                self._overflowed = True
+                self._update_flow()
+
     def _update_flow(self) -> None:
         """flow = max(B, 2 R (rtt + PROBE spacing)), in ADUs. B alone keeps what may queue in our
         socket within the buffer however fast the sender is. On a path whose round trip holds
@@ -244,12 +256,13 @@ class Receiver:
         it lets the rate double per round (a window of B alone would cap the rate at B / rtt);
         such a path's data spends that time on the wire, not in our buffer. The rtt is the
         smallest srtt seen: the srtt itself grows with the queue in our socket, and a window
-        that grew with it let the queue grow further.
+        that grew with it let the queue grow further. Once our socket has overflowed, the
+        second term is gone: a receiver that cannot keep up gets B, and nothing more queues.
         """
         if not self._buffer_bytes or not self.adu:
             return
         rtt = self._base_rtt
-        ahead = 2 * self.stats.receive_rate_Bps * (rtt + wire.probe_spacing(rtt))
+        ahead = 0.0 if self._overflowed else 2 * self.stats.receive_rate_Bps * (rtt + wire.probe_spacing(rtt))
         self._flow_adus = max(1, int(max(self._buffer_bytes, ahead)) // (self.adu + wire.DATA_HEADER_SIZE))
 
     def verify(self, nbytes: int, digest: bytes, now: float) -> None:

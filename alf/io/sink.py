@@ -24,7 +24,7 @@ from alf.wire import DigestAlg
 
 Buffer = bytes | bytearray | memoryview
 
-HASH_CHUNK = 8 << 20
+HASH_CHUNK = 1 << 20  # read back into one reused buffer this large: it stays in the caches
 IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "sysconf") else 16
 
 
@@ -62,7 +62,7 @@ def _describe(e: OSError, what: str) -> str:
 class OffsetBackend(Protocol):
     def pwritev(self, buffers: Sequence[Buffer], offset: int) -> None: ...
 
-    def pread(self, n: int, offset: int) -> bytes: ...
+    def readinto(self, buf: memoryview, offset: int) -> int: ...
 
     def reserve(self, total_bytes: int) -> None: ...
 
@@ -82,8 +82,10 @@ class MemoryBackend:
             self.data.extend(bytes(end - len(self.data)))
         self.data[offset:end] = blob
 
-    def pread(self, n: int, offset: int) -> bytes:
-        return bytes(self.data[offset : offset + n])
+    def readinto(self, buf: memoryview, offset: int) -> int:
+        part = self.data[offset : offset + len(buf)]
+        buf[: len(part)] = part
+        return len(part)
 
     def reserve(self, total_bytes: int) -> None:
         pass
@@ -139,10 +141,10 @@ class FileBackend:
                     done += os.pwrite(self.fd, blob[done:], offset + done)
             offset += total
 
-    def pread(self, n: int, offset: int) -> bytes:
+    def readinto(self, buf: memoryview, offset: int) -> int:
         if self._rfd < 0:
             raise SinkError("cannot read back a non-regular output")
-        return os.pread(self._rfd, n, offset)
+        return os.preadv(self._rfd, [buf], offset)
 
     def reserve(self, total_bytes: int) -> None:
         if self.device:
@@ -201,6 +203,7 @@ class OffsetSink:
         self.adu = 0
         self._hash: Hasher | None = None
         self._hashed = 0  # bytes of the content hashed so far (a prefix)
+        self._chunk: memoryview | None = None  # the read-back buffer, made at the first need
         self._readable = not isinstance(backend, FileBackend) or backend.readable
         self._end: int | None = None  # where the content ends, once a short last ADU is written
 
@@ -249,17 +252,24 @@ class OffsetSink:
         return cum
 
     def _hash_to(self, end: int) -> None:
+        """Hash the output from the hashed prefix up to ``end``, read back through one reused
+        buffer (a fresh ``bytes`` per read is fresh memory each time: page faults, and on this
+        project's VM a fault in the host too)."""
         assert self._hash is not None
+        if self._hashed >= end:
+            return
+        if self._chunk is None:
+            self._chunk = memoryview(bytearray(self.hash_chunk))
         while self._hashed < end:
-            n = min(self.hash_chunk, end - self._hashed)
+            view = self._chunk[: min(self.hash_chunk, end - self._hashed)]
             try:
-                chunk = self.backend.pread(n, self._hashed)
+                got = self.backend.readinto(view, self._hashed)
             except OSError as e:
                 raise SinkError(_describe(e, "cannot read back the output")) from None
-            if len(chunk) != n:
+            if got != len(view):
                 raise SinkError("the output is shorter than what was written to it")
-            self._hash.update(chunk)
-            self._hashed += n
+            self._hash.update(view)
+            self._hashed += got
 
     def finish(self, total_bytes: int, expected: bytes | None) -> tuple[int, bytes]:
         """Hash the rest; only if the digest is ``expected`` does the output take its final name

@@ -37,6 +37,8 @@ SOCKET_BUFFER = 32 << 20
 # None default made every earlier run fall back to SO_RCVBUF, capped at net.core.rmem_max.
 SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32 if sys.platform.startswith("linux") else None)
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33 if sys.platform.startswith("linux") else None)
+SO_MEMINFO = 55  # Linux: u32[SK_MEMINFO_VARS] of the socket's memory; index 8 counts its drops
+SK_MEMINFO_DROPS = 8
 RECV_SLOTS = 64
 SLOT_SIZE = 65536
 SEND_BUDGET_ADUS = 512  # per loop turn, so incoming feedback is read often
@@ -115,6 +117,18 @@ def read_buffer_bytes(sock: socket.socket) -> int:
     of GRO-coalesced datagrams and 0.63x of single ones. Half the reported size fits both, with
     room left for repairs and control traffic."""
     return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
+
+
+def socket_drops(sock: socket.socket) -> int | None:
+    """Datagrams the kernel dropped at this socket (its buffer was full), or None where the
+    system does not say. One getsockopt, no per-datagram cost."""
+    try:
+        info = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 4 * (SK_MEMINFO_DROPS + 1))
+    except OSError:
+        return None
+    if len(info) < 4 * (SK_MEMINFO_DROPS + 1):
+        return None
+    return int.from_bytes(info[4 * SK_MEMINFO_DROPS : 4 * SK_MEMINFO_DROPS + 4], sys.byteorder)
 
 
 def sender_socket(host: str, port: int, bind: str | None = None) -> socket.socket:
@@ -287,6 +301,8 @@ def run_receiver(session: RecvSession, sock: socket.socket, hooks: Hooks, gro: b
     gro = gro and enable_gro(sock)
     session.datapath = "gro" if gro else "per-datagram"
     receiver.set_read_buffer(read_buffer_bytes(sock))
+    drops = socket_drops(sock)
+    drops_base = drops or 0  # dropped before the session (another sender's datagrams): not ours
     while True:
         now = clock()
         if hooks.cancelled() and not cancel_sent:
@@ -326,6 +342,10 @@ def run_receiver(session: RecvSession, sock: socket.socket, hooks: Hooks, gro: b
         if items:
             session.on_datagrams(items, now)
         session.flush(now)  # before the slots are reused
+        if drops is not None and calls:
+            drops = socket_drops(sock)
+            if drops is not None:
+                receiver.set_socket_drops(drops - drops_base)
         now = clock()  # the STATUS tells how long it held the PROBE's echo: up to the send
         for datagram, addr in session.poll(now):
             if not _send(sock, [datagram], addr):

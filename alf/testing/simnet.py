@@ -136,7 +136,7 @@ def run_transfer(
     runs of it come coalesced). ``receiver_drop`` is the receiver's ``--drop``;
     ``receiver_buffer``, if given, is the read buffer the receiver is told it has (a forward
     ``Link`` with a rate and ``queue_bytes`` then models a receiver that reads at that rate
-    from a socket buffer that deep). ``trace``, if
+    from a socket buffer that deep, whose drops it reads). ``trace``, if
     given, receives (time, the sender's pacing rate, bottleneck queue drops so far) whenever
     the rate changes.
     """
@@ -211,6 +211,8 @@ def run_transfer(
                 recv.on_datagrams([(d, SENDER_ADDR)], t)
             i = j
         recv.flush(t)
+        if receiver_buffer:  # the driver reads its socket's drop count after each turn
+            receiver.set_socket_drops(fwd.counters.queue_drops)
 
     while now <= max_time and events < max_events:
         events += 1
