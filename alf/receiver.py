@@ -286,7 +286,11 @@ class Receiver:
 
     # ------------------------------------------------------------ control messages
 
-    def handle_control(self, buf: bytes | bytearray | memoryview, addr: Addr, now: float) -> None:
+    def handle_control(
+        self, buf: bytes | bytearray | memoryview, addr: Addr, now: float, arrived: float | None = None
+    ) -> None:
+        """A control datagram read at ``now``; ``arrived``, if the driver knows it, is when it
+        reached our host (before it waited in our socket): a PROBE's echo counts from then."""
         try:
             msg = wire.decode_untrusted(buf)
         except wire.BadPacket:
@@ -302,7 +306,7 @@ class Receiver:
             return
         self._last_heard = now
         if isinstance(msg, wire.Probe):
-            self._on_probe(msg, now)
+            self._on_probe(msg, now, now if arrived is None else arrived)
         elif isinstance(msg, wire.Close):
             if self.state == State.FINISHED:
                 self.state = State.CLOSED
@@ -352,12 +356,12 @@ class Receiver:
         self._advertised = self.window_limit
         return wire.encode_accept(wire.Accept(self.session_id, msg.timestamp_us, self._advertised))
 
-    def _on_probe(self, msg: wire.Probe, now: float) -> None:
+    def _on_probe(self, msg: wire.Probe, now: float, arrived: float) -> None:
         self._srtt = msg.srtt_us / 1e6
         if msg.srtt_us and (not self._base_rtt or self._srtt < self._base_rtt):
             self._base_rtt = self._srtt
             self._update_flow()
-        self._probe_echo = (msg.timestamp_us, now)
+        self._probe_echo = (msg.timestamp_us, min(arrived, now))
         if self.state == State.FINISHED:
             if msg.final and self._done is not None:
                 self._send(self._done)

@@ -234,7 +234,10 @@ class RecvSession:
             self._flush(self._run_first, run, now)
             self._after(now)
 
-    def on_datagrams(self, items: Sequence[tuple[Buffer, Addr]], now: float) -> None:
+    def on_datagrams(
+        self, items: Sequence[tuple[Buffer, Addr]], now: float, arrived: float | None = None
+    ) -> None:
+        """Datagrams read at ``now``; ``arrived``: when they reached the host, if known."""
         self.flush(now)  # what came before goes first
         r = self.receiver
         st = r.stats
@@ -255,7 +258,7 @@ class RecvSession:
                 if run:
                     self._flush(run_first, run, now)
                     run = []
-                r.handle_control(buf, addr, now)
+                r.handle_control(buf, addr, now, arrived)
                 if not self._started and r.hello is not None:
                     self._start(now)
                     adu = r.adu

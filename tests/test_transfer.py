@@ -382,12 +382,15 @@ def test_gso_refused_mid_transfer_falls_back(procs: Procs, port: int, tmp_path: 
     assert sha256_file(dst) == sha256_file(src)
 
 
-def test_probe_hold_time_counts_from_its_read_not_from_the_turn() -> None:
+def test_probe_hold_time_counts_from_its_arrival() -> None:
     """The receiver echoes a PROBE's timestamp with how long it held it. A PROBE read at the
-    end of a long receive turn waited in the socket meanwhile: that wait is part of the path
-    (a queue at the receiver), so the sender's RTT sample must include it. Stamped with the
-    turn's start, the hold time took it away and the sample came out shorter than the path's
-    RTT (14 ms on the lab's 20 ms path), and the minimum-RTT filter kept it for minutes."""
+    end of a long receive turn waited in our socket meanwhile. That wait is the receiver's own
+    queue, which its flow window bounds: counted in the sender's RTT sample, rate control took
+    it for a queue on the path and cut (loopback, --cc adaptive: 0.66 against 0.85 GB/s for a
+    fixed rate). The hold time counts from the kernel's receive stamp, so the sample leaves the
+    wait out. It must never come out *below* the path's RTT either: stamped with the start of
+    its turn, before it arrived, the hold time was too long and a sample of 14 ms was taken on
+    the lab's 20 ms path (the minimum-RTT filter kept it for minutes)."""
     import threading
     from typing import Any
 
@@ -441,9 +444,9 @@ def test_probe_hold_time_counts_from_its_read_not_from_the_turn() -> None:
             samples.append((us() - sent_at - status.echo_delay_us) / 1e6)
             time.sleep(0.06)
             client.send(wire.encode_data(wire.Data(sid, before + 1, bytes(adu))))  # data: a STATUS is due
-        # The PROBE waited behind `before` slow reads. Stamped with its turn's start, the
-        # second sample came out near zero.
-        assert min(samples) >= 0.8 * before * per_read, samples
+        # The PROBE waited ~120 ms behind `before` slow reads; the path (loopback) is well
+        # under a millisecond. Stamped with its read, both samples came out at 120 ms or more.
+        assert all(0 <= x < 0.25 * before * per_read for x in samples), samples
         client.send(wire.encode_abort(wire.Abort(sid, wire.AbortCode.CANCELLED, "test over")))
     finally:
         t.join(timeout=10)

@@ -12,9 +12,11 @@ session's own deadlines and timeouts.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import select
 import socket
+import struct
 import sys
 import time
 from collections.abc import Callable
@@ -39,6 +41,9 @@ SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32 if sys.platform.startswith
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33 if sys.platform.startswith("linux") else None)
 SO_MEMINFO = 55  # Linux: u32[SK_MEMINFO_VARS] of the socket's memory; index 8 counts its drops
 SK_MEMINFO_DROPS = 8
+SIOCGSTAMPNS = 0x8907  # Linux: the kernel's receive time (CLOCK_REALTIME) of the last datagram read
+TIMESPEC = struct.Struct("@qq")
+_PROBE = wire.MsgType.PROBE
 RECV_SLOTS = 64
 SLOT_SIZE = 65536
 SEND_BUDGET_ADUS = 512  # per loop turn, so incoming feedback is read often
@@ -129,6 +134,23 @@ def socket_drops(sock: socket.socket) -> int | None:
     if len(info) < 4 * (SK_MEMINFO_DROPS + 1):
         return None
     return int.from_bytes(info[4 * SK_MEMINFO_DROPS : 4 * SK_MEMINFO_DROPS + 4], sys.byteorder)
+
+
+def arrival_time(sock: socket.socket, now: float) -> float:
+    """When the kernel received the datagram just read, on the monotonic clock (``now`` was read
+    right after it): earlier than ``now`` by the time it waited in our socket buffer. That wait
+    is the receiver's own queue, which the flow window bounds; kept out of a PROBE's echo it
+    is kept out of the sender's RTT samples, where rate control took it for a path's queue. The
+    stamp is taken after the path, and the monotonic clock is read after the real-time one, so
+    a sample can still only err high. ``now`` where the system does not say (the first call
+    turns the stamps on)."""
+    try:
+        sec, nsec = TIMESPEC.unpack(fcntl.ioctl(sock.fileno(), SIOCGSTAMPNS, bytes(TIMESPEC.size)))
+    except OSError:
+        return now
+    held = time.time() - sec - nsec * 1e-9
+    arrived = time.monotonic() - held
+    return arrived if now - 1.0 < arrived <= now else now
 
 
 def sender_socket(host: str, port: int, bind: str | None = None) -> socket.socket:
@@ -303,6 +325,7 @@ def run_receiver(session: RecvSession, sock: socket.socket, hooks: Hooks, gro: b
     receiver.set_read_buffer(read_buffer_bytes(sock))
     drops = socket_drops(sock)
     drops_base = drops or 0  # dropped before the session (another sender's datagrams): not ours
+    arrival_time(sock, clock())  # turns the kernel's receive stamps on
     while True:
         now = clock()
         if hooks.cancelled() and not cancel_sent:
@@ -337,6 +360,11 @@ def run_receiver(session: RecvSession, sock: socket.socket, hooks: Hooks, gro: b
                     session.on_datagrams(items, now)
                     items = []
                 session.on_coalesced(slot[:n], segment, addr, now, slot_no)
+            elif n > 1 and slot[1] == _PROBE:  # its echo's hold time counts from its arrival
+                if items:
+                    session.on_datagrams(items, now)
+                    items = []
+                session.on_datagrams([(slot[:n], addr)], now, arrival_time(sock, now))
             else:
                 items.append((slot[:n], addr))
         if items:
