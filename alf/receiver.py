@@ -29,6 +29,7 @@ STATUS_EVERY = 0.050
 MAX_NAK_DATAGRAMS = 64
 MAX_AHEAD_ADUS = 1 << 26  # output written at offsets: bound on how far ahead of cum we accept
 WINDOW_UPDATE = 4  # a STATUS goes early once the flow window has moved by 1/this of itself
+FLOW_FLOOR = 4 << 20  # the flow window never falls below this much of the read buffer
 ABORT_COPIES = 3
 
 Addr = Hashable
@@ -143,6 +144,7 @@ class Receiver:
         self._flow_adus = 0  # the flow window beyond ``highest``, in ADUs (§6)
         self._base_rtt = 0.0  # the smallest srtt the sender reported: the path without our queue
         self._overflowed = False  # our socket overflowed: the flow window is the buffer alone
+        self._queue_wait = 0.0  # how long the latest PROBE waited in our socket before it was read
         self._advertised = 0  # the window_limit of the latest STATUS or ACCEPT
 
     # ------------------------------------------------------------ queries
@@ -250,20 +252,24 @@ class Receiver:
                 self._update_flow()
 
     def _update_flow(self) -> None:
-        """flow = max(B, 2 R (rtt + PROBE spacing)), in ADUs. B alone keeps what may queue in our
-        socket within the buffer however fast the sender is. On a path whose round trip holds
-        more than B at the rate R that we read, the window must cover that round trip, and twice
-        it lets the rate double per round (a window of B alone would cap the rate at B / rtt);
-        such a path's data spends that time on the wire, not in our buffer. The rtt is the
-        smallest srtt seen: the srtt itself grows with the queue in our socket, and a window
-        that grew with it let the queue grow further. Once our socket has overflowed, the
-        second term is gone: a receiver that cannot keep up gets B, and nothing more queues.
+        """flow = max(min(B, FLOW_FLOOR), 2 R (rtt + PROBE spacing)), in ADUs, and at most B once
+        our socket has overflowed. At the rate R that we read, R (rtt + spacing) arrives between
+        a STATUS and the next: twice that keeps the sender from waiting on the window and lets
+        its rate double per round, on a long path too, where that data is on the wire and not in
+        our buffer. A window of the whole buffer (32 MiB) kept a standing queue of up to 30 ms in
+        our socket whenever the sender was the faster: repairs waited behind it and holes were
+        NAKed again before their repair could arrive. The floor lets a transfer start. The rtt
+        is the smallest srtt seen. A receiver that cannot keep up and overflows gets B at most
+        from then on, and nothing more queues than the buffer holds.
         """
         if not self._buffer_bytes or not self.adu:
             return
         rtt = self._base_rtt
-        ahead = 0.0 if self._overflowed else 2 * self.stats.receive_rate_Bps * (rtt + wire.probe_spacing(rtt))
-        self._flow_adus = max(1, int(max(self._buffer_bytes, ahead)) // (self.adu + wire.DATA_HEADER_SIZE))
+        ahead = 2 * self.stats.receive_rate_Bps * (rtt + wire.probe_spacing(rtt))
+        flow = max(min(self._buffer_bytes, FLOW_FLOOR), ahead)
+        if self._overflowed:
+            flow = min(flow, self._buffer_bytes)
+        self._flow_adus = max(1, int(flow) // (self.adu + wire.DATA_HEADER_SIZE))
 
     def verify(self, nbytes: int, digest: bytes, now: float) -> None:
         """The driver computed the digest of everything written; send the verdict."""
@@ -362,6 +368,7 @@ class Receiver:
             self._base_rtt = self._srtt
             self._update_flow()
         self._probe_echo = (msg.timestamp_us, min(arrived, now))
+        self._queue_wait = now - self._probe_echo[1]
         if self.state == State.FINISHED:
             if msg.final and self._done is not None:
                 self._send(self._done)
@@ -413,7 +420,8 @@ class Receiver:
             self._send_status(now)
 
     def _nak_round(self, now: float) -> None:
-        self._round_at = now + max(MIN_ROUND, 2 * self._srtt)
+        # a repair crosses the path and then waits in our socket as the PROBE did
+        self._round_at = now + max(MIN_ROUND, 2 * self._srtt + self._queue_wait)
         below = min(self._nak_below, self.window_limit)
         self._nak_below = self._frontier
         if below <= self.gaps.cum:
