@@ -12,6 +12,7 @@ counter (injected loss, malformed, foreign, bad checksum).
 from __future__ import annotations
 
 import functools
+import math
 import random
 import struct
 from collections.abc import Sequence
@@ -32,16 +33,40 @@ _HDR_SIZE = wire.DATA_HEADER_SIZE
 
 
 class Dropper:
-    """``--drop P --seed N``: drop a seeded random fraction of incoming datagrams."""
+    """``--drop P --seed N``: drop a seeded random fraction of incoming datagrams.
+
+    Each datagram is dropped with probability P, independently (a Bernoulli process), drawn as
+    the geometric gap to the next drop: one draw per drop rather than one per datagram, which
+    cost 0.2-0.3 s of the receiver's CPU per GiB at 1% (800k draws and a list comprehension).
+    """
 
     def __init__(self, probability: float, seed: int) -> None:
         if not 0.0 <= probability < 1.0:
             raise ValueError("drop probability must be in [0, 1)")
         self.p = probability
         self._random = random.Random(seed).random
+        self._log_keep = math.log1p(-probability) if probability > 0.0 else 0.0
+        self._next = self._gap()  # datagrams to let through before the next drop
+
+    def _gap(self) -> int | float:
+        if not self._log_keep:
+            return math.inf
+        # P(gap = g) = (1-p)^g p: the inverse of the geometric distribution's CDF at 1 - U
+        return int(math.log(1.0 - self._random()) / self._log_keep)
+
+    def drops(self, count: int) -> list[int]:
+        """Which of the next ``count`` datagrams to drop (positions 0..count-1, ascending)."""
+        out: list[int] = []
+        k = self._next
+        while k < count:
+            out.append(int(k))
+            k += 1 + self._gap()
+        self._next = k - count
+        return out
 
     def drop(self) -> bool:
-        return self.p > 0.0 and self._random() < self.p
+        """Whether to drop the next datagram."""
+        return bool(self.drops(1))
 
 
 @dataclass(frozen=True)
@@ -207,8 +232,7 @@ class RecvSession:
                 if self.dropper is None:
                     self._gather(first, payloads, now)
                     return
-                drop = self.dropper.drop
-                lost = [k for k in range(count) if drop()]  # one seeded draw per datagram
+                lost = self.dropper.drops(count)
                 r.stats.dropped_injected += len(lost)
                 start = 0
                 for k in [*lost, count]:

@@ -319,3 +319,26 @@ def test_output_takes_its_name_only_when_the_digest_matches(tmp_path: os.PathLik
         if kept:
             with open(path, "rb") as f:
                 assert f.read() == data
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(1, 100), min_size=1, max_size=200), st.integers(0, 2**32))
+def test_dropper_does_not_depend_on_how_datagrams_are_grouped(sizes: list[int], seed: int) -> None:
+    from alf.session import Dropper
+
+    grouped, single = Dropper(0.1, seed), Dropper(0.1, seed)
+    at = 0
+    for n in sizes:
+        assert [at + k for k in grouped.drops(n)] == [at + k for k in range(n) if single.drop()]
+        at += n
+
+
+def test_dropper_rate_and_independence() -> None:
+    from alf.session import Dropper
+
+    d = Dropper(0.05, 7)
+    seq = [d.drop() for _ in range(400_000)]
+    rate = sum(seq) / len(seq)
+    after_drop = sum(1 for a, b in zip(seq, seq[1:], strict=False) if a and b) / sum(seq[:-1])
+    assert 0.048 < rate < 0.052 and 0.045 < after_drop < 0.055  # no bursts: a Bernoulli process
+    assert Dropper(0.0, 1).drops(10**6) == []
