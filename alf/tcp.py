@@ -103,6 +103,10 @@ class TcpSender:
     def conn_opened(self, cid: int) -> None:
         self._inflight[cid] = deque()
 
+    def carries(self, cid: int) -> bool:
+        """Whether connection ``cid`` carried runs the receiver has not acknowledged yet."""
+        return bool(self._inflight.get(cid))
+
     def conn_lost(self, cid: int) -> None:
         """Queue again every run the connection carried that the receiver has not acknowledged."""
         runs = self._inflight.pop(cid, None)

@@ -6,7 +6,8 @@ the first path are filled before any later path gets a frame, so later paths car
 the first cannot take (viamillipede's rule). A connection that fails (reset, refused,
 ``TCP_USER_TIMEOUT`` on a dead link, a stall) is closed, the core queues its unacknowledged
 runs again, and a replacement is opened on the same path, or on the most preferred path that
-still answers. ``chaos`` resets a seeded choice of connection every ``chaos`` payload bytes.
+still answers. ``chaos`` resets a seeded choice of connection every ``chaos`` payload bytes
+(one that carries unacknowledged data, where one does).
 
 One thread, non-blocking sockets, one ``select`` per turn; every wait is bounded by the cores'
 deadlines and ``--timeout``.
@@ -432,6 +433,11 @@ class TcpSendDriver:
             if self.chaos and self._chaos_left <= 0:
                 self._chaos_left += self.chaos
                 victims = [s for s in self.slots if s.conn is not None and s.conn.joined]
+                # one that carries unacknowledged data, where one does: that is what a lost
+                # connection costs, and what the resend path must recover (an idle victim
+                # tested only the reconnect)
+                loaded = [s for s in victims if s.conn is not None and core.carries(s.conn.id)]
+                victims = loaded or victims
                 if victims:
                     self.stats.chaos_resets += 1
                     self._lose(self.rng.choice(victims), now, "chaos", reset=True)
