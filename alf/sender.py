@@ -301,6 +301,28 @@ class Sender:
             return None
         return self._issued(run, now)
 
+    def next_runs(self, now: float, max_count: int) -> list[Run]:
+        """Runs for one batch of at most ``max_count`` ADUs: a run of new data, or repairs
+        (each often one ADU, scattered) gathered so that they share system calls, perhaps
+        followed by the new run the sharing rule lets through. A run that ends with the
+        content's short last ADU ends the batch: a GSO send needs every datagram full-size but
+        its last."""
+        runs: list[Run] = []
+        room = max_count
+        while room > 0:
+            run = self.next_run(now, room)
+            if run is None:
+                break
+            runs.append(run)
+            room -= run.count
+            if not run.repair or self._ends_short(run):
+                break
+        return runs
+
+    def _ends_short(self, run: Run) -> bool:
+        total = self.total_bytes
+        return total is not None and total % self.adu != 0 and run.first + run.count == self.end_adus
+
     def _new_run(self, now: float, n: int, new_limit: int) -> Run:
         count = min(n, new_limit - self.next_new)
         run = Run(self.next_new, count, self.paths[0], False)

@@ -71,11 +71,16 @@ class Dropper:
 
 @dataclass(frozen=True)
 class DataBatch:
-    """DATA datagrams for one run: ``headers[k]`` + ``payloads[k]`` is datagram ``run.first + k``."""
+    """DATA datagrams for one or more runs, in order: ``headers[k]`` + ``payloads[k]`` is the
+    k-th datagram; all are full-size but perhaps the last."""
 
-    run: Run
+    runs: list[Run]
     headers: list[memoryview]
     payloads: list[Buffer]
+
+    @property
+    def count(self) -> int:
+        return len(self.headers)
 
     def iov(self) -> list[Buffer]:
         """header, payload, header, payload, ...: one scatter list for a GSO send."""
@@ -132,27 +137,36 @@ class SendSession:
         return self.sender.ready_count(now)
 
     def next_batch(self, now: float, max_count: int) -> DataBatch | None:
-        """At most one run of up to ``max_count`` ADUs as DATA datagrams (None: nothing now).
+        """Up to ``max_count`` ADUs as DATA datagrams (None: nothing now): one run of new data,
+        or scattered repairs together (they share the system calls: one GSO send for up to 44
+        single-ADU repairs, where each took a ``sendmsg`` of its own and arrived alone).
 
         The batch's views point into buffers reused by the next call: send it before that.
         """
         s = self.sender
-        run = s.next_run(now, min(max_count, self.max_run))
-        if run is None:
+        runs = s.next_runs(now, min(max_count, self.max_run))
+        if not runs:
             return None
         try:
-            payloads = self.source.read(run.first, run.count)
+            if len(runs) == 1:
+                run = runs[0]
+                payloads = self.source.read(run.first, run.count)
+                indices: Sequence[int] = range(run.first, run.first + run.count)
+            else:
+                payloads, at = [], 0
+                for run in runs:
+                    payloads += self.source.read(run.first, run.count, at)
+                    at += run.count
+                indices = [i for run in runs for i in range(run.first, run.first + run.count)]
         except (OSError, KeyError) as e:
             s.cancel(wire.AbortCode.LOCAL_IO, f"cannot read the input: {e}", ExitCode.LOCAL_IO)
             return None
-        n = run.count
+        checksums = None
         if s.cfg.checksum:
             crc = wire.data_checksum
-            checksums = [crc(i, p) for i, p in enumerate(payloads, run.first)]
-            wire.pack_data_headers_into(self._headers, s.session_id, run.first, n, checksums)
-        else:
-            wire.pack_data_headers_into(self._headers, s.session_id, run.first, n, None)
-        return DataBatch(run, self._header_views[:n], payloads)
+            checksums = [crc(i, p) for i, p in zip(indices, payloads, strict=True)]
+        wire.pack_data_headers_into(self._headers, s.session_id, indices, checksums)
+        return DataBatch(runs, self._header_views[: len(payloads)], payloads)
 
     def step(self, now: float) -> tuple[list[bytes], DataBatch | None]:
         """Control datagrams due now, and at most one batch of DATA (no smart batching)."""

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -306,18 +307,20 @@ def _headers_format(count: int, checksum: bool) -> struct.Struct:
 
 
 def pack_data_headers_into(
-    buf: bytearray, session_id: int, first: int, count: int, checksums: list[int] | None
+    buf: bytearray, session_id: int, indices: Sequence[int], checksums: list[int] | None
 ) -> None:
-    """§5 headers of DATA ``first .. first+count-1`` into ``buf``, 24 bytes each, in one call."""
+    """§5 headers of DATA ``indices`` (a range, or any list) into ``buf``, 24 bytes each, in
+    one call."""
+    count = len(indices)
     session = session_id.to_bytes(8, "big")
     if checksums is None:
         args: list[object] = [COMMON.pack(VERSION, MsgType.DATA, 0, 0, 0, session_id)] * (2 * count)
-        args[1::2] = range(first, first + count)
+        args[1::2] = indices
     else:
         args = [bytes((VERSION, MsgType.DATA, DATA_FLAG_CHECKSUM, 0))] * (4 * count)
         args[1::4] = checksums
         args[2::4] = [session] * count
-        args[3::4] = range(first, first + count)
+        args[3::4] = indices
     _headers_format(count, checksums is not None).pack_into(buf, 0, *args)
 
 

@@ -205,6 +205,28 @@ def test_sender_repairs_first_without_starving_new_data() -> None:
     assert s.repair_pending() == 0
 
 
+def test_scattered_repairs_share_a_batch() -> None:
+    # 10,050 bytes in 100-byte ADUs: ADU 100 is the short last one (50 bytes)
+    s = Sender(SenderConfig(adu_size=100, rate_bps=1e12), 9, wire.Kind.FILE, 10_050, 0.0)
+    s.poll(0.0)
+    s.handle_datagram(wire.encode_accept(wire.Accept(9, 0, 101)), 0.0)
+    assert [(r.first, r.count) for r in s.next_runs(0.0, 101)] == [(0, 101)]  # the whole first pass
+    s.handle_datagram(wire.encode_naks(9, [(3, 4), (7, 9), (40, 41), (100, 101)], 1)[0][0], 0.0)
+    s.handle_datagram(wire.encode_naks(9, [(50, 51)], 1)[0][0], 0.0)
+    # every repair waiting goes in one batch (the short last ADU, the highest, comes last)
+    assert [(r.first, r.count, r.repair) for r in s.next_runs(0.0, 64)] == [
+        (3, 1, True),
+        (7, 2, True),
+        (40, 1, True),
+        (50, 1, True),
+        (100, 1, True),
+    ]
+    s.handle_datagram(wire.encode_naks(9, [(1, 2), (60, 61), (100, 101)], 1)[0][0], 0.0)
+    assert [(r.first, r.count) for r in s.next_runs(0.0, 64)] == [(1, 1), (60, 1), (100, 1)]
+    s.handle_datagram(wire.encode_naks(9, [(10, 20)], 1)[0][0], 0.0)
+    assert [(r.first, r.count) for r in s.next_runs(0.0, 4)] == [(10, 4)]  # the batch is full
+
+
 def test_repairs_of_scattered_loss_keep_their_share() -> None:
     """Random loss makes one-ADU repair runs: they still get three ADUs in four."""
     s = Sender(SenderConfig(adu_size=100, rate_bps=1e12), 9, wire.Kind.FILE, 10_000_000, 0.0)
@@ -370,3 +392,28 @@ def test_dropper_rate_and_independence() -> None:
     after_drop = sum(1 for a, b in zip(seq, seq[1:], strict=False) if a and b) / sum(seq[:-1])
     assert 0.048 < rate < 0.052 and 0.045 < after_drop < 0.055  # no bursts: a Bernoulli process
     assert Dropper(0.0, 1).drops(10**6) == []
+
+
+def test_a_batch_of_scattered_repairs_carries_the_right_bytes(tmp_path: os.PathLike[str]) -> None:
+    from alf.io.source import FileSource
+    from alf.session import SendSession
+
+    data = os.urandom(100 * 30 + 7)
+    path = os.path.join(tmp_path, "in")
+    with open(path, "wb") as f:
+        f.write(data)
+    s = Sender(SenderConfig(adu_size=100, rate_bps=1e12), 9, wire.Kind.FILE, len(data), 0.0)
+    session = SendSession(s, FileSource(path, 100))
+    session.control(0.0)
+    s.handle_datagram(wire.encode_accept(wire.Accept(9, 0, 31)), 0.0)
+    first = session.next_batch(0.0, 64)
+    assert first is not None and first.count == 31
+    s.handle_datagram(wire.encode_naks(9, [(2, 3), (5, 8), (30, 31)], 1)[0][0], 0.0)
+    batch = session.next_batch(0.0, 64)
+    assert batch is not None and [(r.first, r.count) for r in batch.runs] == [(2, 1), (5, 3), (30, 1)]
+    got = [
+        wire.decode_untrusted(bytes(h) + bytes(p)) for h, p in zip(batch.headers, batch.payloads, strict=True)
+    ]
+    assert [(m.index, m.payload) for m in got] == [
+        (i, data[i * 100 : i * 100 + 100]) for i in (2, 5, 6, 7, 30)
+    ]

@@ -30,10 +30,10 @@ def test_data_golden() -> None:
 
 def test_batched_headers_match_single_headers() -> None:
     buf = bytearray(10 * wire.DATA_HEADER_SIZE)
-    wire.pack_data_headers_into(buf, SID, 2**40 - 3, 10, None)
+    wire.pack_data_headers_into(buf, SID, range(2**40 - 3, 2**40 + 7), None)
     assert bytes(buf) == b"".join(wire.pack_data_header(SID, i, None) for i in range(2**40 - 3, 2**40 + 7))
     crcs = [i * 7919 for i in range(10)]
-    wire.pack_data_headers_into(buf, SID, 5, 10, crcs)
+    wire.pack_data_headers_into(buf, SID, range(5, 15), crcs)
     assert bytes(buf) == b"".join(wire.pack_data_header(SID, 5 + k, crcs[k]) for k in range(10))
 
 

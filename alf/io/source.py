@@ -32,7 +32,7 @@ class Source(Protocol):
 
     def digest(self) -> bytes | None: ...
 
-    def read(self, first: int, count: int) -> list[Buffer]: ...
+    def read(self, first: int, count: int, at: int = 0) -> list[Buffer]: ...
 
     def block(self, first: int, count: int) -> Buffer: ...
 
@@ -65,7 +65,7 @@ class BytesSource:
     def digest(self) -> bytes | None:
         return self._digest
 
-    def read(self, first: int, count: int) -> list[Buffer]:
+    def read(self, first: int, count: int, at: int = 0) -> list[Buffer]:
         a = self.adu_size
         return _cut(self._data[first * a : (first + count) * a], a)
 
@@ -111,14 +111,16 @@ class FileSource:
     def digest(self) -> bytes | None:
         return self._digest
 
-    def read(self, first: int, count: int) -> list[Buffer]:
+    def read(self, first: int, count: int, at: int = 0) -> list[Buffer]:
+        """ADUs ``first .. first+count-1``, read into the reusable buffer from slot ``at`` on
+        (several runs of one batch share it)."""
         a = self.adu_size
         offset = first * a
         want = min(count * a, self._size - offset)
-        if want > len(self._buf):
+        if want + at * a > len(self._buf):
             raise ValueError("run longer than the read buffer")
-        self._pread(self._bufview[:want], offset)
-        views: list[Buffer] = list(self._views[:count])
+        self._pread(self._bufview[at * a : at * a + want], offset)
+        views: list[Buffer] = list(self._views[at : at + count])
         if want < count * a:
             views[-1] = views[-1][: want - (count - 1) * a]  # the short last ADU
         return views
@@ -296,7 +298,7 @@ class StreamSource:
     def digest(self) -> bytes | None:
         return self._digest
 
-    def read(self, first: int, count: int) -> list[Buffer]:
+    def read(self, first: int, count: int, at: int = 0) -> list[Buffer]:
         a = self.adu_size
         w, off = self._layout
         end = first + count

@@ -291,7 +291,7 @@ def run_sender(session: SendSession, sock: socket.socket, hooks: Hooks, gso: boo
                 for header, payload in zip(batch.headers, batch.payloads, strict=True):
                     _send(sock, [header, payload])
             batcher.observe_send((perf() - t0) * per_call / n)  # per system call
-            budget -= batch.run.count
+            budget -= batch.count
             now = clock()
         for c in session.control(now):  # a FINAL PROBE may be due right after the last run
             _send(sock, [c])
