@@ -76,7 +76,8 @@ def main() -> int:
         )
         rcode = recv.wait(timeout=60)
         samples = [json.loads(line) for line in open(stats)]
-    points = [(s["elapsed_s"], s["wire_bytes"]) for s in samples if not s.get("final")]
+    # samples from before the session (the receiver waiting for a sender) carry no counters
+    points = [(s["elapsed_s"], s["wire_bytes"]) for s in samples if "wire_bytes" in s and not s.get("final")]
     moving = [p for p in points if p[1] > 0]
     start = next(i for i, p in enumerate(points) if p[1] > 0)  # the first sample with data
     steady = points[start + 1 : -1]  # leave out the first and the last second of data
