@@ -2,6 +2,7 @@
 """Side-by-side loopback benchmark: alf against netcat, socat, iperf3, uftp and udpcast.
 
     python tools/bench.py --size 1G --runs 3 --json docs/bench.json
+    python tools/bench.py --only "alf file --drop" --runs 4 --against /tmp/base   # A/B
 
 Every tool moves the same file over 127.0.0.1. For each configuration it reports the median
 wall-clock throughput (from the sender's start until both ends have exited), CPU seconds and
@@ -11,12 +12,17 @@ whose output goes to /dev/null, alf's own end-to-end verification and its exit s
 
 The other tools are Debian packages: apt-get install netcat-openbsd socat iperf3 uftp udpcast.
 A tool that is missing is reported and skipped. Sends go only to 127.0.0.1.
+
+``--against TREE`` (another checkout of alf, e.g. ``git worktree add /tmp/base HEAD~3``) runs
+each alf row alternately with this tree and that one, run by run, and reports both: this
+machine's speed moves by 20% between phases, so only alternating runs compare code.
 """
 
 from __future__ import annotations
 
 import argparse
 import compileall
+import dataclasses
 import json
 import os
 import platform
@@ -274,14 +280,30 @@ def run_once(cfg: Config, inp: str, size: int, work: str, timeout: float) -> dic
 INPUT_HASH: dict[str, str] = {}
 
 
-def compile_alf() -> None:
+def compile_alf(tree: str) -> None:
     """Byte-compile alf and cc as an installed wheel is: with PYTHONDONTWRITEBYTECODE set (as on
     this machine) an editable checkout is otherwise parsed again by every run, 50 ms a process."""
-    import alf
-    import cc
+    for pkg in ("alf", "cc"):
+        compileall.compile_dir(os.path.join(tree, pkg), quiet=1)
 
-    for pkg in (alf, cc):
-        compileall.compile_dir(os.path.dirname(pkg.__file__), quiet=1)
+
+def alf_command(tree: str) -> str:
+    """Run alf from ``tree``; -P: a cc/ folder in the cwd must not shadow cc."""
+    return f"env PYTHONPATH={shlex.quote(tree)} {shlex.quote(sys.executable)} -P -m alf"
+
+
+def report(name: str, runs: list[dict[str, object]]) -> float:
+    med: float = statistics.median(r["GBps"] for r in runs)  # type: ignore[misc]
+    best = min(runs, key=lambda r: abs(r["GBps"] - med))  # type: ignore[operator]
+    print(
+        f"{name:28s} median {med:6.3f} GB/s  send cpu {best['send_cpu_s']:5.2f} s  "
+        f"recv cpu {best['recv_cpu_s']:5.2f} s  "
+        f"rss {best['send_rss_MiB']}/{best['recv_rss_MiB']} MiB  "
+        f"intact {all(r['intact'] for r in runs)}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return med
 
 
 def main() -> int:
@@ -292,18 +314,24 @@ def main() -> int:
     ap.add_argument("--only", default="", help="comma-separated name prefixes to run")
     ap.add_argument("--json", default="", help="also write the results here")
     ap.add_argument("--timeout", type=float, default=120)
+    ap.add_argument("--against", default="", help="another alf checkout: alf rows run alternately with it")
     args = ap.parse_args()
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     size = int(float(args.size[:-1]) * units[args.size[-1]]) if args.size[-1] in units else int(args.size)
-    alf = f"{shlex.quote(sys.executable)} -P -m alf"  # -P: a cc/ folder in the cwd must not shadow cc
-    compile_alf()
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    other = os.path.abspath(args.against) if args.against else ""
+    for tree in (here, other):
+        if tree:
+            compile_alf(tree)
+    alf = alf_command(here)
+    against = configs(alf_command(other), args.rate) if other else []
     work = tempfile.mkdtemp(prefix="alf-bench-")
     inp = os.path.join(work, "input.bin")
     random_file(inp, size)
     INPUT_HASH[inp] = file_hash(inp)  # also warms the page cache for every tool alike
     rows = []
     try:
-        for cfg in configs(alf, args.rate):
+        for k, cfg in enumerate(configs(alf, args.rate)):
             if args.only and not any(cfg.name.startswith(p.strip()) for p in args.only.split(",")):
                 continue
             missing = [t for t in (*cfg.needs, "/usr/bin/time") if shutil.which(t) is None]
@@ -314,20 +342,18 @@ def main() -> int:
                     file=sys.stderr,
                 )
                 continue
-            runs = [run_once(cfg, inp, size, work, args.timeout) for _ in range(args.runs)]
-            med = statistics.median(r["GBps"] for r in runs)  # type: ignore[misc]
-            rows.append(
-                dict(name=cfg.name, median_GBps=med, runs=runs, receiver=cfg.receiver, sender=cfg.sender)
-            )
-            best = min(runs, key=lambda r: abs(r["GBps"] - med))  # type: ignore[operator]
-            print(
-                f"{cfg.name:28s} median {med:6.3f} GB/s  send cpu {best['send_cpu_s']:5.2f} s  "
-                f"recv cpu {best['recv_cpu_s']:5.2f} s  "
-                f"rss {best['send_rss_MiB']}/{best['recv_rss_MiB']} MiB  "
-                f"intact {all(r['intact'] for r in runs)}",
-                file=sys.stderr,
-                flush=True,
-            )
+            pair = [cfg]
+            if against and cfg.name.startswith("alf"):
+                pair.append(dataclasses.replace(against[k], name=f"{cfg.name} [against]"))
+            results: list[list[dict[str, object]]] = [[] for _ in pair]
+            for _ in range(args.runs):  # alternately, run by run
+                for c, runs in zip(pair, results, strict=True):
+                    runs.append(run_once(c, inp, size, work, args.timeout))
+            for c, runs in zip(pair, results, strict=True):
+                med = report(c.name, runs)
+                rows.append(
+                    dict(name=c.name, median_GBps=med, runs=runs, receiver=c.receiver, sender=c.sender)
+                )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result = dict(
@@ -335,6 +361,7 @@ def main() -> int:
         size_bytes=size,
         runs=args.runs,
         alf_rate=args.rate,
+        against=other,
         machine=f"{platform.machine()}, {os.cpu_count()} cpus, Linux {platform.release()}, "
         f"Python {platform.python_version()}",
         rows=rows,
