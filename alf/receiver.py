@@ -413,11 +413,13 @@ class Receiver:
             return
         if now >= self._round_at:
             self._nak_round(now)
-        if self._data_since_status and (
-            now >= self._status_at
-            or self.window_limit - self._advertised >= self._flow_adus // WINDOW_UPDATE > 0
-        ):
+        if self._data_since_status and (now >= self._status_at or self._window_update_due()):
             self._send_status(now)
+
+    def _window_update_due(self) -> bool:
+        """The flow window moved by a quarter of itself since the limit last advertised."""
+        step = self._flow_adus // WINDOW_UPDATE
+        return 0 < step <= self.window_limit - self._advertised
 
     def _nak_round(self, now: float) -> None:
         # a repair crosses the path and then waits in our socket as the PROBE did
@@ -477,8 +479,8 @@ class Receiver:
         t = min(self._last_heard + self.cfg.timeout, self._round_at)
         if self._data_since_status:
             t = min(t, self._status_at)
-            if 0 < self._flow_adus // WINDOW_UPDATE <= self.window_limit - self._advertised:
-                t = now  # a window update is due
+            if self._window_update_due():
+                t = now
         return t
 
     def _send(self, datagram: bytes) -> None:
