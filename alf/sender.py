@@ -384,7 +384,12 @@ class Sender:
 
     # ------------------------------------------------------------ input from the network
 
-    def handle_datagram(self, buf: bytes | bytearray | memoryview, now: float) -> None:
+    def handle_datagram(
+        self, buf: bytes | bytearray | memoryview, now: float, arrived: float | None = None
+    ) -> None:
+        """A datagram read at ``now``; ``arrived``, if the driver knows it, is when it reached
+        our host: an RTT sample ends there, not after it waited in our socket (protocol §6)."""
+        got = now if arrived is None else min(arrived, now)
         try:
             msg = wire.decode_untrusted(buf)
         except wire.BadPacket:
@@ -402,7 +407,7 @@ class Sender:
         if self.state == State.HANDSHAKE:
             if isinstance(msg, wire.Accept):
                 self._last_heard = now
-                self._rtt_sample(now, msg.echo_timestamp_us, 0)
+                self._rtt_sample(got, msg.echo_timestamp_us, 0)
                 self.window_limit = msg.window_limit
                 self.state = State.SENDING
                 self._probe_at = now
@@ -412,7 +417,7 @@ class Sender:
         self._last_heard = now
         self._heard_since_final = True
         if isinstance(msg, wire.Status):
-            self._on_status(msg, now)
+            self._on_status(msg, now, got)
         elif isinstance(msg, wire.Nak):
             self._on_nak(msg)
         elif isinstance(msg, wire.Done):
@@ -422,7 +427,7 @@ class Sender:
         elif not isinstance(msg, wire.Accept):
             self.stats.unexpected += 1
 
-    def _on_status(self, msg: wire.Status, now: float) -> None:
+    def _on_status(self, msg: wire.Status, now: float, arrived: float) -> None:
         if msg.cum_ack > self.next_new or msg.highest > self.next_new:
             self.stats.unexpected += 1  # acknowledges what was never sent: ignore it whole
             return
@@ -435,7 +440,7 @@ class Sender:
         self.stats.receiver_rate_Bps = msg.receive_rate
         sample = None
         if msg.echo_timestamp_us:
-            sample = self._rtt_sample(now, msg.echo_timestamp_us, msg.echo_delay_us)
+            sample = self._rtt_sample(arrived, msg.echo_timestamp_us, msg.echo_delay_us)
         self.cc.on_feedback(
             cc.Feedback(
                 now,

@@ -103,11 +103,12 @@ class SendSession:
         hv = memoryview(self._headers)
         self._header_views = [hv[k * _HDR_SIZE : (k + 1) * _HDR_SIZE] for k in range(max_run)]
 
-    def on_datagram(self, buf: Buffer, now: float) -> None:
+    def on_datagram(self, buf: Buffer, now: float, arrived: float | None = None) -> None:
+        """A datagram read at ``now``; ``arrived``: when it reached the host, if known."""
         if self.dropper is not None and self.dropper.drop():
             self.sender.stats.dropped_injected += 1
             return
-        self.sender.handle_datagram(buf, now)
+        self.sender.handle_datagram(buf, now, arrived)
 
     def _sync_source(self) -> None:
         s, src = self.sender, self.source

@@ -205,6 +205,21 @@ def test_sender_repairs_first_without_starving_new_data() -> None:
     assert s.repair_pending() == 0
 
 
+def test_rtt_sample_ends_when_the_feedback_arrived_not_when_it_was_read() -> None:
+    # ACCEPT echoes the HELLO sent at 0; it reached the host at 3 ms and was read at 20 ms (the
+    # sender's loop was busy sending): the sample is 3 ms. A STATUS echoing a PROBE of 30 ms,
+    # held 1 ms by the receiver, arriving at 35 ms and read at 60 ms: 4 ms.
+    s = Sender(SenderConfig(adu_size=100, rate_bps=1e9), 9, wire.Kind.FILE, 100_000, 0.0)
+    s.poll(0.0)
+    s.handle_datagram(wire.encode_accept(wire.Accept(9, 0, 1000)), 0.020, arrived=0.003)
+    assert s.srtt is not None and abs(s.srtt - 0.003) < 1e-9
+    status = wire.Status(9, 0, 0, 0, 1000, 0, 30_000, 1_000)
+    s.handle_datagram(wire.encode_status(status), 0.060, arrived=0.035)
+    assert abs(s.srtt - (0.875 * 0.003 + 0.125 * 0.004)) < 1e-9
+    s.handle_datagram(wire.encode_status(status), 0.070, arrived=0.090)  # a stamp after the read:
+    assert abs(s.srtt - (0.875 * (0.875 * 0.003 + 0.125 * 0.004) + 0.125 * 0.039)) < 1e-9  # the read
+
+
 def test_scattered_repairs_share_a_batch() -> None:
     # 10,050 bytes in 100-byte ADUs: ADU 100 is the short last one (50 bytes)
     s = Sender(SenderConfig(adu_size=100, rate_bps=1e12), 9, wire.Kind.FILE, 10_050, 0.0)

@@ -44,6 +44,7 @@ SK_MEMINFO_DROPS = 8
 SIOCGSTAMPNS = 0x8907  # Linux: the kernel's receive time (CLOCK_REALTIME) of the last datagram read
 TIMESPEC = struct.Struct("@qq")
 _PROBE = wire.MsgType.PROBE
+_TIMED = (wire.MsgType.STATUS, wire.MsgType.ACCEPT)  # carry an echo: the sender's RTT samples
 RECV_SLOTS = 64
 SLOT_SIZE = 65536
 SEND_BUDGET_ADUS = 512  # per loop turn, so incoming feedback is read often
@@ -243,6 +244,7 @@ def run_sender(session: SendSession, sock: socket.socket, hooks: Hooks, gso: boo
     batcher = SmartBatcher(limit)
     session.datapath = "gso" if gso else "per-datagram"
     gso_cmsg = [(SOL_UDP, UDP_SEGMENT, segment.to_bytes(2, sys.byteorder))]
+    arrival_time(sock, clock())  # turns the kernel's receive stamps on
     while True:
         now = clock()
         if hooks.cancelled():
@@ -256,7 +258,11 @@ def run_sender(session: SendSession, sock: socket.socket, hooks: Hooks, gso: boo
                 refused = True
                 continue
             now = clock()  # read after the datagram: an RTT sample may err high, never low
-            session.on_datagram(view[:n], now)
+            # feedback's RTT sample ends when it reached the host, not after it waited in our
+            # socket while this loop was sending (or not scheduled: three busy processes on
+            # two cores made loopback samples swing, and rate control cut)
+            arrived = arrival_time(sock, now) if n > 1 and buf[1] in _TIMED else None
+            session.on_datagram(view[:n], now, arrived)
         for c in session.control(now):
             _send(sock, [c])
         budget = SEND_BUDGET_ADUS
