@@ -32,8 +32,16 @@ from alf.errors import ExitCode, Outcome
 from alf.io.sink import FdWriter, FileBackend, OffsetSink, OrderedSink, Sink, SinkError
 from alf.io.source import FileSource, Source, StreamSource, pump_stream
 from alf.io.tcp import Path, TcpRecvDriver, TcpSendDriver, listener_socket, parse_path, take_hello
-from alf.io.udp import DriverError, Hooks, receiver_socket, run_receiver, run_sender, sender_socket
-from alf.receiver import Receiver, ReceiverConfig
+from alf.io.udp import (
+    DriverError,
+    Hooks,
+    read_buffer_bytes,
+    receiver_socket,
+    run_receiver,
+    run_sender,
+    sender_socket,
+)
+from alf.receiver import FLOW_FLOOR, Receiver, ReceiverConfig
 from alf.sender import DEFAULT_CEILING_BPS, DEFAULT_RATE_BPS, Sender, SenderConfig
 from alf.session import Dropper, RecvSession, SendSession
 from alf.tcp import TcpReceiver, TcpReceiverConfig, TcpSender, TcpSenderConfig
@@ -554,6 +562,14 @@ def _recv(
         try:
             udp = receiver_socket(bind, port)
             port = udp.getsockname()[1]  # port 0: TCP takes the same number
+            small = read_buffer_bytes(udp)
+            if small < FLOW_FLOOR:
+                print(
+                    f"alf recv: note: the UDP receive buffer is only {small >> 10} KiB "
+                    "(net.core.rmem_max); fast or long paths lose datagrams to it and repair "
+                    "them: sysctl -w net.core.rmem_max=33554432 (docs/usage.md, 'Tuning the host')",
+                    file=sys.stderr,
+                )
         except DriverError as e:
             errors.append(str(e))
     if common.transport in ("tcp", "auto"):
