@@ -306,7 +306,8 @@ class Sender:
         (each often one ADU, scattered) gathered so that they share system calls, perhaps
         followed by the new run the sharing rule lets through. A run that ends with the
         content's short last ADU ends the batch: a GSO send needs every datagram full-size but
-        its last."""
+        its last. (Repairs go in index order and nothing new follows the last ADU, so it comes
+        last anyway; the check keeps that true whatever the order becomes.)"""
         runs: list[Run] = []
         room = max_count
         while room > 0:
