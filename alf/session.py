@@ -43,7 +43,6 @@ class Dropper:
     def __init__(self, probability: float, seed: int) -> None:
         if not 0.0 <= probability < 1.0:
             raise ValueError("drop probability must be in [0, 1)")
-        self.p = probability
         self._random = random.Random(seed).random
         self._log_keep = math.log1p(-probability) if probability > 0.0 else 0.0
         self._next = self._gap()  # datagrams to let through before the next drop
@@ -148,20 +147,19 @@ class SendSession:
         runs = s.next_runs(now, min(max_count, self.max_run))
         if not runs:
             return None
+        payloads: list[Buffer] = []
         try:
-            if len(runs) == 1:
-                run = runs[0]
-                payloads = self.source.read(run.first, run.count)
-                indices: Sequence[int] = range(run.first, run.first + run.count)
-            else:
-                payloads, at = [], 0
-                for run in runs:
-                    payloads += self.source.read(run.first, run.count, at)
-                    at += run.count
-                indices = [i for run in runs for i in range(run.first, run.first + run.count)]
+            for run in runs:
+                payloads += self.source.read(run.first, run.count, len(payloads))
         except (OSError, KeyError) as e:
             s.cancel(wire.AbortCode.LOCAL_IO, f"cannot read the input: {e}", ExitCode.LOCAL_IO)
             return None
+        first = runs[0].first  # one run (new data, a burst of loss) needs no list of its indices
+        indices: Sequence[int] = (
+            range(first, first + len(payloads))
+            if len(runs) == 1
+            else [i for run in runs for i in range(run.first, run.first + run.count)]
+        )
         checksums = None
         if s.cfg.checksum:
             crc = wire.data_checksum
