@@ -44,7 +44,7 @@ from alf.io.udp import (
 from alf.receiver import FLOW_FLOOR, Receiver, ReceiverConfig
 from alf.sender import DEFAULT_CEILING_BPS, DEFAULT_RATE_BPS, Sender, SenderConfig
 from alf.session import Dropper, RecvSession, SendSession
-from alf.tcp import TcpReceiver, TcpReceiverConfig, TcpSender, TcpSenderConfig
+from alf.tcp import TcpReceiver, TcpReceiverConfig, TcpSender, TcpSenderConfig, paced_frame_bytes
 
 EXIT_CODES_HELP = """\b
 Exit status:
@@ -311,7 +311,8 @@ def main() -> None:
     type=RateType(),
     default=None,
     help="In bits/s (k/M/G suffixes): the ceiling of --cc adaptive [default: 10G], or the pacing rate "
-    "of --cc fixed [default: 800M, headroom on a 1 Gbit/s link; set it below a slower path's capacity].",
+    "of --cc fixed [default: 800M, headroom on a 1 Gbit/s link; set it below a slower path's capacity]. "
+    "Over TCP, only when given: a cap on what the connections are handed.",
 )
 @click.option(
     "--adu-size",
@@ -379,6 +380,7 @@ def send(
 ) -> None:
     """Send FILE (or stdin, '-') to an `alf recv` at HOST PORT."""
     common = Common(**kw)
+    tcp_rate = rate  # TCP is paced only at a --rate given (its own congestion control does the rest)
     if rate is None:
         rate = DEFAULT_RATE_BPS if cc_name == "fixed" else DEFAULT_CEILING_BPS
     try:
@@ -389,7 +391,7 @@ def send(
         raise click.UsageError("--path and --chaos are for --transport tcp or auto")
     if common.transport == "tcp" and checksum:
         raise click.UsageError("--checksum is for UDP (TCP checksums every segment itself)")
-    tcp = TcpOptions(paths, streams, chaos or 0)
+    tcp = TcpOptions(paths, streams, chaos or 0, tcp_rate)
     cfg = SenderConfig(
         adu_size=adu_size,
         rate_bps=rate,
@@ -411,6 +413,7 @@ class TcpOptions:
     paths: list[Path]
     streams: int
     chaos: int
+    rate_bps: float | None = None  # --rate, if given: the TCP driver paces at it
 
 
 def _send(
@@ -476,10 +479,13 @@ def _send(
                 outcome = None
         if outcome is None:
             tcfg = TcpSenderConfig(adu_size=adu_size, checkphrase=cfg.checkphrase, digest=alg)
+            if tcp.rate_bps:
+                tcfg.frame_bytes = paced_frame_bytes(tcp.rate_bps, adu_size)
             core = TcpSender(tcfg, session_id, kind, total, source)
             driver = TcpSendDriver(
-                core, tcp.paths, tcp.streams, hooks, cfg.timeout, tcp.chaos, common.seed, bind, started
-            )
+                core, tcp.paths, tcp.streams, hooks, cfg.timeout, tcp.chaos, common.seed, bind, started,
+                tcp.rate_bps,
+            )  # fmt: skip
             reporter.stats = driver.stats_dict
             try:
                 _prepare_heap()

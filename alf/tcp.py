@@ -33,10 +33,17 @@ FRAME_HEAD = FRAME_LEN.size
 MAX_CONTROL = 2048  # every frame but DATA is smaller
 FRAME_BYTES = 1 << 20  # payload bytes per DATA frame the sender aims for
 MAX_FRAME_PAYLOAD = 16 << 20  # the receiver refuses longer frames (memory bound per connection)
+
 STATUS_EVERY = 0.02  # the receiver's STATUS spacing while data moves (s)
 KEEPALIVE = 1.0  # ... and while nothing moves, so the sender knows it is alive
 ANY = -1  # reply on any joined connection
 ALL = -2  # reply on every joined connection
+
+
+def paced_frame_bytes(rate_bps: float, adu: int) -> int:
+    """Payload bytes per DATA frame under ``--rate``: about 10 ms at the rate, whole ADUs, one
+    ADU at least and ``FRAME_BYTES`` at most (a paced 1 MiB frame is a 42 ms burst at 200M)."""
+    return max(1, min(FRAME_BYTES, int(rate_bps / 8 / 100)) // adu) * adu
 
 
 def frame(msg: bytes) -> bytes:
