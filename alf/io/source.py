@@ -185,6 +185,7 @@ class StreamSource:
     INITIAL_BYTES = 8 << 20
     FREE_BYTES = 32 << 20  # up to this, much in flight is reason enough to grow
     GROWTH_PAYS = 1.25
+    MEASURE_MIN = 0.2  # s: a rate measured over less is not believed (it may be the start-up's)
 
     def __init__(
         self,
@@ -240,15 +241,18 @@ class StreamSource:
                 now = self._clock()
                 began, released = self._size_since or (now, self._released)
                 rate = (self._released - released) / (now - began) if now > began else 0.0
+                measured = now - began >= self.MEASURE_MIN
                 grown = min(2 * w, self.window_adus)
-                if grown * a <= self.FREE_BYTES or rate > 0 and rate >= self._bar:
+                if grown * a <= self.FREE_BYTES or measured and rate > 0 and rate >= self._bar:
                     # ADUs below ``here`` keep their slots; ``here`` goes to slot ``w``
                     here = self._bytes // a
                     self._slots += _cut(self._view[w * a : grown * a], a)  # before the sender may use them
                     self._layout = (grown, (w - here) % grown)
                     w, pos, ring = grown, w * a, grown * a
                     limit = self._released * a + ring - self._bytes
-                    self._bar = rate * self.GROWTH_PAYS
+                    # a rate over a short span (the first laps, while TCP and the caches warm
+                    # up) sets no bar: the next doubling is then a trial, judged after it
+                    self._bar = rate * self.GROWTH_PAYS if measured else 0.0
                     self._size_since = (now, self._released)
             if limit:  # a new lap starts (not while waiting at the wrap)
                 self._in_flight_peak = 0
