@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Side-by-side loopback benchmark: alf against netcat, socat, iperf3, uftp and udpcast.
 
-    python tools/bench.py --size 1G --runs 3 --json docs/bench.json
+    python tools/bench.py --size 1G --runs 5 --json docs/bench.json
     python tools/bench.py --only "alf file --drop" --runs 4 --against /tmp/base   # A/B
 
 Every tool moves the same file over 127.0.0.1. For each configuration it reports the median
@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 
@@ -198,12 +199,24 @@ def timed(cmd: str, stats: str) -> str:
 
 
 def wait(p: subprocess.Popen[bytes], stats: str, deadline: float) -> tuple[int, float, int]:
-    """(exit status, CPU seconds, peak RSS bytes) of a timed command, -9 on timeout."""
-    try:
-        code = p.wait(timeout=max(0.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
+    """(exit status, CPU seconds, peak RSS bytes) of a timed command, -9 on timeout.
+
+    A blocking wait, with a timer to kill at the deadline: ``Popen.wait(timeout=...)`` polls,
+    sleeping up to 50 ms between looks, and every wall time came out up to 50 ms long (the
+    2026-11-30 tables: the runs fell on steps 50 ms apart)."""
+    expired = threading.Event()
+
+    def kill() -> None:
+        expired.set()
         os.killpg(p.pid, 9)
-        p.wait()
+
+    timer = threading.Timer(max(0.0, deadline - time.monotonic()), kill)
+    timer.start()
+    try:
+        code = p.wait()
+    finally:
+        timer.cancel()
+    if expired.is_set():
         return -9, 0.0, 0
     try:
         with open(stats) as f:
@@ -310,7 +323,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="1G", help="bytes of random input (K/M/G: powers of 1024)")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--rate", default="6G", help="alf's --rate for the --cc fixed GSO rows")
+    ap.add_argument(
+        "--rate",
+        default="20G",
+        help="alf's --rate for the --cc fixed GSO rows (loopback has no link rate: at 10G the pace, "
+        "not the data path, bounded the file row)",
+    )
     ap.add_argument("--only", default="", help="comma-separated name prefixes to run")
     ap.add_argument("--json", default="", help="also write the results here")
     ap.add_argument("--timeout", type=float, default=120)
