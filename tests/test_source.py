@@ -148,7 +148,7 @@ def test_the_ring_grows_while_growing_pays() -> None:
 def test_a_rate_from_the_warm_up_sets_no_bar() -> None:
     """The receiver takes a tenth of its pace for the first 100 ms. Rates measured over less
     than 0.2 s are not believed, so the warm-up costs one trial doubling (1024 -> 2048); judged
-    by the warm-up's rates every doubling looked like paying (4096, and a 128 MiB ring of a TCP
-    pipe on loopback: 136 MiB, 1 GiB at 0.75 GB/s where 32 MiB gave 1.0)."""
+    by the warm-up's rates every doubling looked like paying (4096; a TCP pipe on loopback got a
+    128 MiB ring in most runs, and those were the slow ones: docs/performance.md)."""
     assert paced(ring_bound=False, seconds=10, warmup=0.1).ring_adus == 2048
     assert paced(ring_bound=True, seconds=10, warmup=0.1).ring_adus == 4096
