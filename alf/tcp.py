@@ -33,7 +33,6 @@ FRAME_HEAD = FRAME_LEN.size
 MAX_CONTROL = 2048  # every frame but DATA is smaller
 FRAME_BYTES = 1 << 20  # payload bytes per DATA frame the sender aims for
 MAX_FRAME_PAYLOAD = 16 << 20  # the receiver refuses longer frames (memory bound per connection)
-
 STATUS_EVERY = 0.02  # the receiver's STATUS spacing while data moves (s)
 KEEPALIVE = 1.0  # ... and while nothing moves, so the sender knows it is alive
 ANY = -1  # reply on any joined connection

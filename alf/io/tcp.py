@@ -30,6 +30,7 @@ from alf import wire
 from alf.errors import ExitCode, Outcome
 from alf.io.udp import DriverError, Hooks, _drain
 from alf.pacing import Pacer
+from alf.sender import BURST_TIME
 from alf.tcp import ALL, ANY, FRAME_BYTES, FRAME_HEAD, FRAME_LEN, MAX_CONTROL, TcpReceiver, TcpSender
 
 TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18)
@@ -233,7 +234,7 @@ class TcpSendDriver:
         # comes late loses no tokens (one frame's worth: 1.3% under the rate at 200M).
         self._frame_cost = FRAME_HEAD + wire.DATA_HEADER_SIZE + core.frame_adus * core.adu
         self.pacer = (
-            Pacer(rate_bps, max(2 * self._frame_cost, int(rate_bps / 8 / 1000)), time.monotonic())
+            Pacer(rate_bps, max(2 * self._frame_cost, int(rate_bps / 8 * BURST_TIME)), time.monotonic())
             if rate_bps
             else None
         )
