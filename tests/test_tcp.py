@@ -124,6 +124,24 @@ def test_rate_paces_tcp(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> 
     assert s["elapsed_s"] >= 0.9, s
 
 
+def test_chaos_under_rate_tcp(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
+    """--chaos still resets connections when --rate paces the frames (it did not: the check sat
+    after the loop that the pacer leaves by a return), and the transfer still arrives whole."""
+    src = random_file(os.path.join(tmp_path, "in.bin"), 6_000_000, seed=6)
+    dst, sstats = os.path.join(tmp_path, "out.bin"), os.path.join(tmp_path, "s.json")
+    recv = _recv(procs, port, "--transport", "tcp", "-o", dst)
+    send = procs.run(
+        "send", "127.0.0.1", str(port), src, "--transport", "tcp", "--rate", "400M",
+        "--chaos", "1M", "--seed", "2", "--stats-json", sstats,
+    )  # fmt: skip
+    assert send.returncode == 0, send.stderr
+    assert recv.wait(timeout=30) == 0
+    assert sha256_file(dst) == sha256_file(src)
+    s = last_json(sstats)
+    assert s["chaos_resets"] >= 4, s  # one per 1 MB handed out: 5 in 6 MB
+    assert s["reconnects"] >= 3, s
+
+
 def test_first_path_is_filled_first(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
     """Two live paths: the first takes everything while its connections keep up; a small input
     never needs the second."""

@@ -447,19 +447,23 @@ class TcpSendDriver:
                     if self.chaos:
                         self._chaos_left -= len(payload)
                 self._flush(slot, now)
+                if self.chaos and self._chaos_left <= 0:
+                    # here, not after the loop: the loop is left by a return whenever the input
+                    # or the pacer's tokens run out, and under --rate chaos then never came
+                    self._chaos_reset(now)
                 if slot.conn is None:
                     break
-            if self.chaos and self._chaos_left <= 0:
-                self._chaos_left += self.chaos
-                victims = [s for s in self.slots if s.conn is not None and s.conn.joined]
-                # one that carries unacknowledged data, where one does: that is what a lost
-                # connection costs, and what the resend path must recover (an idle victim
-                # tested only the reconnect)
-                loaded = [s for s in victims if s.conn is not None and core.carries(s.conn.id)]
-                victims = loaded or victims
-                if victims:
-                    self.stats.chaos_resets += 1
-                    self._lose(self.rng.choice(victims), now, "chaos", reset=True)
+
+    def _chaos_reset(self, now: float) -> None:
+        self._chaos_left += self.chaos
+        victims = [s for s in self.slots if s.conn is not None and s.conn.joined]
+        # one that carries unacknowledged data, where one does: that is what a lost connection
+        # costs, and what the resend path must recover (an idle victim tested only the reconnect)
+        loaded = [s for s in victims if s.conn is not None and self.core.carries(s.conn.id)]
+        victims = loaded or victims
+        if victims:
+            self.stats.chaos_resets += 1
+            self._lose(self.rng.choice(victims), now, "chaos", reset=True)
 
     def _flush(self, slot: _Slot, now: float) -> None:
         conn = slot.conn
