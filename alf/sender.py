@@ -18,7 +18,7 @@ from enum import Enum
 import cc
 from alf import wire
 from alf.errors import ExitCode, Outcome, aborted_by
-from alf.pacing import Pacer
+from alf.pacing import Pacer, bucket_bytes
 
 DEFAULT_RATE_BPS = 800e6  # --cc fixed
 DEFAULT_CEILING_BPS = 10e9  # --cc adaptive
@@ -27,18 +27,13 @@ HELLO_MAX_RETRY = 2.0
 FINAL_MIN = 0.02
 ABORT_COPIES = 3
 CLOSE_COPIES = 3
-# The pacer's bucket in time at the rate (64 datagrams at least). A sender's loop is off the CPU
-# for milliseconds at a time on a busy host (Linux's base time slice is 3 ms; on this 2-core
-# machine the UDP pipe sender's loop waited 0.45 s per GiB to run); a 1 ms bucket lost every
-# token of a longer wait, and --rate 10G delivered 0.92 GB/s on the wire, a quarter under.
-BURST_TIME = 0.004
 
 
 @dataclass(frozen=True)
 class SenderConfig:
     adu_size: int = wire.DEFAULT_ADU_SIZE
     rate_bps: float = DEFAULT_RATE_BPS
-    burst_bytes: int = 0  # 0: 64 datagrams or BURST_TIME at the rate, whichever is larger
+    burst_bytes: int = 0  # 0: bucket_bytes(rate, 64 datagrams): 4 ms at the rate or 64 datagrams
     checkphrase: str = ""
     checksum: bool = False
     timeout: float = 30.0
@@ -166,8 +161,8 @@ class Sender:
         self._tag = wire.checkphrase_tag(config.checkphrase)
 
     def _burst(self, rate_bps: float) -> int:
-        """The pacer's bucket: 64 datagrams or ``BURST_TIME`` at the rate, whichever is larger."""
-        return self.cfg.burst_bytes or max(64 * self._dgram, int(rate_bps / 8 * BURST_TIME))
+        """The pacer's bucket: ``alf.pacing.BURST_TIME`` at the rate, or 64 datagrams if more."""
+        return self.cfg.burst_bytes or bucket_bytes(rate_bps, 64 * self._dgram)
 
     # ------------------------------------------------------------ input from the source
 

@@ -29,8 +29,7 @@ from typing import Any
 from alf import wire
 from alf.errors import ExitCode, Outcome
 from alf.io.udp import DriverError, Hooks, _drain
-from alf.pacing import Pacer
-from alf.sender import BURST_TIME
+from alf.pacing import Pacer, bucket_bytes
 from alf.tcp import ALL, ANY, FRAME_BYTES, FRAME_HEAD, FRAME_LEN, MAX_CONTROL, TcpReceiver, TcpSender
 
 TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18)
@@ -230,11 +229,11 @@ class TcpSendDriver:
         self.core = core
         self.started = started
         # --rate caps TCP too: a frame goes to a connection when a token bucket holds a whole
-        # one (payload and frame header bytes). The bucket holds two, so a turn of the loop that
+        # one (payload and frame header bytes). The bucket holds two at least, so a turn that
         # comes late loses no tokens (one frame's worth: 1.3% under the rate at 200M).
         self._frame_cost = FRAME_HEAD + wire.DATA_HEADER_SIZE + core.frame_adus * core.adu
         self.pacer = (
-            Pacer(rate_bps, max(2 * self._frame_cost, int(rate_bps / 8 * BURST_TIME)), time.monotonic())
+            Pacer(rate_bps, bucket_bytes(rate_bps, 2 * self._frame_cost), time.monotonic())
             if rate_bps
             else None
         )
