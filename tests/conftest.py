@@ -71,36 +71,43 @@ def port() -> int:
     return free_udp_port()
 
 
-def wait_listening(port: int) -> None:
-    """Block until something holds UDP ``port`` on 127.0.0.1 (bounded: 10 s)."""
-    import socket
+def _holds(kind: str, port: int) -> bool:
+    """Whether a socket of ``kind`` ("udp", or "tcp" listening) holds local ``port``, read from
+    /proc/net. A probe that binds the port itself would race the process it waits for: a bind
+    that lands between the probe's bind and close fails with EADDRINUSE (seen in CI)."""
+    for name in (kind, kind + "6"):
+        try:
+            with open(f"/proc/net/{name}") as f:
+                rows = f.read().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for row in rows:
+            fields = row.split()
+            local, state = fields[1], fields[3]
+            if int(local.rsplit(":", 1)[1], 16) == port and (kind == "udp" or state == "0A"):
+                return True
+    return False
+
+
+def _wait_holding(kind: str, port: int) -> None:
     import time
 
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return
+        if _holds(kind, port):
+            return
         time.sleep(0.02)
-    raise AssertionError(f"nothing listens on UDP port {port}")
+    raise AssertionError(f"nothing listens on {kind.upper()} port {port}")
+
+
+def wait_listening(port: int) -> None:
+    """Block until something holds UDP ``port`` (bounded: 10 s)."""
+    _wait_holding("udp", port)
 
 
 def wait_listening_tcp(port: int) -> None:
-    """Block until something listens on TCP ``port`` on 127.0.0.1 (bounded: 10 s)."""
-    import socket
-    import time
-
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return
-        time.sleep(0.02)
-    raise AssertionError(f"nothing listens on TCP port {port}")
+    """Block until something listens on TCP ``port`` (bounded: 10 s)."""
+    _wait_holding("tcp", port)
 
 
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
