@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import FrameType
 from typing import IO, Any
 
@@ -33,10 +33,13 @@ from alf.io.sink import FdWriter, FileBackend, OffsetSink, OrderedSink, Sink, Si
 from alf.io.source import FileSource, Source, StreamSource, pump_stream
 from alf.io.tcp import Path, TcpRecvDriver, TcpSendDriver, listener_socket, parse_path, take_hello
 from alf.io.udp import (
+    MIN_FITTED_ADU,
     DriverError,
     Hooks,
+    fitting_adu_size,
     read_buffer_bytes,
     receiver_socket,
+    route_mtu,
     run_receiver,
     run_sender,
     sender_socket,
@@ -317,9 +320,9 @@ def main() -> None:
 @click.option(
     "--adu-size",
     type=click.IntRange(1, wire.MAX_ADU_SIZE),
-    default=wire.DEFAULT_ADU_SIZE,
-    show_default=True,
-    help="Payload bytes per datagram (the default fits a 1500-byte MTU, IPv4 or IPv6).",
+    default=None,
+    help=f"Payload bytes per datagram [default: {wire.DEFAULT_ADU_SIZE}, which fits a 1500-byte MTU, IPv4 "
+    "or IPv6, or less to fit the route's MTU towards HOST].",
 )
 @click.option("--checksum", is_flag=True, help="Add a CRC-32 to every datagram, on top of UDP's checksum.")
 @click.option(
@@ -368,7 +371,7 @@ def send(
     cc_name: str,
     min_rate: float,
     rate: float | None,
-    adu_size: int,
+    adu_size: int | None,
     checksum: bool,
     digest: str,
     window: int,
@@ -393,7 +396,7 @@ def send(
         raise click.UsageError("--checksum is for UDP (TCP checksums every segment itself)")
     tcp = TcpOptions(paths, streams, chaos or 0, tcp_rate)
     cfg = SenderConfig(
-        adu_size=adu_size,
+        adu_size=adu_size or wire.DEFAULT_ADU_SIZE,
         rate_bps=rate,
         checkphrase=common.checkphrase,
         checksum=checksum,
@@ -405,7 +408,27 @@ def send(
         if common.transport == "auto"
         else None,
     )
-    sys.exit(_send(host, port, file, cfg, window, bind, common, tcp))
+    sys.exit(_send(host, port, file, cfg, window, bind, common, tcp, adu_given=adu_size is not None))
+
+
+def _fit_adu(sock: socket.socket, adu_size: int, given: bool) -> int:
+    """The ADU size for a UDP transfer over ``sock``: the default shrinks to fit the route's MTU
+    (a tunnel's 1420, PPPoE's 1492), so DATA is never fragmented and GSO stays possible; a size
+    given that does not fit is kept, with a warning."""
+    mtu = route_mtu(sock)
+    if mtu is None:
+        return adu_size
+    fit = fitting_adu_size(mtu, sock.family)
+    if not given:
+        return max(MIN_FITTED_ADU, min(adu_size, fit))
+    if adu_size > fit:
+        print(
+            f"alf send: warning: --adu-size {adu_size} makes datagrams larger than the route's MTU "
+            f"({mtu}): the kernel fragments each one, and GSO is off (--adu-size {fit} fits)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return adu_size
 
 
 @dataclass
@@ -425,20 +448,20 @@ def _send(
     bind: str | None,
     common: Common,
     tcp: TcpOptions,
+    adu_given: bool = True,
 ) -> int:
-    adu_size, alg = cfg.adu_size, cfg.digest
+    alg = cfg.digest
     source: Source
     kind = wire.Kind.STREAM
     total: int | None = None
     fd = 0
     stop = threading.Event()
+    regular = False
     if file != "-":
         try:
             st = os.stat(file)
-            if stat.S_ISREG(st.st_mode):
-                source = FileSource(file, adu_size, alg=alg)
-                kind, total = wire.Kind.FILE, source.total_bytes()
-            else:
+            regular = stat.S_ISREG(st.st_mode)
+            if not regular:
                 fd = os.open(file, os.O_RDONLY)
         except OSError as e:
             return _fail("send", Outcome(ExitCode.LOCAL_IO, f"cannot read {file}: {e.strerror}"))
@@ -448,6 +471,14 @@ def _send(
             sock = sender_socket(host, port, bind)
         except DriverError as e:
             return _fail("send", Outcome(ExitCode.PEER_UNREACHABLE, str(e)))
+        cfg = replace(cfg, adu_size=_fit_adu(sock, cfg.adu_size, adu_given))
+    adu_size = cfg.adu_size
+    if regular:
+        try:
+            source = FileSource(file, adu_size, alg=alg)
+            kind, total = wire.Kind.FILE, source.total_bytes()
+        except OSError as e:
+            return _fail("send", Outcome(ExitCode.LOCAL_IO, f"cannot read {file}: {e.strerror}"))
     session_id = secrets.randbits(64) or 1
     started = time.monotonic()
     try:

@@ -177,6 +177,7 @@ class SendSession:
         out = asdict(s.stats)
         out.update(
             datapath=self.datapath,
+            adu_size=self.sender.adu,
             role="send",
             state=s.state.value,
             session=f"{s.session_id:016x}",

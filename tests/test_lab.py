@@ -433,3 +433,40 @@ def test_rate_step_down_never_blocks_the_queue(lab: Lab) -> None:
     probe(lab, pair.a, "udp-blast", pair.addr_b(), "9005", "200", "2000")
     got = finish(sink)
     assert got["received"] >= 190, got
+
+
+def _reassembled(lab: Lab, ns: str) -> int:
+    """IPv4 datagrams the kernel of ``ns`` put together from fragments (Ip: ReasmOKs)."""
+    rows = [line.split() for line in lab.run(ns, "cat", "/proc/net/snmp").stdout.splitlines()]
+    names, values = [r for r in rows if r[0] == "Ip:"][:2]
+    return int(values[names.index("ReasmOKs")])
+
+
+def test_default_adu_fits_a_smaller_mtu(lab: Lab, tmp_path: os.PathLike[str]) -> None:
+    """A 1420-byte MTU, as on a WireGuard tunnel: by default the sender fits its ADUs to the
+    route (1420 - 20 - 8 - 24 = 1368), so nothing is fragmented and GSO stays on. A size given
+    that does not fit is kept, with a warning, and the transfer is still intact."""
+    src = random_file(os.path.join(tmp_path, "in.bin"), 20_000_000, seed=13)
+    pair = Pair(lab, [LinkSpec(mtu=1420)])
+    for k, extra in enumerate([[], ["--adu-size", "1428"]]):
+        dst, sstats = os.path.join(tmp_path, f"out{k}.bin"), os.path.join(tmp_path, f"s{k}.json")
+        before = _reassembled(lab, pair.b)
+        recv = lab.start(pair.b, [PY, "-m", "alf", "recv", "9040", "-o", dst, "--timeout", "20"])
+        wait_port(lab, pair.b, 9040)
+        send = lab.run(
+            pair.a, PY, "-m", "alf", "send", pair.addr_b(), "9040", src, "--transport", "udp",
+            "--timeout", "20", "--stats-json", sstats, *extra, check=False,
+        )  # fmt: skip
+        assert send.returncode == 0, send.stderr
+        assert recv.wait(timeout=30) == 0
+        assert sha256_file(dst) == sha256_file(src)
+        s = [json.loads(x) for x in open(sstats)][-1]
+        fragmented = _reassembled(lab, pair.b) - before
+        if not extra:
+            assert s["adu_size"] == 1368 and s["datapath"] == "gso", s
+            assert fragmented == 0 and "warning" not in send.stderr
+        else:
+            assert s["adu_size"] == 1428 and s["datapath"].startswith("per-datagram"), s
+            assert fragmented >= 20_000_000 // 1428  # each datagram, in two fragments
+            assert "larger than the route's MTU (1420)" in send.stderr
+            assert "--adu-size 1368 fits" in send.stderr

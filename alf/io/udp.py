@@ -41,6 +41,9 @@ SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32 if sys.platform.startswith
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33 if sys.platform.startswith("linux") else None)
 SO_MEMINFO = 55  # Linux: u32[SK_MEMINFO_VARS] of the socket's memory; index 8 counts its drops
 SK_MEMINFO_DROPS = 8
+IP_MTU = 14  # Linux: the MTU of a connected socket's route (linux/in.h), IPv4
+IPV6_MTU = 24  # the same for IPv6 (linux/in6.h)
+MIN_FITTED_ADU = 512  # below this a fitted ADU costs more in headers than fragments would
 SIOCGSTAMPNS = 0x8907  # Linux: the kernel's receive time (CLOCK_REALTIME) of the last datagram read
 TIMESPEC = struct.Struct("@qq")
 _PROBE = wire.MsgType.PROBE
@@ -79,6 +82,22 @@ def enable_gro(sock: socket.socket) -> bool:
         return True
     except OSError:
         return False
+
+
+def route_mtu(sock: socket.socket) -> int | None:
+    """The MTU towards a connected socket's peer: its route's device MTU, or a smaller path MTU
+    the kernel has learnt. None where the system does not say."""
+    v6 = sock.family == socket.AF_INET6
+    level, name = (socket.IPPROTO_IPV6, IPV6_MTU) if v6 else (socket.IPPROTO_IP, IP_MTU)
+    try:
+        return int(sock.getsockopt(level, name))
+    except OSError:
+        return None
+
+
+def fitting_adu_size(mtu: int, family: socket.AddressFamily) -> int:
+    """The largest ADU whose DATA datagram fits an ``mtu``-byte packet unfragmented."""
+    return mtu - (40 if family == socket.AF_INET6 else 20) - 8 - wire.DATA_HEADER_SIZE
 
 
 def gso_batch_limit(datagram_size: int) -> int:

@@ -45,6 +45,7 @@ class LinkSpec:
     rate_steps: list[list[float]] = field(default_factory=list)  # [[at_s, rate_bps]]: the rate changes
     capture: str | None = None  # pcap of what the wire delivers (forces the userspace wire)
     force_wire: bool = False
+    mtu: int = 0  # of both ends' devices; 0: 1500
 
     def needs_wire(self) -> bool:
         return bool(
@@ -202,14 +203,14 @@ class Pair:
                 (b, db, self.addr_b(k), self.addr_a(k)),
             ):
                 lab.run(ns, "ip", "addr", "add", mine, "peer", f"{peer}/32", "dev", dev)
-                lab.run(ns, "ip", "link", "set", dev, "mtu", "1500", "up")
+                lab.run(ns, "ip", "link", "set", dev, "mtu", str(link.mtu or 1500), "up")
         else:
             da, db = f"va{k}", f"vb{k}"
             lab.run(a, "ip", "link", "add", da, "type", "veth", "peer", "name", db, "netns", b)
             lab.run(a, "ip", "addr", "add", f"{self.addr_a(k)}/24", "dev", da)
             lab.run(b, "ip", "addr", "add", f"{self.addr_b(k)}/24", "dev", db)
-            lab.run(a, "ip", "link", "set", da, "up")
-            lab.run(b, "ip", "link", "set", db, "up")
+            lab.run(a, "ip", "link", "set", da, "mtu", str(link.mtu or 1500), "up")
+            lab.run(b, "ip", "link", "set", db, "mtu", str(link.mtu or 1500), "up")
             # Permanent neighbour entries: no ARP on the link, so a cut link carries packets again
             # the moment it is restored.
             macs = {
