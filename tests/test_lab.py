@@ -470,3 +470,33 @@ def test_default_adu_fits_a_smaller_mtu(lab: Lab, tmp_path: os.PathLike[str]) ->
             assert fragmented >= 20_000_000 // 1428  # each datagram, in two fragments
             assert "larger than the route's MTU (1420)" in send.stderr
             assert "--adu-size 1368 fits" in send.stderr
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_a_smaller_mtu_beyond_a_router(lab: Lab, tmp_path: os.PathLike[str], v6: bool) -> None:
+    """The sender's own link has a 1500-byte MTU, the receiver's 1420, with a router between.
+    The first transfer learns the path MTU mid-way from the router's ICMP: the kernel reports
+    it once on the sender's connected socket (EMSGSIZE), which used to end the sender with a
+    traceback; now it goes on, fragmented, and arrives intact. The next transfer starts from
+    the learnt MTU and fits its ADUs to it, with GSO."""
+    from lossynet.topology import Routed
+
+    src = random_file(os.path.join(tmp_path, "in.bin"), 20_000_000, seed=14)
+    net = Routed(lab, mtu_a=1500, mtu_b=1420)
+    for k in range(2):
+        dst, sstats = os.path.join(tmp_path, f"out{k}.bin"), os.path.join(tmp_path, f"s{k}.json")
+        recv = lab.start(net.b, [PY, "-m", "alf", "recv", "9050", "-o", dst, "--timeout", "20"])
+        wait_port(lab, net.b, 9050)
+        send = lab.run(
+            net.a, PY, "-m", "alf", "send", net.addr_b(v6), "9050", src, "--transport", "udp",
+            "--timeout", "20", "--stats-json", sstats, check=False,
+        )  # fmt: skip
+        assert send.returncode == 0, send.stderr
+        assert recv.wait(timeout=30) == 0
+        assert sha256_file(dst) == sha256_file(src)
+        s = [json.loads(x) for x in open(sstats)][-1]
+        if k == 0:
+            assert s["adu_size"] == 1428 and s["datapath"].startswith("per-datagram (GSO refused"), s
+            assert "mtu 1420" in lab.run(net.a, "ip", "route", "get", net.addr_b(v6)).stdout
+        else:
+            assert s["adu_size"] == (1348 if v6 else 1368) and s["datapath"] == "gso", s

@@ -65,6 +65,13 @@ class GsoRefused(Exception):
 
 
 GSO_REFUSALS = (errno.EIO, errno.EINVAL, errno.EOPNOTSUPP, errno.EMSGSIZE)
+# What a connected UDP socket reports once, on its next call, when an ICMP message came back
+# about an earlier datagram (Linux's icmp_err_convert): "fragmentation needed" (EMSGSIZE, a
+# smaller MTU further along the path, which the kernel now knows) and a router's
+# "unreachable". Neither is the peer's answer, so the transfer goes on: what was dropped is
+# repaired, and a peer that stays silent ends it after --timeout. ECONNREFUSED (the peer's
+# port is closed) is handled on its own.
+ICMP_REPORTS = (errno.EMSGSIZE, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENONET)
 
 
 def gso_supported(sock: socket.socket) -> bool:
@@ -231,10 +238,10 @@ def _send(
         except ConnectionRefusedError:
             return False  # an ICMP error from an earlier datagram: the peer's port is closed
         except OSError as e:
-            if e.errno in (errno.ENOBUFS, errno.EHOSTUNREACH, errno.ENETUNREACH):
-                return False
             if anc and e.errno in GSO_REFUSALS:
                 raise GsoRefused(e.strerror or str(e)) from None
+            if e.errno == errno.ENOBUFS or e.errno in ICMP_REPORTS:
+                return False
             raise
     return False
 
@@ -275,6 +282,10 @@ def run_sender(session: SendSession, sock: socket.socket, hooks: Hooks, gso: boo
                 break
             except ConnectionRefusedError:
                 refused = True
+                continue
+            except OSError as e:
+                if e.errno not in ICMP_REPORTS:
+                    raise
                 continue
             now = clock()  # read after the datagram: an RTT sample may err high, never low
             # feedback's RTT sample ends when it reached the host, not after it waited in our

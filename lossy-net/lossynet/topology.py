@@ -337,6 +337,36 @@ class Segment:
         return ns
 
 
+class Routed:
+    """Hosts ``a`` and ``b`` on two subnets joined by a router ``r`` (IPv4 and IPv6), with each
+    side's MTU its own: a smaller MTU behind the router is found only through its ICMP
+    "fragmentation needed" / "packet too big", as on a path into a tunnel."""
+
+    def __init__(self, lab: Lab, mtu_a: int = 1500, mtu_b: int = 1500) -> None:
+        self.lab = lab
+        self.a, self.r, self.b = lab.ns("a"), lab.ns("r"), lab.ns("b")
+        for ns in (self.a, self.r, self.b):
+            # No duplicate address detection: it holds a fresh link-local address for a second or
+            # two, and neighbour discovery (and so the first packets) waits for it.
+            for conf in ("all", "default"):
+                lab.run(ns, "sysctl", "-qw", f"net.ipv6.conf.{conf}.accept_dad=0")
+        for k, (host, mtu) in enumerate(((self.a, mtu_a), (self.b, mtu_b)), start=1):
+            dev = f"r{k}"
+            lab.run(self.r, "ip", "link", "add", dev, "type", "veth", "peer", "name", "eth0", "netns", host)
+            lab.run(self.r, "ip", "addr", "add", f"10.79.{k}.254/24", "dev", dev)
+            lab.run(self.r, "ip", "-6", "addr", "add", f"fd79:{k}::fe/64", "dev", dev, "nodad")
+            lab.run(self.r, "ip", "link", "set", dev, "mtu", str(mtu), "up")
+            lab.run(host, "ip", "addr", "add", f"10.79.{k}.1/24", "dev", "eth0")
+            lab.run(host, "ip", "-6", "addr", "add", f"fd79:{k}::1/64", "dev", "eth0", "nodad")
+            lab.run(host, "ip", "link", "set", "eth0", "mtu", str(mtu), "up")
+            lab.run(host, "ip", "route", "add", "default", "via", f"10.79.{k}.254")
+            lab.run(host, "ip", "-6", "route", "add", "default", "via", f"fd79:{k}::fe")
+        lab.run(self.r, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
+
+    def addr_b(self, v6: bool = False) -> str:
+        return "fd79:2::1" if v6 else "10.79.2.1"
+
+
 def wait_port(lab: Lab, ns: str, port: int, proto: str = "udp", timeout: float = 10.0) -> None:
     """Wait until something listens on ``port`` inside ``ns`` (bounded)."""
     flag = "-uln" if proto == "udp" else "-tln"
