@@ -6,7 +6,8 @@ Invariants:
   indices and never one below ``acked``.
 - New data never goes past the receiver's window limit, the known end, or what the source has
   made available.
-- Every wait is bounded by ``timeout`` of silence from the peer; the outcome is set exactly once.
+- Every wait is bounded by ``timeout`` of silence from the peer, or of no progress while data
+  is outstanding (a peer that answers but gets none of the DATA); the outcome is set exactly once.
 The core deals in runs of ADU indices; it never touches payload bytes.
 """
 
@@ -151,6 +152,8 @@ class Sender:
         self._out: list[bytes] = []
         self._start = now
         self._last_heard = now
+        self._progress_at = now  # when the receiver last showed it got more of our data
+        self._received = 0  # the most distinct ADUs the receiver reported holding
         self._hello_at = now
         self._hello_gap = HELLO_FIRST_RETRY
         self._probe_at = now
@@ -228,6 +231,17 @@ class Sender:
                 self.stats.hellos_sent += 1
                 self._hello_at = now + self._hello_gap
                 self._hello_gap = min(self._hello_gap * 2, HELLO_MAX_RETRY)
+            return
+        if self.acked >= self.next_new:
+            self._progress_at = now  # nothing outstanding: nothing to wait for
+        elif now - self._progress_at >= self.cfg.timeout:
+            # The receiver answers (STATUS, NAKs) but holds no more of the data than it did: a
+            # path that carries small datagrams and drops DATA, as a path-MTU black hole does.
+            msg = (
+                f"the receiver answers but got none of the data for {self.cfg.timeout:g} s "
+                f"(a path that drops large datagrams? try a smaller --adu-size than {self.adu})"
+            )
+            self._abort(wire.AbortCode.TIMEOUT, msg, Outcome(ExitCode.PEER_UNREACHABLE, msg))
             return
         self._maybe_finishing(now)
         self.cc.on_silence(now, now - self._last_heard)
@@ -412,6 +426,7 @@ class Sender:
                 self.window_limit = msg.window_limit
                 self.state = State.SENDING
                 self._probe_at = now
+                self._progress_at = now
             else:
                 self.stats.unexpected += 1
             return
@@ -432,6 +447,8 @@ class Sender:
         if msg.cum_ack > self.next_new or msg.highest > self.next_new:
             self.stats.unexpected += 1  # acknowledges what was never sent: ignore it whole
             return
+        if msg.received > self._received:
+            self._progress_at, self._received = now, msg.received
         if msg.cum_ack > self.acked:
             self.acked = msg.cum_ack
             self.stats.acked_adus = msg.cum_ack

@@ -238,6 +238,26 @@ def test_receiver_vanishes_sender_times_out() -> None:
     assert "went silent" in r.sender.message
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_path_that_drops_data_but_carries_control_fails_in_time(stream: bool) -> None:
+    """A path-MTU black hole: datagrams over 1300 bytes vanish, so the HELLO (1200) and all
+    feedback cross but no 1452-byte DATA does. Neither side is ever silent; the sender ends
+    after ``timeout`` without progress, says why, and the receiver learns it from the ABORT."""
+    r = run_transfer(
+        b"z" * (1428 * 700),  # no short last ADU, which would slip through
+        stream=stream,
+        seed=1,
+        forward=Link(max_size=1300),
+        sender_config=SenderConfig(adu_size=1428, rate_bps=50e6, timeout=3.0),
+        receiver_config=ReceiverConfig(in_order=stream, timeout=3.0),
+    )
+    assert r.sender is not None and r.sender.code == ExitCode.PEER_UNREACHABLE
+    assert "got none of the data for 3 s" in r.sender.message and "--adu-size" in r.sender.message
+    assert r.receiver is not None and r.receiver.code == ExitCode.PEER_ABORTED
+    assert r.sender_done_at is not None and 3.0 <= r.sender_done_at < 3.5
+    assert r.receiver_stats["adus_received"] == 0
+
+
 def test_injected_drop_at_the_receiver_on_both_receive_paths() -> None:
     data = random.Random(8).randbytes(3_000_000)
     r = run_transfer(data, forward=Link(delay=0.002), seed=5, receiver_drop=0.05)

@@ -39,6 +39,7 @@ class Link:
     rate_bps: float = 0.0  # 0: no bottleneck
     queue_bytes: int = 0  # with rate_bps: a drop-tail queue this deep (0: unbounded)
     rate_steps: tuple[tuple[float, float], ...] = ()  # (from_time, rate_bps): the bottleneck changes
+    max_size: int = 0  # larger datagrams vanish without a word (a path-MTU black hole); 0: none
 
 
 @dataclass
@@ -62,6 +63,9 @@ class Wire:
     def arrivals(self, size: int, now: float) -> list[float]:
         link, rng, c = self.link, self.rng, self.counters
         c.sent += 1
+        if link.max_size and size > link.max_size:
+            c.lost += 1
+            return []
         start = now
         rate = link.rate_bps
         for t, r in link.rate_steps:
