@@ -132,7 +132,7 @@ class Sender:
         self.paths = list(range(paths))
         self.state = State.HANDSHAKE
         self.outcome: Outcome | None = None
-        self.no_answer = False  # the handshake got no answer within hello_timeout
+        self.no_answer = False  # auto: UDP got no answer, or no DATA through; TCP may do better
         self._app_limited = False  # since the last STATUS (cc.Feedback.app_limited)
         self.stats = SenderStats()
         self.adu = config.adu_size
@@ -232,13 +232,20 @@ class Sender:
                 self._hello_at = now + self._hello_gap
                 self._hello_gap = min(self._hello_gap * 2, HELLO_MAX_RETRY)
             return
+        # With --transport auto and not one ADU through yet, TCP may carry what UDP does not:
+        # give up on UDP sooner (the receiver follows a sender whose ABORT says TIMEOUT to TCP
+        # while it holds no DATA).
+        hello_wait = self.cfg.hello_timeout
+        auto = hello_wait is not None and self._received == 0
+        limit = min(self.cfg.timeout, 2 * hello_wait) if hello_wait is not None and auto else self.cfg.timeout
         if self.acked >= self.next_new:
             self._progress_at = now  # nothing outstanding: nothing to wait for
-        elif now - self._progress_at >= self.cfg.timeout:
+        elif now - self._progress_at >= limit:
             # The receiver answers (STATUS, NAKs) but holds no more of the data than it did: a
             # path that carries small datagrams and drops DATA, as a path-MTU black hole does.
+            self.no_answer = auto
             msg = (
-                f"the receiver answers but got none of the data for {self.cfg.timeout:g} s "
+                f"the receiver answers but got none of the data for {limit:g} s "
                 f"(a path that drops large datagrams? try a smaller --adu-size than {self.adu})"
             )
             self._abort(wire.AbortCode.TIMEOUT, msg, Outcome(ExitCode.PEER_UNREACHABLE, msg))

@@ -500,3 +500,36 @@ def test_a_smaller_mtu_beyond_a_router(lab: Lab, tmp_path: os.PathLike[str], v6:
             assert "mtu 1420" in lab.run(net.a, "ip", "route", "get", net.addr_b(v6)).stdout
         else:
             assert s["adu_size"] == (1348 if v6 else 1368) and s["datapath"] == "gso", s
+
+
+@pytest.mark.parametrize("mode", ["file", "pipe"])
+def test_auto_moves_to_tcp_through_a_pmtu_black_hole(lab: Lab, tmp_path: os.PathLike[str], mode: str) -> None:
+    """UDP over 1300 bytes vanishes without an ICMP: the HELLO (1228 bytes on the wire) and
+    feedback cross, no DATA does. The default sender (auto) sees the receiver answer but hold
+    nothing for 3 s, says so and moves to TCP; the receiver follows, and all arrives intact.
+    With --transport udp the sender fails after --timeout and names the likely cause."""
+    src = random_file(os.path.join(tmp_path, "in.bin"), 5_000_000, seed=15)
+    pair = Pair(lab, [LinkSpec(udp_max=1300)])
+    dst = os.path.join(tmp_path, "out.bin")
+    with open(dst, "wb") as out:
+        recv = lab.start(pair.b, [PY, "-m", "alf", "recv", "9060", "--timeout", "20"], stdout=out)
+    wait_port(lab, pair.b, 9060)
+    send_cmd = f"{PY} -m alf send {pair.addr_b()} 9060 --timeout 20"
+    if mode == "pipe":
+        send = lab.run(pair.a, "sh", "-c", f"cat {src} | {send_cmd}", check=False)
+    else:
+        send = lab.run(pair.a, "sh", "-c", f"{send_cmd} {src}", check=False)
+    assert send.returncode == 0, send.stderr
+    assert "got none of the data for 3 s" in send.stderr and "trying TCP" in send.stderr
+    assert recv.wait(timeout=30) == 0
+    assert sha256_file(dst) == sha256_file(src)
+    if mode == "file":
+        recv = lab.start(pair.b, [PY, "-m", "alf", "recv", "9061", "-o", dst, "--force", "--timeout", "20"])
+        wait_port(lab, pair.b, 9061)
+        send = lab.run(
+            pair.a, PY, "-m", "alf", "send", pair.addr_b(), "9061", src,
+            "--transport", "udp", "--timeout", "4", check=False,
+        )  # fmt: skip
+        assert send.returncode == 3 and "got none of the data for 4 s" in send.stderr
+        assert "smaller --adu-size" in send.stderr
+        assert recv.wait(timeout=30) == 4  # the sender's ABORT

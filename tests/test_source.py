@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
@@ -152,3 +153,24 @@ def test_a_rate_from_the_warm_up_sets_no_bar() -> None:
     128 MiB ring in most runs, and those were the slow ones: docs/performance.md)."""
     assert paced(ring_bound=False, seconds=10, warmup=0.1).ring_adus == 2048
     assert paced(ring_bound=True, seconds=10, warmup=0.1).ring_adus == 4096
+
+
+def test_file_digest_after_a_fallback_reads_from_the_start(tmp_path: os.PathLike[str]) -> None:
+    """UDP's first pass hashed part of the file when the sender moved to TCP; TCP's blocks
+    start elsewhere (0, 7, 14, ...), and the digest is still the whole file's, taken once."""
+    from alf.digest import DigestAlg, new_hasher
+    from alf.io.source import FileSource
+
+    data = random.Random(3).randbytes(100 * 64 + 17)
+    path = os.path.join(tmp_path, "f.bin")
+    with open(path, "wb") as f:
+        f.write(data)
+    src = FileSource(path, 64, max_run=16)
+    src.read(0, 10)
+    src.read(10, 10)  # the UDP pass stops at ADU 20
+    assert src.digest() is None
+    got = b"".join(bytes(src.block(first, 7)) for first in range(0, 101, 7))
+    want = new_hasher(DigestAlg.XXH3_128)
+    want.update(data)
+    assert got == data and src.digest() == want.digest()
+    src.close()

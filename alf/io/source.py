@@ -137,13 +137,15 @@ class FileSource:
         return buf
 
     def _pread(self, buf: memoryview, offset: int) -> None:
-        """Fill ``buf`` from ``offset``; the first pass, read in order, is hashed as it is read."""
+        """Fill ``buf`` from ``offset``; the first pass, read in order, is hashed as it is read.
+        A read that covers the hashed frontier hashes from it on, whatever its start: after a
+        fallback from UDP to TCP, TCP's blocks need not start where UDP's first pass stopped."""
         n = len(buf)
         if os.preadv(self._fd, [buf], offset) != n:
             raise OSError(f"{self._path} shrank while being sent")
-        if offset == self._hashed:
-            self._hash.update(buf)
-            self._hashed += n
+        if offset <= self._hashed < offset + n:
+            self._hash.update(buf[self._hashed - offset :])
+            self._hashed = offset + n
             if self._hashed == self._size:
                 self._digest = self._hash.digest()
 

@@ -46,6 +46,7 @@ class LinkSpec:
     capture: str | None = None  # pcap of what the wire delivers (forces the userspace wire)
     force_wire: bool = False
     mtu: int = 0  # of both ends' devices; 0: 1500
+    udp_max: int = 0  # UDP packets longer than this vanish (a path-MTU black hole); 0: none
 
     def needs_wire(self) -> bool:
         return bool(
@@ -120,6 +121,20 @@ table inet {table} {{
   chain ingress_loss {{
     type filter hook prerouting priority -300; policy accept;
     iifname "{dev}" numgen random mod 1000000 < {threshold} counter drop
+  }}
+}}
+"""
+    lab.run(ns, "nft", "-f", "-", input=rules)
+
+
+def add_udp_max(lab: Lab, ns: str, dev: str, size: int) -> None:
+    """Drop UDP packets longer than ``size`` bytes (IP header included) arriving on ``dev``,
+    without an ICMP: what a path-MTU black hole does to datagrams the path cannot carry."""
+    rules = f"""
+table inet lnet_udp_max {{
+  chain ingress {{
+    type filter hook prerouting priority -300; policy accept;
+    iifname "{dev}" meta l4proto udp meta length > {size} counter drop
   }}
 }}
 """
@@ -229,6 +244,9 @@ class Pair:
             queue = link.queue_s or max(0.05, 4 * link.delay)
             add_rate(lab, a, da, link.rate_bps, queue)
             add_rate(lab, b, db, link.rate_bps, queue)
+        if link.udp_max:
+            add_udp_max(lab, b, db, link.udp_max)
+            add_udp_max(lab, a, da, link.udp_max)
         if link.loss:
             add_loss(lab, b, db, link.loss, f"lnet{k}")
             add_loss(lab, a, da, link.loss, f"lnet{k}")
