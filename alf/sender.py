@@ -237,15 +237,16 @@ class Sender:
         # while it holds no DATA).
         hello_wait = self.cfg.hello_timeout
         auto = hello_wait is not None and self._received == 0
-        limit = min(self.cfg.timeout, 2 * hello_wait) if hello_wait is not None and auto else self.cfg.timeout
+        limit = min(self.cfg.timeout, 2 * hello_wait) if auto and hello_wait is not None else self.cfg.timeout
         if self.acked >= self.next_new:
             self._progress_at = now  # nothing outstanding: nothing to wait for
         elif now - self._progress_at >= limit:
             # The receiver answers (STATUS, NAKs) but holds no more of the data than it did: a
             # path that carries small datagrams and drops DATA, as a path-MTU black hole does.
             self.no_answer = auto
+            what = "none" if self._received == 0 else "no more"
             msg = (
-                f"the receiver answers but got none of the data for {limit:g} s "
+                f"the receiver answers but got {what} of the data for {limit:g} s "
                 f"(a path that drops large datagrams? try a smaller --adu-size than {self.adu})"
             )
             self._abort(wire.AbortCode.TIMEOUT, msg, Outcome(ExitCode.PEER_UNREACHABLE, msg))
