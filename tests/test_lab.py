@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import random_file, sha256_file
+from conftest import last_json, random_file, sha256_file
 from lossynet import Lab, namespaces_available
 from lossynet.netns import our_namespaces
 from lossynet.profiles import gilbert
@@ -186,8 +186,8 @@ def test_alf_through_the_wire_and_its_capture(lab: Lab, tmp_path: os.PathLike[st
     pair.wire_stats()  # stops the wire: the capture is complete
     bind_alf(9010)
     packets = [p for p in rdpcap(pcap) if Alf in p]
-    s = [json.loads(x) for x in open(sstats)][-1]
-    r = [json.loads(x) for x in open(rstats)][-1]
+    s = last_json(sstats)
+    r = last_json(rstats)
     data = [p[AlfData].index for p in packets if AlfData in p]
     adus = -(-3_000_000 // 1428)
     assert set(data) == set(range(adus))  # every ADU crossed the wire at least once
@@ -368,7 +368,7 @@ def test_tcp_multipath_survives_a_link_kill(lab: Lab, tmp_path: os.PathLike[str]
     assert send.returncode == 0, err
     assert recv.wait(timeout=30) == 0
     assert sha256_file(dst) == sha256_file(src)
-    s = [json.loads(x) for x in open(sstats)][-1]
+    s = last_json(sstats)
     path0, path1 = s["path_bytes"][f"{pair.addr_b(0)}:9020"], s["path_bytes"][f"{pair.addr_b(1)}:9020"]
     assert path0 > 0 and path1 > 0 and path0 + path1 == 100_000_000 + s["bytes_resent"]
     assert s["connection_losses"] >= 1 and s["bytes_resent"] > 0
@@ -407,7 +407,7 @@ def test_auto_falls_back_to_tcp_when_udp_is_dropped(lab: Lab, tmp_path: os.PathL
     assert send.returncode == 0, err
     assert recv.wait(timeout=30) == 0
     assert sha256_file(dst) == sha256_file(src)
-    assert [json.loads(x) for x in open(sstats)][-1]["transport"] == "tcp"
+    assert last_json(sstats)["transport"] == "tcp"
     counters = lab.run(pair.b, "nft", "list", "table", "inet", "noudp").stdout
     assert "packets 0 " not in counters  # the UDP HELLOs did arrive and were dropped
 
@@ -460,7 +460,7 @@ def test_default_adu_fits_a_smaller_mtu(lab: Lab, tmp_path: os.PathLike[str]) ->
         assert send.returncode == 0, send.stderr
         assert recv.wait(timeout=30) == 0
         assert sha256_file(dst) == sha256_file(src)
-        s = [json.loads(x) for x in open(sstats)][-1]
+        s = last_json(sstats)
         fragmented = _reassembled(lab, pair.b) - before
         if not extra:
             assert s["adu_size"] == 1368 and s["datapath"] == "gso", s
@@ -494,7 +494,7 @@ def test_a_smaller_mtu_beyond_a_router(lab: Lab, tmp_path: os.PathLike[str], v6:
         assert send.returncode == 0, send.stderr
         assert recv.wait(timeout=30) == 0
         assert sha256_file(dst) == sha256_file(src)
-        s = [json.loads(x) for x in open(sstats)][-1]
+        s = last_json(sstats)
         if k == 0:
             assert s["adu_size"] == 1428 and s["datapath"].startswith("per-datagram (GSO refused"), s
             assert "mtu 1420" in lab.run(net.a, "ip", "route", "get", net.addr_b(v6)).stdout
