@@ -113,32 +113,30 @@ def add_rate(lab: Lab, ns: str, dev: str, rate_bps: float, queue_s: float, burst
     )
 
 
-def add_loss(lab: Lab, ns: str, dev: str, loss: float, table: str = "lnet") -> None:
-    """Drop the fraction ``loss`` of packets arriving on ``dev`` (counted by nftables)."""
-    threshold = int(round(loss * 1_000_000))
+def _ingress_drop(lab: Lab, ns: str, dev: str, match: str, table: str, chain: str) -> None:
+    """Drop (and count) the packets arriving on ``dev`` that ``match`` (an nftables match)."""
     rules = f"""
 table inet {table} {{
-  chain ingress_loss {{
+  chain {chain} {{
     type filter hook prerouting priority -300; policy accept;
-    iifname "{dev}" numgen random mod 1000000 < {threshold} counter drop
+    iifname "{dev}" {match} counter drop
   }}
 }}
 """
     lab.run(ns, "nft", "-f", "-", input=rules)
+
+
+def add_loss(lab: Lab, ns: str, dev: str, loss: float, table: str = "lnet") -> None:
+    """Drop the fraction ``loss`` of packets arriving on ``dev`` (counted by nftables)."""
+    threshold = int(round(loss * 1_000_000))
+    _ingress_drop(lab, ns, dev, f"numgen random mod 1000000 < {threshold}", table, "ingress_loss")
 
 
 def add_udp_max(lab: Lab, ns: str, dev: str, size: int) -> None:
     """Drop UDP packets longer than ``size`` bytes (IP header included) arriving on ``dev``,
-    without an ICMP: what a path-MTU black hole does to datagrams the path cannot carry."""
-    rules = f"""
-table inet lnet_udp_max {{
-  chain ingress {{
-    type filter hook prerouting priority -300; policy accept;
-    iifname "{dev}" meta l4proto udp meta length > {size} counter drop
-  }}
-}}
-"""
-    lab.run(ns, "nft", "-f", "-", input=rules)
+    without an ICMP: what a path-MTU black hole does to datagrams the path cannot carry. Its
+    own table: ``nft_drops`` reads the loss table's counter."""
+    _ingress_drop(lab, ns, dev, f"meta l4proto udp meta length > {size}", "lnet_udp_max", "ingress")
 
 
 def nft_drops(lab: Lab, ns: str, table: str = "lnet") -> int:
@@ -361,7 +359,6 @@ class Routed:
     "fragmentation needed" / "packet too big", as on a path into a tunnel."""
 
     def __init__(self, lab: Lab, mtu_a: int = 1500, mtu_b: int = 1500) -> None:
-        self.lab = lab
         self.a, self.r, self.b = lab.ns("a"), lab.ns("r"), lab.ns("b")
         for ns in (self.a, self.r, self.b):
             # No duplicate address detection: it holds a fresh link-local address for a second or
