@@ -448,7 +448,7 @@ def _send(
     bind: str | None,
     common: Common,
     tcp: TcpOptions,
-    adu_given: bool = True,
+    adu_given: bool,
 ) -> int:
     alg = cfg.digest
     source: Source
