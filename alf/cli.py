@@ -27,7 +27,7 @@ from typing import IO, Any
 import click
 
 import cc
-from alf import __version__, wire
+from alf import __version__, progress, wire
 from alf.errors import ExitCode, Outcome
 from alf.io.sink import FdWriter, FileBackend, OffsetSink, OrderedSink, Sink, SinkError
 from alf.io.source import FileSource, Source, StreamSource, pump_stream
@@ -97,14 +97,6 @@ class SizeType(click.ParamType):  # type: ignore[type-arg]
         return value if isinstance(value, int) else int(_number(str(value), SIZE_UNITS, "size"))
 
 
-def _human(nbytes: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(nbytes) < 1024 or unit == "TiB":
-            return f"{nbytes:.1f} {unit}" if unit != "B" else f"{int(nbytes)} B"
-        nbytes /= 1024
-    return f"{nbytes:.1f} TiB"
-
-
 AUTO_HELLO_TIMEOUT = 1.5  # --transport auto: UDP gets this long to answer before TCP is tried
 DEFAULT_TRANSPORT = "auto"
 
@@ -113,6 +105,7 @@ DEFAULT_TRANSPORT = "auto"
 class Common:
     transport: str
     verbose: bool
+    quiet: bool
     stats_json: str | None
     progress: bool | None
     timeout: float | None
@@ -124,13 +117,19 @@ class Common:
 
 
 class Reporter:
-    """Progress on stderr, JSON stats lines, and live stats on SIGUSR1/SIGINFO."""
+    """Everything this side shows: the progress line and messages (through one ``Console``),
+    JSON stats lines, live stats on SIGUSR1/SIGINFO, and the closing summary."""
 
-    def __init__(self, common: Common, stats: Callable[[], dict[str, Any]], role: str) -> None:
-        self.stats = stats
+    def __init__(self, common: Common, role: str, where: str = "") -> None:
         self.role = role
+        self.where = where  # the summary's "to got.bin" / "from in.bin"
+        self.stats: Callable[[], dict[str, Any]] = self.waiting_stats
+        self.notices: Callable[[], list[str]] = list  # messages from the core (senders turned away)
         self.verbose = common.verbose
-        self.progress = sys.stderr.isatty() if common.progress is None else common.progress
+        self.quiet = common.quiet
+        live = sys.stderr.isatty() if common.progress is None else common.progress
+        self.console = progress.Console(sys.stderr, live and not common.quiet)
+        self.meter = progress.RateMeter()
         self.json_file: IO[str] | None = None
         if common.stats_json:
             try:
@@ -140,13 +139,18 @@ class Reporter:
         self.start = time.monotonic()
         self.interval = common.stats_interval
         self._next_json = self.start
-        self._next_progress = self.start
+        self._next_sample = self.start
         self.show_now = False
         self.cancel = False
         self.cancel_signal = 0
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
+
+    def waiting_stats(self) -> dict[str, Any]:
+        """Before a core exists (a receiver waiting for its first sender): the schema's
+        common keys, so every line has them."""
+        return {"role": self.role, "state": "waiting" if self.role == "recv" else "handshake"}
 
     def install_signals(self) -> None:
         def on_stats(signum: int, frame: FrameType | None) -> None:
@@ -165,32 +169,35 @@ class Reporter:
         signal.signal(signal.SIGTERM, on_stop)
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
 
+    def say(self, text: str) -> None:
+        """A message, printed above the progress line (never into it)."""
+        self.console.say(f"alf {self.role}: {text}")
+
     def snapshot(self, now: float) -> dict[str, Any]:
         s = self.stats()
+        began = s.pop("began", None)
         s["elapsed_s"] = round(now - self.start, 6)
+        s["transfer_s"] = None if began is None else round(now - began, 6)
         s["time"] = round(time.time(), 3)
         return s
 
     def tick(self, now: float) -> None:
         if self.show_now:
             self.show_now = False
-            print(f"alf {self.role}: " + json.dumps(self.snapshot(now)), file=sys.stderr, flush=True)
+            self.say(json.dumps(self.snapshot(now)))
         if self.json_file is not None and now >= self._next_json:
             self._next_json = now + self.interval
             self.json_file.write(json.dumps(self.snapshot(now)) + "\n")
-        if self.progress and now >= self._next_progress:
-            self._next_progress = now + 0.5
+        if now >= self._next_sample:
+            self._next_sample = now + PROGRESS_INTERVAL
+            for notice in self.notices():
+                self.say(notice)
             s = self.stats()
-            nbytes = s.get("bytes_received", s.get("bytes_sent", 0))
-            rate = nbytes / max(now - self.start, 1e-9)
-            print(
-                f"\ralf {self.role}: {_human(nbytes)}  {rate * 8 / 1e6:.0f} Mbit/s  [{s['state']}]   ",
-                end="",
-                file=sys.stderr,
-                flush=True,
-            )
+            self.meter.add(now, progress.progress_bytes(s), s.get("state") not in progress.WAITING_STATES)
+            self.console.status(progress.progress_line(s, now, self.meter, self.start))
 
     def finish(self, outcome: Outcome) -> None:
+        """The last JSON line, and the closing summary in place of the progress line."""
         now = time.monotonic()
         final = self.snapshot(now)
         final["final"] = True
@@ -199,10 +206,18 @@ class Reporter:
         if self.json_file is not None:
             self.json_file.write(json.dumps(final) + "\n")
             self.json_file.close()
-        if self.progress:
-            print(file=sys.stderr)
+        for notice in self.notices():
+            self.say(notice)
+        self.console.end()
+        seconds = final["transfer_s"] if self.role == "recv" else final["elapsed_s"]
+        lines = progress.summary(final, outcome.ok, outcome.message, seconds, self.where)
         if self.verbose:
-            print(f"alf {self.role}: " + json.dumps(final), file=sys.stderr)
+            lines += progress.details(final)
+        for line in lines if not self.quiet else lines[:1] if not outcome.ok else []:
+            self.console.say(line)
+
+
+PROGRESS_INTERVAL = 0.25  # seconds between redraws of the progress line (and rate samples)
 
 
 class LocalError(Exception):
@@ -228,7 +243,13 @@ def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
             help="Both sides must give the same word (guards against a stale or wrong peer; not security).",
         ),
         click.option(
-            "-v", "--verbose", is_flag=True, help="Report the session and the final statistics on stderr."
+            "-v",
+            "--verbose",
+            is_flag=True,
+            help="Say more: the session at the start, details in words at the end.",
+        ),
+        click.option(
+            "-q", "--quiet", is_flag=True, help="No progress and no summary; errors only."
         ),
         click.option(
             "--stats-json",
@@ -484,7 +505,7 @@ def _send(
     try:
         if kind == wire.Kind.STREAM:
             source = StreamSource(adu_size, max(1, window // adu_size), alg)
-        reporter = Reporter(common, dict, "send")
+        reporter = Reporter(common, "send")
     except LocalError as e:
         return _fail("send", Outcome(ExitCode.LOCAL_IO, str(e)))
     reporter.install_signals()
@@ -494,8 +515,8 @@ def _send(
             target=pump_stream, args=(source, fd, reporter.wake_w, stop), name="alf-stdin", daemon=True
         ).start()
     if common.verbose:
-        what = f"{file} ({_human(total or 0)})" if kind == wire.Kind.FILE else "a stream"
-        print(f"alf send: {what} to {host} port {port}, session {session_id:016x}", file=sys.stderr)
+        what = f"{file} ({progress.human_bytes(total or 0)})" if kind == wire.Kind.FILE else "a stream"
+        reporter.say(f"{what} to {host} port {port}, session {session_id:016x}")
     hooks = Hooks(tick=reporter.tick, cancelled=lambda: reporter.cancel, wake_fd=reporter.wake_r)
     outcome: Outcome | None = None
     try:
@@ -506,7 +527,7 @@ def _send(
             _prepare_heap()
             outcome = run_sender(session, sock, hooks, gso=common.gso)
             if sender.no_answer and common.transport == "auto":
-                print(f"alf send: {outcome.message}; trying TCP", file=sys.stderr, flush=True)
+                reporter.say(f"{outcome.message}; trying TCP")
                 outcome = None
         if outcome is None:
             tcfg = TcpSenderConfig(adu_size=adu_size, checkphrase=cfg.checkphrase, digest=alg)
@@ -530,7 +551,7 @@ def _send(
         if isinstance(source, FileSource):
             source.close()
     reporter.finish(outcome)
-    return _fail("send", outcome) if not outcome.ok else 0
+    return int(outcome.code)
 
 
 @main.command(epilog=EXIT_CODES_HELP)
@@ -621,16 +642,16 @@ def _recv(
         sink.close(False)
         return _fail("recv", Outcome(ExitCode.LOCAL_IO, "; ".join(errors)))
     try:
-        reporter = Reporter(common, dict, "recv")
+        reporter = Reporter(common, "recv", "" if output in (None, "-") else f"into {output}")
     except LocalError as e:
         sink.close(False)
         return _fail("recv", Outcome(ExitCode.LOCAL_IO, str(e)))
     reporter.install_signals()
     if common.verbose:
         kinds = "/".join(k for k, s in (("UDP", udp), ("TCP", listener)) if s is not None)
-        print(f"alf recv: listening on port {port} ({kinds})", file=sys.stderr)
+        reporter.say(f"listening on port {port} ({kinds})")
         for problem in errors:
-            print(f"alf recv: note: {problem}", file=sys.stderr)
+            reporter.say(f"note: {problem}")
     hooks = Hooks(tick=reporter.tick, cancelled=lambda: reporter.cancel, wake_fd=reporter.wake_r)
     if udp is not None and listener is not None:
         chosen = _first_sender(udp, listener, reporter, common.timeout, start)
@@ -644,7 +665,7 @@ def _recv(
                 else Outcome(ExitCode.PEER_UNREACHABLE, f"no sender arrived within {common.timeout:g} s")
             )
             reporter.finish(outcome)
-            return _fail("recv", outcome)
+            return int(outcome.code)
         if chosen is listener:
             udp.close()
             udp = None
@@ -661,7 +682,7 @@ def _recv(
         )
         receiver = Receiver(cfg, start)
         session = RecvSession(receiver, sink, Dropper(common.drop, common.seed) if common.drop else None)
-        reporter.stats = session.stats
+        reporter.stats, reporter.notices = session.stats, session.notices
 
         def moved_to_tcp() -> bool:
             """auto: a sender that gave up on UDP (all our ACCEPTs lost) comes back over TCP
@@ -697,7 +718,7 @@ def _recv(
                 listener = None
         else:
             session.close()  # nothing was written: start the output afresh for TCP
-            print("alf recv: the sender moved to TCP", file=sys.stderr, flush=True)
+            reporter.say("the sender moved to TCP")
             try:
                 sink = make_sink()
             except SinkError as e:
@@ -706,7 +727,7 @@ def _recv(
                 listener.close()
                 outcome = Outcome(ExitCode.LOCAL_IO, str(e))
                 reporter.finish(outcome)
-                return _fail("recv", outcome)
+                return int(outcome.code)
     if listener is not None:
         tcore = TcpReceiver(
             TcpReceiverConfig(common.checkphrase, window, timeout, common.timeout), sink, start
@@ -714,17 +735,17 @@ def _recv(
         tdriver = TcpRecvDriver(tcore, listener, hooks)
         if adopted is not None:
             tdriver.adopt(adopted)
-        reporter.stats = tdriver.stats_dict
+        reporter.stats, reporter.notices = tdriver.stats_dict, tdriver.notices
         try:
             _prepare_heap()
             outcome = tdriver.run()
         finally:
             listener.close()
             note = sink.close(outcome.ok)
-    reporter.finish(outcome)
     if note:
-        print(f"alf recv: {note}", file=sys.stderr)
-    return _fail("recv", outcome) if not outcome.ok else 0
+        reporter.say(note)
+    reporter.finish(outcome)
+    return int(outcome.code)
 
 
 def _first_sender(

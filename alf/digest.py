@@ -19,6 +19,8 @@ import xxhash
 
 from alf.wire import DigestAlg
 
+NAMES = {DigestAlg.XXH3_128: "xxh3-128", DigestAlg.BLAKE3: "blake3", DigestAlg.SHA256: "sha-256"}
+
 
 class Hasher(Protocol):
     def update(self, data: bytes | bytearray | memoryview, /) -> object: ...

@@ -116,6 +116,8 @@ class Receiver:
         self.session_id = 0
         self.peer: Addr | None = None
         self.hello: wire.Hello | None = None
+        self.began: float | None = None  # when the sender's HELLO was taken: the transfer's start
+        self.rejections: list[tuple[Addr, str]] = []  # (address, reason) of HELLOs turned away
         self.adu = 0
         self.gaps = GapMap()
         self.peer_abort: wire.AbortCode | None = None  # the code of the sender's ABORT, if any
@@ -329,27 +331,27 @@ class Receiver:
         else:
             self.stats.violations += 1  # a message only a receiver sends
 
+    def _reject(self, session_id: int, addr: Addr, code: wire.AbortCode, reason: str) -> None:
+        self.stats.rejected_hellos += 1
+        self.rejections.append((addr, reason))
+        self._send_abort_to(session_id, addr, code, reason)
+
     def _on_hello(self, msg: wire.Hello, addr: Addr, now: float) -> None:
         if self.state != State.IDLE:
             if msg.session_id == self.session_id and addr == self.peer:
                 if self.state == State.RECEIVING:
                     self._send(self._accept(msg))
                 return
-            self.stats.rejected_hellos += 1
-            self._send_abort_to(
-                msg.session_id, addr, wire.AbortCode.BUSY, "receiver is busy with another transfer"
-            )
+            self._reject(msg.session_id, addr, wire.AbortCode.BUSY, "receiver is busy with another transfer")
             return
         if msg.tag != self._tag:
-            self.stats.rejected_hellos += 1
-            self._send_abort_to(
-                msg.session_id, addr, wire.AbortCode.CHECKPHRASE_MISMATCH, "checkphrase mismatch"
-            )
+            self._reject(msg.session_id, addr, wire.AbortCode.CHECKPHRASE_MISMATCH, "checkphrase mismatch")
             return
         self.state = State.RECEIVING
         self.session_id = msg.session_id
         self.peer = addr
         self.hello = msg
+        self.began = now
         self.adu = msg.adu_size
         self._update_flow()
         if msg.kind == wire.Kind.FILE:

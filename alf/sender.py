@@ -58,7 +58,7 @@ class Run:
 class SenderStats:
     adus_new: int = 0
     adus_repair: int = 0
-    bytes_sent: int = 0
+    wire_bytes: int = 0  # datagram bytes handed to the socket, headers and repairs included
     naks_received: int = 0
     adus_nak_requested: int = 0
     probes_sent: int = 0
@@ -355,7 +355,7 @@ class Sender:
 
     def _issued(self, run: Run, now: float) -> Run:
         self.pacer.consume(run.count * self._dgram, now)
-        self.stats.bytes_sent += run.count * self._dgram
+        self.stats.wire_bytes += run.count * self._dgram
         self._maybe_finishing(now)
         return run
 

@@ -20,9 +20,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from alf import wire
+from alf.digest import NAMES as digest_names
 from alf.errors import ExitCode
 from alf.io.sink import Buffer, Sink, SinkError
 from alf.io.source import MAX_RUN, Source
+from alf.progress import rejection_notices
 from alf.receiver import Addr, Receiver
 from alf.receiver import State as RState
 from alf.sender import Run, Sender
@@ -175,11 +177,18 @@ class SendSession:
     def stats(self) -> dict[str, Any]:
         s = self.sender
         out = asdict(s.stats)
+        total = s.total_bytes
         out.update(
-            datapath=self.datapath,
-            adu_size=self.sender.adu,
+            transport="udp",
             role="send",
             state=s.state.value,
+            total_bytes=total,
+            bytes_sent=s.next_new * s.adu if total is None else min(s.next_new * s.adu, total),
+            bytes_resent=s.stats.adus_repair * s.adu,
+            acked_bytes=s.acked * s.adu if total is None else min(s.acked * s.adu, total),
+            digest=digest_names[s.cfg.digest],
+            datapath=self.datapath,
+            adu_size=self.sender.adu,
             session=f"{s.session_id:016x}",
             next_new=s.next_new,
             total_adus=s.end_adus,
@@ -366,13 +375,21 @@ class RecvSession:
         ok = self.receiver.outcome is not None and self.receiver.outcome.ok
         return self.sink.close(ok)
 
+    def notices(self) -> list[str]:
+        return rejection_notices(self.receiver.rejections)
+
     def stats(self) -> dict[str, Any]:
         r = self.receiver
         out = asdict(r.stats)
         out.update(
-            datapath=self.datapath,
+            transport="udp",
             role="recv",
-            state=r.state.value,
+            state="waiting" if r.state == RState.IDLE else r.state.value,
+            total_bytes=r.total_bytes,
+            duplicate_bytes=r.stats.duplicates * r.adu,
+            digest=digest_names[r.hello.digest_alg] if r.hello else None,
+            began=r.began,
+            datapath=self.datapath,
             session=f"{r.session_id:016x}",
             cum_ack=r.gaps.cum,
             highest=r.gaps.highest,

@@ -21,6 +21,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from alf import wire
+from alf.digest import NAMES as digest_names
 from alf.errors import ExitCode, Outcome, aborted_by
 from alf.gapmap import GapMap
 from alf.io.sink import Buffer, Sink, SinkError
@@ -280,6 +281,8 @@ class TcpReceiver:
         self.stats = TcpReceiverStats()
         self.session_id = 0
         self.hello: wire.Hello | None = None
+        self.began: float | None = None  # when the first HELLO was taken: the transfer's start
+        self.rejections: list[tuple[int, str]] = []  # (connection, reason) of HELLOs turned away
         self.adu = 0
         self.gaps = GapMap()
         self.total_bytes: int | None = None
@@ -358,6 +361,7 @@ class TcpReceiver:
                 self._reject(cid, msg.session_id, wire.AbortCode.CHECKPHRASE_MISMATCH, "checkphrase mismatch")
                 return
             self.hello, self.session_id, self.adu = msg, msg.session_id, msg.adu_size
+            self.began = now
             if msg.kind == wire.Kind.FILE:
                 self.total_bytes = msg.total_bytes
                 self.end_adus = -(-msg.total_bytes // msg.adu_size)
@@ -387,6 +391,7 @@ class TcpReceiver:
 
     def _reject(self, cid: int, session_id: int, code: wire.AbortCode, reason: str) -> None:
         self.stats.rejected_hellos += 1
+        self.rejections.append((cid, reason))
         self._out.items.append((cid, frame(wire.encode_abort(wire.Abort(session_id, code, reason)))))
         self._out.close.add(cid)
 
@@ -550,6 +555,10 @@ class TcpReceiver:
     def stats_dict(self) -> dict[str, object]:
         return {
             "transport": "tcp",
+            "role": "recv",
+            "total_bytes": self.total_bytes,
+            "digest": digest_names[self.hello.digest_alg] if self.hello else None,
+            "began": self.began,
             "state": "closed"
             if self.closed
             else "finished"

@@ -130,7 +130,7 @@ def step(args: argparse.Namespace) -> dict[str, object]:
     s = series(sstats)
 
     def rate_between(t0: float, t1: float) -> float:
-        pts = [(float(x["time"]) - epoch, int(x["bytes_sent"])) for x in s]  # type: ignore[arg-type]
+        pts = [(float(x["time"]) - epoch, int(x["wire_bytes"])) for x in s]  # type: ignore[arg-type]
         a = min(pts, key=lambda p: abs(p[0] - t0))
         b = min(pts, key=lambda p: abs(p[0] - t1))
         return (b[1] - a[1]) * 8 / (b[0] - a[0]) / 1e6

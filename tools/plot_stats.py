@@ -36,35 +36,38 @@ def main() -> int:
         print("plot_stats: needs matplotlib (pip install matplotlib)", file=sys.stderr)
         return 2
     fig, (ax_rate, ax_loss, ax_rtt) = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
-    t0 = min(s["time"] for path in args.stats for s in load(path))
+    t0 = min((s["time"] for path in args.stats for s in load(path)), default=0.0)
     for path in args.stats:
-        rows = [s for s in load(path) if not s.get("final")]
+        # Lines written before a transfer began (a receiver waiting for its sender) hold only the
+        # schema's common keys: they have nothing to plot.
+        idle = ("waiting", "handshake")
+        rows = [s for s in load(path) if not s.get("final") and s.get("state") not in idle]
         if not rows:
             continue
         t = [s["time"] - t0 for s in rows]
+        moved = "acked_bytes" if rows[0].get("role") == "send" else "bytes_received"
+        rates = [0.0] + [
+            (b.get(moved, 0) - a.get(moved, 0)) * 8 / max(1e-9, b["time"] - a["time"]) / 1e6
+            for a, b in zip(rows, rows[1:], strict=False)
+        ]
         if rows[0].get("role") == "send":
             if "rate_bps" in rows[0]:
                 ax_rate.plot(t, [s["rate_bps"] / 1e6 for s in rows], label=f"pacing rate ({path})")
             if "btl_bps" in rows[0]:
                 ax_rate.plot(t, [s["btl_bps"] / 1e6 for s in rows], ":", label="bottleneck estimate")
-            good = [0.0] + [
-                (b["acked_adus"] - a["acked_adus"]) * 1428 * 8 / max(1e-9, b["time"] - a["time"]) / 1e6
-                for a, b in zip(rows, rows[1:], strict=False)
+            ax_rate.plot(t, rates, label="goodput (acknowledged)")
+            out = [s["bytes_sent"] + s["bytes_resent"] for s in rows]
+            resent = [0.0] + [
+                max(0, b["bytes_resent"] - a["bytes_resent"]) / max(1, ob - oa)
+                for a, b, oa, ob in zip(rows, rows[1:], out, out[1:], strict=False)
             ]
-            ax_rate.plot(t, good, label="goodput (acknowledged)")
-            sent = [0.0] + [
-                max(0, b["adus_repair"] - a["adus_repair"])
-                / max(1, (b["adus_new"] + b["adus_repair"]) - (a["adus_new"] + a["adus_repair"]))
-                for a, b in zip(rows, rows[1:], strict=False)
-            ]
-            ax_loss.plot(t, [100 * x for x in sent], label="repairs, % of sent")
-            ax_rtt.plot(t, [s.get("srtt_ms", 0) for s in rows], label="smoothed RTT")
+            ax_loss.plot(t, [100 * x for x in resent], label="resent, % of sent")
+            if "srtt_ms" in rows[0]:
+                ax_rtt.plot(t, [s["srtt_ms"] for s in rows], label="smoothed RTT")
             if "min_rtt_ms" in rows[0]:
                 ax_rtt.plot(t, [s["min_rtt_ms"] for s in rows], ":", label="minimum RTT")
         else:
-            ax_rate.plot(
-                t, [s["receive_rate_Bps"] * 8 / 1e6 for s in rows], "--", label=f"receive rate ({path})"
-            )
+            ax_rate.plot(t, rates, "--", label=f"received ({path})")
     ax_rate.set_ylabel("Mbit/s")
     ax_loss.set_ylabel("%")
     ax_rtt.set_ylabel("ms")

@@ -27,9 +27,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from alf import wire
+from alf.digest import NAMES as digest_names
 from alf.errors import ExitCode, Outcome
 from alf.io.udp import DriverError, Hooks, _drain
 from alf.pacing import Pacer, bucket_bytes
+from alf.progress import rejection_notices
 from alf.tcp import ALL, ANY, FRAME_BYTES, FRAME_HEAD, FRAME_LEN, MAX_CONTROL, TcpReceiver, TcpSender
 
 TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18)
@@ -528,7 +530,10 @@ class TcpSendDriver:
         live = [s for s in self.slots if s.conn is not None and s.conn.joined]
         return {
             "transport": "tcp",
-            "state": "done" if c.outcome else "sending" if c.accepted else "connecting",
+            "role": "send",
+            "state": "done" if c.outcome else "sending" if c.accepted else "handshake",
+            "total_bytes": c.total,
+            "digest": digest_names[c.cfg.digest],
             "bytes_sent": c.stats.bytes_sent,
             "bytes_resent": c.stats.bytes_resent,
             "acked_bytes": c.stats.acked_bytes,
@@ -592,6 +597,8 @@ class TcpRecvDriver:
         self._next_cid = 1
         self.accepted = 0
         self.losses = 0
+        self.peers: dict[int, Any] = {}  # connection id -> the peer's address, for messages
+        self._rejected: list[tuple[object, str]] = []
 
     def _accept(self, now: float) -> None:
         for _ in range(16):
@@ -612,12 +619,18 @@ class TcpRecvDriver:
         conn = _Conn(sock, self._next_cid, time.monotonic() if now is None else now, self.pool)
         self._next_cid += 1
         self.conns[conn.id] = conn
+        try:
+            self.peers[conn.id] = sock.getpeername()
+        except OSError:
+            pass
         self.accepted += 1
 
     def _drop(self, cid: int, reset: bool = False) -> None:
         conn = self.conns.pop(cid, None)
         if conn is None:
             return
+        self._name_rejections()
+        self.peers.pop(cid, None)
         if cid in self.core.joined and not self.core.finished:
             self.losses += 1
         self.core.conn_lost(cid)
@@ -708,6 +721,15 @@ class TcpRecvDriver:
         outcome = core.outcome
         assert outcome is not None
         return outcome
+
+    def _name_rejections(self) -> None:
+        """The core names connections; a message names the peer, while its connection exists."""
+        self._rejected += [(self.peers.get(cid, "?"), why) for cid, why in self.core.rejections]
+        self.core.rejections.clear()
+
+    def notices(self) -> list[str]:
+        self._name_rejections()
+        return rejection_notices(self._rejected)
 
     def stats_dict(self) -> dict[str, Any]:
         s = self.core.stats_dict()
