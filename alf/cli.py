@@ -27,7 +27,7 @@ from typing import IO, Any
 import click
 
 import cc
-from alf import __version__, progress, wire
+from alf import __version__, manpage, progress, wire
 from alf.errors import ExitCode, Outcome
 from alf.io.sink import FdWriter, FileBackend, OffsetSink, OrderedSink, Sink, SinkError
 from alf.io.source import FileSource, Source, StreamSource, pump_stream
@@ -220,6 +220,41 @@ class Reporter:
 PROGRESS_INTERVAL = 0.25  # seconds between redraws of the progress line (and rate samples)
 
 
+HELP_SECTIONS: dict[str, list[str]] = {
+    "Essentials": [
+        "output",
+        "force",
+        "transport",
+        "checkphrase",
+        "timeout",
+        "verbose",
+        "quiet",
+        "progress",
+        "help",
+    ],
+    "Rate control": ["cc_name", "rate", "min_rate"],
+    "Reliability and integrity": ["digest", "checksum", "window", "adu_size", "fsync", "keep_partial"],
+    "Paths and TCP": ["bind", "streams", "extra_paths", "gso"],
+    "Diagnostics and fault injection": ["stats_json", "stats_interval", "drop", "seed", "chaos"],
+}
+UNITS_HELP = """\b
+Units:
+  RATE  bits per second; k, M, G, T are powers of 1000 (800M, 1.5G)
+  SIZE  bytes; K, M, G, T are powers of 1024 (256M = 256 MiB)"""
+
+
+class SectionedCommand(click.Command):
+    """A command whose --help lists its options in the sections of HELP_SECTIONS, in that
+    order, as a man page groups them."""
+
+    sections = HELP_SECTIONS
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        for title, rows in manpage.option_sections(self, ctx, self.sections):
+            with formatter.section(title):
+                formatter.write_dl(rows)
+
+
 class LocalError(Exception):
     """A local problem before the transfer starts (missing input, existing output)."""
 
@@ -248,9 +283,7 @@ def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
             is_flag=True,
             help="Say more: the session at the start, details in words at the end.",
         ),
-        click.option(
-            "-q", "--quiet", is_flag=True, help="No progress and no summary; errors only."
-        ),
+        click.option("-q", "--quiet", is_flag=True, help="No progress and no summary; errors only."),
         click.option(
             "--stats-json",
             metavar="PATH",
@@ -260,7 +293,7 @@ def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--progress/--no-progress",
             default=None,
-            help="Progress on stderr [default: when it is a terminal].",
+            help="The progress line on stderr [default: when stderr is a terminal].",
         ),
         click.option(
             "--timeout",
@@ -275,9 +308,12 @@ def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
             type=click.FloatRange(0.0, 0.99),
             default=0.0,
             metavar="P",
-            help="Fault injection: drop this fraction of incoming datagrams.",
+            help="Fault injection: drop this fraction of incoming datagrams (on a sender these are "
+            "the receiver's control datagrams: ACCEPT, STATUS, NAK, DONE).",
         ),
-        click.option("--seed", type=int, default=1, show_default=True, help="Seed for --drop."),
+        click.option(
+            "--seed", type=int, default=1, show_default=True, metavar="N", help="Seed for --drop and --chaos."
+        ),
         click.option(
             "--stats-interval",
             type=click.FloatRange(min=0.01),
@@ -313,10 +349,10 @@ def main() -> None:
     """
 
 
-@main.command(epilog=EXIT_CODES_HELP)
+@main.command(cls=SectionedCommand, epilog=UNITS_HELP + "\n\n" + EXIT_CODES_HELP)
 @click.argument("host")
-@click.argument("port", type=click.IntRange(1, 65535))
-@click.argument("file", required=False, default="-")
+@click.argument("port", required=False, metavar="PORT")
+@click.argument("file", required=False)
 @click.option(
     "--cc",
     "cc_name",
@@ -325,16 +361,16 @@ def main() -> None:
     show_default=True,
     help="Rate control: 'adaptive' finds the path's capacity and backs off when the path is congested "
     "(not on random loss), with --rate as its ceiling and --min-rate as its floor; 'fixed' paces at "
-    "--rate (docs/cc.md).",
+    "--rate.",
 )
 @click.option(
-    "--min-rate", type=RateType(), default=1e6, show_default="1M", help="The floor of adaptive rate control."
+    "--min-rate", type=RateType(), default="1M", show_default=True, help="The floor of --cc adaptive (RATE)."
 )
 @click.option(
     "--rate",
     type=RateType(),
     default=None,
-    help="In bits/s (k/M/G suffixes): the ceiling of --cc adaptive [default: 10G], or the pacing rate "
+    help="RATE, in bits/s: the ceiling of --cc adaptive [default: 10G], or the pacing rate "
     "of --cc fixed [default: 800M, headroom on a 1 Gbit/s link; set it below a slower path's capacity]. "
     "Over TCP, only when given: a cap on what the connections are handed.",
 )
@@ -342,6 +378,7 @@ def main() -> None:
     "--adu-size",
     type=click.IntRange(1, wire.MAX_ADU_SIZE),
     default=None,
+    metavar="BYTES",
     help=f"Payload bytes per datagram [default: {wire.DEFAULT_ADU_SIZE}, which fits a 1500-byte MTU, IPv4 "
     "or IPv6, or less to fit the route's MTU towards HOST].",
 )
@@ -359,13 +396,14 @@ def main() -> None:
     type=SizeType(),
     default="256M",
     show_default=True,
-    help="Pipe mode: unacknowledged data kept for repair (stdin is not read while it is full).",
+    help="Pipe mode: unacknowledged data kept for repair, a SIZE (stdin is not read while it is full).",
 )
 @click.option(
     "--streams",
     type=click.IntRange(1, 64),
     default=8,
     show_default=True,
+    metavar="N",
     help="TCP: connections per path; whichever is free takes the next run of ADUs. More help on "
     "lossy paths (each TCP connection backs off on every loss), at the cost of fairness.",
 )
@@ -387,8 +425,8 @@ def main() -> None:
 @_common_options
 def send(
     host: str,
-    port: int,
-    file: str,
+    port: str | None,
+    file: str | None,
     cc_name: str,
     min_rate: float,
     rate: float | None,
@@ -402,13 +440,14 @@ def send(
     bind: str | None,
     **kw: Any,
 ) -> None:
-    """Send FILE (or stdin, '-') to an `alf recv` at HOST PORT."""
+    """Send FILE (or stdin, '-') to an `alf recv` at HOST PORT (or HOST:PORT, [IPv6]:PORT)."""
+    host, port_number, file = host_port_file(host, port, file)
     common = Common(**kw)
     tcp_rate = rate  # TCP is paced only at a --rate given (its own congestion control does the rest)
     if rate is None:
         rate = DEFAULT_RATE_BPS if cc_name == "fixed" else DEFAULT_CEILING_BPS
     try:
-        paths = [Path(host, port)] + [parse_path(p, port) for p in extra_paths]
+        paths = [Path(host, port_number)] + [parse_path(p, port_number) for p in extra_paths]
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--path") from None
     if common.transport == "udp" and (extra_paths or chaos):
@@ -429,7 +468,29 @@ def send(
         if common.transport == "auto"
         else None,
     )
-    sys.exit(_send(host, port, file, cfg, window, bind, common, tcp, adu_given=adu_size is not None))
+    sys.exit(_send(host, port_number, file, cfg, window, bind, common, tcp, adu_given=adu_size is not None))
+
+
+def _port(text: str) -> int | None:
+    return int(text) if text.isdigit() and 1 <= int(text) <= 65535 else None
+
+
+def host_port_file(host: str, port: str | None, file: str | None) -> tuple[str, int, str]:
+    """HOST PORT [FILE], or HOST:PORT [FILE] as one argument (as ssh, curl and nc users type
+    it; [v6addr]:PORT for IPv6). A bare IPv6 address has several colons and stays a host."""
+    if port is not None and _port(port) is not None:
+        return host, int(port), file or "-"
+    head, sep, tail = host.rpartition(":")
+    joined = _port(tail) if sep and (head.count(":") == 0 or head.startswith("[")) else None
+    if joined is not None and head.strip("[]"):
+        if file is not None:
+            raise click.UsageError(f"got {host} and then {port!r} and {file!r}: give HOST:PORT [FILE]")
+        return head.strip("[]"), joined, port or "-"
+    if port is None:
+        raise click.UsageError("a PORT is needed: alf send HOST PORT [FILE] (or HOST:PORT)")
+    raise click.BadParameter(
+        f"{port!r} is not a port (1-65535): alf send HOST PORT [FILE], or HOST:PORT [FILE]", param_hint="PORT"
+    )
 
 
 def _fit_adu(sock: socket.socket, adu_size: int, given: bool) -> int:
@@ -482,6 +543,12 @@ def _send(
         try:
             st = os.stat(file)
             regular = stat.S_ISREG(st.st_mode)
+            if stat.S_ISDIR(st.st_mode):
+                why = (
+                    f"{file} is a directory: send it as one stream, tar cf - {file} | alf send {host} "
+                    f"{port} (and alf recv PORT | tar xf - there)"
+                )
+                return _fail("send", Outcome(ExitCode.LOCAL_IO, why))
             if not regular:
                 fd = os.open(file, os.O_RDONLY)
         except OSError as e:
@@ -519,6 +586,7 @@ def _send(
         reporter.say(f"{what} to {host} port {port}, session {session_id:016x}")
     hooks = Hooks(tick=reporter.tick, cancelled=lambda: reporter.cancel, wake_fd=reporter.wake_r)
     outcome: Outcome | None = None
+    udp_refused: float | None = None  # auto: when UDP's port said unreachable, for TCP's verdict
     try:
         if sock is not None:
             sender = Sender(cfg, session_id, kind, total, time.monotonic())
@@ -528,7 +596,7 @@ def _send(
             outcome = run_sender(session, sock, hooks, gso=common.gso)
             if sender.no_answer and common.transport == "auto":
                 reporter.say(f"{outcome.message}; trying TCP")
-                outcome = None
+                outcome, udp_refused = None, sender.refused_since
         if outcome is None:
             tcfg = TcpSenderConfig(adu_size=adu_size, checkphrase=cfg.checkphrase, digest=alg)
             if tcp.rate_bps:
@@ -536,7 +604,7 @@ def _send(
             core = TcpSender(tcfg, session_id, kind, total, source)
             driver = TcpSendDriver(
                 core, tcp.paths, tcp.streams, hooks, cfg.timeout, tcp.chaos, common.seed, bind, started,
-                tcp.rate_bps,
+                tcp.rate_bps, udp_refused,
             )  # fmt: skip
             reporter.stats = driver.stats_dict
             try:
@@ -554,14 +622,15 @@ def _send(
     return int(outcome.code)
 
 
-@main.command(epilog=EXIT_CODES_HELP)
+@main.command(cls=SectionedCommand, epilog=UNITS_HELP + "\n\n" + EXIT_CODES_HELP)
 @click.argument("port", type=click.IntRange(0, 65535))
 @click.option(
     "-o",
     "--output",
     metavar="FILE",
     default=None,
-    help="Write to FILE at offsets (via FILE.alf-partial, renamed once verified) instead of stdout.",
+    help="Write to FILE at offsets (via FILE.alf-partial, renamed once verified) instead of stdout; "
+    "'-' is stdout, even a terminal.",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--fsync", is_flag=True, help="Flush FILE to stable storage before reporting success.")
@@ -573,7 +642,7 @@ def _send(
     type=SizeType(),
     default="256M",
     show_default=True,
-    help="Pipe mode: data that arrived beyond a gap and waits to be written to stdout.",
+    help="Pipe mode: data that arrived beyond a gap and waits to be written to stdout (a SIZE).",
 )
 @_common_options
 def recv(
@@ -602,6 +671,16 @@ def _recv(
     common: Common,
 ) -> int:
     start = time.monotonic()
+    if output is None and sys.stdout.isatty():
+        return _fail(
+            "recv",
+            Outcome(
+                ExitCode.USAGE,
+                "stdout is a terminal, and the data would be printed on it: redirect it "
+                f"(alf recv {port} > FILE), pipe it (alf recv {port} | tar xf -), give -o FILE, "
+                "or -o - to print it anyway",
+            ),
+        )
 
     def make_sink() -> Sink:
         if output is not None and output != "-":
@@ -851,3 +930,8 @@ def demo(size: int, drop: float, rate: float, pipe: bool) -> None:
     from alf.demo import run_demo
 
     sys.exit(run_demo(size, drop, rate, pipe))
+
+@main.command("man", hidden=True)
+def man_page() -> None:
+    """Print the manual page (roff): alf man | man -l -"""
+    click.echo(manpage.render(main, __version__), nl=False)

@@ -63,7 +63,9 @@ def repair_field(stats: Mapping[str, Any]) -> str:
 def peer_name(addr: object) -> str:
     """An address as a person writes it: 192.0.2.1:8834, [2001:db8::1]:8834."""
     if isinstance(addr, tuple) and len(addr) >= 2:
-        host, port = addr[0], addr[1]
+        host, port = str(addr[0]), addr[1]
+        if host.startswith("::ffff:") and "." in host:  # IPv4 on a dual-stack socket
+            host = host[7:]
         return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
     return str(addr)
 
@@ -135,7 +137,9 @@ def summary(stats: Mapping[str, Any], ok: bool, message: str, seconds: float | N
     """The closing lines in words: what moved, how long, the rate, repairs, the verdict."""
     role = stats.get("role", "")
     head = f"alf {role}:"
-    done = progress_bytes(stats) if ok or role == "recv" else int(stats.get("acked_bytes", 0) or 0)
+    # A verified transfer moved the whole content: every byte was sent once (the last STATUS,
+    # and so acked_bytes, may not have come before the verdict).
+    done = int(stats.get("bytes_sent", 0) or 0) if ok and role == "send" else progress_bytes(stats)
     if ok:
         verb = "sent" if role == "send" else "received"
         line = f"{head} {verb} {human_bytes(done)}"

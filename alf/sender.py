@@ -29,6 +29,10 @@ FINAL_MIN = 0.02
 ABORT_COPIES = 3
 CLOSE_COPIES = 3
 
+# A handshake answered only by ICMP 'port unreachable' this long ends: the port is closed (a
+# receiver started a moment after its sender still makes it; a silent path waits --timeout).
+REFUSED_GIVE_UP = 2.5
+
 
 @dataclass(frozen=True)
 class SenderConfig:
@@ -133,6 +137,7 @@ class Sender:
         self.state = State.HANDSHAKE
         self.outcome: Outcome | None = None
         self.no_answer = False  # auto: UDP got no answer, or no DATA through; TCP may do better
+        self.refused_since: float | None = None  # the handshake met 'port unreachable' since then
         self._app_limited = False  # since the last STATUS (cc.Feedback.app_limited)
         self.stats = SenderStats()
         self.adu = config.adu_size
@@ -198,16 +203,28 @@ class Sender:
         out, self._out = self._out, []
         return out
 
+    def on_refused(self, now: float) -> None:
+        """The socket reported ICMP 'port unreachable' (ECONNREFUSED): during the handshake,
+        nothing listens on the receiver's port; later it is a late echo, and silence decides."""
+        if self.state == State.HANDSHAKE and self.refused_since is None:
+            self.refused_since = now
+
     def _timers(self, now: float) -> None:
         wait = self.cfg.hello_timeout
+        closed = " (the port is closed: nothing listens there)" if self.refused_since is not None else ""
         if self.state == State.HANDSHAKE and wait is not None and now - self._last_heard >= wait:
-            msg = f"no answer over UDP within {wait:g} s"
+            msg = f"no answer over UDP within {wait:g} s{closed}"
             self.no_answer = True
+            self._abort(wire.AbortCode.TIMEOUT, msg, Outcome(ExitCode.PEER_UNREACHABLE, msg))
+            return
+        refused_for = None if self.refused_since is None else now - self.refused_since
+        if self.state == State.HANDSHAKE and refused_for is not None and refused_for >= REFUSED_GIVE_UP:
+            msg = f"nothing listens on the receiver's UDP port (port unreachable for {refused_for:.1f} s)"
             self._abort(wire.AbortCode.TIMEOUT, msg, Outcome(ExitCode.PEER_UNREACHABLE, msg))
             return
         if now - self._last_heard >= self.cfg.timeout:
             if self.state == State.HANDSHAKE:
-                msg = f"no receiver answered within {self.cfg.timeout:g} s"
+                msg = f"no receiver answered within {self.cfg.timeout:g} s{closed}"
             else:
                 msg = f"the receiver went silent for {self.cfg.timeout:g} s"
             self._abort(wire.AbortCode.TIMEOUT, msg, Outcome(ExitCode.PEER_UNREACHABLE, msg))
@@ -398,6 +415,8 @@ class Sender:
         if self.state == State.HANDSHAKE:
             if self.cfg.hello_timeout is not None:
                 t = min(t, self._last_heard + self.cfg.hello_timeout)
+            if self.refused_since is not None:
+                t = min(t, self.refused_since + REFUSED_GIVE_UP)
             return min(t, self._hello_at)
         t = min(t, self._probe_at)
         if self.has_data_to_send():

@@ -3,36 +3,71 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
+import socket
 import subprocess
 import time
 
 import pytest
-from conftest import Procs, random_file, wait_listening
+from conftest import ALF, Procs, random_file, sha256_file, wait_listening
 
 from alf.errors import ExitCode
 
 
 def test_no_receiver(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
+    """A port that holds a socket but never answers (a silent host): --timeout decides."""
     src = random_file(os.path.join(tmp_path, "in.bin"), 1000)
-    t0 = time.monotonic()
-    r = procs.run("send", "127.0.0.1", str(port), src, "--timeout", "2", timeout=30)
-    took = time.monotonic() - t0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", port))
+        t0 = time.monotonic()
+        r = procs.run("send", "127.0.0.1", str(port), src, "--transport", "udp", "--timeout", "2", timeout=30)
+        took = time.monotonic() - t0
     assert r.returncode == ExitCode.PEER_UNREACHABLE
     assert b"no receiver answered within 2 s" in r.stderr
     assert took < 6  # within --timeout plus start-up
 
 
-def test_checkphrase_mismatch(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
+@pytest.mark.parametrize(
+    "transport, said",
+    [
+        ("auto", b"nothing listens at 127.0.0.1:%d (UDP: port unreachable, TCP: connection refused)"),
+        ("udp", b"nothing listens on the receiver's UDP port (port unreachable for 2.5 s)"),
+        ("tcp", b"nothing listens at 127.0.0.1:%d (TCP: connection refused)"),
+    ],
+)
+def test_closed_port_fails_fast(
+    procs: Procs, port: int, tmp_path: os.PathLike[str], transport: str, said: bytes
+) -> None:
+    """Nothing listens: the kernel says so (ICMP port unreachable, TCP RST), and the sender
+    ends on that answer instead of waiting out --timeout (30 s by default)."""
+    src = random_file(os.path.join(tmp_path, "in.bin"), 1000)
+    t0 = time.monotonic()
+    r = procs.run("send", "127.0.0.1", str(port), src, "--transport", transport, timeout=60)
+    took = time.monotonic() - t0
+    assert r.returncode == ExitCode.PEER_UNREACHABLE, r.stderr
+    assert (said % port if b"%d" in said else said) in r.stderr, r.stderr
+    assert took < 15  # far from the 30 s timeout; about 2.9 s here (docs/usage.md)
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_checkphrase_mismatch(procs: Procs, port: int, tmp_path: os.PathLike[str], transport: str) -> None:
     src = random_file(os.path.join(tmp_path, "in.bin"), 1000)
     dst = os.path.join(tmp_path, "out.bin")
     recv = procs.start("recv", str(port), "-o", dst, "--checkphrase", "osymandias", "--timeout", "4")
     wait_listening(port)
-    r = procs.run("send", "127.0.0.1", str(port), src, "--checkphrase", "ozymandias", "--timeout", "4")
+    r = procs.run(
+        "send", "127.0.0.1", str(port), src, "--checkphrase", "ozymandias", "--timeout", "4",
+        "--transport", transport,
+    )  # fmt: skip
     assert r.returncode == ExitCode.PEER_ABORTED
     assert b"CHECKPHRASE_MISMATCH" in r.stderr
-    # the receiver rejected that sender and kept waiting for the right one, until its timeout
+    # the receiver rejected that sender, said so, and kept waiting for the right one
     assert recv.wait(timeout=20) == ExitCode.PEER_UNREACHABLE
+    assert recv.stderr is not None
+    said = recv.stderr.read().decode()
+    turned_away = r"alf recv: turned away a sender from 127\.0\.0\.1:[0-9]+: checkphrase mismatch"
+    assert re.search(turned_away, said), said
     assert not os.path.exists(dst) and not os.path.exists(dst + ".alf-partial")
 
 
@@ -170,14 +205,57 @@ def test_block_device_output_is_written_in_place_and_verified(
         subprocess.run(["losetup", "-d", dev], check=False)
 
 
-def test_character_device_output_cannot_be_verified(
-    procs: Procs, port: int, tmp_path: os.PathLike[str]
-) -> None:
-    src = random_file(os.path.join(tmp_path, "in.bin"), 100_000, seed=33)
-    recv = procs.start(
-        "recv", str(port), "--bind", "127.0.0.1", "-o", "/dev/null", "--force", "--timeout", "20"
-    )
+def test_character_device_output_is_refused_before_listening(procs: Procs, port: int) -> None:
+    r = procs.run("recv", str(port), "-o", "/dev/null", "--force", timeout=20)
+    assert r.returncode == ExitCode.LOCAL_IO
+    assert b"/dev/null is not a regular file or a block device" in r.stderr
+    assert b"write to stdout instead (alf recv PORT > /dev/null)" in r.stderr
+
+
+def test_directory_output_is_refused_before_listening(procs: Procs, port: int, tmp_path: str) -> None:
+    r = procs.run("recv", str(port), "-o", str(tmp_path), timeout=20)
+    assert r.returncode == ExitCode.LOCAL_IO
+    assert f"{tmp_path} is a directory: -o takes a file name (-o {tmp_path}/NAME)".encode() in r.stderr
+
+
+def test_directory_input_suggests_tar(procs: Procs, port: int, tmp_path: str) -> None:
+    r = procs.run("send", "127.0.0.1", str(port), str(tmp_path), timeout=20)
+    assert r.returncode == ExitCode.LOCAL_IO
+    assert f"tar cf - {tmp_path} | alf send 127.0.0.1 {port}".encode() in r.stderr
+
+
+def test_host_port_as_one_argument(procs: Procs, port: int, tmp_path: str) -> None:
+    src = random_file(os.path.join(tmp_path, "in.bin"), 50_000, seed=8)
+    dst = os.path.join(tmp_path, "out.bin")
+    recv = procs.start("recv", str(port), "-o", dst, "--timeout", "20")
     wait_listening(port)
-    send = procs.run("send", "127.0.0.1", str(port), src, "--timeout", "20")
-    assert recv.wait(timeout=30) == ExitCode.LOCAL_IO and send.returncode == ExitCode.PEER_ABORTED
-    assert recv.stderr is not None and b"cannot be read back for verification" in recv.stderr.read()
+    r = procs.run("send", f"127.0.0.1:{port}", src, "--timeout", "20")
+    assert r.returncode == 0 and recv.wait(timeout=20) == 0, r.stderr
+    assert sha256_file(dst) == sha256_file(src)
+
+
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["127.0.0.1", "in.bin"], b"'in.bin' is not a port (1-65535): alf send HOST PORT [FILE], or HOST"),
+        (["127.0.0.1"], b"a PORT is needed: alf send HOST PORT [FILE] (or HOST:PORT)"),
+        (["127.0.0.1:9", "a", "b"], b"give HOST:PORT [FILE]"),
+    ],
+)
+def test_host_port_mistakes(procs: Procs, args: list[str], said: bytes) -> None:
+    r = procs.run("send", *args, timeout=20)
+    assert r.returncode == ExitCode.USAGE and said in r.stderr, r.stderr
+
+
+def test_binary_output_to_a_terminal_is_refused(port: int) -> None:
+    """curl's rule: data is not printed on a terminal unless asked for (-o -)."""
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.run(ALF + ["recv", str(port)], stdout=slave, stderr=subprocess.PIPE, timeout=20)
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert p.returncode == ExitCode.USAGE
+    assert b"stdout is a terminal" in p.stderr and b"-o - to print it anyway" in p.stderr

@@ -4,6 +4,7 @@ it is for anyone who types the README's commands."""
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
@@ -221,7 +222,8 @@ def test_progress_line_is_redrawn_and_messages_go_above(terminals: Any, port: in
 
 def test_plot_stats_on_every_stats_file(procs: Any, port: int, tmp_path: Any) -> None:
     """tools/plot_stats.py reads a receiver's stats file that begins before its sender came
-    (lines with only the common keys), a sender's, over UDP and over TCP."""
+    (lines with only the common keys), a sender's, over UDP and over TCP; and every key in
+    them is documented."""
     src = random_file(os.path.join(tmp_path, "in.bin"), 2_000_000, seed=6)
     files = []
     for transport in ("udp", "tcp"):
@@ -239,7 +241,14 @@ def test_plot_stats_on_every_stats_file(procs: Any, port: int, tmp_path: Any) ->
         )  # fmt: skip
         assert send.returncode == 0 and recv.wait(timeout=30) == 0, send.stderr
         files += [rstats, sstats]
+    with open(os.path.join(os.path.dirname(__file__), "..", "docs", "usage.md")) as f:
+        usage = f.read()
+    section = usage[usage.index("## Statistics") : usage.index("## TCP")]
+    documented = set(re.findall(r"`([a-z_A-Z]+)`", section))
     for path in files:
+        with open(path) as f:
+            keys = {k for line in f for k in json.loads(line)}
+        assert keys - documented == set(), f"{path}: keys missing from docs/usage.md's Statistics"
         png = path + ".png"
         plot = subprocess.run(
             [sys.executable, os.path.join(TOOLS, "plot_stats.py"), path, "-o", png], capture_output=True

@@ -101,7 +101,9 @@ class MemoryBackend:
 class FileBackend:
     """A file written through a ``.alf-partial`` twin that replaces it only once verified.
 
-    An existing non-regular output (a block device, /dev/null) is written in place.
+    An existing block device is written in place and read back for verification. Outputs that
+    cannot work are refused here, before the receiver listens: a directory, and a character
+    device, FIFO or socket (/dev/null, a tape), which cannot be read back.
     """
 
     def __init__(self, path: str, force: bool, fsync: bool = False) -> None:
@@ -113,23 +115,23 @@ class FileBackend:
             st = None
         except OSError as e:
             raise SinkError(_describe(e, f"cannot use {path}")) from None
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            raise SinkError(f"{path} is a directory: -o takes a file name (-o {os.path.join(path, 'NAME')})")
+        if st is not None and not stat.S_ISREG(st.st_mode) and not stat.S_ISBLK(st.st_mode):
+            raise SinkError(
+                f"{path} is not a regular file or a block device: -o reads its output back to verify "
+                f"it, and this one cannot be read back; write to stdout instead (alf recv PORT > {path})"
+            )
         if st is not None and not force:
             raise SinkError(f"{path} exists; use --force to overwrite it")
-        self.in_place = st is not None and not stat.S_ISREG(st.st_mode)
-        # A block device is written in place and read back for verification; a character
-        # device (/dev/null, a tape) cannot be read back, so OffsetSink refuses it.
         self.device = st is not None and stat.S_ISBLK(st.st_mode)
-        self.work_path = path if self.in_place else path + ".alf-partial"
-        flags = os.O_WRONLY if self.in_place else os.O_RDWR | os.O_CREAT | os.O_TRUNC
+        self.work_path = path if self.device else path + ".alf-partial"
+        flags = os.O_WRONLY if self.device else os.O_RDWR | os.O_CREAT | os.O_TRUNC
         try:
             self.fd = os.open(self.work_path, flags, 0o644)
-            self._rfd = os.open(self.work_path, os.O_RDONLY) if not self.in_place or self.device else -1
+            self._rfd = os.open(self.work_path, os.O_RDONLY)
         except OSError as e:
             raise SinkError(_describe(e, f"cannot create {self.work_path}")) from None
-
-    @property
-    def readable(self) -> bool:
-        return self._rfd >= 0
 
     def pwritev(self, buffers: Sequence[Buffer], offset: int) -> None:
         for k in range(0, len(buffers), IOV_MAX):
@@ -147,8 +149,6 @@ class FileBackend:
         mapping of the page cache, mapped whole at once (MAP_POPULATE): no copy. 1 GiB took
         0.12-0.13 s here against 0.19-0.24 s with preadv into a buffer (the copy). The length
         is checked first: a mapping read past the end of its file is a SIGBUS, not an error."""
-        if self._rfd < 0:
-            raise SinkError("cannot read back a non-regular output")
         if offset + n > os.lseek(self._rfd, 0, os.SEEK_END):
             raise SinkError("the output is shorter than what was written to it")
         start = offset - offset % mmap.ALLOCATIONGRANULARITY
@@ -165,15 +165,15 @@ class FileBackend:
             size = os.lseek(self.fd, 0, os.SEEK_END)
             if total_bytes > size:
                 raise SinkError(f"{self.path} holds {size} bytes; the content has {total_bytes}")
-        elif not self.in_place and total_bytes:
+        elif total_bytes:
             os.posix_fallocate(self.fd, 0, total_bytes)
 
     def commit(self, total_bytes: int) -> None:
-        if not self.in_place:
+        if not self.device:
             os.ftruncate(self.fd, total_bytes)
         if self.fsync:
             os.fsync(self.fd)
-        if not self.in_place:
+        if not self.device:
             os.rename(self.work_path, self.path)
         self._close()
 
@@ -181,8 +181,6 @@ class FileBackend:
         self._close()
         if self.device:
             return f"{self.path} was written in place and may hold part of the content"
-        if self.in_place:
-            return None
         if keep:
             return f"the partial output is kept in {self.work_path}"
         try:
@@ -217,14 +215,11 @@ class OffsetSink:
         self.adu = 0
         self._hash: Hasher | None = None
         self._hashed = 0  # bytes of the content hashed so far (a prefix)
-        self._readable = not isinstance(backend, FileBackend) or backend.readable
         self._end: int | None = None  # where the content ends, once a short last ADU is written
 
     def start(self, adu_size: int, total_bytes: int | None, alg: DigestAlg) -> None:
         self.adu = adu_size
         self._hash = new_hasher(alg)
-        if not self._readable:
-            raise SinkError("this output cannot be read back for verification")
         if total_bytes is not None:
             try:
                 self.backend.reserve(total_bytes)

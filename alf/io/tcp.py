@@ -39,6 +39,10 @@ STALL_TIMEOUT = 5.0  # unacknowledged data older than this ends a connection (ke
 CONNECT_TIMEOUT = 3.0
 RECONNECT_DELAY = 0.05
 PATH_RETRY = 2.0  # a path that refused or timed out is tried again after this
+REFUSED = os.strerror(errno.ECONNREFUSED)
+# Before any connection joined, every path refusing this long ends the transfer: nothing
+# listens (a receiver started a moment after its sender still makes it).
+REFUSED_GIVE_UP = 2.5
 TURN_BUDGET = 8 << 20  # bytes moved per connection per turn, so no connection starves the rest
 HELLO_WAIT = 10.0  # the receiver closes a connection that sends no HELLO within this
 MAX_PENDING_CONNS = 64
@@ -227,6 +231,7 @@ class TcpSendDriver:
         bind: str | None = None,
         started: float | None = None,
         rate_bps: float | None = None,
+        udp_refused_since: float | None = None,
     ) -> None:
         self.core = core
         self.started = started
@@ -254,6 +259,9 @@ class TcpSendDriver:
         self._chaos_left = chaos
         self._last_heard = time.monotonic()
         self._ever_accepted = False
+        # When a path first refused the connection, or UDP's port said unreachable (auto).
+        self._refused_since = udp_refused_since
+        self._udp_refused = udp_refused_since is not None
         self._aborts: bytes | None = None
 
     # -- connections
@@ -300,6 +308,8 @@ class TcpSendDriver:
         slot.connecting = True
 
     def _path_failed(self, p: int, why: str, now: float) -> None:
+        if why == REFUSED and self._refused_since is None:
+            self._refused_since = now
         self.stats.connect_failures += 1
         self.path_down_until[p] = now + PATH_RETRY
         self.path_error[p] = why
@@ -413,7 +423,18 @@ class TcpSendDriver:
             elif conn.out and now - conn.progress > STALL_TIMEOUT:
                 self.stats.stalls += 1
                 self._lose(slot, now, "stalled", reset=True)
-        if now - self._last_heard > self.timeout:
+        refused = (
+            not self._ever_accepted
+            and self._refused_since is not None
+            and now - self._refused_since >= REFUSED_GIVE_UP
+            and all(e == REFUSED for e in self.path_error)
+        )
+        if refused:
+            where = ", ".join(str(p) for p in self.paths)
+            udp = "UDP: port unreachable, " if self._udp_refused else ""
+            msg = f"nothing listens at {where} ({udp}TCP: connection refused)"
+            self._aborts = core.abort(wire.AbortCode.TIMEOUT, msg, Outcome(ExitCode.PEER_UNREACHABLE, msg))
+        elif now - self._last_heard > self.timeout:
             if not self._ever_accepted:
                 why = "; ".join(f"{self.paths[p]}: {e}" for p, e in enumerate(self.path_error) if e)
                 msg = f"no receiver answered within {self.timeout:g} s" + (f" (TCP {why})" if why else "")

@@ -261,7 +261,6 @@ def run_sender(session: SendSession, sock: socket.socket, hooks: Hooks, gso: boo
     perf = time.perf_counter
     buf = bytearray(SLOT_SIZE)
     view = memoryview(buf)
-    refused = False
     watch = [sock] + ([hooks.wake_fd] if hooks.wake_fd is not None else [])
     segment = wire.DATA_HEADER_SIZE + sender.adu
     gso = gso and gso_supported(sock)
@@ -281,7 +280,7 @@ def run_sender(session: SendSession, sock: socket.socket, hooks: Hooks, gso: boo
             except BlockingIOError:
                 break
             except ConnectionRefusedError:
-                refused = True
+                sender.on_refused(clock())
                 continue
             except OSError as e:
                 if e.errno not in ICMP_REPORTS:
@@ -344,8 +343,6 @@ def run_sender(session: SendSession, sock: socket.socket, hooks: Hooks, gso: boo
                 _drain(hooks.wake_fd)
     outcome = sender.outcome
     assert outcome is not None
-    if refused and outcome.code == ExitCode.PEER_UNREACHABLE and sender.next_new == 0:
-        outcome = Outcome(outcome.code, outcome.message + " (the port is closed: nothing listens there)")
     return outcome
 
 
