@@ -328,7 +328,7 @@ def test_sigusr1_prints_live_stats(procs: Procs, port: int, tmp_path: os.PathLik
 
 
 def test_demo_runs(procs: Procs) -> None:
-    r = procs.run("demo", "--size", "8M", timeout=120)
+    r = procs.run("demo", "--size", "8M", "--no-wan", timeout=120)
     assert r.returncode == 0, r.stderr
     assert b"sha256 identical; PASS" in r.stderr
 

@@ -10,6 +10,9 @@
 - ``echo PORT SECONDS`` / ``rtt HOST PORT N INTERVAL``: UDP echo and round-trip samples.
 - ``tcp-sink PORT`` / ``tcp-send HOST PORT SECONDS [CC]``: one TCP flow (congestion control CC,
   or the system's default); the sender reports goodput.
+- ``tcp-sink-file PORT PATH`` / ``tcp-send-file HOST PORT PATH [CC]``: one TCP connection
+  carries a file's content (``sendfile``) into PATH; the sender returns once the sink has read
+  everything and closed, so its run time is the transfer's.
 Every loop here is bounded in count and time; destinations are the lab's own addresses.
 """
 
@@ -173,6 +176,41 @@ def tcp_send(host: str, port: int, seconds: float, cc: str = "") -> None:
     )
 
 
+def tcp_sink_file(port: int, path: str) -> None:
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("0.0.0.0", port))
+    srv.listen(1)
+    srv.settimeout(60.0)
+    print("listening", flush=True)
+    conn, _ = srv.accept()
+    conn.settimeout(120.0)
+    total = 0
+    buf = memoryview(bytearray(1 << 20))
+    with open(path, "wb") as out:
+        while n := conn.recv_into(buf):
+            out.write(buf[:n])
+            total += n
+    conn.close()
+    print(json.dumps({"received": total}))
+
+
+def tcp_send_file(host: str, port: int, path: str, cc: str = "") -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if cc:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cc.encode())
+    s.settimeout(30)
+    start = time.monotonic()
+    s.connect((host, port))
+    s.settimeout(120)
+    with open(path, "rb") as f:
+        sent = s.sendfile(f)
+    s.shutdown(socket.SHUT_WR)
+    s.recv(1)  # wait until the sink has read everything and closed
+    elapsed = time.monotonic() - start
+    print(json.dumps({"sent": sent, "seconds": elapsed, "goodput_bps": sent * 8 / elapsed}))
+
+
 def main() -> None:
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "udp-sink":
@@ -189,6 +227,10 @@ def main() -> None:
         tcp_sink(int(args[0]))
     elif cmd == "tcp-send":
         tcp_send(args[0], int(args[1]), float(args[2]), args[3] if len(args) > 3 else "")
+    elif cmd == "tcp-sink-file":
+        tcp_sink_file(int(args[0]), args[1])
+    elif cmd == "tcp-send-file":
+        tcp_send_file(args[0], int(args[1]), args[2], args[3] if len(args) > 3 else "")
     else:
         raise SystemExit(f"unknown probe {cmd}")
 
