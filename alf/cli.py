@@ -209,7 +209,7 @@ class Reporter:
         for notice in self.notices():
             self.say(notice)
         self.console.end()
-        seconds = final["transfer_s"] if self.role == "recv" else final["elapsed_s"]
+        seconds = final["transfer_s"]
         lines = progress.summary(final, outcome.ok, outcome.message, seconds, self.where)
         if self.verbose:
             lines += progress.details(final)

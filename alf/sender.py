@@ -137,6 +137,7 @@ class Sender:
         self.state = State.HANDSHAKE
         self.outcome: Outcome | None = None
         self.no_answer = False  # auto: UDP got no answer, or no DATA through; TCP may do better
+        self.began: float | None = None  # when the receiver's ACCEPT came: the transfer's start
         self.refused_since: float | None = None  # the handshake met 'port unreachable' since then
         self._app_limited = False  # since the last STATUS (cc.Feedback.app_limited)
         self.stats = SenderStats()
@@ -452,6 +453,7 @@ class Sender:
                 self._rtt_sample(got, msg.echo_timestamp_us, 0)
                 self.window_limit = msg.window_limit
                 self.state = State.SENDING
+                self.began = now
                 self._probe_at = now
                 self._progress_at = now
             else:

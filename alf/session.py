@@ -187,6 +187,7 @@ class SendSession:
             bytes_resent=s.stats.adus_repair * s.adu,
             acked_bytes=s.acked * s.adu if total is None else min(s.acked * s.adu, total),
             digest=digest_names[s.cfg.digest],
+            began=s.began,
             datapath=self.datapath,
             adu_size=self.sender.adu,
             session=f"{s.session_id:016x}",

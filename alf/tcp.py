@@ -89,6 +89,7 @@ class TcpSender:
         self.acked = 0
         self.window_limit = 0
         self.accepted = False
+        self.began: float | None = None  # when the first ACCEPT came: the transfer's start
         self.outcome: Outcome | None = None
         self.stats = TcpSenderStats()
         self._inflight: dict[int, deque[tuple[int, int]]] = {}
@@ -197,6 +198,7 @@ class TcpSender:
         if isinstance(msg, wire.Accept):
             if not self.accepted:
                 self.accepted = True
+                self.began = now
                 self.window_limit = msg.window_limit
             return
         if isinstance(msg, wire.Status):

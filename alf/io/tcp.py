@@ -555,6 +555,7 @@ class TcpSendDriver:
             "state": "done" if c.outcome else "sending" if c.accepted else "handshake",
             "total_bytes": c.total,
             "digest": digest_names[c.cfg.digest],
+            "began": c.began,
             "bytes_sent": c.stats.bytes_sent,
             "bytes_resent": c.stats.bytes_resent,
             "acked_bytes": c.stats.acked_bytes,
