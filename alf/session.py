@@ -361,11 +361,19 @@ class RecvSession:
             return
         try:
             r.set_consumed(self.sink.advance(r.gaps.cum))
-            if r.needs_verification:
+            if r.needs_verification and not self.output_pending:
                 nbytes, digest = self.sink.finish(r.total_bytes or 0, r.final_digest)
                 r.verify(nbytes, digest, now)
         except SinkError as e:
             r.fail_local(str(e), now)
+
+    @property
+    def output_pending(self) -> bool:
+        """Everything is held but the writer has not written it all yet (a consumer slower than
+        the sender): the verdict waits, without blocking, while the loop answers the sender.
+        The TCP core applies the same rule (TcpReceiver._maybe_verify)."""
+        r = self.receiver
+        return bool(self.sink.in_order and r.end_adus is not None and r.consumed < r.end_adus)
 
     def poll(self, now: float) -> list[tuple[bytes, Addr]]:
         self._after(now)

@@ -466,11 +466,23 @@ class TcpReceiver:
         self.total_bytes, self.end_adus, self.final_digest = msg.total_bytes, end, msg.digest
         self._maybe_verify(now)
 
+    @property
+    def output_pending(self) -> bool:
+        """Everything is held and FINAL known, but the writer has not written it all (a consumer
+        slower than the sender): the verdict waits, and so does the sender; it is not silent."""
+        return (
+            self.sink.in_order
+            and self.end_adus is not None
+            and self.final_digest is not None
+            and self.gaps.cum >= self.end_adus
+            and self.consumed < self.end_adus
+        )
+
     def _maybe_verify(self, now: float) -> None:
         if self.end_adus is None or self.final_digest is None or self.gaps.cum < self.end_adus:
             return
-        if self.sink.in_order and self.consumed < self.end_adus:
-            return  # the writer is still at it (a slow consumer): poll() comes back, keepalives go on
+        if self.output_pending:
+            return  # the writer is still at it: poll() comes back, keepalives go on
         assert self.total_bytes is not None
         try:
             self.sink.advance(self.gaps.cum)
@@ -508,7 +520,7 @@ class TcpReceiver:
                     msg = f"no sender arrived within {wait:g} s"
                     self.outcome = Outcome(ExitCode.PEER_UNREACHABLE, msg)
                     self.closed = True
-            elif now - self._last_heard >= self.cfg.timeout:
+            elif now - self._last_heard >= self.cfg.timeout and not self.output_pending:
                 msg = f"the sender went silent for {self.cfg.timeout:g} s"
                 self._abort(wire.AbortCode.TIMEOUT, msg, Outcome(ExitCode.PEER_UNREACHABLE, msg))
             elif self.joined:

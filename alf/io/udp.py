@@ -346,6 +346,9 @@ def run_sender(session: SendSession, sock: socket.socket, hooks: Hooks, gso: boo
     return outcome
 
 
+OUTPUT_WAIT = 0.01  # seconds between looks at a writer that drains to a slow consumer
+
+
 def run_receiver(session: RecvSession, sock: socket.socket, hooks: Hooks, gro: bool = True) -> Outcome:
     receiver = session.receiver
     clock = time.monotonic
@@ -416,7 +419,10 @@ def run_receiver(session: RecvSession, sock: socket.socket, hooks: Hooks, gro: b
             break
         if calls < RECV_SLOTS:
             timeout = max(0.0, receiver.next_deadline(now) - clock())
-            ready, _w, _x = select.select(watch, [], [], min(timeout, 0.5))
+            # While the writer drains to a slow consumer, look again soon: the verdict is due
+            # the moment it is done, not at the sender's next PROBE.
+            cap = OUTPUT_WAIT if receiver.needs_verification and session.output_pending else 0.5
+            ready, _w, _x = select.select(watch, [], [], min(timeout, cap))
             if hooks.wake_fd is not None and hooks.wake_fd in ready:
                 _drain(hooks.wake_fd)
     outcome = receiver.outcome
