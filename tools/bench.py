@@ -26,6 +26,7 @@ import dataclasses
 import json
 import os
 import platform
+import pty
 import shlex
 import shutil
 import statistics
@@ -62,6 +63,7 @@ class Config:
     output: str  # "file": compare {out}; "dir": compare {outdir}/<name of input>; "none": exit codes
     needs: tuple[str, ...]
     settle: float = 0.4  # seconds between starting the receiver and the sender
+    terminal: bool = False  # each side's stderr is a pty (drained here): alf draws its progress line
 
 
 def configs(alf: str, rate: str) -> list[Config]:
@@ -235,6 +237,29 @@ def children(pid: int) -> list[int]:
         return []
 
 
+def _stderr(cfg: Config) -> int:
+    """DEVNULL, or with ``cfg.terminal`` a pty's slave end, its master drained by a thread until
+    every writer has gone (as a terminal would read it)."""
+    if not cfg.terminal:
+        return subprocess.DEVNULL
+    master, slave = pty.openpty()
+
+    def drain() -> None:
+        try:
+            while os.read(master, 65536):
+                pass
+        except OSError:
+            pass
+        os.close(master)
+
+    threading.Thread(target=drain, daemon=True).start()
+    TERMINALS.append(slave)
+    return slave
+
+
+TERMINALS: list[int] = []  # slave ends handed to this run's processes; closed once they started
+
+
 def run_once(cfg: Config, inp: str, size: int, work: str, timeout: float) -> dict[str, object]:
     port = free_port()
     out = os.path.join(work, "out.bin")
@@ -248,13 +273,15 @@ def run_once(cfg: Config, inp: str, size: int, work: str, timeout: float) -> dic
     rstats, sstats = os.path.join(work, "recv.time"), os.path.join(work, "send.time")
     devnull = subprocess.DEVNULL
     recv = subprocess.Popen(
-        timed(rcmd, rstats), shell=True, stdout=devnull, stderr=devnull, start_new_session=True
+        timed(rcmd, rstats), shell=True, stdout=devnull, stderr=_stderr(cfg), start_new_session=True
     )
     time.sleep(cfg.settle)
     t0 = time.monotonic()
     send = subprocess.Popen(
-        timed(scmd, sstats), shell=True, stdout=devnull, stderr=devnull, start_new_session=True
+        timed(scmd, sstats), shell=True, stdout=devnull, stderr=_stderr(cfg), start_new_session=True
     )
+    while TERMINALS:
+        os.close(TERMINALS.pop())
     deadline = t0 + timeout
     s_code, s_cpu, s_rss = wait(send, sstats, deadline)
     if cfg.output == "dir":  # uftpd is a server: stop it once the file is complete
@@ -333,6 +360,11 @@ def main() -> int:
     ap.add_argument("--json", default="", help="also write the results here")
     ap.add_argument("--timeout", type=float, default=120)
     ap.add_argument("--against", default="", help="another alf checkout: alf rows run alternately with it")
+    ap.add_argument(
+        "--progress-ab",
+        action="store_true",
+        help="alf rows run alternately as they are and with --progress, stderr a pty (the display's cost)",
+    )
     args = ap.parse_args()
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     size = int(float(args.size[:-1]) * units[args.size[-1]]) if args.size[-1] in units else int(args.size)
@@ -363,6 +395,11 @@ def main() -> int:
             pair = [cfg]
             if against and cfg.name.startswith("alf"):
                 pair.append(dataclasses.replace(against[k], name=f"{cfg.name} [against]"))
+            if args.progress_ab and cfg.name.startswith("alf"):
+                shown = dict(receiver=cfg.receiver + " --progress", sender=cfg.sender + " --progress")
+                pair.append(
+                    dataclasses.replace(cfg, name=f"{cfg.name} [--progress, pty]", terminal=True, **shown)
+                )
             results: list[list[dict[str, object]]] = [[] for _ in pair]
             for _ in range(args.runs):  # alternately, run by run
                 for c, runs in zip(pair, results, strict=True):
