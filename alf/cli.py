@@ -28,14 +28,14 @@ import click
 
 import cc
 from alf import __version__, manpage, progress, wire
+from alf.content import OffsetSink, OrderedSink, Sink, SinkError, Source
 from alf.errors import ExitCode, Outcome
-from alf.io.sink import FdWriter, FileBackend, OffsetSink, OrderedSink, Sink, SinkError
-from alf.io.source import FileSource, Source, StreamSource, pump_stream
+from alf.io.common import DriverError, Hooks
+from alf.io.sink import FdWriter, FileBackend
+from alf.io.source import FileSource, StreamSource, pump_stream
 from alf.io.tcp import Path, TcpRecvDriver, TcpSendDriver, listener_socket, parse_path, take_hello
 from alf.io.udp import (
     MIN_FITTED_ADU,
-    DriverError,
-    Hooks,
     fitting_adu_size,
     read_buffer_bytes,
     receiver_socket,
@@ -124,7 +124,7 @@ class Reporter:
         self.role = role
         self.where = where  # the summary's "to got.bin" / "from in.bin"
         self.stats: Callable[[], dict[str, Any]] = self.waiting_stats
-        self.notices: Callable[[], list[str]] = list  # messages from the core (senders turned away)
+        self.rejections: Callable[[], list[tuple[object, str]]] = list  # senders turned away
         self.verbose = common.verbose
         self.quiet = common.quiet
         live = sys.stderr.isatty() if common.progress is None else common.progress
@@ -173,6 +173,10 @@ class Reporter:
         """A message, printed above the progress line (never into it)."""
         self.console.say(f"alf {self.role}: {text}")
 
+    def _say_rejections(self) -> None:
+        for notice in progress.rejection_notices(self.rejections()):
+            self.say(notice)
+
     def snapshot(self, now: float) -> dict[str, Any]:
         s = self.stats()
         began = s.pop("began", None)
@@ -190,8 +194,7 @@ class Reporter:
             self.json_file.write(json.dumps(self.snapshot(now)) + "\n")
         if now >= self._next_sample:
             self._next_sample = now + PROGRESS_INTERVAL
-            for notice in self.notices():
-                self.say(notice)
+            self._say_rejections()
             s = self.stats()
             self.meter.add(now, progress.progress_bytes(s), s.get("state") not in progress.WAITING_STATES)
             self.console.status(progress.progress_line(s, now, self.meter, self.start))
@@ -206,8 +209,7 @@ class Reporter:
         if self.json_file is not None:
             self.json_file.write(json.dumps(final) + "\n")
             self.json_file.close()
-        for notice in self.notices():
-            self.say(notice)
+        self._say_rejections()
         self.console.end()
         seconds = final["transfer_s"]
         lines = progress.summary(final, outcome.ok, outcome.message, seconds, self.where)
@@ -761,7 +763,7 @@ def _recv(
         )
         receiver = Receiver(cfg, start)
         session = RecvSession(receiver, sink, Dropper(common.drop, common.seed) if common.drop else None)
-        reporter.stats, reporter.notices = session.stats, session.notices
+        reporter.stats, reporter.rejections = session.stats, session.rejections
 
         def moved_to_tcp() -> bool:
             """auto: a sender that gave up on UDP (all our ACCEPTs lost) comes back over TCP
@@ -814,7 +816,7 @@ def _recv(
         tdriver = TcpRecvDriver(tcore, listener, hooks)
         if adopted is not None:
             tdriver.adopt(adopted)
-        reporter.stats, reporter.notices = tdriver.stats_dict, tdriver.notices
+        reporter.stats, reporter.rejections = tdriver.stats_dict, tdriver.rejections
         try:
             _prepare_heap()
             outcome = tdriver.run()

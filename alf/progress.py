@@ -71,10 +71,8 @@ def peer_name(addr: object) -> str:
 
 
 def rejection_notices(rejections: list[tuple[object, str]]) -> list[str]:
-    """Messages for the senders a receiver turned away (and forgets them: each is said once)."""
-    out = [f"turned away a sender from {peer_name(who)}: {why}" for who, why in rejections]
-    rejections.clear()
-    return out
+    """Messages for the senders a receiver turned away."""
+    return [f"turned away a sender from {peer_name(who)}: {why}" for who, why in rejections]
 
 
 class RateMeter:

@@ -23,6 +23,8 @@ from enum import Enum
 from alf import wire
 from alf.errors import ExitCode, Outcome, aborted_by
 from alf.gapmap import GapMap
+from alf.ranges import ceil_div
+from alf.verdict import FINAL_CONTRADICTS, INCONSISTENT_FINAL, final_contradicts, judge
 
 MIN_ROUND = 0.010
 STATUS_EVERY = 0.050
@@ -72,39 +74,6 @@ class State(Enum):
     RECEIVING = "receiving"
     FINISHED = "finished"
     CLOSED = "closed"
-
-
-def judge(
-    nbytes: int, digest: bytes, total: int | None, expected: bytes | None
-) -> tuple[wire.Verdict, Outcome]:
-    """The verdict on what was written (``nbytes``, ``digest``) against the sender's FINAL."""
-    if nbytes != total:
-        return wire.Verdict.LENGTH_MISMATCH, Outcome(
-            ExitCode.VERIFY_FAILED, f"wrote {nbytes} bytes, the sender sent {total}"
-        )
-    if digest != expected:
-        return wire.Verdict.DIGEST_MISMATCH, Outcome(
-            ExitCode.VERIFY_FAILED, "the digest of the output does not match the sender's"
-        )
-    return wire.Verdict.OK, Outcome(ExitCode.OK, f"received and verified {nbytes} bytes")
-
-
-FINAL_CONTRADICTS = "FINAL contradicts the data or the length announced"
-INCONSISTENT_FINAL = Outcome(ExitCode.PEER_ABORTED, "the sender broke the protocol: inconsistent FINAL")
-
-
-def final_contradicts(
-    msg: wire.Probe, adu: int, total: int | None, highest: int, digest: bytes | None
-) -> bool:
-    """§8: a FINAL that disagrees with the length announced, the data held (``highest``), its
-    own end, or an earlier FINAL's digest."""
-    end = -(-msg.total_bytes // adu)
-    return (
-        (total is not None and msg.total_bytes != total)
-        or highest > end
-        or msg.next_index != end
-        or (digest is not None and msg.digest != digest)
-    )
 
 
 class Receiver:
@@ -356,7 +325,7 @@ class Receiver:
         self._update_flow()
         if msg.kind == wire.Kind.FILE:
             self.total_bytes = msg.total_bytes
-            self.end_adus = -(-msg.total_bytes // msg.adu_size)
+            self.end_adus = ceil_div(msg.total_bytes, msg.adu_size)
         self._last_heard = now
         self._round_at = now + MIN_ROUND
         self._rate_since = now
@@ -380,7 +349,7 @@ class Receiver:
             return
         nxt = min(msg.next_index, self.window_limit)
         if msg.final:
-            end = -(-msg.total_bytes // self.adu)
+            end = ceil_div(msg.total_bytes, self.adu)
             if final_contradicts(msg, self.adu, self.total_bytes, self.gaps.highest, self.final_digest):
                 self._abort(wire.AbortCode.PROTOCOL, FINAL_CONTRADICTS, INCONSISTENT_FINAL)
                 return

@@ -20,6 +20,8 @@ import cc
 from alf import wire
 from alf.errors import ExitCode, Outcome, aborted_by
 from alf.pacing import Pacer, bucket_bytes
+from alf.ranges import ceil_div, merge_ranges, trim_ranges
+from alf.verdict import verdict_outcome
 
 DEFAULT_RATE_BPS = 800e6  # --cc fixed
 DEFAULT_CEILING_BPS = 10e9  # --cc adaptive
@@ -83,39 +85,6 @@ class State(Enum):
     DONE = "done"
 
 
-def to_us(now: float) -> int:
-    return int(now * 1e6) & wire.ALL_ONES_64
-
-
-def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The union of half-open ranges as sorted, disjoint ranges (a repair or resend queue)."""
-    out: list[tuple[int, int]] = []
-    for a, b in sorted(ranges):
-        if out and a <= out[-1][1]:
-            if b > out[-1][1]:
-                out[-1] = (out[-1][0], b)
-        else:
-            out.append((a, b))
-    return out
-
-
-def trim_ranges(ranges: list[tuple[int, int]], below: int) -> None:
-    """Drop what lies below ``below`` from sorted, disjoint ``ranges`` (acknowledged ADUs)."""
-    while ranges and ranges[0][1] <= below:
-        ranges.pop(0)
-    if ranges and ranges[0][0] < below:
-        ranges[0] = (below, ranges[0][1])
-
-
-def verdict_outcome(msg: wire.Done) -> Outcome:
-    """What the receiver's DONE means for the sender."""
-    if msg.verdict == wire.Verdict.OK:
-        return Outcome(ExitCode.OK, "the receiver verified the content")
-    return Outcome(
-        ExitCode.VERIFY_FAILED, f"the receiver reports {msg.verdict.name}: it got {msg.received_bytes} bytes"
-    )
-
-
 class Sender:
     def __init__(
         self,
@@ -146,7 +115,7 @@ class Sender:
         self.cc = cc.create(config.cc, config.rate_bps, min(config.min_rate_bps, config.rate_bps), now)
         self.pacer = Pacer(self.cc.rate_bps, self._burst(self.cc.rate_bps), now)
         self.total_bytes = total_bytes
-        self.end_adus: int | None = None if total_bytes is None else -(-total_bytes // self.adu)
+        self.end_adus: int | None = None if total_bytes is None else ceil_div(total_bytes, self.adu)
         self.available = self.end_adus or 0
         self.digest: bytes | None = None
         self.next_new = 0
@@ -185,7 +154,7 @@ class Sender:
         if self.total_bytes is not None and self.total_bytes != total_bytes:
             raise ValueError("content length changed")
         self.total_bytes = total_bytes
-        self.end_adus = -(-total_bytes // self.adu)
+        self.end_adus = ceil_div(total_bytes, self.adu)
         self.available = self.end_adus
 
     def set_digest(self, digest: bytes) -> None:
@@ -239,7 +208,7 @@ class Sender:
                             self.adu,
                             self.kind,
                             wire.UNKNOWN_LENGTH if self.kind == wire.Kind.STREAM else (self.total_bytes or 0),
-                            to_us(now),
+                            wire.to_us(now),
                             self._tag,
                             self.cfg.digest,
                             self.cfg.checksum,
@@ -279,7 +248,7 @@ class Sender:
                     wire.Probe(
                         self.session_id,
                         self.next_new,
-                        to_us(now),
+                        wire.to_us(now),
                         int((self.srtt or 0) * 1e6) & 0xFFFFFFFF,
                         final,
                         (self.total_bytes or 0) if final else 0,
@@ -519,7 +488,7 @@ class Sender:
         return sum(b - a for a, b in self._repairs)
 
     def _rtt_sample(self, now: float, echo_us: int, delay_us: int) -> float | None:
-        sample = (to_us(now) - echo_us - delay_us) / 1e6
+        sample = (wire.to_us(now) - echo_us - delay_us) / 1e6
         if not 0 < sample < 60:
             return None
         if self.srtt is None:

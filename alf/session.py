@@ -20,11 +20,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from alf import wire
+from alf.content import MAX_RUN, Buffer, Sink, SinkError, Source
 from alf.digest import NAMES as digest_names
 from alf.errors import ExitCode
-from alf.io.sink import Buffer, Sink, SinkError
-from alf.io.source import MAX_RUN, Source
-from alf.progress import rejection_notices
+from alf.ranges import ceil_div
 from alf.receiver import Addr, Receiver
 from alf.receiver import State as RState
 from alf.sender import Run, Sender
@@ -232,7 +231,7 @@ class RecvSession:
         """
         r = self.receiver
         n = len(buf)
-        count = -(-n // segment)
+        count = ceil_div(n, segment)
         if (
             self._prefix
             and addr == r.peer
@@ -384,8 +383,11 @@ class RecvSession:
         ok = self.receiver.outcome is not None and self.receiver.outcome.ok
         return self.sink.close(ok)
 
-    def notices(self) -> list[str]:
-        return rejection_notices(self.receiver.rejections)
+    def rejections(self) -> list[tuple[object, str]]:
+        """The senders turned away since the last call, with the reason (each once)."""
+        out: list[tuple[object, str]] = list(self.receiver.rejections)
+        self.receiver.rejections.clear()
+        return out
 
     def stats(self) -> dict[str, Any]:
         r = self.receiver

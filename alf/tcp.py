@@ -21,13 +21,12 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from alf import wire
+from alf.content import Buffer, Sink, SinkError, Source
 from alf.digest import NAMES as digest_names
 from alf.errors import ExitCode, Outcome, aborted_by
 from alf.gapmap import GapMap
-from alf.io.sink import Buffer, Sink, SinkError
-from alf.io.source import Source
-from alf.receiver import FINAL_CONTRADICTS, INCONSISTENT_FINAL, final_contradicts, judge
-from alf.sender import merge_ranges, to_us, trim_ranges, verdict_outcome
+from alf.ranges import ceil_div, merge_ranges, trim_ranges
+from alf.verdict import FINAL_CONTRADICTS, INCONSISTENT_FINAL, final_contradicts, judge, verdict_outcome
 
 FRAME_LEN = struct.Struct("!I")
 FRAME_HEAD = FRAME_LEN.size
@@ -103,7 +102,7 @@ class TcpSender:
         return frame(
             wire.encode_hello(
                 wire.Hello(
-                    self.session_id, self.adu, self.kind, total, to_us(now), self._tag, self.cfg.digest
+                    self.session_id, self.adu, self.kind, total, wire.to_us(now), self._tag, self.cfg.digest
                 )
             )
         )
@@ -134,7 +133,7 @@ class TcpSender:
     # -- what to send
     def end_adus(self) -> int | None:
         total = self.source.total_bytes()
-        return None if total is None else -(-total // self.adu)
+        return None if total is None else ceil_div(total, self.adu)
 
     def has_work(self) -> bool:
         if self.outcome is not None or not self.accepted:
@@ -157,7 +156,7 @@ class TcpSender:
         if self._resend:
             a, b = self._resend[0]
             data = self.source.block(a, min(b - a, self.frame_adus))
-            count = -(-len(data) // self.adu)  # a stream's block stops where its ring wraps
+            count = ceil_div(len(data), self.adu)  # a stream's block stops where its ring wraps
             if a + count >= b:
                 self._resend.pop(0)
             else:
@@ -170,7 +169,7 @@ class TcpSender:
         if count:
             first = self.next_new
             data = self.source.block(first, count)
-            count = -(-len(data) // self.adu)
+            count = ceil_div(len(data), self.adu)
             self.next_new += count
             self.stats.bytes_sent += len(data)
             self.stats.frames_sent += 1
@@ -182,8 +181,8 @@ class TcpSender:
             if digest is None or total is None:
                 return None
             self._final_sent.add(cid)
-            end = -(-total // self.adu)
-            probe = wire.Probe(self.session_id, end, to_us(now), 0, True, total, digest)
+            end = ceil_div(total, self.adu)
+            probe = wire.Probe(self.session_id, end, wire.to_us(now), 0, True, total, digest)
             return frame(wire.encode_probe(probe)), None
         return None
 
@@ -366,7 +365,7 @@ class TcpReceiver:
             self.began = now
             if msg.kind == wire.Kind.FILE:
                 self.total_bytes = msg.total_bytes
-                self.end_adus = -(-msg.total_bytes // msg.adu_size)
+                self.end_adus = ceil_div(msg.total_bytes, msg.adu_size)
             try:
                 self.sink.start(msg.adu_size, self.total_bytes, msg.digest_alg)
             except SinkError as e:
@@ -410,7 +409,7 @@ class TcpReceiver:
             self.stats.duplicate_bytes += n
             return False
         adu = self.adu
-        count = -(-n // adu)
+        count = ceil_div(n, adu)
         stop = first + count
         short = n % adu != 0
         end = first * adu + n
@@ -457,7 +456,7 @@ class TcpReceiver:
         if self._done is not None:
             self._out.items.append((ALL, frame(self._done)))
             return
-        end = -(-msg.total_bytes // self.adu)
+        end = ceil_div(msg.total_bytes, self.adu)
         if final_contradicts(msg, self.adu, self.total_bytes, self.gaps.highest, self.final_digest) or (
             self._short_end is not None and self._short_end != msg.total_bytes
         ):

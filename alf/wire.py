@@ -24,6 +24,12 @@ ALL_ONES_64 = 2**64 - 1
 UNKNOWN_LENGTH = ALL_ONES_64
 NO_LIMIT = ALL_ONES_64
 
+
+def to_us(now: float) -> int:
+    """A time in seconds as the wire's 64-bit microsecond timestamp (it wraps, as §6 allows)."""
+    return int(now * 1e6) & ALL_ONES_64
+
+
 MAX_ADU_SIZE = 65000
 DEFAULT_ADU_SIZE = 1428  # 24 DATA + 8 UDP + 40 IPv6 = 1500 (§5)
 HELLO_SIZE = 1200

@@ -338,8 +338,9 @@ def test_deadline_never_waits_for_more_than_the_bucket_holds() -> None:
 def test_output_takes_its_name_only_when_the_digest_matches(tmp_path: os.PathLike[str]) -> None:
     """A digest mismatch leaves the output partial (deleted on close): never a wrong file under
     the final name (found by the lab test that corrupts the FINAL's digest)."""
+    from alf.content import OffsetSink
     from alf.digest import digest_bytes
-    from alf.io.sink import FileBackend, OffsetSink
+    from alf.io.sink import FileBackend
     from alf.wire import DigestAlg
 
     data = bytes(range(256)) * 40
@@ -365,8 +366,9 @@ def test_read_back_hashes_what_was_written_and_catches_a_truncated_output(
     """What arrived beyond a hole is hashed from the output file (through a mapping), in
     windows that need not start on a page; an output cut short behind alf's back is an error,
     not a SIGBUS from reading a mapping past the end of its file."""
+    from alf.content import OffsetSink, SinkError
     from alf.digest import digest_bytes
-    from alf.io.sink import FileBackend, OffsetSink, SinkError
+    from alf.io.sink import FileBackend
     from alf.wire import DigestAlg
 
     data = os.urandom(100 * 997)

@@ -13,9 +13,9 @@ from collections import deque
 import pytest
 
 from alf import wire
+from alf.content import BytesSource, MemoryBackend, MemoryWriter, OffsetSink, OrderedSink, Sink, Source
 from alf.errors import ExitCode
-from alf.io.sink import MemoryBackend, MemoryWriter, OffsetSink, OrderedSink, Sink
-from alf.io.source import BytesSource, Source, StreamSource
+from alf.io.source import StreamSource
 from alf.tcp import ALL, ANY, FRAME_HEAD, TcpReceiver, TcpReceiverConfig, TcpSender, TcpSenderConfig
 
 ADU = 100

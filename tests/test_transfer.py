@@ -344,8 +344,9 @@ def test_gso_refused_mid_transfer_falls_back(procs: Procs, port: int, tmp_path: 
     import secrets
     from typing import Any
 
+    from alf.io.common import Hooks
     from alf.io.source import FileSource
-    from alf.io.udp import Hooks, _tune, run_sender
+    from alf.io.udp import _tune, run_sender
     from alf.sender import Sender, SenderConfig
     from alf.session import SendSession
 
@@ -394,8 +395,9 @@ def test_probe_hold_time_counts_from_its_arrival() -> None:
     import threading
     from typing import Any
 
-    from alf.io.sink import MemoryWriter, OrderedSink
-    from alf.io.udp import Hooks, run_receiver
+    from alf.content import MemoryWriter, OrderedSink
+    from alf.io.common import Hooks
+    from alf.io.udp import run_receiver
     from alf.receiver import Receiver, ReceiverConfig
     from alf.session import RecvSession
 

@@ -1,4 +1,5 @@
-"""Where the sender's ADU payloads come from.
+"""Where the sender's ADU payloads come from in the world: a file (preadv) and a stream (an
+mmap ring fed by a reader thread). The ``Source`` protocol is in alf/content.py.
 
 Invariants: ``read(first, count)`` returns exactly ``count`` payloads, each ``adu_size`` bytes
 but the content's last; ``digest()`` is the SHA-256 of the content in order and is None until
@@ -13,71 +14,11 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
 
+from alf.content import MAX_RUN, Buffer, cut_adus
 from alf.digest import new_hasher
+from alf.ranges import ceil_div
 from alf.wire import DigestAlg
-
-Buffer = bytes | bytearray | memoryview
-
-MAX_RUN = 352  # ADUs per run handed out at once: eight 64 KiB GSO sends of 1452-byte datagrams
-
-
-class Source(Protocol):
-    adu_size: int
-
-    def available(self) -> int: ...
-
-    def total_bytes(self) -> int | None: ...
-
-    def digest(self) -> bytes | None: ...
-
-    def read(self, first: int, count: int, at: int = 0) -> list[Buffer]: ...
-
-    def block(self, first: int, count: int) -> Buffer: ...
-
-    def release(self, below: int) -> None: ...
-
-    def error(self) -> str | None: ...
-
-
-def _cut(data: Buffer, adu: int) -> list[Buffer]:
-    view = memoryview(data)
-    return [view[i : i + adu] for i in range(0, len(view), adu)]
-
-
-class BytesSource:
-    """A content held in memory (tests and the simulated network); kind file."""
-
-    def __init__(self, data: bytes, adu_size: int, alg: DigestAlg = DigestAlg.XXH3_128) -> None:
-        self.adu_size = adu_size
-        self._data = memoryview(data)
-        h = new_hasher(alg)
-        h.update(data)
-        self._digest = h.digest()
-
-    def available(self) -> int:
-        return -(-len(self._data) // self.adu_size)
-
-    def total_bytes(self) -> int | None:
-        return len(self._data)
-
-    def digest(self) -> bytes | None:
-        return self._digest
-
-    def read(self, first: int, count: int, at: int = 0) -> list[Buffer]:
-        a = self.adu_size
-        return _cut(self._data[first * a : (first + count) * a], a)
-
-    def block(self, first: int, count: int) -> Buffer:
-        a = self.adu_size
-        return self._data[first * a : (first + count) * a]
-
-    def release(self, below: int) -> None:
-        pass
-
-    def error(self) -> str | None:
-        return None
 
 
 class FileSource:
@@ -94,7 +35,7 @@ class FileSource:
         self.adu_size = adu_size
         self._buf = bytearray(max_run * adu_size)
         self._bufview = memoryview(self._buf)
-        self._views = _cut(self._bufview, adu_size)
+        self._views = cut_adus(self._bufview, adu_size)
         self._fd = os.open(path, os.O_RDONLY)
         self._size = os.fstat(self._fd).st_size
         self._path = path
@@ -103,7 +44,7 @@ class FileSource:
         self._digest: bytes | None = self._hash.digest() if self._size == 0 else None
 
     def available(self) -> int:
-        return -(-self._size // self.adu_size)
+        return ceil_div(self._size, self.adu_size)
 
     def total_bytes(self) -> int | None:
         return self._size
@@ -210,7 +151,7 @@ class StreamSource:
         # (slots in use, slot offset): one tuple, so the sender's thread never sees half a change
         self._layout = (max(1, min(initial_adus, self.window_adus)), 0)
         # one view per slot in use, made as the ring grows (190k of them for 256 MiB took 80 ms)
-        self._slots = _cut(self._view[: self._layout[0] * adu_size], adu_size)
+        self._slots = cut_adus(self._view[: self._layout[0] * adu_size], adu_size)
         self._in_flight_peak = 0  # most ADUs read for sending and not released, this lap
         self._clock = clock
         # when the ring took its size (or the first acknowledgement came), what was released then
@@ -248,7 +189,8 @@ class StreamSource:
                 if grown * a <= self.FREE_BYTES or measured and rate > 0 and rate >= self._bar:
                     # ADUs below ``here`` keep their slots; ``here`` goes to slot ``w``
                     here = self._bytes // a
-                    self._slots += _cut(self._view[w * a : grown * a], a)  # before the sender may use them
+                    # before the sender may use them
+                    self._slots += cut_adus(self._view[w * a : grown * a], a)
                     self._layout = (grown, (w - here) % grown)
                     w, pos, ring = grown, w * a, grown * a
                     limit = self._released * a + ring - self._bytes

@@ -29,9 +29,8 @@ from typing import Any
 from alf import wire
 from alf.digest import NAMES as digest_names
 from alf.errors import ExitCode, Outcome
-from alf.io.udp import DriverError, Hooks, _drain
+from alf.io.common import DriverError, Hooks, drain
 from alf.pacing import Pacer, bucket_bytes
-from alf.progress import rejection_notices
 from alf.tcp import ALL, ANY, FRAME_BYTES, FRAME_HEAD, FRAME_LEN, MAX_CONTROL, TcpReceiver, TcpSender
 
 TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18)
@@ -383,7 +382,7 @@ class TcpSendDriver:
             except InterruptedError:
                 continue
             if hooks.wake_fd is not None and hooks.wake_fd in r:
-                _drain(hooks.wake_fd)
+                drain(hooks.wake_fd)
             now = clock()
             ready_r, ready_w = set(r), set(w)
             for slot in self.slots:
@@ -713,7 +712,7 @@ class TcpRecvDriver:
                 continue
             now = clock()
             if hooks.wake_fd is not None and hooks.wake_fd in r:
-                _drain(hooks.wake_fd)
+                drain(hooks.wake_fd)
             if self.listener in r:
                 self._accept(now)
             ready = set(r)
@@ -749,9 +748,11 @@ class TcpRecvDriver:
         self._rejected += [(self.peers.get(cid, "?"), why) for cid, why in self.core.rejections]
         self.core.rejections.clear()
 
-    def notices(self) -> list[str]:
+    def rejections(self) -> list[tuple[object, str]]:
+        """The senders turned away since the last call: their address and the reason."""
         self._name_rejections()
-        return rejection_notices(self._rejected)
+        out, self._rejected = self._rejected, []
+        return out
 
     def stats_dict(self) -> dict[str, Any]:
         s = self.core.stats_dict()

@@ -13,19 +13,17 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import os
 import select
 import socket
 import struct
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from alf import wire
 from alf.batching import SmartBatcher
 from alf.errors import ExitCode, Outcome
+from alf.io.common import DriverError, Hooks, drain
 from alf.session import RecvSession, SendSession
 
 SOL_UDP = 17
@@ -52,10 +50,6 @@ RECV_SLOTS = 64
 SLOT_SIZE = 65536
 SEND_BUDGET_ADUS = 512  # per loop turn, so incoming feedback is read often
 SEND_RETRY_LIMIT = 200  # EAGAIN retries (x 5 ms) before a datagram is given up as lost
-
-
-class DriverError(Exception):
-    """A socket could not be set up; the message is for the user."""
 
 
 class GsoRefused(Exception):
@@ -109,15 +103,6 @@ def fitting_adu_size(mtu: int, family: socket.AddressFamily) -> int:
 
 def gso_batch_limit(datagram_size: int) -> int:
     return max(1, min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // datagram_size))
-
-
-@dataclass
-class Hooks:
-    """What the CLI plugs into a loop: periodic reporting and cancellation."""
-
-    tick: Callable[[float], None] = lambda now: None
-    cancelled: Callable[[], bool] = lambda: False
-    wake_fd: int | None = None
 
 
 def resolve(host: str, port: int) -> tuple[socket.AddressFamily, tuple[str, int] | tuple[str, int, int, int]]:
@@ -246,15 +231,6 @@ def _send(
     return False
 
 
-def _drain(fd: int | None) -> None:
-    if fd is not None:
-        try:
-            while os.read(fd, 4096):
-                pass
-        except BlockingIOError:
-            pass
-
-
 def run_sender(session: SendSession, sock: socket.socket, hooks: Hooks, gso: bool = True) -> Outcome:
     sender = session.sender
     clock = time.monotonic
@@ -340,7 +316,7 @@ def run_sender(session: SendSession, sock: socket.socket, hooks: Hooks, gso: boo
                 deadline = min(deadline, flush_at)
             ready_fds, _w, _x = select.select(watch, [], [], max(0.0, deadline - clock()))
             if hooks.wake_fd is not None and hooks.wake_fd in ready_fds:
-                _drain(hooks.wake_fd)
+                drain(hooks.wake_fd)
     outcome = sender.outcome
     assert outcome is not None
     return outcome
@@ -424,7 +400,7 @@ def run_receiver(session: RecvSession, sock: socket.socket, hooks: Hooks, gro: b
             cap = OUTPUT_WAIT if receiver.needs_verification and session.output_pending else 0.5
             ready, _w, _x = select.select(watch, [], [], min(timeout, cap))
             if hooks.wake_fd is not None and hooks.wake_fd in ready:
-                _drain(hooks.wake_fd)
+                drain(hooks.wake_fd)
     outcome = receiver.outcome
     assert outcome is not None
     return outcome

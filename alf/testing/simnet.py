@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from alf import wire
+from alf.content import BytesSource, MemoryBackend, MemoryWriter, OffsetSink, OrderedSink, Source
 from alf.errors import Outcome
-from alf.io.sink import MemoryBackend, MemoryWriter, OffsetSink, OrderedSink
-from alf.io.source import BytesSource, Source, StreamSource
+from alf.io.source import StreamSource
 from alf.receiver import Receiver, ReceiverConfig
 from alf.sender import Sender, SenderConfig
 from alf.session import Dropper, RecvSession, SendSession

@@ -1,0 +1,30 @@
+"""Half-open ranges of ADU indices, as the repair and resend queues keep them, and the
+ceiling division that counts ADUs. Pure functions, shared by every transport core.
+"""
+
+from __future__ import annotations
+
+
+def ceil_div(n: int, d: int) -> int:
+    """How many ``d``-sized pieces hold ``n`` (ADUs for ``n`` bytes)."""
+    return -(-n // d)
+
+
+def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The union of half-open ranges as sorted, disjoint ranges (a repair or resend queue)."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(ranges):
+        if out and a <= out[-1][1]:
+            if b > out[-1][1]:
+                out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
+
+
+def trim_ranges(ranges: list[tuple[int, int]], below: int) -> None:
+    """Drop what lies below ``below`` from sorted, disjoint ``ranges`` (acknowledged ADUs)."""
+    while ranges and ranges[0][1] <= below:
+        ranges.pop(0)
+    if ranges and ranges[0][0] < below:
+        ranges[0] = (below, ranges[0][1])
