@@ -7,47 +7,23 @@ side) says the whole content arrived and its digest matched; every other ending 
 
 from __future__ import annotations
 
-import fcntl
 import gc
 import json
 import os
-import secrets
-import select
 import signal
-import socket
-import stat
 import sys
-import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from types import FrameType
 from typing import IO, Any
 
 import click
 
 import cc
-from alf import __version__, manpage, progress, wire
-from alf.content import OffsetSink, OrderedSink, Sink, SinkError, Source
+from alf import __version__, api, manpage, progress, wire
 from alf.errors import ExitCode, Outcome
-from alf.io.common import DriverError, Hooks
-from alf.io.sink import FdWriter, FileBackend
-from alf.io.source import FileSource, StreamSource, pump_stream
-from alf.io.tcp import Path, TcpRecvDriver, TcpSendDriver, listener_socket, parse_path, take_hello
-from alf.io.udp import (
-    MIN_FITTED_ADU,
-    fitting_adu_size,
-    read_buffer_bytes,
-    receiver_socket,
-    route_mtu,
-    run_receiver,
-    run_sender,
-    sender_socket,
-)
-from alf.receiver import FLOW_FLOOR, Receiver, ReceiverConfig
-from alf.sender import DEFAULT_CEILING_BPS, DEFAULT_RATE_BPS, Sender, SenderConfig
-from alf.session import Dropper, RecvSession, SendSession
-from alf.tcp import TcpReceiver, TcpReceiverConfig, TcpSender, TcpSenderConfig, paced_frame_bytes
+from alf.units import parse_rate, parse_size
 
 EXIT_CODES_HELP = """\b
 Exit status:
@@ -62,42 +38,27 @@ Exit status:
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 
-RATE_UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
-SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
-
-def _number(text: str, units: Mapping[str, float], what: str) -> float:
-    t = text.strip().lower()
-    for suffix in ("bit/s", "bps", "b/s", "ib", "b"):
-        if t.endswith(suffix) and len(t) > len(suffix):
-            t = t[: -len(suffix)]
-            break
-    unit = t[-1:] if t[-1:] in units and t[-1:] != "" else ""
-    digits = t[:-1] if unit else t
-    try:
-        value = float(digits) * units[unit]
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not a {what} (examples: 800M, 1.5G, 200k)") from None
-    if value <= 0:
-        raise click.BadParameter(f"{what} must be positive")
-    return value
-
 
 class RateType(click.ParamType):  # type: ignore[type-arg]
     name = "RATE"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        return value if isinstance(value, float) else _number(str(value), RATE_UNITS, "rate")
+        try:
+            return parse_rate(value)
+        except ValueError as e:
+            raise click.BadParameter(str(e)) from None
 
 
 class SizeType(click.ParamType):  # type: ignore[type-arg]
     name = "SIZE"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        return value if isinstance(value, int) else int(_number(str(value), SIZE_UNITS, "size"))
+        try:
+            return parse_size(value)
+        except ValueError as e:
+            raise click.BadParameter(str(e)) from None
 
 
-AUTO_HELLO_TIMEOUT = 1.5  # --transport auto: UDP gets this long to answer before TCP is tried
 DEFAULT_TRANSPORT = "auto"
 
 
@@ -115,10 +76,18 @@ class Common:
     gso: bool
     stats_interval: float
 
+    def api(self) -> dict[str, Any]:
+        """The options both ``api.send`` and ``api.receive`` take, as the CLI was given them."""
+        return dict(
+            transport=self.transport, checkphrase=self.checkphrase, timeout=self.timeout,
+            drop=self.drop, seed=self.seed, gso=self.gso,
+        )  # fmt: skip
 
-class Reporter:
-    """Everything this side shows: the progress line and messages (through one ``Console``),
-    JSON stats lines, live stats on SIGUSR1/SIGINFO, and the closing summary."""
+
+class Reporter(api.Observer):
+    """The CLI's observer of a transfer: the progress line and messages (through one
+    ``Console``), JSON stats lines, live stats on SIGUSR1/SIGINFO, interrupts, the heap's
+    tuning, and the closing summary. The library itself does none of these."""
 
     def __init__(self, common: Common, role: str, where: str = "") -> None:
         self.role = role
@@ -146,6 +115,18 @@ class Reporter:
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
+        self.wake = (self.wake_r, self.wake_w)
+
+    def attach(
+        self, stats: Callable[[], dict[str, Any]], rejections: Callable[[], list[tuple[object, str]]]
+    ) -> None:
+        self.stats, self.rejections = stats, rejections
+
+    def cancelled(self) -> bool:
+        return self.cancel
+
+    def starting(self) -> None:
+        _prepare_heap()
 
     def waiting_stats(self) -> dict[str, Any]:
         """Before a core exists (a receiver waiting for its first sender): the schema's
@@ -169,9 +150,10 @@ class Reporter:
         signal.signal(signal.SIGTERM, on_stop)
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
 
-    def say(self, text: str) -> None:
-        """A message, printed above the progress line (never into it)."""
-        self.console.say(f"alf {self.role}: {text}")
+    def say(self, text: str, detail: bool = False) -> None:
+        """A message, printed above the progress line (never into it); details with -v only."""
+        if not detail or self.verbose:
+            self.console.say(f"alf {self.role}: {text}")
 
     def _say_rejections(self) -> None:
         for notice in progress.rejection_notices(self.rejections()):
@@ -270,7 +252,7 @@ def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
             show_default=True,
             help="udp: alf's own protocol; tcp: framed ADUs over parallel TCP connections (where UDP is "
             "blocked); auto: the receiver listens for both, the sender tries UDP and falls back to TCP "
-            f"if UDP gets no answer within {AUTO_HELLO_TIMEOUT:g} s.",
+            f"if UDP gets no answer within {api.AUTO_HELLO_TIMEOUT:g} s.",
         ),
         click.option("--bind", metavar="ADDR", default=None, help="Local address to use."),
         click.option(
@@ -387,7 +369,7 @@ def main() -> None:
 @click.option("--checksum", is_flag=True, help="Add a CRC-32 to every datagram, on top of UDP's checksum.")
 @click.option(
     "--digest",
-    type=click.Choice(["xxh3", "blake3", "sha256"]),
+    type=click.Choice(list(api.DIGESTS)),
     default="xxh3",
     show_default=True,
     help="End-to-end digest of the whole content, checked by the receiver (XXH3-128 guards against "
@@ -445,32 +427,28 @@ def send(
     """Send FILE (or stdin, '-') to an `alf recv` at HOST PORT (or HOST:PORT, [IPv6]:PORT)."""
     host, port_number, file = host_port_file(host, port, file)
     common = Common(**kw)
-    tcp_rate = rate  # TCP is paced only at a --rate given (its own congestion control does the rest)
-    if rate is None:
-        rate = DEFAULT_RATE_BPS if cc_name == "fixed" else DEFAULT_CEILING_BPS
     try:
-        paths = [Path(host, port_number)] + [parse_path(p, port_number) for p in extra_paths]
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--path") from None
-    if common.transport == "udp" and (extra_paths or chaos):
-        raise click.UsageError("--path and --chaos are for --transport tcp or auto")
-    if common.transport == "tcp" and checksum:
-        raise click.UsageError("--checksum is for UDP (TCP checksums every segment itself)")
-    tcp = TcpOptions(paths, streams, chaos or 0, tcp_rate)
-    cfg = SenderConfig(
-        adu_size=adu_size or wire.DEFAULT_ADU_SIZE,
-        rate_bps=rate,
-        checkphrase=common.checkphrase,
-        checksum=checksum,
-        timeout=common.timeout or 30.0,
-        digest=DIGESTS[digest],
-        cc=cc_name,
-        min_rate_bps=min(min_rate, rate),
-        hello_timeout=min(AUTO_HELLO_TIMEOUT, (common.timeout or 30.0) / 2)
-        if common.transport == "auto"
-        else None,
+        reporter = Reporter(common, "send")
+    except LocalError as e:
+        sys.exit(_fail("send", Outcome(ExitCode.LOCAL_IO, str(e))))
+    options: dict[str, Any] = dict(
+        cc=cc_name, min_rate=min_rate, rate=rate, adu_size=adu_size, checksum=checksum, digest=digest,
+        window=window, streams=streams, paths=extra_paths, chaos=chaos, bind=bind,
+    )  # fmt: skip
+    sys.exit(
+        _run(
+            reporter, lambda: api.send(host, port_number, file, observer=reporter, **options, **common.api())
+        )
     )
-    sys.exit(_send(host, port_number, file, cfg, window, bind, common, tcp, adu_given=adu_size is not None))
+
+
+def _run(reporter: Reporter, transfer: Callable[[], api.Result]) -> int:
+    """The one seam between the command line and the library: signals, then the transfer."""
+    reporter.install_signals()
+    try:
+        return transfer().exit_code
+    except api.UsageError as e:
+        raise click.UsageError(str(e)) from None
 
 
 def _port(text: str) -> int | None:
@@ -493,135 +471,6 @@ def host_port_file(host: str, port: str | None, file: str | None) -> tuple[str, 
     raise click.BadParameter(
         f"{port!r} is not a port (1-65535): alf send HOST PORT [FILE], or HOST:PORT [FILE]", param_hint="PORT"
     )
-
-
-def _fit_adu(sock: socket.socket, adu_size: int, given: bool) -> int:
-    """The ADU size for a UDP transfer over ``sock``: the default shrinks to fit the route's MTU
-    (a tunnel's 1420, PPPoE's 1492), so DATA is never fragmented and GSO stays possible; a size
-    given that does not fit is kept, with a warning."""
-    mtu = route_mtu(sock)
-    if mtu is None:
-        return adu_size
-    fit = fitting_adu_size(mtu, sock.family)
-    if not given:
-        return max(MIN_FITTED_ADU, min(adu_size, fit))
-    if adu_size > fit:
-        print(
-            f"alf send: warning: --adu-size {adu_size} makes datagrams larger than the route's MTU "
-            f"({mtu}): the kernel fragments each one, and GSO is off (--adu-size {fit} fits)",
-            file=sys.stderr,
-            flush=True,
-        )
-    return adu_size
-
-
-@dataclass
-class TcpOptions:
-    paths: list[Path]
-    streams: int
-    chaos: int
-    rate_bps: float | None = None  # --rate, if given: the TCP driver paces at it
-
-
-def _send(
-    host: str,
-    port: int,
-    file: str,
-    cfg: SenderConfig,
-    window: int,
-    bind: str | None,
-    common: Common,
-    tcp: TcpOptions,
-    adu_given: bool,
-) -> int:
-    alg = cfg.digest
-    source: Source
-    kind = wire.Kind.STREAM
-    total: int | None = None
-    fd = 0
-    stop = threading.Event()
-    regular = False
-    if file != "-":
-        try:
-            st = os.stat(file)
-            regular = stat.S_ISREG(st.st_mode)
-            if stat.S_ISDIR(st.st_mode):
-                why = (
-                    f"{file} is a directory: send it as one stream, tar cf - {file} | alf send {host} "
-                    f"{port} (and alf recv PORT | tar xf - there)"
-                )
-                return _fail("send", Outcome(ExitCode.LOCAL_IO, why))
-            if not regular:
-                fd = os.open(file, os.O_RDONLY)
-        except OSError as e:
-            return _fail("send", Outcome(ExitCode.LOCAL_IO, f"cannot read {file}: {e.strerror}"))
-    sock = None
-    if common.transport != "tcp":
-        try:
-            sock = sender_socket(host, port, bind)
-        except DriverError as e:
-            return _fail("send", Outcome(ExitCode.PEER_UNREACHABLE, str(e)))
-        cfg = replace(cfg, adu_size=_fit_adu(sock, cfg.adu_size, adu_given))
-    adu_size = cfg.adu_size
-    if regular:
-        try:
-            source = FileSource(file, adu_size, alg=alg)
-            kind, total = wire.Kind.FILE, source.total_bytes()
-        except OSError as e:
-            return _fail("send", Outcome(ExitCode.LOCAL_IO, f"cannot read {file}: {e.strerror}"))
-    session_id = secrets.randbits(64) or 1
-    started = time.monotonic()
-    try:
-        if kind == wire.Kind.STREAM:
-            source = StreamSource(adu_size, max(1, window // adu_size), alg)
-        reporter = Reporter(common, "send")
-    except LocalError as e:
-        return _fail("send", Outcome(ExitCode.LOCAL_IO, str(e)))
-    reporter.install_signals()
-    if isinstance(source, StreamSource):
-        _widen_pipe(fd)
-        threading.Thread(
-            target=pump_stream, args=(source, fd, reporter.wake_w, stop), name="alf-stdin", daemon=True
-        ).start()
-    if common.verbose:
-        what = f"{file} ({progress.human_bytes(total or 0)})" if kind == wire.Kind.FILE else "a stream"
-        reporter.say(f"{what} to {host} port {port}, session {session_id:016x}")
-    hooks = Hooks(tick=reporter.tick, cancelled=lambda: reporter.cancel, wake_fd=reporter.wake_r)
-    outcome: Outcome | None = None
-    udp_refused: float | None = None  # auto: when UDP's port said unreachable, for TCP's verdict
-    try:
-        if sock is not None:
-            sender = Sender(cfg, session_id, kind, total, time.monotonic())
-            session = SendSession(sender, source, Dropper(common.drop, common.seed) if common.drop else None)
-            reporter.stats = session.stats
-            _prepare_heap()
-            outcome = run_sender(session, sock, hooks, gso=common.gso)
-            if sender.no_answer and common.transport == "auto":
-                reporter.say(f"{outcome.message}; trying TCP")
-                outcome, udp_refused = None, sender.refused_since
-        if outcome is None:
-            tcfg = TcpSenderConfig(adu_size=adu_size, checkphrase=cfg.checkphrase, digest=alg)
-            if tcp.rate_bps:
-                tcfg.frame_bytes = paced_frame_bytes(tcp.rate_bps, adu_size)
-            core = TcpSender(tcfg, session_id, kind, total, source)
-            driver = TcpSendDriver(
-                core, tcp.paths, tcp.streams, hooks, cfg.timeout, tcp.chaos, common.seed, bind, started,
-                tcp.rate_bps, udp_refused,
-            )  # fmt: skip
-            reporter.stats = driver.stats_dict
-            try:
-                _prepare_heap()
-                outcome = driver.run()
-            except DriverError as e:
-                outcome = Outcome(ExitCode.PEER_UNREACHABLE, str(e))
-    finally:
-        stop.set()
-        if sock is not None:
-            sock.close()
-        if isinstance(source, FileSource):
-            source.close()
-    reporter.finish(outcome)
-    return int(outcome.code)
 
 
 @main.command(cls=SectionedCommand, epilog=UNITS_HELP + "\n\n" + EXIT_CODES_HELP)
@@ -659,227 +508,26 @@ def recv(
 ) -> None:
     """Receive one transfer on PORT; write it to stdout (in order) or to -o FILE."""
     common = Common(**kw)
-    sys.exit(_recv(port, output, force, fsync, keep_partial, window, bind, common))
-
-
-def _recv(
-    port: int,
-    output: str | None,
-    force: bool,
-    fsync: bool,
-    keep_partial: bool,
-    window: int,
-    bind: str | None,
-    common: Common,
-) -> int:
-    start = time.monotonic()
     if output is None and sys.stdout.isatty():
-        return _fail(
-            "recv",
-            Outcome(
-                ExitCode.USAGE,
-                "stdout is a terminal, and the data would be printed on it: redirect it "
-                f"(alf recv {port} > FILE), pipe it (alf recv {port} | tar xf -), give -o FILE, "
-                "or -o - to print it anyway",
-            ),
+        sys.exit(
+            _fail(
+                "recv",
+                Outcome(
+                    ExitCode.USAGE,
+                    "stdout is a terminal, and the data would be printed on it: redirect it "
+                    f"(alf recv {port} > FILE), pipe it (alf recv {port} | tar xf -), give -o FILE, "
+                    "or -o - to print it anyway",
+                ),
+            )
         )
-
-    def make_sink() -> Sink:
-        if output is not None and output != "-":
-            return OffsetSink(FileBackend(output, force, fsync), keep_partial=keep_partial)
-        _widen_pipe(sys.stdout.fileno())
-        return OrderedSink(FdWriter(sys.stdout.fileno()))
-
-    try:
-        sink = make_sink()
-    except SinkError as e:
-        return _fail("recv", Outcome(ExitCode.LOCAL_IO, str(e)))
-    udp: socket.socket | None = None
-    listener: socket.socket | None = None
-    errors: list[str] = []
-    if common.transport in ("udp", "auto"):
-        try:
-            udp = receiver_socket(bind, port)
-            port = udp.getsockname()[1]  # port 0: TCP takes the same number
-            small = read_buffer_bytes(udp)
-            if small < FLOW_FLOOR:
-                print(
-                    f"alf recv: note: the UDP receive buffer is only {small >> 10} KiB "
-                    "(net.core.rmem_max); fast or long paths lose datagrams to it and repair "
-                    "them: sysctl -w net.core.rmem_max=33554432 (docs/usage.md, 'Tuning the host')",
-                    file=sys.stderr,
-                )
-        except DriverError as e:
-            errors.append(str(e))
-    if common.transport in ("tcp", "auto"):
-        try:
-            listener = listener_socket(bind, port)
-        except DriverError as e:
-            errors.append(str(e))
-    if (udp is None and listener is None) or (common.transport != "auto" and errors):
-        for s in (udp, listener):
-            if s is not None:
-                s.close()
-        sink.close(False)
-        return _fail("recv", Outcome(ExitCode.LOCAL_IO, "; ".join(errors)))
     try:
         reporter = Reporter(common, "recv", "" if output in (None, "-") else f"into {output}")
     except LocalError as e:
-        sink.close(False)
-        return _fail("recv", Outcome(ExitCode.LOCAL_IO, str(e)))
-    reporter.install_signals()
-    if common.verbose:
-        kinds = "/".join(k for k, s in (("UDP", udp), ("TCP", listener)) if s is not None)
-        reporter.say(f"listening on port {port} ({kinds})")
-        for problem in errors:
-            reporter.say(f"note: {problem}")
-    hooks = Hooks(tick=reporter.tick, cancelled=lambda: reporter.cancel, wake_fd=reporter.wake_r)
-    if udp is not None and listener is not None:
-        chosen = _first_sender(udp, listener, reporter, common.timeout, start)
-        if chosen is None:
-            udp.close()
-            listener.close()
-            sink.close(False)
-            outcome = (
-                Outcome(ExitCode.CANCELLED, "the receiver was interrupted")
-                if reporter.cancel
-                else Outcome(ExitCode.PEER_UNREACHABLE, f"no sender arrived within {common.timeout:g} s")
-            )
-            reporter.finish(outcome)
-            return int(outcome.code)
-        if chosen is listener:
-            udp.close()
-            udp = None
-    timeout = common.timeout or 30.0
-    adopted: socket.socket | None = None
-    note: str | None = None
-    if udp is not None:
-        cfg = ReceiverConfig(
-            checkphrase=common.checkphrase,
-            in_order=sink.in_order,
-            window_bytes=window,
-            timeout=timeout,
-            wait_timeout=common.timeout,
-        )
-        receiver = Receiver(cfg, start)
-        session = RecvSession(receiver, sink, Dropper(common.drop, common.seed) if common.drop else None)
-        reporter.stats, reporter.rejections = session.stats, session.rejections
-
-        def moved_to_tcp() -> bool:
-            """auto: a sender that gave up on UDP (all our ACCEPTs lost) comes back over TCP
-            with the same session id; follow it while no DATA has arrived."""
-            nonlocal adopted, listener
-            if adopted is None and listener is not None and receiver.session_id:
-                if receiver.gaps.count:  # DATA flows over UDP: TCP is not coming
-                    listener.close()
-                    listener = None
-                elif select.select([listener], [], [], 0)[0]:
-                    adopted = take_hello(listener, receiver.session_id, 1.0)
-            return adopted is not None
-
-        udp_hooks = Hooks(
-            tick=reporter.tick, cancelled=lambda: reporter.cancel or moved_to_tcp(), wake_fd=reporter.wake_r
-        )
-        try:
-            _prepare_heap()
-            outcome = run_receiver(session, udp, udp_hooks, gro=common.gso)
-        finally:
-            udp.close()
-        if (
-            adopted is None
-            and listener is not None
-            and receiver.peer_abort == wire.AbortCode.TIMEOUT
-            and not receiver.gaps.count
-        ):
-            adopted = take_hello(listener, receiver.session_id, 5.0)  # its ABORT came first
-        if adopted is None:
-            note = session.close()
-            if listener is not None:
-                listener.close()
-                listener = None
-        else:
-            session.close()  # nothing was written: start the output afresh for TCP
-            reporter.say("the sender moved to TCP")
-            try:
-                sink = make_sink()
-            except SinkError as e:
-                adopted.close()
-                assert listener is not None
-                listener.close()
-                outcome = Outcome(ExitCode.LOCAL_IO, str(e))
-                reporter.finish(outcome)
-                return int(outcome.code)
-    if listener is not None:
-        tcore = TcpReceiver(
-            TcpReceiverConfig(common.checkphrase, window, timeout, common.timeout), sink, start
-        )
-        tdriver = TcpRecvDriver(tcore, listener, hooks)
-        if adopted is not None:
-            tdriver.adopt(adopted)
-        reporter.stats, reporter.rejections = tdriver.stats_dict, tdriver.rejections
-        try:
-            _prepare_heap()
-            outcome = tdriver.run()
-        finally:
-            listener.close()
-            note = sink.close(outcome.ok)
-    if note:
-        reporter.say(note)
-    reporter.finish(outcome)
-    return int(outcome.code)
-
-
-def _first_sender(
-    udp: socket.socket, listener: socket.socket, reporter: Reporter, wait: float | None, start: float
-) -> socket.socket | None:
-    """--transport auto: whichever comes first, a UDP HELLO or a TCP connection; anything else
-    that arrives over UDP meanwhile is read and dropped. None: interrupted or --timeout."""
-    watch: list[Any] = [udp, listener, reporter.wake_r]
-    while not reporter.cancel:
-        now = time.monotonic()
-        left = 0.5 if wait is None else min(0.5, start + wait - now)
-        if left <= 0:
-            return None
-        reporter.tick(now)
-        ready, _w, _x = select.select(watch, [], [], left)
-        if listener in ready:
-            return listener
-        if udp in ready:
-            try:
-                data, _addr = udp.recvfrom(wire.HELLO_SIZE + 1, socket.MSG_PEEK)
-                if isinstance(wire.decode_untrusted(data), wire.Hello):
-                    return udp
-            except wire.BadPacket:
-                pass
-            except OSError:
-                pass
-            try:
-                udp.recvfrom(1)  # not a HELLO: drop it
-            except OSError:
-                pass
-        if reporter.wake_r in ready:
-            try:
-                os.read(reporter.wake_r, 4096)
-            except BlockingIOError:
-                pass
-    return None
-
-
-DIGESTS = {"xxh3": wire.DigestAlg.XXH3_128, "blake3": wire.DigestAlg.BLAKE3, "sha256": wire.DigestAlg.SHA256}
-F_SETPIPE_SZ = 1031  # fcntl.h (Linux)
-
-
-def _widen_pipe(fd: int) -> None:
-    """Give a pipe a 1 MiB buffer (or the system's maximum): with the default 64 KiB, reading
-    a fast producer costs 4x the system calls (0.75 against 2.85 GB/s measured here)."""
-    try:
-        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
-            return
-        with open("/proc/sys/fs/pipe-max-size") as f:
-            size = min(int(f.read()), 1 << 20)
-        fcntl.fcntl(fd, F_SETPIPE_SZ, size)
-    except (OSError, ValueError):
-        pass  # a smaller pipe is slower, not wrong
+        sys.exit(_fail("recv", Outcome(ExitCode.LOCAL_IO, str(e))))
+    options: dict[str, Any] = dict(
+        force=force, fsync=fsync, keep_partial=keep_partial, window=window, bind=bind
+    )
+    sys.exit(_run(reporter, lambda: api.receive(port, output, observer=reporter, **options, **common.api())))
 
 
 def _prepare_heap() -> None:

@@ -16,7 +16,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
+from alf.api import free_port as free_udp_port  # noqa: E402  (the tests and tools import it here)
+
 ALF = [sys.executable, "-m", "alf"]
 WAN_PROFILE = "intercontinental"
 WAN_PORT = 9000
@@ -32,21 +33,6 @@ WAN_ALF_LIMIT_S = 60.0  # bounds on each lab transfer: the demo stays short what
 WAN_TCP_LIMIT_S = 30.0  # a loss-based TCP (CUBIC) crawls here: it gets this long, then is stopped
 
 Starter = Callable[..., "subprocess.Popen[bytes]"]
-
-
-def free_udp_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 (``alf recv`` listens on both)."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
-    raise OSError("no port is free for both UDP and TCP")
 
 
 def sha256_file(path: str) -> str:

@@ -62,7 +62,7 @@ def render(group: click.Group, version: str, date: str = PAGE_DATE) -> str:
     """The page for ``group`` (alf's main group): synopsis, each command (in the order they
     were added) with its options in the command's ``sections`` if it has them, then the
     epilogs (units, exit status) once."""
-    ctx = click.Context(group, info_name="alf")
+    ctx = click.Context(group, info_name="alf", **group.context_settings)
     lines = [
         f'.TH ALF 1 "{date}" "alf {version}" "User Commands"',
         ".SH NAME",

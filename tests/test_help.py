@@ -20,7 +20,8 @@ PAGE = os.path.join(os.path.dirname(__file__), "..", "docs", "alf.1")
 @pytest.mark.parametrize("command", ["send", "recv"])
 def test_every_option_has_a_section(command: str) -> None:
     cmd = main.commands[command]
-    ctx = click.Context(cmd, info_name=command)
+    # as click makes it (help option names from the group): click caches a command's help option
+    ctx = click.Context(cmd, info_name=command, parent=click.Context(main, **main.context_settings))
     sections = manpage.option_sections(cmd, ctx, HELP_SECTIONS)
     assert [title for title, _rows in sections] == [
         t for t in HELP_SECTIONS if any(t == s for s, _ in sections)

@@ -517,7 +517,7 @@ def test_receive_buffer_is_the_one_asked_for() -> None:
 def test_adu_size_fits_the_route() -> None:
     """The default ADU fits a 1500-byte MTU on IPv6 exactly (protocol §5), and loopback's large
     MTU leaves it alone; the lab test covers a smaller MTU."""
-    from alf.cli import _fit_adu
+    from alf.api import fit_adu
     from alf.io.udp import fitting_adu_size, route_mtu
 
     assert fitting_adu_size(1500, socket.AF_INET6) == wire.DEFAULT_ADU_SIZE
@@ -527,7 +527,7 @@ def test_adu_size_fits_the_route() -> None:
         s.connect(("127.0.0.1", 9))  # a UDP connect sends nothing
         mtu = route_mtu(s)
         assert mtu is not None and mtu >= 1500
-        assert _fit_adu(s, wire.DEFAULT_ADU_SIZE, given=False) == wire.DEFAULT_ADU_SIZE
+        assert fit_adu(s, wire.DEFAULT_ADU_SIZE, False, print) == wire.DEFAULT_ADU_SIZE
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # not connected: no route
         assert route_mtu(s) is None
-        assert _fit_adu(s, 9000, given=True) == 9000
+        assert fit_adu(s, 9000, True, print) == 9000

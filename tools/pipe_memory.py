@@ -23,8 +23,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from alf.cli import SIZE_UNITS, _number  # noqa: E402
 from alf.demo import free_udp_port  # noqa: E402
+from alf.units import parse_size  # noqa: E402
 
 
 def produce(fd: int, size: int, digest: list[str]) -> None:
@@ -84,8 +84,8 @@ def main() -> int:
         "--consumer-rate", default="0", help="bytes/s the stdout consumer reads at (0: unlimited)"
     )
     args = ap.parse_args()
-    size = int(_number(args.size, SIZE_UNITS, "size"))
-    window = int(_number(args.window, SIZE_UNITS, "size"))
+    size = parse_size(args.size)
+    window = parse_size(args.window)
     port = free_udp_port()
     alf = [sys.executable, "-m", "alf"]
     r_out, r_in = os.pipe()
@@ -109,7 +109,7 @@ def main() -> int:
     )
     os.close(r_in)
     consumed: list[object] = []
-    consumer_rate = _number(args.consumer_rate, SIZE_UNITS, "rate") if args.consumer_rate != "0" else 0.0
+    consumer_rate = float(parse_size(args.consumer_rate)) if args.consumer_rate != "0" else 0.0
     ct = threading.Thread(target=consume, args=(r_out, consumed, consumer_rate))
     ct.start()
     time.sleep(0.3)

@@ -22,9 +22,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from alf.cli import RATE_UNITS, _number  # noqa: E402
 from alf.demo import free_udp_port  # noqa: E402
 from alf.tcp import FRAME_HEAD, paced_frame_bytes  # noqa: E402
+from alf.units import parse_rate  # noqa: E402
 from alf.wire import DATA_HEADER_SIZE, DEFAULT_ADU_SIZE  # noqa: E402
 
 
@@ -36,7 +36,7 @@ def main() -> int:
     ap.add_argument("--no-gso", action="store_true")
     ap.add_argument("--transport", choices=["udp", "tcp"], default="udp")
     args = ap.parse_args()
-    rate = _number(args.rate, RATE_UNITS, "rate")
+    rate = parse_rate(args.rate)
     tcp = args.transport == "tcp"
     if tcp:  # the frames alf send makes under --rate
         frame = paced_frame_bytes(rate, DEFAULT_ADU_SIZE)
