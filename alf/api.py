@@ -40,12 +40,13 @@ from alf.io.udp import (
     run_sender,
     sender_socket,
 )
-from alf.progress import human_bytes
+from alf.progress import human_bytes, peer_name
 from alf.receiver import FLOW_FLOOR, Receiver, ReceiverConfig
 from alf.sender import DEFAULT_CEILING_BPS, DEFAULT_RATE_BPS, Sender, SenderConfig
 from alf.session import Dropper, RecvSession, SendSession
 from alf.tcp import TcpReceiver, TcpReceiverConfig, TcpSender, TcpSenderConfig, paced_frame_bytes
 from alf.units import parse_rate, parse_size
+from alf.verdict import unsupported_reason
 
 AUTO_HELLO_TIMEOUT = 1.5  # transport "auto": UDP gets this long to answer before TCP is tried
 DEFAULT_TIMEOUT = 30.0
@@ -690,9 +691,15 @@ class _Receive:
                 return listener
             if udp in ready:
                 try:
-                    data, _addr = udp.recvfrom(wire.HELLO_SIZE + 1, socket.MSG_PEEK)
-                    if isinstance(wire.decode_untrusted(data), wire.Hello):
+                    data, addr = udp.recvfrom(wire.HELLO_SIZE + 1, socket.MSG_PEEK)
+                    msg = wire.decode_untrusted(data)
+                    if isinstance(msg, wire.Hello):
                         return udp
+                    if isinstance(msg, wire.Unsupported):  # §4.4: refused by name, as the core does
+                        why = unsupported_reason(msg)
+                        abort = wire.Abort(msg.session_id, wire.AbortCode.UNSUPPORTED, why)
+                        udp.sendto(wire.encode_abort(abort), addr)
+                        obs.say(f"turned away a sender from {peer_name(addr)}: {why}")
                 except (wire.BadPacket, OSError):
                     pass
                 try:

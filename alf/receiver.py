@@ -24,7 +24,7 @@ from alf import wire
 from alf.errors import ExitCode, Outcome, aborted_by
 from alf.gapmap import GapMap
 from alf.ranges import ceil_div
-from alf.verdict import FINAL_CONTRADICTS, INCONSISTENT_FINAL, final_contradicts, judge
+from alf.verdict import FINAL_CONTRADICTS, INCONSISTENT_FINAL, final_contradicts, judge, unsupported_reason
 
 MIN_ROUND = 0.010
 STATUS_EVERY = 0.050
@@ -277,6 +277,9 @@ class Receiver:
             return
         if isinstance(msg, wire.Hello):
             self._on_hello(msg, addr, now)
+            return
+        if isinstance(msg, wire.Unsupported):
+            self._reject(msg.session_id, addr, wire.AbortCode.UNSUPPORTED, unsupported_reason(msg))
             return
         if self.state == State.IDLE or msg.session_id != self.session_id or addr != self.peer:
             self.stats.foreign += 1

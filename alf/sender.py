@@ -48,6 +48,7 @@ class SenderConfig:
     cc: str = "fixed"  # a name from cc.names(); rate_bps is its ceiling
     min_rate_bps: float = 1e6  # the floor for adaptive controllers
     hello_timeout: float | None = None  # give up the handshake sooner (--transport auto)
+    features: int = 0  # §4.4: what the HELLO asks for (none is defined yet: tests offer bits)
 
 
 @dataclass(frozen=True)
@@ -212,6 +213,7 @@ class Sender:
                             self._tag,
                             self.cfg.digest,
                             self.cfg.checksum,
+                            self.cfg.features,
                         )
                     )
                 )

@@ -26,7 +26,14 @@ from alf.digest import NAMES as digest_names
 from alf.errors import ExitCode, Outcome, aborted_by
 from alf.gapmap import GapMap
 from alf.ranges import ceil_div, merge_ranges, trim_ranges
-from alf.verdict import FINAL_CONTRADICTS, INCONSISTENT_FINAL, final_contradicts, judge, verdict_outcome
+from alf.verdict import (
+    FINAL_CONTRADICTS,
+    INCONSISTENT_FINAL,
+    final_contradicts,
+    judge,
+    unsupported_reason,
+    verdict_outcome,
+)
 
 FRAME_LEN = struct.Struct("!I")
 FRAME_HEAD = FRAME_LEN.size
@@ -69,6 +76,7 @@ class TcpSenderConfig:
     checkphrase: str = ""
     digest: wire.DigestAlg = wire.DigestAlg.XXH3_128
     frame_bytes: int = FRAME_BYTES
+    features: int = 0  # §4.4: what the HELLO asks for (none is defined yet: tests offer bits)
 
 
 class TcpSender:
@@ -102,7 +110,14 @@ class TcpSender:
         return frame(
             wire.encode_hello(
                 wire.Hello(
-                    self.session_id, self.adu, self.kind, total, wire.to_us(now), self._tag, self.cfg.digest
+                    self.session_id,
+                    self.adu,
+                    self.kind,
+                    total,
+                    wire.to_us(now),
+                    self._tag,
+                    self.cfg.digest,
+                    features=self.cfg.features,
                 )
             )
         )
@@ -337,6 +352,9 @@ class TcpReceiver:
             return False
         if isinstance(msg, wire.Hello):
             self._on_hello(cid, msg, now)
+            return False
+        if isinstance(msg, wire.Unsupported):
+            self._reject(cid, msg.session_id, wire.AbortCode.UNSUPPORTED, unsupported_reason(msg))
             return False
         if cid not in self.joined or msg.session_id != self.session_id:
             self.stats.violations += 1

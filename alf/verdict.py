@@ -50,3 +50,8 @@ def verdict_outcome(msg: wire.Done) -> Outcome:
     return Outcome(
         ExitCode.VERIFY_FAILED, f"the receiver reports {msg.verdict.name}: it got {msg.received_bytes} bytes"
     )
+
+
+def unsupported_reason(offer: wire.Unsupported) -> str:
+    """The ABORT UNSUPPORTED reason for an offer (§4.4), the same over UDP and TCP."""
+    return f"this receiver does not support {offer.what}"

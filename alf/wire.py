@@ -97,8 +97,10 @@ COMMON = struct.Struct("!BBBBIQ")
 DATA_HEADER = struct.Struct("!BBBBIQQ")
 DATA_HEADER_SIZE = DATA_HEADER.size  # 24
 # §4.1 HELLO body: adu_size u32 | kind u8 | digest_alg u8 | data_flags u8 | reserved u8 |
-#                  total_bytes u64 | timestamp_us u64 | checkphrase tag 16s ; then padding
-HELLO_BODY = struct.Struct("!IBBBBQQ16s")
+#                  total_bytes u64 | timestamp_us u64 | checkphrase tag 16s | features u64 ;
+#                  then padding
+HELLO_BODY = struct.Struct("!IBBBBQQ16sQ")
+KNOWN_FEATURES = 0  # §4.4: the feature bits this version serves (none is defined yet)
 # §4.2 ACCEPT body: echo_timestamp_us u64 | window_limit u64 | reserved u64 (0)
 ACCEPT_BODY = struct.Struct("!QQQ")
 # §6 STATUS body: cum_ack | highest | received | window_limit | receive_rate | echo_ts (u64 each)
@@ -158,6 +160,16 @@ class Hello:
     tag: bytes
     digest_alg: DigestAlg = DigestAlg.XXH3_128
     checksum: bool = False
+    features: int = 0  # §4.4: bits of optional capabilities asked for
+
+
+@dataclass(frozen=True)
+class Unsupported:
+    """§4.4: a HELLO offer this version cannot serve (another version, an unknown digest, data
+    flag or feature); ``what`` names it for the ABORT UNSUPPORTED that answers it."""
+
+    session_id: int
+    what: str
 
 
 @dataclass(frozen=True)
@@ -228,7 +240,7 @@ class Data:
     checksum: int | None = None
 
 
-Message = Hello | Accept | Status | Nak | Probe | Done | Close | Abort | Data
+Message = Hello | Unsupported | Accept | Status | Nak | Probe | Done | Close | Abort | Data
 
 
 # ---------------------------------------------------------------- encoders
@@ -244,6 +256,7 @@ def encode_hello(m: Hello) -> bytes:
         m.total_bytes,
         m.timestamp_us,
         m.tag,
+        m.features,
     )
     out = COMMON.pack(VERSION, MsgType.HELLO, 0, 0, 0, m.session_id) + body
     return out + bytes(HELLO_SIZE - len(out))
@@ -404,6 +417,8 @@ def encode(m: Message) -> bytes:
         return encode_abort(m)
     if isinstance(m, Data):
         return encode_data(m)
+    if isinstance(m, Unsupported):
+        raise ValueError("an unsupported offer is only ever decoded")
     datagrams, covered = encode_naks(m.session_id, list(m.ranges), 1)
     if covered != len(m.ranges):
         raise ValueError("NAK does not fit one datagram")
@@ -427,8 +442,21 @@ def peek_header_untrusted(buf: bytes | bytearray | memoryview) -> tuple[int, int
     return mtype, session
 
 
+def _other_version_offer(buf: bytes | bytearray | memoryview) -> Unsupported | None:
+    """§4.4: a HELLO-sized datagram of type HELLO in another version is an offer to refuse
+    by name, not noise to drop."""
+    if len(buf) == HELLO_SIZE and buf[1] == MsgType.HELLO and buf[0] != VERSION:
+        session = int.from_bytes(buf[8:16], "big")
+        if session:
+            return Unsupported(session, f"protocol version {buf[0]}")
+    return None
+
+
 def decode_untrusted(buf: bytes | bytearray | memoryview) -> Message:
     """Decode one datagram from the network. Raises only ``BadPacket``."""
+    offer = _other_version_offer(buf)
+    if offer is not None:
+        return offer
     mtype, session = peek_header_untrusted(buf)
     _v, _t, flags, _r, aux, _s = COMMON.unpack_from(buf, 0)
     n = len(buf)
@@ -479,22 +507,27 @@ def decode_untrusted(buf: bytes | bytearray | memoryview) -> Message:
             raise BadPacket("HELLO flags")
         if n != HELLO_SIZE:
             raise BadPacket("HELLO must be exactly 1200 bytes")
-        adu, kind, alg, dflags, res, total, ts, tag = HELLO_BODY.unpack_from(buf, _HEAD)
-        if res or dflags & ~HELLO_DATAFLAG_CHECKSUM:
-            raise BadPacket("HELLO reserved bits")
+        adu, kind, alg, dflags, res, total, ts, tag, features = HELLO_BODY.unpack_from(buf, _HEAD)
+        if res:
+            raise BadPacket("HELLO reserved byte")
         if any(buf[_HEAD + HELLO_BODY.size :]):
             raise BadPacket("HELLO padding is not zero")
-        try:
-            kind_e, alg_e = Kind(kind), DigestAlg(alg)
-        except ValueError:
-            raise BadPacket("unknown HELLO kind or digest") from None
+        if kind not in set(Kind):
+            return Unsupported(session, f"content kind {kind}")
+        if alg not in set(DigestAlg):
+            return Unsupported(session, f"digest algorithm {alg}")
+        if dflags & ~HELLO_DATAFLAG_CHECKSUM:
+            return Unsupported(session, f"data flags 0x{dflags & ~HELLO_DATAFLAG_CHECKSUM:02x}")
+        if features & ~KNOWN_FEATURES:
+            return Unsupported(session, f"features 0x{features & ~KNOWN_FEATURES:016x}")
+        kind_e, alg_e = Kind(kind), DigestAlg(alg)
         if not 1 <= adu <= MAX_ADU_SIZE:
-            raise BadPacket("ADU size out of range")
+            return Unsupported(session, f"ADUs of {adu} bytes (1 to {MAX_ADU_SIZE})")
         if kind_e == Kind.STREAM and total != UNKNOWN_LENGTH:
             raise BadPacket("stream with a length")
         if kind_e == Kind.FILE and total == UNKNOWN_LENGTH:
             raise BadPacket("file without a length")
-        return Hello(session, adu, kind_e, total, ts, tag, alg_e, bool(dflags))
+        return Hello(session, adu, kind_e, total, ts, tag, alg_e, bool(dflags), features)
     if mtype == MsgType.ACCEPT:
         if flags or n != _HEAD + ACCEPT_BODY.size:
             raise BadPacket("bad ACCEPT")
