@@ -40,7 +40,6 @@ REFUSED_GIVE_UP = 2.5
 class SenderConfig:
     adu_size: int = wire.DEFAULT_ADU_SIZE
     rate_bps: float = DEFAULT_RATE_BPS
-    burst_bytes: int = 0  # 0: bucket_bytes(rate, 64 datagrams): 4 ms at the rate or 64 datagrams
     checkphrase: str = ""
     checksum: bool = False
     timeout: float = 30.0
@@ -94,7 +93,6 @@ class Sender:
         kind: wire.Kind,
         total_bytes: int | None,
         now: float,
-        paths: int = 1,
     ) -> None:
         if not 1 <= config.adu_size <= wire.MAX_ADU_SIZE:
             raise ValueError("ADU size out of range")
@@ -103,7 +101,7 @@ class Sender:
         self.cfg = config
         self.session_id = session_id
         self.kind = kind
-        self.paths = list(range(paths))
+        self.paths = [0]  # one UDP path per transfer: every run records it
         self.state = State.HANDSHAKE
         self.outcome: Outcome | None = None
         self.no_answer = False  # auto: UDP got no answer, or no DATA through; TCP may do better
@@ -141,7 +139,7 @@ class Sender:
 
     def _burst(self, rate_bps: float) -> int:
         """The pacer's bucket: ``alf.pacing.BURST_TIME`` at the rate, or 64 datagrams if more."""
-        return self.cfg.burst_bytes or bucket_bytes(rate_bps, 64 * self._dgram)
+        return bucket_bytes(rate_bps, 64 * self._dgram)  # 4 ms at the rate, or 64 datagrams
 
     # ------------------------------------------------------------ input from the source
 

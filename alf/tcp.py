@@ -16,7 +16,6 @@ Invariants:
 
 from __future__ import annotations
 
-import struct
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -35,9 +34,6 @@ from alf.verdict import (
     verdict_outcome,
 )
 
-FRAME_LEN = struct.Struct("!I")
-FRAME_HEAD = FRAME_LEN.size
-MAX_CONTROL = 2048  # every frame but DATA is smaller
 FRAME_BYTES = 1 << 20  # payload bytes per DATA frame the sender aims for
 MAX_FRAME_PAYLOAD = 16 << 20  # the receiver refuses longer frames (memory bound per connection)
 STATUS_EVERY = 0.02  # the receiver's STATUS spacing while data moves (s)
@@ -50,10 +46,6 @@ def paced_frame_bytes(rate_bps: float, adu: int) -> int:
     """Payload bytes per DATA frame under ``--rate``: about 10 ms at the rate, whole ADUs, one
     ADU at least and ``FRAME_BYTES`` at most (a paced 1 MiB frame is a 42 ms burst at 200M)."""
     return max(1, min(FRAME_BYTES, int(rate_bps / 8 / 100)) // adu) * adu
-
-
-def frame(msg: bytes) -> bytes:
-    return FRAME_LEN.pack(len(msg)) + msg
 
 
 # ---------------------------------------------------------------- sender
@@ -107,7 +99,7 @@ class TcpSender:
     # -- connections
     def hello(self, now: float) -> bytes:
         total = self.total if self.total is not None else wire.UNKNOWN_LENGTH
-        return frame(
+        return wire.frame(
             wire.encode_hello(
                 wire.Hello(
                     self.session_id,
@@ -179,7 +171,7 @@ class TcpSender:
             self.stats.bytes_resent += len(data)
             self.stats.frames_resent += 1
             runs.append((a, count))
-            return frame_data_head(self.session_id, a, len(data)), data
+            return wire.frame_data_head(self.session_id, a, len(data)), data
         count = self._new_count()
         if count:
             first = self.next_new
@@ -189,7 +181,7 @@ class TcpSender:
             self.stats.bytes_sent += len(data)
             self.stats.frames_sent += 1
             runs.append((first, count))
-            return frame_data_head(self.session_id, first, len(data)), data
+            return wire.frame_data_head(self.session_id, first, len(data)), data
         if self._final_ready() and cid not in self._final_sent:
             digest = self.source.digest()
             total = self.source.total_bytes()
@@ -198,7 +190,7 @@ class TcpSender:
             self._final_sent.add(cid)
             end = ceil_div(total, self.adu)
             probe = wire.Probe(self.session_id, end, wire.to_us(now), 0, True, total, digest)
-            return frame(wire.encode_probe(probe)), None
+            return wire.frame(wire.encode_probe(probe)), None
         return None
 
     # -- what the receiver says
@@ -245,19 +237,10 @@ class TcpSender:
         """End from this side; returns the ABORT frame to send on every connection."""
         if self.outcome is None:
             self.outcome = outcome
-        return frame(wire.encode_abort(wire.Abort(self.session_id, code, reason)))
+        return wire.frame(wire.encode_abort(wire.Abort(self.session_id, code, reason)))
 
     def close_frame(self) -> bytes:
-        return frame(wire.encode_close(wire.Close(self.session_id)))
-
-
-_DATA_HEAD = struct.Struct("!IBBBBIQQ")  # frame length, then §5
-
-
-def frame_data_head(session_id: int, first: int, nbytes: int) -> bytes:
-    return _DATA_HEAD.pack(
-        wire.DATA_HEADER_SIZE + nbytes, wire.VERSION, wire.MsgType.DATA, 0, 0, 0, session_id, first
-    )
+        return wire.frame(wire.encode_close(wire.Close(self.session_id)))
 
 
 # ---------------------------------------------------------------- receiver
@@ -334,7 +317,7 @@ class TcpReceiver:
         """The longest frame acceptable now on connection ``cid`` (before a HELLO: a HELLO)."""
         if cid in self.joined:
             return wire.DATA_HEADER_SIZE + MAX_FRAME_PAYLOAD
-        return MAX_CONTROL
+        return wire.MAX_CONTROL
 
     def on_frame(self, cid: int, body: memoryview, now: float) -> bool:
         """One whole frame from connection ``cid``. True: the sink kept ``body`` (an in-order
@@ -404,14 +387,14 @@ class TcpReceiver:
         self.stats.joins += 1
         self._last_heard = now
         accept = wire.Accept(self.session_id, msg.timestamp_us, self.window_limit)
-        self._out.items.append((cid, frame(wire.encode_accept(accept))))
+        self._out.items.append((cid, wire.frame(wire.encode_accept(accept))))
         if self._done is not None:
-            self._out.items.append((cid, frame(self._done)))
+            self._out.items.append((cid, wire.frame(self._done)))
 
     def _reject(self, cid: int, session_id: int, code: wire.AbortCode, reason: str) -> None:
         self.stats.rejected_hellos += 1
         self.rejections.append((cid, reason))
-        self._out.items.append((cid, frame(wire.encode_abort(wire.Abort(session_id, code, reason)))))
+        self._out.items.append((cid, wire.frame(wire.encode_abort(wire.Abort(session_id, code, reason)))))
         self._out.close.add(cid)
 
     def _on_data(self, cid: int, body: memoryview, now: float) -> bool:
@@ -472,7 +455,7 @@ class TcpReceiver:
 
     def _on_final(self, msg: wire.Probe, now: float) -> None:
         if self._done is not None:
-            self._out.items.append((ALL, frame(self._done)))
+            self._out.items.append((ALL, wire.frame(self._done)))
             return
         end = ceil_div(msg.total_bytes, self.adu)
         if final_contradicts(msg, self.adu, self.total_bytes, self.gaps.highest, self.final_digest) or (
@@ -509,13 +492,15 @@ class TcpReceiver:
             return
         verdict, self.outcome = judge(nbytes, digest, self.total_bytes, self.final_digest)
         self._done = wire.encode_done(wire.Done(self.session_id, verdict, nbytes, digest))
-        self._out.items.append((ALL, frame(self._done)))
+        self._out.items.append((ALL, wire.frame(self._done)))
         self._last_heard = now
 
     def _abort(self, code: wire.AbortCode, reason: str, outcome: Outcome) -> None:
         if self.outcome is None:
             self.outcome = outcome
-        self._out.items.append((ALL, frame(wire.encode_abort(wire.Abort(self.session_id, code, reason)))))
+        self._out.items.append(
+            (ALL, wire.frame(wire.encode_abort(wire.Abort(self.session_id, code, reason))))
+        )
         self.closed = True
 
     def fail_local(self, reason: str) -> None:
@@ -562,7 +547,7 @@ class TcpReceiver:
                         0,
                     )
                     target = self._last_conn if self._last_conn in self.joined else ANY
-                    self._out.items.append((target, frame(wire.encode_status(status))))
+                    self._out.items.append((target, wire.frame(wire.encode_status(status))))
         elif self.finished and not self.closed and now - self._last_heard >= wire.linger_time(0.0):
             self.closed = True  # the sender never said CLOSE: it has what it needs or will time out
         out, self._out = self._out, _Replies()

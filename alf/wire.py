@@ -617,3 +617,34 @@ def _bitmap_ranges(ranges: list[tuple[int, int]], start: int, bits: bytes, count
     for value, a, b in intervals(ba):
         if value:
             _append_range(ranges, start + a, start + b)
+
+
+# ---------------------------------------------------------------- §13 TCP framing
+
+# §13 frame: length u32 (of what follows) | one message as in §2-§10
+FRAME_LEN = struct.Struct("!I")
+FRAME_HEAD = FRAME_LEN.size  # 4
+MAX_CONTROL = 2048  # §13: every frame but DATA is at most this long (HELLO, 1200, the longest)
+# §13 DATA frame head: frame length u32 | the §5 DATA header (flags 0, aux 0) | index u64
+DATA_FRAME_HEAD = struct.Struct("!IBBBBIQQ")
+
+
+def frame(msg: bytes) -> bytes:
+    """§13: one message as a frame."""
+    return FRAME_LEN.pack(len(msg)) + msg
+
+
+def frame_data_head(session_id: int, first: int, nbytes: int) -> bytes:
+    """§13: the head of a DATA frame carrying ``nbytes`` of payload from ADU ``first`` on
+    (the payload follows it on the connection, not copied into it)."""
+    return DATA_FRAME_HEAD.pack(DATA_HEADER_SIZE + nbytes, VERSION, MsgType.DATA, 0, 0, 0, session_id, first)
+
+
+def frame_length_untrusted(head: bytes | bytearray | memoryview, limit: int) -> int:
+    """§13: the length in a frame's head, which must be 1..``limit``. Raises only BadPacket."""
+    if len(head) < FRAME_HEAD:
+        raise BadPacket("truncated frame length")
+    (length,) = FRAME_LEN.unpack_from(head, 0)
+    if not 0 < length <= limit:
+        raise BadPacket(f"frame of {length} bytes")
+    return int(length)

@@ -17,7 +17,7 @@ import alf
 import alf.api
 from alf import wire
 from alf.receiver import Receiver, ReceiverConfig
-from alf.tcp import FRAME_LEN, frame
+from alf.wire import FRAME_LEN, frame
 
 FEATURE = 1 << 9  # no version defines it: a later version's capability
 

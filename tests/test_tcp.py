@@ -204,7 +204,7 @@ def test_foreign_connections_during_a_transfer(procs: Procs, port: int, tmp_path
             c.sendall(junk)
             time.sleep(0.05)
     from alf import wire
-    from alf.tcp import frame
+    from alf.wire import frame
 
     hello = wire.encode_hello(
         wire.Hello(99, 1428, wire.Kind.STREAM, wire.UNKNOWN_LENGTH, 0, wire.checkphrase_tag(""))

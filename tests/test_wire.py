@@ -249,3 +249,44 @@ def test_strict_rejections() -> None:
     probe[-1] = 1  # digest without FINAL
     with pytest.raises(BadPacket):
         wire.decode_untrusted(bytes(probe))
+
+
+# ---------------------------------------------------------------- §13 TCP framing
+
+
+def test_frame_golden_bytes() -> None:
+    close = wire.encode_close(wire.Close(0x0102030405060708))
+    assert wire.frame(close) == bytes.fromhex("00000010") + close  # length 16, then the message
+    assert wire.frame_data_head(0x0102030405060708, 5, 1000) == bytes.fromhex(
+        "00000400"  # frame length 24 + 1000 = 1024
+        "01030000"  # version 1, type DATA, flags 0, reserved 0
+        "00000000"  # aux 0 (no CHECKSUM over TCP)
+        "0102030405060708"  # session id
+        "0000000000000005"  # first ADU of the run
+    )
+
+
+@given(st.integers(1, wire.MAX_CONTROL), st.binary(max_size=8))
+def test_frame_length_round_trips(length: int, tail: bytes) -> None:
+    assert wire.frame_length_untrusted(wire.FRAME_LEN.pack(length) + tail, wire.MAX_CONTROL) == length
+
+
+def test_frame_lengths_out_of_bounds_and_truncated_heads_are_bad_packets() -> None:
+    for head in (
+        b"",
+        b"\x00",
+        b"\x00\x00\x04",
+        wire.FRAME_LEN.pack(0),
+        wire.FRAME_LEN.pack(wire.MAX_CONTROL + 1),
+    ):
+        with pytest.raises(wire.BadPacket):
+            wire.frame_length_untrusted(head, wire.MAX_CONTROL)
+
+
+@given(st.binary(min_size=0, max_size=12), st.integers(1, 1 << 24))
+def test_frame_length_raises_only_bad_packet(head: bytes, limit: int) -> None:
+    try:
+        n = wire.frame_length_untrusted(head, limit)
+    except wire.BadPacket:
+        return
+    assert 0 < n <= limit

@@ -23,9 +23,13 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from alf.demo import free_udp_port  # noqa: E402
-from alf.tcp import FRAME_HEAD, paced_frame_bytes  # noqa: E402
+from alf.tcp import paced_frame_bytes  # noqa: E402
 from alf.units import parse_rate  # noqa: E402
-from alf.wire import DATA_HEADER_SIZE, DEFAULT_ADU_SIZE  # noqa: E402
+from alf.wire import (  # noqa: E402
+    DATA_HEADER_SIZE,
+    DEFAULT_ADU_SIZE,
+    FRAME_HEAD,  # noqa: E402
+)
 
 
 def main() -> int:

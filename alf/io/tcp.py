@@ -31,7 +31,8 @@ from alf.digest import NAMES as digest_names
 from alf.errors import ExitCode, Outcome
 from alf.io.common import DriverError, Hooks, drain
 from alf.pacing import Pacer, bucket_bytes
-from alf.tcp import ALL, ANY, FRAME_BYTES, FRAME_HEAD, FRAME_LEN, MAX_CONTROL, TcpReceiver, TcpSender
+from alf.tcp import ALL, ANY, FRAME_BYTES, TcpReceiver, TcpSender
+from alf.wire import FRAME_HEAD, HELLO_SIZE, MAX_CONTROL, frame_length_untrusted
 
 TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18)
 STALL_TIMEOUT = 5.0  # unacknowledged data older than this ends a connection (kernel and ours)
@@ -176,10 +177,8 @@ class _Conn:
                     self.hpos += n
                     if self.hpos < FRAME_HEAD:
                         continue
-                    (length,) = FRAME_LEN.unpack(self.head)
+                    length = frame_length_untrusted(self.head, max_frame())
                     self.hpos = 0
-                    if not 0 < length <= max_frame():
-                        raise wire.BadPacket(f"frame of {length} bytes")
                     self.body, self.bpos = self.pool.get(length), 0
                     continue
                 n = self.sock.recv_into(self.body[self.bpos :], min(len(self.body) - self.bpos, 1 << 22))
@@ -779,11 +778,11 @@ def take_hello(listener: socket.socket, session_id: int, wait: float) -> socket.
             continue
         sock.settimeout(max(0.1, min(1.0, deadline - time.monotonic())))
         try:
-            head = sock.recv(FRAME_HEAD + wire.HELLO_SIZE, socket.MSG_PEEK | socket.MSG_WAITALL)
+            head = sock.recv(FRAME_HEAD + HELLO_SIZE, socket.MSG_PEEK | socket.MSG_WAITALL)
             msg = wire.decode_untrusted(head[FRAME_HEAD:])
-            if FRAME_LEN.unpack_from(head)[0] == wire.HELLO_SIZE and isinstance(msg, wire.Hello):
+            if frame_length_untrusted(head, HELLO_SIZE) == HELLO_SIZE and isinstance(msg, wire.Hello):
                 if msg.session_id == session_id:
                     return sock
-        except (OSError, wire.BadPacket, struct.error):
+        except (OSError, wire.BadPacket):
             pass
         sock.close()
