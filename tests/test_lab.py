@@ -475,15 +475,23 @@ def test_default_adu_fits_a_smaller_mtu(lab: Lab, tmp_path: os.PathLike[str]) ->
 @pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
 def test_a_smaller_mtu_beyond_a_router(lab: Lab, tmp_path: os.PathLike[str], v6: bool) -> None:
     """The sender's own link has a 1500-byte MTU, the receiver's 1420, with a router between.
-    The first transfer learns the path MTU mid-way from the router's ICMP: the kernel reports
-    it once on the sender's connected socket (EMSGSIZE), which used to end the sender with a
-    traceback; now it goes on, fragmented, and arrives intact. The next transfer starts from
-    the learnt MTU and fits its ADUs to it, with GSO."""
+    A transfer that meets the router's ICMP learns the path MTU mid-way: the kernel reports it
+    once on the sender's connected socket (EMSGSIZE), which used to end the sender with a
+    traceback; now it goes on, per datagram, and arrives intact. The next transfer starts from
+    the learnt MTU and fits its ADUs to it, with GSO.
+
+    The lab's router does not always send that ICMP: sometimes it forwards the sender's GSO
+    sends fragmented instead (then nothing is learnt and the receiver reassembles every
+    datagram; about one transfer in three here, before this test was written as after). So the
+    transfers go on until one has learnt (within five: all five missing it would be a chance
+    of well under 1%), and each must arrive intact."""
     from lossynet.topology import Routed
 
     src = random_file(os.path.join(tmp_path, "in.bin"), 20_000_000, seed=14)
     net = Routed(lab, mtu_a=1500, mtu_b=1420)
-    for k in range(2):
+    fitted = 1348 if v6 else 1368
+    learnt_in = None
+    for k in range(6):
         dst, sstats = os.path.join(tmp_path, f"out{k}.bin"), os.path.join(tmp_path, f"s{k}.json")
         recv = lab.start(net.b, [PY, "-m", "alf", "recv", "9050", "-o", dst, "--timeout", "20"])
         wait_port(lab, net.b, 9050)
@@ -495,11 +503,16 @@ def test_a_smaller_mtu_beyond_a_router(lab: Lab, tmp_path: os.PathLike[str], v6:
         assert recv.wait(timeout=30) == 0
         assert sha256_file(dst) == sha256_file(src)
         s = last_json(sstats)
-        if k == 0:
-            assert s["adu_size"] == 1428 and s["datapath"].startswith("per-datagram (GSO refused"), s
-            assert "mtu 1420" in lab.run(net.a, "ip", "route", "get", net.addr_b(v6)).stdout
+        if learnt_in is not None:  # the transfer after the one that learnt: fitted, with GSO
+            assert s["adu_size"] == fitted and s["datapath"] == "gso", s
+            break
+        assert s["adu_size"] == 1428, s
+        if "mtu 1420" in lab.run(net.a, "ip", "route", "get", net.addr_b(v6)).stdout:
+            assert s["datapath"].startswith("per-datagram (GSO refused"), s
+            learnt_in = k
         else:
-            assert s["adu_size"] == (1348 if v6 else 1368) and s["datapath"] == "gso", s
+            assert s["datapath"] == "gso", s  # forwarded fragmented: nothing to learn from
+    assert learnt_in is not None and learnt_in <= 4, "no transfer learnt the path MTU"
 
 
 @pytest.mark.parametrize("mode", ["file", "pipe"])
