@@ -214,19 +214,23 @@ def _copy_thread(
     threading.Thread(target=run, name="alf-copy", daemon=True).start()
 
 
-def _source_fd(source: IO[bytes]) -> int:
+def _source_fd(source: IO[bytes]) -> tuple[int, bool]:
+    """The descriptor to read ``source`` from, and whether it is ours to close (a pipe that a
+    thread fills from a file object without a descriptor)."""
     try:
-        return source.fileno()
+        return source.fileno(), False
     except (AttributeError, OSError, ValueError):
         r, w = os.pipe()
         _copy_thread(source.read, lambda b: os.write(w, b), lambda: os.close(w))
-        return r
+        return r, True
 
 
 def _output_fd(output: IO[bytes]) -> tuple[int, Callable[[], None]]:
     """A descriptor to write ``output`` through, and what to do once the writer is done."""
     try:
-        return output.fileno(), lambda: None
+        fd = output.fileno()
+        output.flush()  # what the caller wrote through the object goes first
+        return fd, lambda: None
     except (AttributeError, OSError, ValueError):
         r, w = os.pipe()
         done = threading.Event()
@@ -366,15 +370,17 @@ def _send(
 ) -> Result:
     stats: Callable[[], Stats] = lambda: {"role": "send", "state": "handshake"}  # noqa: E731
 
+    obs.attach(stats, list)
+
     def fail(outcome: Outcome) -> Result:
-        obs.attach(stats, list)
         obs.finish(outcome)
         return _result(outcome, stats())
 
     alg = cfg.digest
     kind, total, fd, path = wire.Kind.STREAM, None, -1, None
+    own_fd = True  # a descriptor this call opened (a FIFO, a pipe from a file object): closed here
     if given is None or given == "-":
-        fd = sys.stdin.fileno()
+        fd, own_fd = sys.stdin.fileno(), False
     elif isinstance(given, str):
         try:
             st = os.stat(given)
@@ -393,7 +399,7 @@ def _send(
         except OSError as e:
             return fail(Outcome(ExitCode.LOCAL_IO, f"cannot read {given}: {e.strerror}"))
     else:
-        fd = _source_fd(given)
+        fd, own_fd = _source_fd(given)
     sock = None
     if transport != "tcp":
         try:
@@ -417,11 +423,13 @@ def _send(
     started = time.monotonic()
     wake_r, wake_w, own_wake = _wake(obs)
     stop = threading.Event()
+    pump: threading.Thread | None = None
     if isinstance(source, StreamSource):
         widen_pipe(fd)
-        threading.Thread(
+        pump = threading.Thread(
             target=pump_stream, args=(source, fd, wake_w, stop), name="alf-stdin", daemon=True
-        ).start()
+        )
+        pump.start()
     what = f"{path} ({human_bytes(total or 0)})" if path is not None else "a stream"
     obs.say(f"{what} to {host} port {port}, session {session_id:016x}", detail=True)
     hooks = Hooks(tick=obs.tick, cancelled=obs.cancelled, wake_fd=wake_r)
@@ -461,6 +469,12 @@ def _send(
         if isinstance(source, FileSource):
             source.close()
         _close_wake(wake_r, wake_w, own_wake)
+        # Ours, and its reader is done (it reached EOF, or it stops within its 0.1 s wait):
+        # a reader still blocked in read() keeps the descriptor, which is never reused under it.
+        if pump is not None:
+            pump.join(0.2)
+        if own_fd and fd >= 0 and (pump is None or not pump.is_alive()):
+            os.close(fd)
     obs.finish(outcome)
     return _result(outcome, stats())
 

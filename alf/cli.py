@@ -92,7 +92,7 @@ class Reporter(api.Observer):
     def __init__(self, common: Common, role: str, where: str = "") -> None:
         self.role = role
         self.where = where  # the summary's "to got.bin" / "from in.bin"
-        self.stats: Callable[[], dict[str, Any]] = self.waiting_stats
+        self.stats: Callable[[], dict[str, Any]] = dict  # the library attaches its own at once
         self.rejections: Callable[[], list[tuple[object, str]]] = list  # senders turned away
         self.verbose = common.verbose
         self.quiet = common.quiet
@@ -127,11 +127,6 @@ class Reporter(api.Observer):
 
     def starting(self) -> None:
         _prepare_heap()
-
-    def waiting_stats(self) -> dict[str, Any]:
-        """Before a core exists (a receiver waiting for its first sender): the schema's
-        common keys, so every line has them."""
-        return {"role": self.role, "state": "waiting" if self.role == "recv" else "handshake"}
 
     def install_signals(self) -> None:
         def on_stats(signum: int, frame: FrameType | None) -> None:

@@ -128,9 +128,6 @@ def progress_line(stats: Mapping[str, Any], now: float, meter: RateMeter, start:
     return "  ".join(parts)
 
 
-DIGEST_NAMES = {"xxh3": "xxh3-128", "blake3": "blake3", "sha256": "sha-256"}
-
-
 def summary(stats: Mapping[str, Any], ok: bool, message: str, seconds: float | None, where: str) -> list[str]:
     """The closing lines in words: what moved, how long, the rate, repairs, the verdict."""
     role = stats.get("role", "")

@@ -161,3 +161,26 @@ def test_the_cli_through_clirunner(port: int, tmp_path: Any) -> None:
     assert r.exit_code == 0, r.output
     assert "verified by the receiver (xxh3-128)" in r.output
     assert got and got[0].ok
+
+
+def test_file_objects_leave_no_descriptor_behind(tmp_path: Any) -> None:
+    """A library call cleans up after itself: two transfers from and into io.BytesIO leave the
+    process with the descriptors it had."""
+    import io
+
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    data = os.urandom(300_000)
+    before = open_fds()
+    for _ in range(2):
+        out = io.BytesIO()
+        port = alf.free_port()
+        t = threading.Thread(target=alf.receive, args=(port, out), kwargs=dict(timeout=10))
+        t.start()
+        wait_listening(port)
+        wait_listening_tcp(port)
+        assert alf.send("127.0.0.1", port, io.BytesIO(data), timeout=10).ok
+        t.join(timeout=20)
+        assert out.getvalue() == data
+    assert open_fds() == before

@@ -134,7 +134,8 @@ def rtt(host: str, port: int, n: int, interval: float) -> None:
     print(json.dumps({"samples": samples}))
 
 
-def tcp_sink(port: int) -> None:
+def _accept_one(port: int) -> socket.socket:
+    """Listen on ``port`` (inside the lab's namespace), say so, and take one connection."""
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("0.0.0.0", port))
@@ -143,6 +144,11 @@ def tcp_sink(port: int) -> None:
     print("listening", flush=True)
     conn, _ = srv.accept()
     conn.settimeout(120.0)
+    return conn
+
+
+def tcp_sink(port: int) -> None:
+    conn = _accept_one(port)
     total = 0
     while chunk := conn.recv(1 << 20):
         total += len(chunk)
@@ -177,14 +183,7 @@ def tcp_send(host: str, port: int, seconds: float, cc: str = "") -> None:
 
 
 def tcp_sink_file(port: int, path: str) -> None:
-    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("0.0.0.0", port))
-    srv.listen(1)
-    srv.settimeout(60.0)
-    print("listening", flush=True)
-    conn, _ = srv.accept()
-    conn.settimeout(120.0)
+    conn = _accept_one(port)
     total = 0
     buf = memoryview(bytearray(1 << 20))
     with open(path, "wb") as out:
