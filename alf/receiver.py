@@ -83,7 +83,10 @@ class Receiver:
         self.outcome: Outcome | None = None
         self.stats = ReceiverStats()
         self.session_id = 0
-        self.peer: Addr | None = None
+        self.peer: Addr | None = None  # where answers go: the address the session was bound from
+        # The addresses validated for this session (a HELLO answered with ACCEPT from each): one
+        # today; DATA and control from any other are foreign.
+        self.peers: set[Addr] = set()
         self.hello: wire.Hello | None = None
         self.began: float | None = None  # when the sender's HELLO was taken: the transfer's start
         self.rejections: list[tuple[Addr, str]] = []  # (address, reason) of HELLOs turned away
@@ -281,7 +284,7 @@ class Receiver:
         if isinstance(msg, wire.Unsupported):
             self._reject(msg.session_id, addr, wire.AbortCode.UNSUPPORTED, unsupported_reason(msg))
             return
-        if self.state == State.IDLE or msg.session_id != self.session_id or addr != self.peer:
+        if self.state == State.IDLE or msg.session_id != self.session_id or addr not in self.peers:
             self.stats.foreign += 1
             return
         if self.state == State.CLOSED:
@@ -307,7 +310,7 @@ class Receiver:
 
     def _on_hello(self, msg: wire.Hello, addr: Addr, now: float) -> None:
         if self.state != State.IDLE:
-            if msg.session_id == self.session_id and addr == self.peer:
+            if msg.session_id == self.session_id and addr in self.peers:
                 if self.state == State.RECEIVING:
                     self._send(self._accept(msg))
                 return
@@ -319,6 +322,7 @@ class Receiver:
         self.state = State.RECEIVING
         self.session_id = msg.session_id
         self.peer = addr
+        self.peers.add(addr)
         self.hello = msg
         self.began = now
         self.adu = msg.adu_size

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 import cc
 from alf import wire
@@ -78,6 +79,47 @@ class SenderStats:
     receiver_rate_Bps: int = 0
 
 
+class Datagram(NamedTuple):
+    """A control datagram the core hands its driver: the bytes, the path they go on, and the
+    address (None: the connected socket's peer)."""
+
+    data: bytes
+    path: int
+    addr: object | None
+
+
+@dataclass
+class PathState:
+    """What belongs to one network path: its pacer and rate controller, its round trip, its
+    PROBE timer, and how much was issued on it."""
+
+    id: int
+    cc: cc.Controller
+    pacer: Pacer
+    probe_at: float  # when the next PROBE goes on this path
+    final_gap: float = FINAL_MIN  # between FINAL PROBEs, doubling while unanswered
+    heard_since_final: bool = False
+    srtt: float | None = None
+    rttvar: float = 0.0
+    issued_adus: int = 0  # ADUs sent on this path, first sends and repairs
+
+
+@dataclass
+class PeerState:
+    """What belongs to one receiver: what it may take, has acknowledged and holds, when it
+    was last heard, and where it answers from (None: the connected socket's peer)."""
+
+    last_heard: float
+    addr: object | None = None
+    window_limit: int = 0  # it may be sent ADU indices below this (protocol §6)
+    acked: int = 0  # it holds every ADU below this
+    received: int = 0  # the most distinct ADUs it reported holding
+    progress_at: float = 0.0  # when it last showed it got more of our data
+
+    def __post_init__(self) -> None:
+        self.progress_at = self.last_heard
+
+
 class State(Enum):
     HANDSHAKE = "handshake"
     SENDING = "sending"
@@ -101,7 +143,6 @@ class Sender:
         self.cfg = config
         self.session_id = session_id
         self.kind = kind
-        self.paths = [0]  # one UDP path per transfer: every run records it
         self.state = State.HANDSHAKE
         self.outcome: Outcome | None = None
         self.no_answer = False  # auto: UDP got no answer, or no DATA through; TCP may do better
@@ -111,31 +152,39 @@ class Sender:
         self.stats = SenderStats()
         self.adu = config.adu_size
         self._dgram = wire.DATA_HEADER_SIZE + config.adu_size
-        self.cc = cc.create(config.cc, config.rate_bps, min(config.min_rate_bps, config.rate_bps), now)
-        self.pacer = Pacer(self.cc.rate_bps, self._burst(self.cc.rate_bps), now)
+        controller = cc.create(config.cc, config.rate_bps, min(config.min_rate_bps, config.rate_bps), now)
+        pacer = Pacer(controller.rate_bps, self._burst(controller.rate_bps), now)
+        # One path and one peer today (multipath and multicast add to these lists): every run
+        # records its path, every answer is judged against its peer.
+        self.paths = [PathState(0, controller, pacer, now)]
+        self.peers = [PeerState(now)]
         self.total_bytes = total_bytes
         self.end_adus: int | None = None if total_bytes is None else ceil_div(total_bytes, self.adu)
         self.available = self.end_adus or 0
         self.digest: bytes | None = None
         self.next_new = 0
-        self.acked = 0
-        self.window_limit = 0
         self._repairs: list[tuple[int, int]] = []  # sorted, disjoint [a, b)
         self._shared_repair = 0  # ADUs sent as repairs while new data waited too
         self._shared_new = 0  # ADUs of new data sent while repairs waited too
-        self._out: list[bytes] = []
+        self._out: list[Datagram] = []
         self._start = now
-        self._last_heard = now
-        self._progress_at = now  # when the receiver last showed it got more of our data
-        self._received = 0  # the most distinct ADUs the receiver reported holding
         self._hello_at = now
         self._hello_gap = HELLO_FIRST_RETRY
-        self._probe_at = now
-        self._final_gap = FINAL_MIN
-        self._heard_since_final = False
-        self.srtt: float | None = None
-        self.rttvar = 0.0
         self._tag = wire.checkphrase_tag(config.checkphrase)
+
+    def _to_peer(self, data: bytes) -> Datagram:
+        """A control datagram for the peer, on its path."""
+        return Datagram(data, self.path.id, self.peer.addr)
+
+    @property
+    def path(self) -> PathState:
+        """The one path of a single-path transfer."""
+        return self.paths[0]
+
+    @property
+    def peer(self) -> PeerState:
+        """The one receiver of a unicast transfer."""
+        return self.peers[0]
 
     def _burst(self, rate_bps: float) -> int:
         """The pacer's bucket: ``alf.pacing.BURST_TIME`` at the rate, or 64 datagrams if more."""
@@ -165,8 +214,9 @@ class Sender:
     def finished(self) -> bool:
         return self.outcome is not None and not self._out
 
-    def poll(self, now: float) -> list[bytes]:
-        """Control datagrams due at ``now`` (HELLO, PROBE, CLOSE, ABORT)."""
+    def poll(self, now: float) -> list[Datagram]:
+        """Control datagrams due at ``now`` (HELLO, PROBE, CLOSE, ABORT), each with the path it
+        goes on and its address (None: the connected socket's peer)."""
         if self.outcome is None:
             self._timers(now)
         out, self._out = self._out, []
@@ -181,7 +231,7 @@ class Sender:
     def _timers(self, now: float) -> None:
         wait = self.cfg.hello_timeout
         closed = " (the port is closed: nothing listens there)" if self.refused_since is not None else ""
-        if self.state == State.HANDSHAKE and wait is not None and now - self._last_heard >= wait:
+        if self.state == State.HANDSHAKE and wait is not None and now - self.peer.last_heard >= wait:
             msg = f"no answer over UDP within {wait:g} s{closed}"
             self.no_answer = True
             self._abort(wire.AbortCode.TIMEOUT, msg, Outcome(ExitCode.PEER_UNREACHABLE, msg))
@@ -191,7 +241,7 @@ class Sender:
             msg = f"nothing listens on the receiver's UDP port (port unreachable for {refused_for:.1f} s)"
             self._abort(wire.AbortCode.TIMEOUT, msg, Outcome(ExitCode.PEER_UNREACHABLE, msg))
             return
-        if now - self._last_heard >= self.cfg.timeout:
+        if now - self.peer.last_heard >= self.cfg.timeout:
             if self.state == State.HANDSHAKE:
                 msg = f"no receiver answered within {self.cfg.timeout:g} s{closed}"
             else:
@@ -201,17 +251,21 @@ class Sender:
         if self.state == State.HANDSHAKE:
             if now >= self._hello_at:
                 self._out.append(
-                    wire.encode_hello(
-                        wire.Hello(
-                            self.session_id,
-                            self.adu,
-                            self.kind,
-                            wire.UNKNOWN_LENGTH if self.kind == wire.Kind.STREAM else (self.total_bytes or 0),
-                            wire.to_us(now),
-                            self._tag,
-                            self.cfg.digest,
-                            self.cfg.checksum,
-                            self.cfg.features,
+                    self._to_peer(
+                        wire.encode_hello(
+                            wire.Hello(
+                                self.session_id,
+                                self.adu,
+                                self.kind,
+                                wire.UNKNOWN_LENGTH
+                                if self.kind == wire.Kind.STREAM
+                                else (self.total_bytes or 0),
+                                wire.to_us(now),
+                                self._tag,
+                                self.cfg.digest,
+                                self.cfg.checksum,
+                                self.cfg.features,
+                            )
                         )
                     )
                 )
@@ -223,15 +277,15 @@ class Sender:
         # give up on UDP sooner (the receiver follows a sender whose ABORT says TIMEOUT to TCP
         # while it holds no DATA).
         hello_wait = self.cfg.hello_timeout
-        auto = hello_wait is not None and self._received == 0
+        auto = hello_wait is not None and self.peer.received == 0
         limit = min(self.cfg.timeout, 2 * hello_wait) if auto and hello_wait is not None else self.cfg.timeout
-        if self.acked >= self.next_new:
-            self._progress_at = now  # nothing outstanding: nothing to wait for
-        elif now - self._progress_at >= limit:
+        if self.peer.acked >= self.next_new:
+            self.peer.progress_at = now  # nothing outstanding: nothing to wait for
+        elif now - self.peer.progress_at >= limit:
             # The receiver answers (STATUS, NAKs) but holds no more of the data than it did: a
             # path that carries small datagrams and drops DATA, as a path-MTU black hole does.
             self.no_answer = auto
-            what = "none" if self._received == 0 else "no more"
+            what = "none" if self.peer.received == 0 else "no more"
             msg = (
                 f"the receiver answers but got {what} of the data for {limit:g} s "
                 f"(a path that drops large datagrams? try a smaller --adu-size than {self.adu})"
@@ -239,31 +293,29 @@ class Sender:
             self._abort(wire.AbortCode.TIMEOUT, msg, Outcome(ExitCode.PEER_UNREACHABLE, msg))
             return
         self._maybe_finishing(now)
-        self.cc.on_silence(now, now - self._last_heard)
+        self.path.cc.on_silence(now, now - self.peer.last_heard)
         self._follow_cc(now)
-        if now >= self._probe_at:
+        if now >= self.path.probe_at:
             final = self.state == State.FINISHING
-            self._out.append(
-                wire.encode_probe(
-                    wire.Probe(
-                        self.session_id,
-                        self.next_new,
-                        wire.to_us(now),
-                        int((self.srtt or 0) * 1e6) & 0xFFFFFFFF,
-                        final,
-                        (self.total_bytes or 0) if final else 0,
-                        (self.digest or bytes(32)) if final else bytes(32),
-                    )
-                )
+            probe = wire.Probe(
+                self.session_id,
+                self.next_new,
+                wire.to_us(now),
+                int((self.path.srtt or 0) * 1e6) & 0xFFFFFFFF,
+                final,
+                (self.total_bytes or 0) if final else 0,
+                (self.digest or bytes(32)) if final else bytes(32),
             )
+            self._out.append(self._to_peer(wire.encode_probe(probe)))
             self.stats.probes_sent += 1
             if final:
-                if not self._heard_since_final:
-                    self._final_gap = min(self._final_gap * 2, wire.final_gap_max(self.srtt or 0.0))
-                self._heard_since_final = False
-                self._probe_at = now + self._final_gap
+                if not self.path.heard_since_final:
+                    gap_max = wire.final_gap_max(self.path.srtt or 0.0)
+                    self.path.final_gap = min(self.path.final_gap * 2, gap_max)
+                self.path.heard_since_final = False
+                self.path.probe_at = now + self.path.final_gap
             else:
-                self._probe_at = now + wire.probe_spacing(self.srtt or 0.0)
+                self.path.probe_at = now + wire.probe_spacing(self.path.srtt or 0.0)
 
     def _maybe_finishing(self, now: float) -> None:
         if (
@@ -273,15 +325,15 @@ class Sender:
             and self.digest is not None
         ):
             self.state = State.FINISHING
-            self._final_gap = max(2 * (self.srtt or 0), FINAL_MIN)
-            self._heard_since_final = True
-            self._probe_at = now
+            self.path.final_gap = max(2 * (self.path.srtt or 0), FINAL_MIN)
+            self.path.heard_since_final = True
+            self.path.probe_at = now
 
     def next_run(self, now: float, max_count: int) -> Run | None:
         """The next run of ADUs to send now, within the pacer's allowance; None if nothing."""
         if self.state not in (State.SENDING, State.FINISHING) or self.outcome is not None:
             return None
-        n = min(max_count, int(self.pacer.available(now) // self._dgram))
+        n = min(max_count, int(self.path.pacer.available(now) // self._dgram))
         if n <= 0:
             return None
         new_limit = self._new_limit()
@@ -300,7 +352,7 @@ class Sender:
                 self._repairs.pop(0)
             else:
                 self._repairs[0] = (a + count, b)
-            run = Run(a, count, self.paths[0], True)
+            run = Run(a, count, self.path.id, True)
             self.stats.adus_repair += count
             if self.next_new < new_limit:
                 self._shared_repair += count
@@ -335,19 +387,20 @@ class Sender:
 
     def _new_run(self, now: float, n: int, new_limit: int) -> Run:
         count = min(n, new_limit - self.next_new)
-        run = Run(self.next_new, count, self.paths[0], False)
+        run = Run(self.next_new, count, self.path.id, False)
         self.next_new += count
         self.stats.adus_new += count
         return self._issued(run, now)
 
     def _issued(self, run: Run, now: float) -> Run:
-        self.pacer.consume(run.count * self._dgram, now)
+        self.paths[run.path].issued_adus += run.count
+        self.path.pacer.consume(run.count * self._dgram, now)
         self.stats.wire_bytes += run.count * self._dgram
         self._maybe_finishing(now)
         return run
 
     def _new_limit(self) -> int:
-        limit = min(self.available, self.window_limit)
+        limit = min(self.available, self.peer.window_limit)
         return limit if self.end_adus is None else min(limit, self.end_adus)
 
     def has_data_to_send(self) -> bool:
@@ -362,7 +415,7 @@ class Sender:
     def ready_count(self, now: float) -> int:
         """ADUs that may go right now: pending ones the pacer allows."""
         pending = self.pending_count()
-        allowed = int(self.pacer.available(now) // self._dgram)
+        allowed = int(self.path.pacer.available(now) // self._dgram)
         if not pending and allowed and self.state == State.SENDING:
             self._app_limited = True  # the pacer would send; the source (or the window) has nothing
         return min(pending, allowed)
@@ -370,7 +423,7 @@ class Sender:
     @property
     def burst_adus(self) -> int:
         """The most ADUs the pacer's bucket can hold: no batch can be larger than this."""
-        return max(1, int(self.pacer.burst_bytes // self._dgram))
+        return max(1, int(self.path.pacer.burst_bytes // self._dgram))
 
     @property
     def sent_count(self) -> int:
@@ -381,83 +434,93 @@ class Sender:
         waiting, no later than when the pacer allows ``want`` more ADUs."""
         if self.outcome is not None:
             return now
-        t = self._last_heard + self.cfg.timeout
+        t = self.peer.last_heard + self.cfg.timeout
         if self.state == State.HANDSHAKE:
             if self.cfg.hello_timeout is not None:
-                t = min(t, self._last_heard + self.cfg.hello_timeout)
+                t = min(t, self.peer.last_heard + self.cfg.hello_timeout)
             if self.refused_since is not None:
                 t = min(t, self.refused_since + REFUSED_GIVE_UP)
             return min(t, self._hello_at)
-        t = min(t, self._probe_at)
+        t = min(t, self.path.probe_at)
         if self.has_data_to_send():
             want = min(want, self.burst_adus)  # waiting for more than the bucket holds never ends
-            t = min(t, now + self.pacer.delay_for(want * self._dgram, now))
+            t = min(t, now + self.path.pacer.delay_for(want * self._dgram, now))
         return t
 
     # ------------------------------------------------------------ input from the network
 
     def handle_datagram(
-        self, buf: bytes | bytearray | memoryview, now: float, arrived: float | None = None
+        self,
+        buf: bytes | bytearray | memoryview,
+        now: float,
+        arrived: float | None = None,
+        path: int = 0,
+        addr: object | None = None,
     ) -> None:
-        """A datagram read at ``now``; ``arrived``, if the driver knows it, is when it reached
-        our host: an RTT sample ends there, not after it waited in our socket (protocol §6)."""
+        """A datagram read at ``now`` on ``path`` from ``addr`` (None: the connected socket's
+        peer); ``arrived``, if the driver knows it, is when it reached our host: an RTT sample
+        ends there, not after it waited in our socket (protocol §6). An answer from another
+        address than the peer's is foreign; the first ACCEPT fixes that address."""
         got = now if arrived is None else min(arrived, now)
         try:
             msg = wire.decode_untrusted(buf)
         except wire.BadPacket:
             self.stats.malformed += 1
             return
-        if msg.session_id != self.session_id:
+        peer = self.peer
+        if msg.session_id != self.session_id or (addr is not None and peer.addr not in (None, addr)):
             self.stats.foreign += 1
             return
         if self.outcome is not None:
             return
+        on = self.paths[path]
         if isinstance(msg, wire.Abort):
             self.outcome = aborted_by("receiver", msg.code.name, msg.reason)
             self.state = State.DONE
             return
         if self.state == State.HANDSHAKE:
             if isinstance(msg, wire.Accept):
-                self._last_heard = now
-                self._rtt_sample(got, msg.echo_timestamp_us, 0)
-                self.window_limit = msg.window_limit
+                peer.addr = addr  # the ACCEPT echoed our session id: this address is the peer's
+                peer.last_heard = now
+                self._rtt_sample(on, got, msg.echo_timestamp_us, 0)
+                peer.window_limit = msg.window_limit
                 self.state = State.SENDING
                 self.began = now
-                self._probe_at = now
-                self._progress_at = now
+                on.probe_at = now
+                peer.progress_at = now
             else:
                 self.stats.unexpected += 1
             return
-        self._last_heard = now
-        self._heard_since_final = True
+        peer.last_heard = now
+        on.heard_since_final = True
         if isinstance(msg, wire.Status):
-            self._on_status(msg, now, got)
+            self._on_status(msg, now, got, on)
         elif isinstance(msg, wire.Nak):
             self._on_nak(msg)
         elif isinstance(msg, wire.Done):
             self.outcome = verdict_outcome(msg)
             self.state = State.DONE
-            self._out.extend([wire.encode_close(wire.Close(self.session_id))] * CLOSE_COPIES)
+            self._out.extend([self._to_peer(wire.encode_close(wire.Close(self.session_id)))] * CLOSE_COPIES)
         elif not isinstance(msg, wire.Accept):
             self.stats.unexpected += 1
 
-    def _on_status(self, msg: wire.Status, now: float, arrived: float) -> None:
+    def _on_status(self, msg: wire.Status, now: float, arrived: float, on: PathState) -> None:
         if msg.cum_ack > self.next_new or msg.highest > self.next_new:
             self.stats.unexpected += 1  # acknowledges what was never sent: ignore it whole
             return
-        if msg.received > self._received:
-            self._progress_at, self._received = now, msg.received
-        if msg.cum_ack > self.acked:
-            self.acked = msg.cum_ack
+        if msg.received > self.peer.received:
+            self.peer.progress_at, self.peer.received = now, msg.received
+        if msg.cum_ack > self.peer.acked:
+            self.peer.acked = msg.cum_ack
             self.stats.acked_adus = msg.cum_ack
-            trim_ranges(self._repairs, self.acked)
-        if msg.window_limit > self.window_limit:
-            self.window_limit = msg.window_limit
+            trim_ranges(self._repairs, self.peer.acked)
+        if msg.window_limit > self.peer.window_limit:
+            self.peer.window_limit = msg.window_limit
         self.stats.receiver_rate_Bps = msg.receive_rate
         sample = None
         if msg.echo_timestamp_us:
-            sample = self._rtt_sample(arrived, msg.echo_timestamp_us, msg.echo_delay_us)
-        self.cc.on_feedback(
+            sample = self._rtt_sample(on, arrived, msg.echo_timestamp_us, msg.echo_delay_us)
+        on.cc.on_feedback(
             cc.Feedback(
                 now,
                 sample,
@@ -471,13 +534,13 @@ class Sender:
         self._follow_cc(now)
 
     def _follow_cc(self, now: float) -> None:
-        rate = self.cc.rate_bps
-        if rate != self.pacer.rate_Bps * 8:
-            self.pacer.set_rate(rate, self._burst(rate), now)
+        rate = self.path.cc.rate_bps
+        if rate != self.path.pacer.rate_Bps * 8:
+            self.path.pacer.set_rate(rate, self._burst(rate), now)
 
     def _on_nak(self, msg: wire.Nak) -> None:
         self.stats.naks_received += 1
-        lo, hi = self.acked, self.next_new
+        lo, hi = self.peer.acked, self.next_new
         added = [(max(a, lo), min(b, hi)) for a, b in msg.ranges if a < hi and b > lo]
         if not added:
             return
@@ -487,16 +550,17 @@ class Sender:
     def repair_pending(self) -> int:
         return sum(b - a for a, b in self._repairs)
 
-    def _rtt_sample(self, now: float, echo_us: int, delay_us: int) -> float | None:
+    def _rtt_sample(self, path: PathState, now: float, echo_us: int, delay_us: int) -> float | None:
+        """A round-trip sample of ``path``, folded into its smoothed RTT (RFC 6298 weights)."""
         sample = (wire.to_us(now) - echo_us - delay_us) / 1e6
         if not 0 < sample < 60:
             return None
-        if self.srtt is None:
-            self.srtt, self.rttvar = sample, sample / 2
+        if path.srtt is None:
+            path.srtt, path.rttvar = sample, sample / 2
         else:
-            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - sample)
-            self.srtt = 0.875 * self.srtt + 0.125 * sample
-        self.stats.srtt_ms = self.srtt * 1e3
+            path.rttvar = 0.75 * path.rttvar + 0.25 * abs(path.srtt - sample)
+            path.srtt = 0.875 * path.srtt + 0.125 * sample
+        self.stats.srtt_ms = path.srtt * 1e3
         return sample
 
     # ------------------------------------------------------------ local decisions
@@ -507,6 +571,7 @@ class Sender:
             self._abort(code, reason, Outcome(exit_code, reason))
 
     def _abort(self, code: wire.AbortCode, reason: str, outcome: Outcome) -> None:
-        self._out.extend([wire.encode_abort(wire.Abort(self.session_id, code, reason))] * ABORT_COPIES)
+        abort = self._to_peer(wire.encode_abort(wire.Abort(self.session_id, code, reason)))
+        self._out.extend([abort] * ABORT_COPIES)
         self.outcome = outcome
         self.state = State.DONE

@@ -26,7 +26,7 @@ from alf.errors import ExitCode
 from alf.ranges import ceil_div
 from alf.receiver import Addr, Receiver
 from alf.receiver import State as RState
-from alf.sender import Run, Sender
+from alf.sender import Datagram, Run, Sender
 
 _DATA = wire.MsgType.DATA
 _HDR = wire.DATA_HEADER
@@ -125,10 +125,10 @@ class SendSession:
         if err is not None:
             s.cancel(wire.AbortCode.LOCAL_IO, err, ExitCode.LOCAL_IO)
         # Runs handed out later start at or above acked, so their views stay valid.
-        src.release(s.acked)
+        src.release(s.peer.acked)
 
-    def control(self, now: float) -> list[bytes]:
-        """Control datagrams due now (HELLO, PROBE, CLOSE, ABORT)."""
+    def control(self, now: float) -> list[Datagram]:
+        """Control datagrams due now (HELLO, PROBE, CLOSE, ABORT), with their paths."""
         self._sync_source()
         return self.sender.poll(now)
 
@@ -168,7 +168,7 @@ class SendSession:
         wire.pack_data_headers_into(self._headers, s.session_id, indices, checksums)
         return DataBatch(runs, self._header_views[: len(payloads)], payloads)
 
-    def step(self, now: float) -> tuple[list[bytes], DataBatch | None]:
+    def step(self, now: float) -> tuple[list[Datagram], DataBatch | None]:
         """Control datagrams due now, and at most one batch of DATA (no smart batching)."""
         control = self.control(now)
         return control, self.next_batch(now, self.max_run)
@@ -184,7 +184,7 @@ class SendSession:
             total_bytes=total,
             bytes_sent=s.next_new * s.adu if total is None else min(s.next_new * s.adu, total),
             bytes_resent=s.stats.adus_repair * s.adu,
-            acked_bytes=s.acked * s.adu if total is None else min(s.acked * s.adu, total),
+            acked_bytes=s.peer.acked * s.adu if total is None else min(s.peer.acked * s.adu, total),
             digest=digest_names[s.cfg.digest],
             began=s.began,
             datapath=self.datapath,
@@ -195,7 +195,7 @@ class SendSession:
             repair_pending=s.repair_pending(),
             ceiling_bps=s.cfg.rate_bps,
         )
-        out.update(s.cc.snapshot())
+        out.update(s.path.cc.snapshot())
         return out
 
 
@@ -234,7 +234,7 @@ class RecvSession:
         count = ceil_div(n, segment)
         if (
             self._prefix
-            and addr == r.peer
+            and addr in r.peers
             and segment == r.adu + _HDR_SIZE
             and n - (count - 1) * segment > _HDR_SIZE
         ):
@@ -316,7 +316,7 @@ class RecvSession:
             if v != wire.VERSION or res or flags & ~wire.DATA_FLAG_CHECKSUM or (aux and not flags):
                 st.malformed += 1
                 continue
-            if sid != r.session_id or addr != r.peer or r.hello is None:
+            if sid != r.session_id or addr not in r.peers or r.hello is None:
                 st.foreign += 1
                 continue
             payload = memoryview(buf)[_HDR_SIZE:]

@@ -79,7 +79,8 @@ def _hello(r: Receiver, phrase: str = "", sid: int = 77, addr: object = PEER) ->
 def test_no_data_before_accept_echoes_the_session() -> None:
     s = Sender(SenderConfig(adu_size=100), 42, wire.Kind.FILE, 1000, 0.0)
     out = s.poll(0.0)
-    assert len(out) == 1 and wire.decode_untrusted(out[0]) == wire.Hello(
+    assert len(out) == 1 and out[0].path == 0 and out[0].addr is None
+    assert wire.decode_untrusted(out[0].data) == wire.Hello(
         42, 100, wire.Kind.FILE, 1000, 0, wire.checkphrase_tag("")
     )
     assert s.next_run(0.0, 64) is None
@@ -212,12 +213,12 @@ def test_rtt_sample_ends_when_the_feedback_arrived_not_when_it_was_read() -> Non
     s = Sender(SenderConfig(adu_size=100, rate_bps=1e9), 9, wire.Kind.FILE, 100_000, 0.0)
     s.poll(0.0)
     s.handle_datagram(wire.encode_accept(wire.Accept(9, 0, 1000)), 0.020, arrived=0.003)
-    assert s.srtt is not None and abs(s.srtt - 0.003) < 1e-9
+    assert s.path.srtt is not None and abs(s.path.srtt - 0.003) < 1e-9
     status = wire.Status(9, 0, 0, 0, 1000, 0, 30_000, 1_000)
     s.handle_datagram(wire.encode_status(status), 0.060, arrived=0.035)
-    assert abs(s.srtt - (0.875 * 0.003 + 0.125 * 0.004)) < 1e-9
+    assert abs(s.path.srtt - (0.875 * 0.003 + 0.125 * 0.004)) < 1e-9
     s.handle_datagram(wire.encode_status(status), 0.070, arrived=0.090)  # a stamp after the read:
-    assert abs(s.srtt - (0.875 * (0.875 * 0.003 + 0.125 * 0.004) + 0.125 * 0.039)) < 1e-9  # the read
+    assert abs(s.path.srtt - (0.875 * (0.875 * 0.003 + 0.125 * 0.004) + 0.125 * 0.039)) < 1e-9  # the read
 
 
 def test_scattered_repairs_share_a_batch() -> None:
@@ -279,7 +280,7 @@ def test_final_probe_carries_length_and_digest() -> None:
     s.handle_datagram(wire.encode_accept(wire.Accept(9, 0, 1000)), 0.0)
     s.poll(0.0)
     assert s.next_run(0.0, 64) is not None
-    probes = [wire.decode_untrusted(d) for d in s.poll(0.0)]
+    probes = [wire.decode_untrusted(d.data) for d in s.poll(0.0)]
     assert probes == [wire.Probe(9, 3, 0, 0, True, 250, b"\x05" * 32)]
     assert s.state == State.FINISHING
 
@@ -330,7 +331,7 @@ def test_deadline_never_waits_for_more_than_the_bucket_holds() -> None:
         pass
     s.poll(0.0)  # the PROBE due at ACCEPT goes out; the next is 5 ms away
     # asking for 352 must wait only as long as refilling 344 takes, the bucket's whole content
-    refill = s.pacer.delay_for(burst * 1452, 0.0)
+    refill = s.path.pacer.delay_for(burst * 1452, 0.0)
     assert 0.0039 < refill < 0.0041
     assert s.next_deadline(0.0, 352) == s.next_deadline(0.0, burst) == refill
 
@@ -434,3 +435,30 @@ def test_a_batch_of_scattered_repairs_carries_the_right_bytes(tmp_path: os.PathL
     assert [(m.index, m.payload) for m in got] == [
         (i, data[i * 100 : i * 100 + 100]) for i in (2, 5, 6, 7, 30)
     ]
+
+
+def test_the_sender_core_knows_its_paths_and_its_peer() -> None:
+    """Every run records its path; control goes out with its path; the first ACCEPT fixes the
+    peer's address and answers from any other address are foreign; RTT belongs to the path."""
+    s = Sender(SenderConfig(adu_size=100), 42, wire.Kind.FILE, 1000, 0.0)
+    (hello,) = s.poll(0.0)
+    assert (hello.path, hello.addr) == (0, None)
+    peer = ("192.0.2.1", 9000)
+    s.handle_datagram(wire.encode_accept(wire.Accept(42, 0, 10)), 0.003, path=0, addr=peer)
+    assert s.peer.addr == peer and s.path.srtt == pytest.approx(0.003)
+    s.handle_datagram(
+        wire.encode_status(wire.Status(42, 5, 5, 5, 10, 0, 0, 0)), 0.004, addr=("192.0.2.66", 9000)
+    )
+    assert s.stats.foreign == 1 and s.peer.acked == 0  # another address's STATUS changes nothing
+    run = s.next_run(0.004, 64)
+    assert run is not None and run.path == 0 and s.path.issued_adus == run.count
+    assert all(d.addr == peer and d.path == 0 for d in s.poll(0.004))
+
+
+def test_the_receiver_keeps_the_validated_addresses() -> None:
+    r = Receiver(ReceiverConfig(), 0.0)
+    h = wire.Hello(77, 100, wire.Kind.FILE, 1000, 0, wire.checkphrase_tag(""))
+    r.handle_control(wire.encode_hello(h), PEER, 0.0)
+    assert r.peers == {PEER}
+    r.handle_control(wire.encode_probe(wire.Probe(77, 1, 1, 1000)), ("192.0.2.66", 1), 0.01)
+    assert r.stats.foreign == 1

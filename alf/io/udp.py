@@ -268,8 +268,8 @@ def run_sender(session: SendSession, sock: socket.socket, hooks: Hooks, gso: boo
             # two cores made loopback samples swing, and rate control cut)
             arrived = arrival_time(sock, now) if n > 1 and buf[1] in _TIMED else None
             session.on_datagram(view[:n], now, arrived)
-        for c in session.control(now):
-            _send(sock, [c])
+        for c in session.control(now):  # one path: the connected socket, whatever c.path says
+            _send(sock, [c.data])
         budget = SEND_BUDGET_ADUS
         while budget > 0:
             ready = session.ready(now)
@@ -305,7 +305,7 @@ def run_sender(session: SendSession, sock: socket.socket, hooks: Hooks, gso: boo
             budget -= batch.count
             now = clock()
         for c in session.control(now):  # a FINAL PROBE may be due right after the last run
-            _send(sock, [c])
+            _send(sock, [c.data])
         hooks.tick(now)
         if sender.finished:
             break

@@ -236,14 +236,14 @@ def run_transfer(
             first_pass_at = now
         if sender_done_at is None and sender.outcome is not None:
             sender_done_at = now
-        if trace is not None and (not trace or trace[-1][1] != sender.cc.rate_bps):
-            trace.append((now, sender.cc.rate_bps, fwd.counters.queue_drops))
+        if trace is not None and (not trace or trace[-1][1] != sender.path.cc.rate_bps):
+            trace.append((now, sender.path.cc.rate_bps, fwd.counters.queue_drops))
         sender_alive, receiver_alive = now < kill_sender_at, now < kill_receiver_at
         # the sender sends everything it may at this instant
         for _ in range(10_000 if sender_alive else 0):
             control, out = send.step(now)
             for c in control:
-                transmit(0, c, now)
+                transmit(0, c.data, now)  # the simulated pair has one path, forward
             if out is None:
                 break
             for header, payload in zip(out.headers, out.payloads, strict=True):
