@@ -371,16 +371,18 @@ def _send(
     stats: Callable[[], Stats] = lambda: {"role": "send", "state": "handshake"}  # noqa: E731
 
     obs.attach(stats, list)
+    fd, own_fd = -1, False  # a descriptor this call opened (a FIFO, a pipe from a file object)
 
     def fail(outcome: Outcome) -> Result:
+        if own_fd:
+            os.close(fd)
         obs.finish(outcome)
         return _result(outcome, stats())
 
     alg = cfg.digest
-    kind, total, fd, path = wire.Kind.STREAM, None, -1, None
-    own_fd = True  # a descriptor this call opened (a FIFO, a pipe from a file object): closed here
+    kind, total, path = wire.Kind.STREAM, None, None
     if given is None or given == "-":
-        fd, own_fd = sys.stdin.fileno(), False
+        fd = sys.stdin.fileno()
     elif isinstance(given, str):
         try:
             st = os.stat(given)
@@ -395,7 +397,7 @@ def _send(
             if stat.S_ISREG(st.st_mode):
                 path = given
             else:
-                fd = os.open(given, os.O_RDONLY)
+                fd, own_fd = os.open(given, os.O_RDONLY), True
         except OSError as e:
             return fail(Outcome(ExitCode.LOCAL_IO, f"cannot read {given}: {e.strerror}"))
     else:
@@ -468,13 +470,15 @@ def _send(
             sock.close()
         if isinstance(source, FileSource):
             source.close()
-        _close_wake(wake_r, wake_w, own_wake)
-        # Ours, and its reader is done (it reached EOF, or it stops within its 0.1 s wait):
-        # a reader still blocked in read() keeps the descriptor, which is never reused under it.
+        # The reader thread writes to the wake pipe after each read: both descriptors close
+        # only once it is done (it reached EOF, or it stops within its 0.1 s wait). A reader
+        # still blocked in read() keeps them, so no descriptor number is reused under it.
         if pump is not None:
             pump.join(0.2)
-        if own_fd and fd >= 0 and (pump is None or not pump.is_alive()):
-            os.close(fd)
+        if pump is None or not pump.is_alive():
+            _close_wake(wake_r, wake_w, own_wake)
+            if own_fd and fd >= 0:
+                os.close(fd)
     obs.finish(outcome)
     return _result(outcome, stats())
 
