@@ -569,7 +569,7 @@ class _Receive:
                     obs.say(
                         f"note: the UDP receive buffer is only {small >> 10} KiB (net.core.rmem_max); "
                         "fast or long paths lose datagrams to it and repair them: "
-                        "sysctl -w net.core.rmem_max=33554432 (docs/usage.md, 'Tuning the host')"
+                        "sysctl -w net.core.rmem_max=33554432 (root raises its own buffers by itself)"
                     )
             except DriverError as e:
                 errors.append(str(e))

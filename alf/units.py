@@ -1,4 +1,4 @@
-"""Rates and sizes as people write them: 800M, 1.5G, 256M (docs/usage.md, "Units").
+"""Rates and sizes as people write them: 800M, 1.5G, 256M (the "Units" of ``alf send --help``).
 
 Rates are bits per second with k, M, G, T as powers of 1000 (links are sold so); sizes are
 bytes with K, M, G, T as powers of 1024. Both ignore case and a trailing unit word (bit/s,
