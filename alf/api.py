@@ -105,6 +105,18 @@ class Observer:
         pass
 
 
+def snapshot(stats: Stats, now: float, start: float) -> Stats:
+    """The statistics as callers see them (docs/usage.md, "Statistics"): the cores' moment the
+    transfer began becomes ``transfer_s``; ``elapsed_s`` counts from ``start``; ``time`` is
+    wall-clock time."""
+    s = dict(stats)
+    began = s.pop("began", None)
+    s["elapsed_s"] = round(now - start, 6)
+    s["transfer_s"] = None if began is None else round(now - began, 6)
+    s["time"] = round(time.time(), 3)
+    return s
+
+
 class _Callbacks(Observer):
     """``progress=`` gets the statistics every ``interval`` seconds (and once at the end);
     ``cancel=`` (a threading.Event) ends the transfer as an interrupt does."""
@@ -115,6 +127,7 @@ class _Callbacks(Observer):
         self.progress, self.cancel, self.interval = progress, cancel, interval
         self.stats: Callable[[], Stats] = dict
         self._next = 0.0
+        self.start = time.monotonic()
 
     def attach(self, stats: Callable[[], Stats], rejections: Callable[[], list[Rejection]]) -> None:
         self.stats = stats
@@ -122,14 +135,14 @@ class _Callbacks(Observer):
     def tick(self, now: float) -> None:
         if self.progress is not None and now >= self._next:
             self._next = now + self.interval
-            self.progress(self.stats())
+            self.progress(snapshot(self.stats(), now, self.start))
 
     def cancelled(self) -> bool:
         return self.cancel is not None and self.cancel.is_set()
 
     def finish(self, outcome: Outcome) -> None:
         if self.progress is not None:
-            self.progress(self.stats())
+            self.progress(snapshot(self.stats(), time.monotonic(), self.start))
 
 
 def free_port() -> int:
@@ -349,8 +362,8 @@ def _cc_names() -> list[str]:
     return list(cc.names())
 
 
-def _result(outcome: Outcome, stats: Stats) -> Result:
-    return Result(outcome.ok, int(outcome.code), outcome.message, stats)
+def _result(outcome: Outcome, stats: Stats, start: float) -> Result:
+    return Result(outcome.ok, int(outcome.code), outcome.message, snapshot(stats, time.monotonic(), start))
 
 
 def _send(
@@ -370,6 +383,7 @@ def _send(
 ) -> Result:
     stats: Callable[[], Stats] = lambda: {"role": "send", "state": "handshake"}  # noqa: E731
 
+    t0 = time.monotonic()
     obs.attach(stats, list)
     fd, own_fd = -1, False  # a descriptor this call opened (a FIFO, a pipe from a file object)
 
@@ -377,7 +391,7 @@ def _send(
         if own_fd:
             os.close(fd)
         obs.finish(outcome)
-        return _result(outcome, stats())
+        return _result(outcome, stats(), t0)
 
     alg = cfg.digest
     kind, total, path = wire.Kind.STREAM, None, None
@@ -480,7 +494,7 @@ def _send(
             if own_fd and fd >= 0:
                 os.close(fd)
     obs.finish(outcome)
-    return _result(outcome, stats())
+    return _result(outcome, stats(), t0)
 
 
 def receive(
@@ -536,6 +550,7 @@ class _Receive:
         self._after_write: Callable[[], None] = lambda: None
         self.listener: socket.socket | None = None
         self.adopted: socket.socket | None = None
+        self.start = time.monotonic()
 
     def make_sink(self) -> Sink:
         out = self.output
@@ -548,10 +563,10 @@ class _Receive:
 
     def finish(self, outcome: Outcome) -> Result:
         self.obs.finish(outcome)
-        return _result(outcome, self.stats())
+        return _result(outcome, self.stats(), self.start)
 
     def run(self) -> Result:
-        obs, start = self.obs, time.monotonic()
+        obs, start = self.obs, self.start
         obs.attach(self.stats, list)
         try:
             sink = self.make_sink()

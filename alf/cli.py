@@ -155,12 +155,7 @@ class Reporter(api.Observer):
             self.say(notice)
 
     def snapshot(self, now: float) -> dict[str, Any]:
-        s = self.stats()
-        began = s.pop("began", None)
-        s["elapsed_s"] = round(now - self.start, 6)
-        s["transfer_s"] = None if began is None else round(now - began, 6)
-        s["time"] = round(time.time(), 3)
-        return s
+        return api.snapshot(self.stats(), now, self.start)
 
     def tick(self, now: float) -> None:
         if self.show_now:

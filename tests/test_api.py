@@ -43,6 +43,7 @@ def test_api_sends_and_the_cli_receives(procs: Procs, port: int, tmp_path: Any) 
     result = alf.send("127.0.0.1", port, src, timeout=20)
     assert result.ok and result.exit_code == 0, result.message
     assert result.stats["role"] == "send" and result.stats["bytes_sent"] == 2_000_000
+    assert "began" not in result.stats and result.stats["transfer_s"] > 0  # the documented schema
     assert recv.wait(timeout=20) == 0
     assert sha256_file(dst) == sha256_file(src)
 

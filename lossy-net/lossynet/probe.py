@@ -155,12 +155,19 @@ def tcp_sink(port: int) -> None:
     print(json.dumps({"received": total}))
 
 
-def tcp_send(host: str, port: int, seconds: float, cc: str = "") -> None:
+def _connect(host: str, port: int, cc: str) -> socket.socket:
+    """One TCP connection to ``host`` ``port`` with congestion control ``cc`` (the system's if
+    empty)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     if cc:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cc.encode())
     s.settimeout(30)
     s.connect((host, port))
+    return s
+
+
+def tcp_send(host: str, port: int, seconds: float, cc: str = "") -> None:
+    s = _connect(host, port, cc)
     block = bytes(1 << 16)
     sent = 0
     start = time.monotonic()
@@ -195,12 +202,8 @@ def tcp_sink_file(port: int, path: str) -> None:
 
 
 def tcp_send_file(host: str, port: int, path: str, cc: str = "") -> None:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    if cc:
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cc.encode())
-    s.settimeout(30)
     start = time.monotonic()
-    s.connect((host, port))
+    s = _connect(host, port, cc)
     s.settimeout(120)
     with open(path, "rb") as f:
         sent = s.sendfile(f)
