@@ -26,6 +26,7 @@ import cc
 from alf import wire
 from alf.content import OffsetSink, OrderedSink, Sink, SinkError, Source
 from alf.errors import ExitCode, Outcome
+from alf.events import DataArrived, Event, FallBack, Joined, PeerAborted, Rejected
 from alf.io.common import DriverError, Hooks
 from alf.io.sink import FdWriter, FileBackend
 from alf.io.source import FileSource, StreamSource, pump_stream
@@ -40,7 +41,7 @@ from alf.io.udp import (
     run_sender,
     sender_socket,
 )
-from alf.progress import human_bytes, peer_name
+from alf.progress import human_bytes
 from alf.receiver import FLOW_FLOOR, Receiver, ReceiverConfig
 from alf.sender import DEFAULT_CEILING_BPS, DEFAULT_RATE_BPS, Sender, SenderConfig
 from alf.session import Dropper, RecvSession, SendSession
@@ -55,7 +56,6 @@ TRANSPORTS = ("auto", "udp", "tcp")
 F_SETPIPE_SZ = 1031  # fcntl.h (Linux)
 
 Stats = dict[str, Any]
-Rejection = tuple[object, str]
 
 
 class UsageError(ValueError):
@@ -76,9 +76,11 @@ class Observer:
     """What a caller can watch and steer while a transfer runs; every method has a default.
 
     The library calls ``attach`` whenever the statistics change hands (a transport starts),
-    ``tick`` from the transfer's loop (often: keep it cheap), ``say`` with messages for a person
-    (``detail`` ones only matter to a verbose caller), ``starting`` just before the loop runs,
-    and ``finish`` once with the outcome. ``cancelled`` is polled; ``wake``, if set, is a
+    ``tick`` from the transfer's loop (often: keep it cheap), ``event`` with what the transfer's
+    core says happened (``alf.events``: a sender joined or was turned away, data arrived, the
+    output is being verified, the outcome), ``say`` with messages for a person (``detail``
+    ones only matter to a verbose caller), ``starting`` just before the loop runs, and
+    ``finish`` once with the outcome. ``cancelled`` is polled; ``wake``, if set, is a
     non-blocking pipe (read end, write end) the caller writes to (a signal handler's) to wake
     the loop. The CLI's reporter is one; ``send``/``receive`` build one from ``progress=`` and
     ``cancel=`` otherwise.
@@ -86,10 +88,13 @@ class Observer:
 
     wake: tuple[int, int] | None = None
 
-    def attach(self, stats: Callable[[], Stats], rejections: Callable[[], list[Rejection]]) -> None:
+    def attach(self, stats: Callable[[], Stats]) -> None:
         pass
 
     def tick(self, now: float) -> None:
+        pass
+
+    def event(self, event: Event) -> None:
         pass
 
     def say(self, text: str, detail: bool = False) -> None:
@@ -103,6 +108,29 @@ class Observer:
 
     def finish(self, outcome: Outcome) -> None:
         pass
+
+
+class _Tap:
+    """What the library itself needs from one transport's events (falling back to TCP, following
+    a sender there), each event handed on to the observer."""
+
+    def __init__(self, obs: Observer) -> None:
+        self.obs = obs
+        self.fallback: FallBack | None = None  # the UDP sender gave up before data got through
+        self.session_id: int | None = None  # the session a sender joined
+        self.data = False  # the receiver holds DATA of it
+        self.peer_abort: wire.AbortCode | None = None
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, FallBack):
+            self.fallback = event
+        elif isinstance(event, Joined):
+            self.session_id = event.session_id
+        elif isinstance(event, DataArrived):
+            self.data = True
+        elif isinstance(event, PeerAborted):
+            self.peer_abort = event.code
+        self.obs.event(event)
 
 
 def snapshot(stats: Stats, now: float, start: float) -> Stats:
@@ -129,7 +157,7 @@ class _Callbacks(Observer):
         self._next = 0.0
         self.start = time.monotonic()
 
-    def attach(self, stats: Callable[[], Stats], rejections: Callable[[], list[Rejection]]) -> None:
+    def attach(self, stats: Callable[[], Stats]) -> None:
         self.stats = stats
 
     def tick(self, now: float) -> None:
@@ -384,7 +412,7 @@ def _send(
     stats: Callable[[], Stats] = lambda: {"role": "send", "state": "handshake"}  # noqa: E731
 
     t0 = time.monotonic()
-    obs.attach(stats, list)
+    obs.attach(stats)
     fd, own_fd = -1, False  # a descriptor this call opened (a FIFO, a pipe from a file object)
 
     def fail(outcome: Outcome) -> Result:
@@ -448,7 +476,8 @@ def _send(
         pump.start()
     what = f"{path} ({human_bytes(total or 0)})" if path is not None else "a stream"
     obs.say(f"{what} to {host} port {port}, session {session_id:016x}", detail=True)
-    hooks = Hooks(tick=obs.tick, cancelled=obs.cancelled, wake_fd=wake_r)
+    tap = _Tap(obs)
+    hooks = Hooks(tick=obs.tick, cancelled=obs.cancelled, wake_fd=wake_r, event=tap)
     outcome: Outcome | None = None
     udp_refused: float | None = None  # auto: when UDP's port said unreachable, for TCP's verdict
     try:
@@ -456,23 +485,23 @@ def _send(
             sender = Sender(cfg, session_id, kind, total, time.monotonic())
             session = SendSession(sender, source, Dropper(drop, seed) if drop else None)
             stats = session.stats
-            obs.attach(stats, list)
+            obs.attach(stats)
             obs.starting()
             outcome = run_sender(session, sock, hooks, gso=gso)
-            if sender.no_answer and transport == "auto":
+            if tap.fallback is not None and transport == "auto":
                 obs.say(f"{outcome.message}; trying TCP")
-                outcome, udp_refused = None, sender.refused_since
+                outcome, udp_refused = None, tap.fallback.refused_since
         if outcome is None:
-            tcfg = TcpSenderConfig(adu_size=adu_size, checkphrase=cfg.checkphrase, digest=alg)
+            tcfg = TcpSenderConfig(
+                adu_size=adu_size, checkphrase=cfg.checkphrase, digest=alg, timeout=cfg.timeout
+            )
             if tcp.rate_bps:
                 tcfg.frame_bytes = paced_frame_bytes(tcp.rate_bps, adu_size)
-            core = TcpSender(tcfg, session_id, kind, total, source)
-            driver = TcpSendDriver(
-                core, tcp.paths, tcp.streams, hooks, cfg.timeout, tcp.chaos, seed, bind, started,
-                tcp.rate_bps, udp_refused,
-            )  # fmt: skip
+            names = [str(p) for p in tcp.paths]
+            core = TcpSender(tcfg, session_id, kind, total, source, started, names, udp_refused)
+            driver = TcpSendDriver(core, tcp.paths, tcp.streams, hooks, tcp.chaos, seed, bind, tcp.rate_bps)
             stats = driver.stats_dict
-            obs.attach(stats, list)
+            obs.attach(stats)
             try:
                 obs.starting()
                 outcome = driver.run()
@@ -567,7 +596,7 @@ class _Receive:
 
     def run(self) -> Result:
         obs, start = self.obs, self.start
-        obs.attach(self.stats, list)
+        obs.attach(self.stats)
         try:
             sink = self.make_sink()
         except SinkError as e:
@@ -612,7 +641,7 @@ class _Receive:
 
     def _serve(self, sink: Sink, udp: socket.socket | None, start: float, wake_r: int) -> Result:
         obs = self.obs
-        hooks = Hooks(tick=obs.tick, cancelled=obs.cancelled, wake_fd=wake_r)
+        hooks = Hooks(tick=obs.tick, cancelled=obs.cancelled, wake_fd=wake_r, event=obs.event)
         if udp is not None and self.listener is not None:
             chosen = self._first_sender(udp, self.listener, wake_r, start)
             if chosen is None:
@@ -641,11 +670,13 @@ class _Receive:
             receiver = Receiver(cfg, start)
             session = RecvSession(receiver, sink, Dropper(self.drop, self.seed) if self.drop else None)
             self.stats = session.stats
-            obs.attach(session.stats, session.rejections)
+            obs.attach(session.stats)
+            tap = _Tap(obs)
             udp_hooks = Hooks(
                 tick=obs.tick,
-                cancelled=lambda: obs.cancelled() or self._moved_to_tcp(receiver),
+                cancelled=lambda: obs.cancelled() or self._moved_to_tcp(tap),
                 wake_fd=wake_r,
+                event=tap,
             )
             try:
                 obs.starting()
@@ -655,10 +686,11 @@ class _Receive:
             if (
                 self.adopted is None
                 and self.listener is not None
-                and receiver.peer_abort == wire.AbortCode.TIMEOUT
-                and not receiver.gaps.count
+                and tap.session_id is not None
+                and tap.peer_abort == wire.AbortCode.TIMEOUT
+                and not tap.data
             ):
-                self.adopted = take_hello(self.listener, receiver.session_id, 5.0)  # its ABORT came first
+                self.adopted = take_hello(self.listener, tap.session_id, 5.0)  # its ABORT came first
             if self.adopted is None:
                 note = session.close()
                 if self.listener is not None:
@@ -682,7 +714,7 @@ class _Receive:
             if self.adopted is not None:
                 tdriver.adopt(self.adopted)
             self.stats = tdriver.stats_dict
-            obs.attach(tdriver.stats_dict, tdriver.rejections)
+            obs.attach(tdriver.stats_dict)
             try:
                 obs.starting()
                 outcome = tdriver.run()
@@ -695,15 +727,15 @@ class _Receive:
             obs.say(note)
         return self.finish(outcome)
 
-    def _moved_to_tcp(self, receiver: Receiver) -> bool:
+    def _moved_to_tcp(self, tap: _Tap) -> bool:
         """auto: a sender that gave up on UDP (all our ACCEPTs lost) comes back over TCP with
         the same session id; follow it while no DATA has arrived."""
-        if self.adopted is None and self.listener is not None and receiver.session_id:
-            if receiver.gaps.count:  # DATA flows over UDP: TCP is not coming
+        if self.adopted is None and self.listener is not None and tap.session_id is not None:
+            if tap.data:  # DATA flows over UDP: TCP is not coming
                 self.listener.close()
                 self.listener = None
             elif select.select([self.listener], [], [], 0)[0]:
-                self.adopted = take_hello(self.listener, receiver.session_id, 1.0)
+                self.adopted = take_hello(self.listener, tap.session_id, 1.0)
         return self.adopted is not None
 
     def _first_sender(
@@ -732,7 +764,7 @@ class _Receive:
                         why = unsupported_reason(msg)
                         abort = wire.Abort(msg.session_id, wire.AbortCode.UNSUPPORTED, why)
                         udp.sendto(wire.encode_abort(abort), addr)
-                        obs.say(f"turned away a sender from {peer_name(addr)}: {why}")
+                        obs.event(Rejected(addr, why))
                 except (wire.BadPacket, OSError):
                     pass
                 try:

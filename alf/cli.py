@@ -21,7 +21,7 @@ from typing import IO, Any
 import click
 
 import cc
-from alf import __version__, api, manpage, progress, wire
+from alf import __version__, api, events, manpage, progress, wire
 from alf.errors import ExitCode, Outcome
 from alf.units import parse_rate, parse_size
 
@@ -93,7 +93,6 @@ class Reporter(api.Observer):
         self.role = role
         self.where = where  # the summary's "to got.bin" / "from in.bin"
         self.stats: Callable[[], dict[str, Any]] = dict  # the library attaches its own at once
-        self.rejections: Callable[[], list[tuple[object, str]]] = list  # senders turned away
         self.verbose = common.verbose
         self.quiet = common.quiet
         live = sys.stderr.isatty() if common.progress is None else common.progress
@@ -117,10 +116,14 @@ class Reporter(api.Observer):
         os.set_blocking(self.wake_w, False)
         self.wake = (self.wake_r, self.wake_w)
 
-    def attach(
-        self, stats: Callable[[], dict[str, Any]], rejections: Callable[[], list[tuple[object, str]]]
-    ) -> None:
-        self.stats, self.rejections = stats, rejections
+    def attach(self, stats: Callable[[], dict[str, Any]]) -> None:
+        self.stats = stats
+
+    def event(self, event: events.Event) -> None:
+        if isinstance(event, events.Rejected):
+            self.say(progress.rejection_notice(event.peer, event.reason))
+        elif isinstance(event, events.Verifying):
+            self.say("every byte is here: finishing the output and checking its digest", detail=True)
 
     def cancelled(self) -> bool:
         return self.cancel
@@ -150,10 +153,6 @@ class Reporter(api.Observer):
         if not detail or self.verbose:
             self.console.say(f"alf {self.role}: {text}")
 
-    def _say_rejections(self) -> None:
-        for notice in progress.rejection_notices(self.rejections()):
-            self.say(notice)
-
     def snapshot(self, now: float) -> dict[str, Any]:
         return api.snapshot(self.stats(), now, self.start)
 
@@ -166,7 +165,6 @@ class Reporter(api.Observer):
             self.json_file.write(json.dumps(self.snapshot(now)) + "\n")
         if now >= self._next_sample:
             self._next_sample = now + PROGRESS_INTERVAL
-            self._say_rejections()
             s = self.stats()
             self.meter.add(now, progress.progress_bytes(s), s.get("state") not in progress.WAITING_STATES)
             self.console.status(progress.progress_line(s, now, self.meter, self.start))
@@ -181,7 +179,6 @@ class Reporter(api.Observer):
         if self.json_file is not None:
             self.json_file.write(json.dumps(final) + "\n")
             self.json_file.close()
-        self._say_rejections()
         self.console.end()
         seconds = final["transfer_s"]
         lines = progress.summary(final, outcome.ok, outcome.message, seconds, self.where)

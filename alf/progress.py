@@ -70,9 +70,9 @@ def peer_name(addr: object) -> str:
     return str(addr)
 
 
-def rejection_notices(rejections: list[tuple[object, str]]) -> list[str]:
-    """Messages for the senders a receiver turned away."""
-    return [f"turned away a sender from {peer_name(who)}: {why}" for who, why in rejections]
+def rejection_notice(who: object, why: str) -> str:
+    """A sender the receiver turned away, in words."""
+    return f"turned away a sender from {peer_name(who)}: {why}"
 
 
 class RateMeter:

@@ -22,6 +22,7 @@ from enum import Enum
 
 from alf import wire
 from alf.errors import ExitCode, Outcome, aborted_by
+from alf.events import DataArrived, Ended, Event, EventLog, Finished, Joined, PeerAborted, Rejected
 from alf.gapmap import GapMap
 from alf.ranges import ceil_div
 from alf.verdict import FINAL_CONTRADICTS, INCONSISTENT_FINAL, final_contradicts, judge, unsupported_reason
@@ -89,10 +90,9 @@ class Receiver:
         self.peers: set[Addr] = set()
         self.hello: wire.Hello | None = None
         self.began: float | None = None  # when the sender's HELLO was taken: the transfer's start
-        self.rejections: list[tuple[Addr, str]] = []  # (address, reason) of HELLOs turned away
+        self.events = EventLog()  # what the driver and the library learn (alf.events)
         self.adu = 0
         self.gaps = GapMap()
-        self.peer_abort: wire.AbortCode | None = None  # the code of the sender's ABORT, if any
         self.end_adus: int | None = None
         self.total_bytes: int | None = None
         self.final_digest: bytes | None = None
@@ -178,6 +178,8 @@ class Receiver:
             stop = limit
         if stop <= first:
             return []
+        if not self.gaps.count:
+            self.events.add(DataArrived())
         new = self.gaps.add_run(first, stop - first)
         got = sum(b - a for a, b in new)
         self.stats.duplicates += stop - first - got
@@ -256,6 +258,7 @@ class Receiver:
         self._send(self._done)
         self.state = State.FINISHED
         self._linger_until = now + wire.linger_time(self._srtt)
+        self.events.add(Finished(self.outcome))
 
     def fail_local(self, reason: str, now: float) -> None:
         """This side cannot go on (output unwritable): tell the peer and stop."""
@@ -296,16 +299,15 @@ class Receiver:
             if self.state == State.FINISHED:
                 self.state = State.CLOSED
         elif isinstance(msg, wire.Abort):
-            self.peer_abort = msg.code
-            if self.outcome is None:
-                self.outcome = aborted_by("sender", msg.code.name, msg.reason)
+            self.events.add(PeerAborted(msg.code, msg.reason))
+            self._end(aborted_by("sender", msg.code.name, msg.reason))
             self.state = State.CLOSED
         else:
             self.stats.violations += 1  # a message only a receiver sends
 
     def _reject(self, session_id: int, addr: Addr, code: wire.AbortCode, reason: str) -> None:
         self.stats.rejected_hellos += 1
-        self.rejections.append((addr, reason))
+        self.events.add(Rejected(addr, reason))
         self._send_abort_to(session_id, addr, code, reason)
 
     def _on_hello(self, msg: wire.Hello, addr: Addr, now: float) -> None:
@@ -334,6 +336,7 @@ class Receiver:
         self._round_at = now + MIN_ROUND
         self._rate_since = now
         self._send(self._accept(msg))
+        self.events.add(Joined(addr, msg.session_id))
 
     def _accept(self, msg: wire.Hello) -> bytes:
         self._advertised = self.window_limit
@@ -371,13 +374,18 @@ class Receiver:
         if self.outcome is None or self.state == State.FINISHED:
             self._timers(now)
         out, self._out = self._out, []
+        if self.state == State.CLOSED:
+            self.events.add(Ended())  # the last DONE, ABORT or STATUS are in ``out``
         return out
+
+    def take_events(self) -> list[Event]:
+        return self.events.take()
 
     def _timers(self, now: float) -> None:
         if self.state == State.IDLE:
             wait = self.cfg.wait_timeout
             if wait is not None and now - self._start >= wait:
-                self.outcome = Outcome(ExitCode.PEER_UNREACHABLE, f"no sender arrived within {wait:g} s")
+                self._end(Outcome(ExitCode.PEER_UNREACHABLE, f"no sender arrived within {wait:g} s"))
                 self.state = State.CLOSED
             return
         if self.state == State.FINISHED:
@@ -471,5 +479,11 @@ class Receiver:
         if self.peer is not None:
             d = wire.encode_abort(wire.Abort(self.session_id, code, reason))
             self._out.extend([(d, self.peer)] * ABORT_COPIES)
-        self.outcome = outcome
+        self._end(outcome)
         self.state = State.CLOSED
+
+    def _end(self, outcome: Outcome) -> None:
+        """The outcome is known (the first one stands)."""
+        if self.outcome is None:
+            self.outcome = outcome
+            self.events.add(Finished(outcome))

@@ -20,6 +20,7 @@ from typing import NamedTuple
 import cc
 from alf import wire
 from alf.errors import ExitCode, Outcome, aborted_by
+from alf.events import Ended, Event, EventLog, FallBack, Finished, Joined, PeerAborted
 from alf.pacing import Pacer, bucket_bytes
 from alf.ranges import ceil_div, merge_ranges, trim_ranges
 from alf.verdict import verdict_outcome
@@ -145,9 +146,9 @@ class Sender:
         self.kind = kind
         self.state = State.HANDSHAKE
         self.outcome: Outcome | None = None
-        self.no_answer = False  # auto: UDP got no answer, or no DATA through; TCP may do better
+        self.events = EventLog()  # what the driver and the library learn (alf.events)
         self.began: float | None = None  # when the receiver's ACCEPT came: the transfer's start
-        self.refused_since: float | None = None  # the handshake met 'port unreachable' since then
+        self._refused_since: float | None = None  # the handshake met 'port unreachable' since then
         self._app_limited = False  # since the last STATUS (cc.Feedback.app_limited)
         self.stats = SenderStats()
         self.adu = config.adu_size
@@ -220,23 +221,28 @@ class Sender:
         if self.outcome is None:
             self._timers(now)
         out, self._out = self._out, []
+        if self.outcome is not None:
+            self.events.add(Ended())  # the last ABORT or CLOSE copies are in ``out``
         return out
+
+    def take_events(self) -> list[Event]:
+        return self.events.take()
 
     def on_refused(self, now: float) -> None:
         """The socket reported ICMP 'port unreachable' (ECONNREFUSED): during the handshake,
         nothing listens on the receiver's port; later it is a late echo, and silence decides."""
-        if self.state == State.HANDSHAKE and self.refused_since is None:
-            self.refused_since = now
+        if self.state == State.HANDSHAKE and self._refused_since is None:
+            self._refused_since = now
 
     def _timers(self, now: float) -> None:
         wait = self.cfg.hello_timeout
-        closed = " (the port is closed: nothing listens there)" if self.refused_since is not None else ""
+        closed = " (the port is closed: nothing listens there)" if self._refused_since is not None else ""
         if self.state == State.HANDSHAKE and wait is not None and now - self.peer.last_heard >= wait:
             msg = f"no answer over UDP within {wait:g} s{closed}"
-            self.no_answer = True
+            self.events.add(FallBack(msg, self._refused_since))
             self._abort(wire.AbortCode.TIMEOUT, msg, Outcome(ExitCode.PEER_UNREACHABLE, msg))
             return
-        refused_for = None if self.refused_since is None else now - self.refused_since
+        refused_for = None if self._refused_since is None else now - self._refused_since
         if self.state == State.HANDSHAKE and refused_for is not None and refused_for >= REFUSED_GIVE_UP:
             msg = f"nothing listens on the receiver's UDP port (port unreachable for {refused_for:.1f} s)"
             self._abort(wire.AbortCode.TIMEOUT, msg, Outcome(ExitCode.PEER_UNREACHABLE, msg))
@@ -284,12 +290,13 @@ class Sender:
         elif now - self.peer.progress_at >= limit:
             # The receiver answers (STATUS, NAKs) but holds no more of the data than it did: a
             # path that carries small datagrams and drops DATA, as a path-MTU black hole does.
-            self.no_answer = auto
             what = "none" if self.peer.received == 0 else "no more"
             msg = (
                 f"the receiver answers but got {what} of the data for {limit:g} s "
                 f"(a path that drops large datagrams? try a smaller --adu-size than {self.adu})"
             )
+            if auto:
+                self.events.add(FallBack(msg, self._refused_since))
             self._abort(wire.AbortCode.TIMEOUT, msg, Outcome(ExitCode.PEER_UNREACHABLE, msg))
             return
         self._maybe_finishing(now)
@@ -438,8 +445,8 @@ class Sender:
         if self.state == State.HANDSHAKE:
             if self.cfg.hello_timeout is not None:
                 t = min(t, self.peer.last_heard + self.cfg.hello_timeout)
-            if self.refused_since is not None:
-                t = min(t, self.refused_since + REFUSED_GIVE_UP)
+            if self._refused_since is not None:
+                t = min(t, self._refused_since + REFUSED_GIVE_UP)
             return min(t, self._hello_at)
         t = min(t, self.path.probe_at)
         if self.has_data_to_send():
@@ -475,8 +482,8 @@ class Sender:
             return
         on = self.paths[path]
         if isinstance(msg, wire.Abort):
-            self.outcome = aborted_by("receiver", msg.code.name, msg.reason)
-            self.state = State.DONE
+            self.events.add(PeerAborted(msg.code, msg.reason))
+            self._end(aborted_by("receiver", msg.code.name, msg.reason))
             return
         if self.state == State.HANDSHAKE:
             if isinstance(msg, wire.Accept):
@@ -488,6 +495,7 @@ class Sender:
                 self.began = now
                 on.probe_at = now
                 peer.progress_at = now
+                self.events.add(Joined(addr, self.session_id))
             else:
                 self.stats.unexpected += 1
             return
@@ -498,8 +506,7 @@ class Sender:
         elif isinstance(msg, wire.Nak):
             self._on_nak(msg)
         elif isinstance(msg, wire.Done):
-            self.outcome = verdict_outcome(msg)
-            self.state = State.DONE
+            self._end(verdict_outcome(msg))
             self._out.extend([self._to_peer(wire.encode_close(wire.Close(self.session_id)))] * CLOSE_COPIES)
         elif not isinstance(msg, wire.Accept):
             self.stats.unexpected += 1
@@ -573,5 +580,9 @@ class Sender:
     def _abort(self, code: wire.AbortCode, reason: str, outcome: Outcome) -> None:
         abort = self._to_peer(wire.encode_abort(wire.Abort(self.session_id, code, reason)))
         self._out.extend([abort] * ABORT_COPIES)
+        self._end(outcome)
+
+    def _end(self, outcome: Outcome) -> None:
         self.outcome = outcome
         self.state = State.DONE
+        self.events.add(Finished(outcome))

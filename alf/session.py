@@ -23,6 +23,7 @@ from alf import wire
 from alf.content import MAX_RUN, Buffer, Sink, SinkError, Source
 from alf.digest import NAMES as digest_names
 from alf.errors import ExitCode
+from alf.events import Event, Verifying
 from alf.ranges import ceil_div
 from alf.receiver import Addr, Receiver
 from alf.receiver import State as RState
@@ -212,6 +213,7 @@ class RecvSession:
         self.sink = sink
         self.dropper = dropper
         self._started = False
+        self._verifying = False
         self.datapath = ""  # how the driver moves datagrams ("gro", "per-datagram"), for the stats
         self._prefix = b""  # the common header every DATA of the bound session carries
         self._run_first = -1  # a run gathered from consecutive GRO buffers, not yet handed on
@@ -360,6 +362,9 @@ class RecvSession:
             return
         try:
             r.set_consumed(self.sink.advance(r.gaps.cum))
+            if r.needs_verification and not self._verifying:
+                self._verifying = True
+                r.events.add(Verifying())
             if r.needs_verification and not self.output_pending:
                 nbytes, digest = self.sink.finish(r.total_bytes or 0, r.final_digest)
                 r.verify(nbytes, digest, now)
@@ -383,11 +388,8 @@ class RecvSession:
         ok = self.receiver.outcome is not None and self.receiver.outcome.ok
         return self.sink.close(ok)
 
-    def rejections(self) -> list[tuple[object, str]]:
-        """The senders turned away since the last call, with the reason (each once)."""
-        out: list[tuple[object, str]] = list(self.receiver.rejections)
-        self.receiver.rejections.clear()
-        return out
+    def take_events(self) -> list[Event]:
+        return self.receiver.take_events()
 
     def stats(self) -> dict[str, Any]:
         r = self.receiver

@@ -17,12 +17,24 @@ Invariants:
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from alf import wire
 from alf.content import Buffer, Sink, SinkError, Source
 from alf.digest import NAMES as digest_names
 from alf.errors import ExitCode, Outcome, aborted_by
+from alf.events import (
+    DataArrived,
+    Ended,
+    Event,
+    EventLog,
+    Finished,
+    Joined,
+    PeerAborted,
+    Rejected,
+    Verifying,
+)
 from alf.gapmap import GapMap
 from alf.ranges import ceil_div, merge_ranges, trim_ranges
 from alf.verdict import (
@@ -40,6 +52,10 @@ STATUS_EVERY = 0.02  # the receiver's STATUS spacing while data moves (s)
 KEEPALIVE = 1.0  # ... and while nothing moves, so the sender knows it is alive
 ANY = -1  # reply on any joined connection
 ALL = -2  # reply on every joined connection
+HELLO_WAIT = 10.0  # the receiver closes a connection that sends no HELLO within this
+# Before any connection joined, every path refusing this long ends the transfer: nothing
+# listens (a receiver started a moment after its sender still makes it).
+REFUSED_GIVE_UP = 2.5
 
 
 def paced_frame_bytes(rate_bps: float, adu: int) -> int:
@@ -69,13 +85,29 @@ class TcpSenderConfig:
     digest: wire.DigestAlg = wire.DigestAlg.XXH3_128
     frame_bytes: int = FRAME_BYTES
     features: int = 0  # §4.4: what the HELLO asks for (none is defined yet: tests offer bits)
+    timeout: float = 30.0  # silence (or no answer at all) for this long ends the transfer
 
 
 class TcpSender:
-    """What goes on which connection; the driver calls ``next_frame`` whenever one can take more."""
+    """What goes on which connection; the driver calls ``next_frame`` whenever one can take more,
+    ``poll`` every turn (timers; the goodbye frame once the outcome is known) and tells it about
+    connections (``conn_opened``, ``conn_lost``) and paths that failed (``path_failed``).
+
+    ``paths`` names the driver's paths (for messages); ``now`` is when the transfer started (a
+    UDP attempt before it counts: the silence timeout runs from there); ``udp_refused_since`` is
+    when UDP's port said 'unreachable' (auto), so 'nothing listens' can name both transports.
+    """
 
     def __init__(
-        self, cfg: TcpSenderConfig, session_id: int, kind: wire.Kind, total: int | None, source: Source
+        self,
+        cfg: TcpSenderConfig,
+        session_id: int,
+        kind: wire.Kind,
+        total: int | None,
+        source: Source,
+        now: float = 0.0,
+        paths: Sequence[str] = ("the receiver",),
+        udp_refused_since: float | None = None,
     ) -> None:
         self.cfg = cfg
         self.session_id = session_id
@@ -90,7 +122,16 @@ class TcpSender:
         self.accepted = False
         self.began: float | None = None  # when the first ACCEPT came: the transfer's start
         self.outcome: Outcome | None = None
+        self.events = EventLog()
         self.stats = TcpSenderStats()
+        self.paths = list(paths)
+        self._path_error = [""] * len(self.paths)  # why each path last failed to connect
+        self._path_refused = [False] * len(self.paths)  # ... and whether that was a refusal
+        self._refused_since = udp_refused_since
+        self._udp_refused = udp_refused_since is not None
+        self._last_heard = now
+        self._goodbye: bytes | None = None  # the ABORT this side ended with, for every connection
+        self._joined: set[int] = set()
         self._inflight: dict[int, deque[tuple[int, int]]] = {}
         self._resend: list[tuple[int, int]] = []  # sorted, disjoint
         self._final_sent: set[int] = set()
@@ -117,6 +158,13 @@ class TcpSender:
     def conn_opened(self, cid: int) -> None:
         self._inflight[cid] = deque()
 
+    def path_failed(self, path: int, why: str, now: float, refused: bool = False) -> None:
+        """A connection on ``path`` failed before it joined (``refused``: nothing listened)."""
+        if refused and self._refused_since is None:
+            self._refused_since = now
+        self._path_error[path] = why
+        self._path_refused[path] = refused
+
     def carries(self, cid: int) -> bool:
         """Whether connection ``cid`` carried runs the receiver has not acknowledged yet."""
         return bool(self._inflight.get(cid))
@@ -125,6 +173,7 @@ class TcpSender:
         """Queue again every run the connection carried that the receiver has not acknowledged."""
         runs = self._inflight.pop(cid, None)
         self._final_sent.discard(cid)
+        self._joined.discard(cid)
         if runs is None:
             return
         self.stats.connection_losses += 1
@@ -196,12 +245,20 @@ class TcpSender:
     # -- what the receiver says
     def on_message(self, cid: int, buf: bytes | bytearray | memoryview, now: float) -> None:
         """A control frame from the receiver; raises ``wire.BadPacket`` for one that is not."""
-        msg = wire.decode_untrusted(buf)
-        if msg.session_id != self.session_id:
-            raise wire.BadPacket("another session's message")
+        try:
+            msg = wire.decode_untrusted(buf)
+            if msg.session_id != self.session_id:
+                raise wire.BadPacket("another session's message")
+        except wire.BadPacket:
+            self.stats.unexpected += 1
+            raise
         if self.outcome is not None:
             return
+        self._last_heard = now
         if isinstance(msg, wire.Accept):
+            if cid in self._inflight and cid not in self._joined:
+                self._joined.add(cid)
+                self.events.add(Joined(cid, self.session_id))
             if not self.accepted:
                 self.accepted = True
                 self.began = now
@@ -210,13 +267,19 @@ class TcpSender:
         if isinstance(msg, wire.Status):
             self._on_status(msg)
         elif isinstance(msg, wire.Done):
-            self.outcome = verdict_outcome(msg)
-            if self.outcome.ok:
+            outcome = verdict_outcome(msg)
+            if outcome.ok:
                 self.stats.acked_bytes = msg.received_bytes  # a verified DONE acknowledges it all
+            self._end(outcome)
         elif isinstance(msg, wire.Abort):
-            self.outcome = aborted_by("receiver", msg.code.name, msg.reason)
+            self.events.add(PeerAborted(msg.code, msg.reason))
+            self._end(aborted_by("receiver", msg.code.name, msg.reason))
         else:
             self.stats.unexpected += 1
+
+    def bad_frame(self) -> None:
+        """The driver could not even frame what a connection sent (its length is wrong)."""
+        self.stats.unexpected += 1
 
     def _on_status(self, msg: wire.Status) -> None:
         if msg.cum_ack > self.next_new:
@@ -233,14 +296,68 @@ class TcpSender:
                     runs.popleft()
             trim_ranges(self._resend, self.acked)
 
-    def abort(self, code: wire.AbortCode, reason: str, outcome: Outcome) -> bytes:
-        """End from this side; returns the ABORT frame to send on every connection."""
+    def cancel(self, code: wire.AbortCode, reason: str, exit_code: ExitCode) -> None:
+        """End the session from this side (user interrupt, local I/O error)."""
+        if self.outcome is None:
+            self._abort(code, reason, Outcome(exit_code, reason))
+
+    def _abort(self, code: wire.AbortCode, reason: str, outcome: Outcome) -> None:
+        self._goodbye = wire.frame(wire.encode_abort(wire.Abort(self.session_id, code, reason)))
+        self._end(outcome)
+
+    def _end(self, outcome: Outcome) -> None:
         if self.outcome is None:
             self.outcome = outcome
-        return wire.frame(wire.encode_abort(wire.Abort(self.session_id, code, reason)))
+            self.events.add(Finished(outcome))
 
-    def close_frame(self) -> bytes:
-        return wire.frame(wire.encode_close(wire.Close(self.session_id)))
+    # -- timers
+    def poll(self, now: float) -> list[tuple[int, bytes]]:
+        """Frames due now, each for a connection or ``ALL`` joined ones: once the outcome is
+        known, the goodbye (CLOSE after a verified DONE, else the ABORT), and ``Ended``."""
+        if self.outcome is None:
+            err = self.source.error()
+            if err is not None:
+                self._abort(wire.AbortCode.LOCAL_IO, err, Outcome(ExitCode.LOCAL_IO, err))
+            else:
+                self._timers(now)
+        if self.outcome is None or self.events.ended:
+            return []
+        self.events.add(Ended())
+        if self.outcome.ok:
+            return [(ALL, wire.frame(wire.encode_close(wire.Close(self.session_id))))]
+        return [(ALL, self._goodbye)] if self._goodbye is not None else []
+
+    def _timers(self, now: float) -> None:
+        refused_for = None if self._refused_since is None else now - self._refused_since
+        if (
+            not self.accepted
+            and refused_for is not None
+            and refused_for >= REFUSED_GIVE_UP
+            and all(self._path_refused)
+        ):
+            udp = "UDP: port unreachable, " if self._udp_refused else ""
+            msg = f"nothing listens at {', '.join(self.paths)} ({udp}TCP: connection refused)"
+            self._abort(wire.AbortCode.TIMEOUT, msg, Outcome(ExitCode.PEER_UNREACHABLE, msg))
+        elif now - self._last_heard > self.cfg.timeout:
+            if not self.accepted:
+                why = "; ".join(f"{p}: {e}" for p, e in zip(self.paths, self._path_error, strict=True) if e)
+                msg = f"no receiver answered within {self.cfg.timeout:g} s" + (f" (TCP {why})" if why else "")
+            elif not self._inflight:
+                msg = f"lost every connection to the receiver for {self.cfg.timeout:g} s"
+            else:
+                msg = f"the receiver went silent for {self.cfg.timeout:g} s"
+            self._abort(wire.AbortCode.TIMEOUT, msg, Outcome(ExitCode.PEER_UNREACHABLE, msg))
+
+    def next_deadline(self, now: float) -> float:
+        if self.outcome is not None:
+            return now
+        t = self._last_heard + self.cfg.timeout
+        if not self.accepted and self._refused_since is not None:
+            t = min(t, self._refused_since + REFUSED_GIVE_UP)
+        return max(now, t)
+
+    def take_events(self) -> list[Event]:
+        return self.events.take()
 
 
 # ---------------------------------------------------------------- receiver
@@ -252,6 +369,7 @@ class TcpReceiverStats:
     duplicate_bytes: int = 0
     frames: int = 0
     joins: int = 0
+    connection_losses: int = 0  # joined connections lost before the verdict
     rejected_hellos: int = 0
     malformed: int = 0
     violations: int = 0
@@ -281,7 +399,7 @@ class TcpReceiver:
         self.session_id = 0
         self.hello: wire.Hello | None = None
         self.began: float | None = None  # when the first HELLO was taken: the transfer's start
-        self.rejections: list[tuple[int, str]] = []  # (connection, reason) of HELLOs turned away
+        self.events = EventLog()
         self.adu = 0
         self.gaps = GapMap()
         self.total_bytes: int | None = None
@@ -290,8 +408,9 @@ class TcpReceiver:
         self._short_end: int | None = None  # byte end set by a short last ADU
         self.consumed = 0
         self.outcome: Outcome | None = None
-        self.closed = False  # the sender said CLOSE (or we may leave)
+        self._closed = False  # nothing more to answer: the sender said CLOSE, or we may leave
         self.joined: set[int] = set()
+        self._waiting: dict[int, float] = {}  # connections yet to send their HELLO: since when
         self._tag = wire.checkphrase_tag(cfg.checkphrase)
         self._start = now
         self._last_heard = now
@@ -301,6 +420,7 @@ class TcpReceiver:
         self._done: bytes | None = None  # our DONE, once the verdict is out
         self._out = _Replies()
         self._last_conn = ANY
+        self._verifying = False
 
     @property
     def finished(self) -> bool:
@@ -330,8 +450,7 @@ class TcpReceiver:
         try:
             msg = wire.decode_untrusted(body)
         except wire.BadPacket:
-            self.stats.malformed += 1
-            self._out.close.add(cid)
+            self.bad_frame(cid)
             return False
         if isinstance(msg, wire.Hello):
             self._on_hello(cid, msg, now)
@@ -348,11 +467,11 @@ class TcpReceiver:
             self._on_final(msg, now)
         elif isinstance(msg, wire.Close):
             if self.finished:
-                self.closed = True
+                self._closed = True
         elif isinstance(msg, wire.Abort):
-            if self.outcome is None:
-                self.outcome = aborted_by("sender", msg.code.name, msg.reason)
-            self.closed = True
+            self.events.add(PeerAborted(msg.code, msg.reason))
+            self._end(aborted_by("sender", msg.code.name, msg.reason))
+            self._closed = True
         else:
             self.stats.violations += 1
         return False
@@ -384,8 +503,10 @@ class TcpReceiver:
             self._reject(cid, msg.session_id, wire.AbortCode.PROTOCOL, "HELLO differs from the session's")
             return
         self.joined.add(cid)
+        self._waiting.pop(cid, None)
         self.stats.joins += 1
         self._last_heard = now
+        self.events.add(Joined(cid, self.session_id))
         accept = wire.Accept(self.session_id, msg.timestamp_us, self.window_limit)
         self._out.items.append((cid, wire.frame(wire.encode_accept(accept))))
         if self._done is not None:
@@ -393,7 +514,7 @@ class TcpReceiver:
 
     def _reject(self, cid: int, session_id: int, code: wire.AbortCode, reason: str) -> None:
         self.stats.rejected_hellos += 1
-        self.rejections.append((cid, reason))
+        self.events.add(Rejected(cid, reason))
         self._out.items.append((cid, wire.frame(wire.encode_abort(wire.Abort(session_id, code, reason)))))
         self._out.close.add(cid)
 
@@ -430,6 +551,8 @@ class TcpReceiver:
             return False
         if short:
             self._short_end = end
+        if not self.stats.frames:
+            self.events.add(DataArrived())
         self.stats.frames += 1
         new = self.gaps.add_run(first, count)
         payload = body[wire.DATA_HEADER_SIZE :]
@@ -481,6 +604,9 @@ class TcpReceiver:
     def _maybe_verify(self, now: float) -> None:
         if self.end_adus is None or self.final_digest is None or self.gaps.cum < self.end_adus:
             return
+        if not self._verifying:
+            self._verifying = True
+            self.events.add(Verifying())
         if self.output_pending:
             return  # the writer is still at it: poll() comes back, keepalives go on
         assert self.total_bytes is not None
@@ -490,18 +616,23 @@ class TcpReceiver:
         except SinkError as e:
             self._abort(wire.AbortCode.LOCAL_IO, str(e), Outcome(ExitCode.LOCAL_IO, str(e)))
             return
-        verdict, self.outcome = judge(nbytes, digest, self.total_bytes, self.final_digest)
+        verdict, outcome = judge(nbytes, digest, self.total_bytes, self.final_digest)
+        self._end(outcome)
         self._done = wire.encode_done(wire.Done(self.session_id, verdict, nbytes, digest))
         self._out.items.append((ALL, wire.frame(self._done)))
         self._last_heard = now
 
-    def _abort(self, code: wire.AbortCode, reason: str, outcome: Outcome) -> None:
+    def _end(self, outcome: Outcome) -> None:
         if self.outcome is None:
             self.outcome = outcome
+            self.events.add(Finished(outcome))
+
+    def _abort(self, code: wire.AbortCode, reason: str, outcome: Outcome) -> None:
+        self._end(outcome)
         self._out.items.append(
             (ALL, wire.frame(wire.encode_abort(wire.Abort(self.session_id, code, reason))))
         )
-        self.closed = True
+        self._closed = True
 
     def fail_local(self, reason: str) -> None:
         self._abort(wire.AbortCode.LOCAL_IO, reason, Outcome(ExitCode.LOCAL_IO, reason))
@@ -510,18 +641,42 @@ class TcpReceiver:
         if self.outcome is None or self.finished:
             self._abort(wire.AbortCode.CANCELLED, reason, Outcome(ExitCode.CANCELLED, reason))
 
+    def conn_opened(self, cid: int, now: float) -> None:
+        """A connection was accepted; it has ``HELLO_WAIT`` to send its HELLO."""
+        self._waiting[cid] = now
+
+    def bad_frame(self, cid: int) -> None:
+        """What ``cid`` sent cannot be an alf frame (a length out of bounds, undecodable)."""
+        self.stats.malformed += 1
+        self._out.close.add(cid)
+
     def conn_lost(self, cid: int) -> None:
-        self.joined.discard(cid)
+        """The connection is gone; once the verdict is out and no joined one is left, there is
+        nobody to answer."""
+        self._waiting.pop(cid, None)
+        if cid in self.joined:
+            self.joined.discard(cid)
+            if not self.finished:
+                self.stats.connection_losses += 1
+            elif not self.joined:
+                self._closed = True
+
+    def take_events(self) -> list[Event]:
+        return self.events.take()
 
     def poll(self, now: float) -> _Replies:
         """Replies due now (and connections to close); timers run here."""
+        for cid, since in list(self._waiting.items()):
+            if now - since > HELLO_WAIT:
+                del self._waiting[cid]
+                self._out.close.add(cid)
         if self.outcome is None:
             if self.hello is None:
                 wait = self.cfg.wait_timeout
                 if wait is not None and now - self._start >= wait:
                     msg = f"no sender arrived within {wait:g} s"
-                    self.outcome = Outcome(ExitCode.PEER_UNREACHABLE, msg)
-                    self.closed = True
+                    self._end(Outcome(ExitCode.PEER_UNREACHABLE, msg))
+                    self._closed = True
             elif now - self._last_heard >= self.cfg.timeout and not self.output_pending:
                 msg = f"the sender went silent for {self.cfg.timeout:g} s"
                 self._abort(wire.AbortCode.TIMEOUT, msg, Outcome(ExitCode.PEER_UNREACHABLE, msg))
@@ -530,8 +685,7 @@ class TcpReceiver:
                     self.consumed = self.sink.advance(self.gaps.cum)
                 except SinkError as e:
                     self.fail_local(str(e))
-                    out, self._out = self._out, _Replies()
-                    return out
+                    return self._take()
                 self._maybe_verify(now)
                 cum = self.gaps.cum
                 if not self.finished and now >= self._status_due():
@@ -548,14 +702,19 @@ class TcpReceiver:
                     )
                     target = self._last_conn if self._last_conn in self.joined else ANY
                     self._out.items.append((target, wire.frame(wire.encode_status(status))))
-        elif self.finished and not self.closed and now - self._last_heard >= wire.linger_time(0.0):
-            self.closed = True  # the sender never said CLOSE: it has what it needs or will time out
+        elif self.finished and not self._closed and now - self._last_heard >= wire.linger_time(0.0):
+            self._closed = True  # the sender never said CLOSE: it has what it needs or will time out
+        return self._take()
+
+    def _take(self) -> _Replies:
         out, self._out = self._out, _Replies()
+        if self._closed:
+            self.events.add(Ended())  # the last DONE or ABORT is in ``out``
         return out
 
     def next_deadline(self, now: float) -> float:
         if self.outcome is not None:
-            return now + (0.5 if self.finished and not self.closed else 0.0)
+            return now + (0.5 if self.finished and not self._closed else 0.0)
         if self.hello is None:
             wait = self.cfg.wait_timeout
             return now + 0.5 if wait is None else min(now + 0.5, self._start + wait)
@@ -576,7 +735,7 @@ class TcpReceiver:
             "digest": digest_names[self.hello.digest_alg] if self.hello else None,
             "began": self.began,
             "state": "closed"
-            if self.closed
+            if self._closed
             else "finished"
             if self.finished
             else "receiving"
@@ -586,6 +745,7 @@ class TcpReceiver:
             "duplicate_bytes": self.stats.duplicate_bytes,
             "frames": self.stats.frames,
             "joins": self.stats.joins,
+            "connection_losses": self.stats.connection_losses,
             "connections": len(self.joined),
             "rejected_hellos": self.stats.rejected_hellos,
             "malformed": self.stats.malformed,

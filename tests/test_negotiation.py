@@ -16,6 +16,7 @@ from conftest import Procs, random_file, wait_listening, wait_listening_tcp
 import alf
 import alf.api
 from alf import wire
+from alf.events import Rejected
 from alf.receiver import Receiver, ReceiverConfig
 from alf.wire import FRAME_LEN, frame
 
@@ -69,8 +70,8 @@ def test_the_receiver_core_answers_abort_unsupported_and_stays_idle() -> None:
         0x1234, wire.AbortCode.UNSUPPORTED, "this receiver does not support features 0x0000000000000200"
     )
     assert r.state.value == "idle" and r.stats.rejected_hellos == 1
-    assert r.rejections == [
-        (("192.0.2.9", 4000), "this receiver does not support features 0x0000000000000200")
+    assert r.take_events() == [
+        Rejected(("192.0.2.9", 4000), "this receiver does not support features 0x0000000000000200")
     ]
 
 

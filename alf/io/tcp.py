@@ -10,7 +10,8 @@ still answers. ``chaos`` resets a seeded choice of connection every ``chaos`` pa
 (one that carries unacknowledged data, where one does).
 
 One thread, non-blocking sockets, one ``select`` per turn; every wait is bounded by the cores'
-deadlines and ``--timeout``.
+deadlines. The cores decide everything the protocol decides (who joined, liveness, the end, the
+goodbye); the drivers move frames and learn what happened from the cores' events.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 from alf import wire
 from alf.digest import NAMES as digest_names
 from alf.errors import ExitCode, Outcome
+from alf.events import Ended, Joined, Rejected
 from alf.io.common import DriverError, Hooks, drain
 from alf.pacing import Pacer, bucket_bytes
 from alf.tcp import ALL, ANY, FRAME_BYTES, TcpReceiver, TcpSender
@@ -40,11 +42,7 @@ CONNECT_TIMEOUT = 3.0
 RECONNECT_DELAY = 0.05
 PATH_RETRY = 2.0  # a path that refused or timed out is tried again after this
 REFUSED = os.strerror(errno.ECONNREFUSED)
-# Before any connection joined, every path refusing this long ends the transfer: nothing
-# listens (a receiver started a moment after its sender still makes it).
-REFUSED_GIVE_UP = 2.5
 TURN_BUDGET = 8 << 20  # bytes moved per connection per turn, so no connection starves the rest
-HELLO_WAIT = 10.0  # the receiver closes a connection that sends no HELLO within this
 MAX_PENDING_CONNS = 64
 
 
@@ -217,22 +215,20 @@ class _Slot:
 
 
 class TcpSendDriver:
+    """``paths`` are the core's paths, in the same order (the core names them in messages)."""
+
     def __init__(
         self,
         core: TcpSender,
         paths: Sequence[Path],
         streams: int,
         hooks: Hooks,
-        timeout: float,
         chaos: int = 0,
         seed: int = 1,
         bind: str | None = None,
-        started: float | None = None,
         rate_bps: float | None = None,
-        udp_refused_since: float | None = None,
     ) -> None:
         self.core = core
-        self.started = started
         # --rate caps TCP too: a frame goes to a connection when a token bucket holds a whole
         # one (payload and frame header bytes). The bucket holds two at least, so a turn that
         # comes late loses no tokens (one frame's worth: 1.3% under the rate at 200M).
@@ -244,23 +240,15 @@ class TcpSendDriver:
         )
         self.paths = list(paths)
         self.hooks = hooks
-        self.timeout = timeout
         self.chaos = chaos
         self.rng = random.Random(seed)
         self.bind = bind
         self.stats = SendStats(path_bytes={str(p): 0 for p in self.paths})
         self.slots = [_Slot(home=p, path=p) for p in range(len(self.paths)) for _ in range(streams)]
         self.path_down_until = [0.0] * len(self.paths)
-        self.path_error: list[str] = [""] * len(self.paths)
         self._addrs: list[list[tuple[Any, ...]] | None] = [None] * len(self.paths)
         self._next_cid = 1
         self._chaos_left = chaos
-        self._last_heard = time.monotonic()
-        self._ever_accepted = False
-        # When a path first refused the connection, or UDP's port said unreachable (auto).
-        self._refused_since = udp_refused_since
-        self._udp_refused = udp_refused_since is not None
-        self._aborts: bytes | None = None
 
     # -- connections
     def _resolve(self, p: int) -> list[tuple[Any, ...]]:
@@ -306,11 +294,9 @@ class TcpSendDriver:
         slot.connecting = True
 
     def _path_failed(self, p: int, why: str, now: float) -> None:
-        if why == REFUSED and self._refused_since is None:
-            self._refused_since = now
+        self.core.path_failed(p, why, now, refused=why == REFUSED)
         self.stats.connect_failures += 1
         self.path_down_until[p] = now + PATH_RETRY
-        self.path_error[p] = why
 
     def _connected(self, slot: _Slot, now: float) -> None:
         assert slot.conn is not None
@@ -320,7 +306,7 @@ class TcpSendDriver:
             return
         slot.connecting = False
         self.stats.connects += 1
-        if self._ever_accepted:
+        if self.core.accepted:
             self.stats.reconnects += 1
         self.core.conn_opened(slot.conn.id)
         slot.conn.queue(self.core.hello(now))
@@ -346,25 +332,16 @@ class TcpSendDriver:
         core, hooks = self.core, self.hooks
         clock = time.monotonic
         start = clock()
-        self._last_heard = start if self.started is None else self.started
         for slot in self.slots:
             self._open(slot, start)
         while True:
             now = clock()
-            if hooks.cancelled() and core.outcome is None:
-                self._aborts = core.abort(
-                    wire.AbortCode.CANCELLED,
-                    "the sender was interrupted",
-                    Outcome(ExitCode.CANCELLED, "the sender was interrupted"),
-                )
-            err = core.source.error()
-            if err is not None and core.outcome is None:
-                self._aborts = core.abort(wire.AbortCode.LOCAL_IO, err, Outcome(ExitCode.LOCAL_IO, err))
-            if core.outcome is not None:
-                break
+            if hooks.cancelled():
+                core.cancel(wire.AbortCode.CANCELLED, "the sender was interrupted", ExitCode.CANCELLED)
             self._timers(now)
-            if core.outcome is not None:
-                break
+            goodbye = core.poll(now)
+            if self._events():
+                return self._finish(goodbye)
             self._fill(now)
             hooks.tick(now)
             rlist: list[Any] = [hooks.wake_fd] if hooks.wake_fd is not None else []
@@ -396,10 +373,23 @@ class TcpSendDriver:
                     self._read(slot, now)
                 if slot.conn is not None and slot.conn.sock in ready_w:
                     self._flush(slot, now)
-        return self._finish()
+
+    def _events(self) -> bool:
+        """Act on the core's events (a connection joined) and hand them on; True: it ended."""
+        ended = False
+        for ev in self.core.take_events():
+            if isinstance(ev, Joined):
+                slot = next((s for s in self.slots if s.conn is not None and s.conn.id == ev.peer), None)
+                if slot is None or slot.conn is None:
+                    continue  # lost already (the core heard of it only afterwards)
+                slot.conn.joined = True
+                ev = Joined(str(self.paths[slot.path]), ev.session_id)
+            ended = ended or isinstance(ev, Ended)
+            self.hooks.event(ev)
+        return ended
 
     def _deadline(self, now: float) -> float:
-        t = now + 0.25
+        t = min(now + 0.25, self.core.next_deadline(now))
         if self.pacer is not None and self.core.has_work():
             t = min(t, now + self.pacer.delay_for(self._frame_cost, now))
         for slot in self.slots:
@@ -408,8 +398,7 @@ class TcpSendDriver:
         return max(now, t)
 
     def _timers(self, now: float) -> None:
-        core = self.core
-        live = [s for s in self.slots if s.conn is not None]
+        """Socket timers: reconnects due, connects that take too long, stalled output."""
         for slot in self.slots:
             conn = slot.conn
             if conn is None:
@@ -421,26 +410,6 @@ class TcpSendDriver:
             elif conn.out and now - conn.progress > STALL_TIMEOUT:
                 self.stats.stalls += 1
                 self._lose(slot, now, "stalled", reset=True)
-        refused = (
-            not self._ever_accepted
-            and self._refused_since is not None
-            and now - self._refused_since >= REFUSED_GIVE_UP
-            and all(e == REFUSED for e in self.path_error)
-        )
-        if refused:
-            where = ", ".join(str(p) for p in self.paths)
-            udp = "UDP: port unreachable, " if self._udp_refused else ""
-            msg = f"nothing listens at {where} ({udp}TCP: connection refused)"
-            self._aborts = core.abort(wire.AbortCode.TIMEOUT, msg, Outcome(ExitCode.PEER_UNREACHABLE, msg))
-        elif now - self._last_heard > self.timeout:
-            if not self._ever_accepted:
-                why = "; ".join(f"{self.paths[p]}: {e}" for p, e in enumerate(self.path_error) if e)
-                msg = f"no receiver answered within {self.timeout:g} s" + (f" (TCP {why})" if why else "")
-            elif not live:
-                msg = f"lost every connection to the receiver for {self.timeout:g} s"
-            else:
-                msg = f"the receiver went silent for {self.timeout:g} s"
-            self._aborts = core.abort(wire.AbortCode.TIMEOUT, msg, Outcome(ExitCode.PEER_UNREACHABLE, msg))
 
     def _fill(self, now: float) -> None:
         """Give the next runs to connections that can take them, most preferred path first."""
@@ -499,7 +468,7 @@ class TcpSendDriver:
         try:
             frames, eof = conn.read_frames(lambda: MAX_CONTROL)
         except wire.BadPacket as e:
-            self.core.stats.unexpected += 1
+            self.core.bad_frame()
             self._lose(slot, now, f"the receiver sent a bad frame: {e}")
             return
         except OSError as e:
@@ -509,20 +478,16 @@ class TcpSendDriver:
             try:
                 self.core.on_message(conn.id, body, now)
             except wire.BadPacket:
-                self.core.stats.unexpected += 1
-                continue
-            self._last_heard = now
-            if body[1] == wire.MsgType.ACCEPT:
-                conn.joined = True
-                self._ever_accepted = True
+                continue  # counted by the core
         if eof:
             self._lose(slot, now, "closed by the receiver")
 
-    def _finish(self) -> Outcome:
-        core = self.core
-        outcome = core.outcome
+    def _finish(self, frames: list[tuple[int, bytes]]) -> Outcome:
+        """Send the core's last frames (CLOSE or ABORT) on every joined connection, for up to a
+        second, and close them all."""
+        outcome = self.core.outcome
         assert outcome is not None
-        goodbye = self._aborts if not outcome.ok else core.close_frame()
+        goodbye = b"".join(data for _target, data in frames) or None
         deadline = time.monotonic() + 1.0
         for slot in self.slots:
             conn = slot.conn
@@ -616,9 +581,8 @@ class TcpRecvDriver:
         self.conns: dict[int, _Conn] = {}
         self._next_cid = 1
         self.accepted = 0
-        self.losses = 0
         self.peers: dict[int, Any] = {}  # connection id -> the peer's address, for messages
-        self._rejected: list[tuple[object, str]] = []
+        self._ended = False
 
     def _accept(self, now: float) -> None:
         for _ in range(16):
@@ -629,14 +593,15 @@ class TcpRecvDriver:
             except OSError:
                 return  # e.g. EMFILE: the pending connection waits in the backlog
             self.adopt(sock, now)
-            waiting = [c for c in self.conns.values() if c.id not in self.core.joined]
+            waiting = [c for c in self.conns.values() if not c.joined]
             if len(waiting) > MAX_PENDING_CONNS:
                 self._drop(min(waiting, key=lambda c: c.opened).id)
 
     def adopt(self, sock: socket.socket, now: float | None = None) -> None:
         """Serve an accepted connection (also one accepted elsewhere, its HELLO still unread)."""
         _tune(sock)
-        conn = _Conn(sock, self._next_cid, time.monotonic() if now is None else now, self.pool)
+        now = time.monotonic() if now is None else now
+        conn = _Conn(sock, self._next_cid, now, self.pool)
         self._next_cid += 1
         self.conns[conn.id] = conn
         try:
@@ -644,15 +609,14 @@ class TcpRecvDriver:
         except OSError:
             pass
         self.accepted += 1
+        self.core.conn_opened(conn.id, now)
 
     def _drop(self, cid: int, reset: bool = False) -> None:
         conn = self.conns.pop(cid, None)
         if conn is None:
             return
-        self._name_rejections()
+        self._events()  # they may name this connection: while its address is known
         self.peers.pop(cid, None)
-        if cid in self.core.joined and not self.core.finished:
-            self.losses += 1
         self.core.conn_lost(cid)
         if reset:
             _reset(conn.sock)
@@ -661,7 +625,8 @@ class TcpRecvDriver:
 
     def _deliver(self, now: float) -> None:
         replies = self.core.poll(now)
-        joined = [c for c in self.conns.values() if c.id in self.core.joined]
+        self._events()
+        joined = [c for c in self.conns.values() if c.joined]
         for target, data in replies.items:
             if target == ALL:
                 targets = joined
@@ -695,11 +660,8 @@ class TcpRecvDriver:
                 cancel_sent = True
             self._deliver(now)
             hooks.tick(now)
-            if core.closed or (core.outcome is not None and not core.finished):
+            if self._ended:
                 break
-            for conn in list(self.conns.values()):
-                if conn.id not in core.joined and now - conn.opened > HELLO_WAIT:
-                    self._drop(conn.id)
             rlist: list[Any] = [self.listener] + [c.sock for c in self.conns.values()]
             if hooks.wake_fd is not None:
                 rlist.append(hooks.wake_fd)
@@ -722,7 +684,7 @@ class TcpRecvDriver:
                 try:
                     frames, eof = conn.read_frames(lambda cid=cid: core.max_frame(cid))
                 except wire.BadPacket:
-                    core.stats.malformed += 1
+                    core.bad_frame(cid)
                     self._drop(cid, reset=True)
                     continue
                 except OSError:
@@ -733,8 +695,6 @@ class TcpRecvDriver:
                         self.pool.put(body)
                 if eof:
                     self._drop(cid)
-                    if core.finished and not any(c in core.joined for c in self.conns):
-                        core.closed = True
         self._deliver(clock())  # a last ABORT or DONE
         for cid in list(self.conns):
             self._drop(cid)
@@ -742,21 +702,26 @@ class TcpRecvDriver:
         assert outcome is not None
         return outcome
 
-    def _name_rejections(self) -> None:
-        """The core names connections; a message names the peer, while its connection exists."""
-        self._rejected += [(self.peers.get(cid, "?"), why) for cid, why in self.core.rejections]
-        self.core.rejections.clear()
-
-    def rejections(self) -> list[tuple[object, str]]:
-        """The senders turned away since the last call: their address and the reason."""
-        self._name_rejections()
-        out, self._rejected = self._rejected, []
-        return out
+    def _events(self) -> None:
+        """Act on the core's events and hand them on; the core names connections, the events
+        handed on name the peer's address (while its connection exists)."""
+        for ev in self.core.take_events():
+            if isinstance(ev, Joined | Rejected):
+                cid = ev.peer if isinstance(ev.peer, int) else -1
+                who = self.peers.get(cid, "?")
+                if isinstance(ev, Joined):
+                    if cid in self.conns:
+                        self.conns[cid].joined = True
+                    ev = Joined(who, ev.session_id)
+                else:
+                    ev = Rejected(who, ev.reason)
+            elif isinstance(ev, Ended):
+                self._ended = True
+            self.hooks.event(ev)
 
     def stats_dict(self) -> dict[str, Any]:
         s = self.core.stats_dict()
         s["connections_accepted"] = self.accepted
-        s["connection_losses"] = self.losses
         return s
 
 

@@ -307,7 +307,7 @@ def run_sender(session: SendSession, sock: socket.socket, hooks: Hooks, gso: boo
         for c in session.control(now):  # a FINAL PROBE may be due right after the last run
             _send(sock, [c.data])
         hooks.tick(now)
-        if sender.finished:
+        if hooks.forward(sender.take_events()):
             break
         if budget > 0:
             deadline = sender.next_deadline(now, limit if batcher.batching else 1)
@@ -391,7 +391,7 @@ def run_receiver(session: RecvSession, sock: socket.socket, hooks: Hooks, gro: b
             if not _send(sock, [datagram], addr):
                 receiver.stats.control_lost += 1
         hooks.tick(now)
-        if receiver.finished or (receiver.outcome is not None and receiver.state.value == "closed"):
+        if hooks.forward(session.take_events()):
             break
         if calls < RECV_SLOTS:
             timeout = max(0.0, receiver.next_deadline(now) - clock())

@@ -11,12 +11,13 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from alf import wire
 from alf.content import BytesSource, MemoryBackend, MemoryWriter, OffsetSink, OrderedSink, Source
 from alf.errors import Outcome
+from alf.events import Ended, Event
 from alf.io.source import StreamSource
 from alf.receiver import Receiver, ReceiverConfig
 from alf.sender import Sender, SenderConfig
@@ -107,6 +108,8 @@ class SimResult:
     events: int = 0
     first_pass_at: float | None = None  # when every ADU had been sent once
     sender_done_at: float | None = None  # when the sender's outcome was set
+    sender_log: list[Event] = field(default_factory=list)  # the cores' events, in order
+    receiver_log: list[Event] = field(default_factory=list)
 
 
 def run_transfer(
@@ -175,6 +178,8 @@ def run_transfer(
         seq += 1
     fed = 0
     events = 0
+    sender_log: list[Event] = []
+    receiver_log: list[Event] = []
     first_pass_at: float | None = None
     sender_done_at: float | None = None
 
@@ -251,8 +256,10 @@ def run_transfer(
         if receiver_alive:
             for d, _addr in recv.poll(now):
                 transmit(1, d, now)
-        sender_done = sender.finished or not sender_alive
-        receiver_done = receiver.finished or not receiver_alive
+        sender_log += sender.take_events()
+        receiver_log += recv.take_events()
+        sender_done = bool(sender_log) and isinstance(sender_log[-1], Ended) or not sender_alive
+        receiver_done = bool(receiver_log) and isinstance(receiver_log[-1], Ended) or not receiver_alive
         if sender_done and receiver_done:
             break
         deadlines = [queue[0][0]] if queue else []
@@ -291,4 +298,6 @@ def run_transfer(
         events,
         first_pass_at,
         sender_done_at,
+        sender_log,
+        receiver_log,
     )
