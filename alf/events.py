@@ -84,7 +84,7 @@ class Ended(Event):
 
 
 class EventLog:
-    """A core's queue of events; a mixin-free helper so each core says ``self.events.add``."""
+    """A core's queue of events, which keeps ``Finished`` and ``Ended`` to one each."""
 
     __slots__ = ("_items", "finished", "ended")
 

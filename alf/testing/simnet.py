@@ -1,9 +1,16 @@
 """A simulated network with virtual time for testing the protocol cores without sockets.
 
-Each direction has seeded loss, duplication, reordering, delay with jitter and an optional
-bottleneck rate. ``run_transfer`` wires a sender and a receiver (with in-memory sources and
-sinks, through the same session glue as the real drivers) and runs them to their outcomes.
-Same seed, same inputs: the same events, counts and times.
+``Network`` holds nodes (any hashable address) joined by one-way links, each with seeded loss,
+duplication, reordering, delay with jitter and an optional bottleneck rate, and groups: a
+datagram sent to a group goes down the link to each member, and each link decides its fate on
+its own (as a multicast tree's branches do). Two addresses of one machine are two nodes, so a
+multipath transfer is two links between two pairs of nodes. Like trio's FakeNet, it is the
+transport the cores are tested on: ``send`` queues a datagram, ``due`` hands out what has
+arrived by a time, in arrival order.
+
+``run_transfer`` wires a sender and a receiver (with in-memory sources and sinks, through the
+same session glue as the real drivers) across a two-node network and runs them to their
+outcomes. Same seed, same inputs: the same events, counts and times.
 """
 
 from __future__ import annotations
@@ -95,6 +102,63 @@ class Wire:
         return out
 
 
+Node = Any  # an address: ("sender", 1), ("10.2.0.1", 8834), ...
+
+
+class Network:
+    """Nodes, one-way links between them and groups, in virtual time. Every link draws from the
+    network's one seeded generator, in the order datagrams are sent, so a run is a function of
+    the seed and what the nodes send."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = random.Random(seed)
+        self.links: dict[tuple[Node, Node], Wire] = {}
+        self.groups: dict[Node, list[Node]] = {}
+        self.tick: dict[Node, float] = {}  # a node that reads on a clock gets arrivals on its ticks
+        self._queue: list[tuple[float, int, Node, Node, bytes]] = []
+        self._seq = 0
+
+    def link(self, src: Node, dst: Node, link: Link = Link()) -> Wire:
+        """Join ``src`` to ``dst`` (one way); returns the wire, whose counters tell its story."""
+        w = self.links[(src, dst)] = Wire(link, self.rng)
+        return w
+
+    def join(self, group: Node, member: Node) -> None:
+        """``member`` receives what is sent to ``group`` (over the link from the sender to it)."""
+        self.groups.setdefault(group, []).append(member)
+
+    def leave(self, group: Node, member: Node) -> None:
+        self.groups[group].remove(member)
+
+    def send(self, src: Node, dst: Node, datagram: bytes, now: float) -> None:
+        """Send at ``now``; a destination with no link from ``src`` is a black hole."""
+        for to in self.groups.get(dst, [dst]):
+            w = self.links.get((src, to))
+            if w is None:
+                continue
+            for arrival in w.arrivals(len(datagram), now):
+                tick = self.tick.get(to)
+                if tick:  # it wakes on a tick and finds a backlog
+                    arrival = math.ceil(arrival / tick - 1e-9) * tick
+                self.inject(src, to, datagram, arrival)
+
+    def inject(self, src: Node, dst: Node, datagram: bytes, at: float) -> None:
+        """Deliver ``datagram`` to ``dst`` at ``at`` as if from ``src``, past every link (a forger)."""
+        heapq.heappush(self._queue, (at, self._seq, src, dst, datagram))
+        self._seq += 1
+
+    def next_arrival(self) -> float | None:
+        return self._queue[0][0] if self._queue else None
+
+    def due(self, now: float) -> list[tuple[Node, Node, bytes]]:
+        """(source, destination, datagram) of everything that has arrived by ``now``, in order."""
+        out = []
+        while self._queue and self._queue[0][0] <= now:
+            _t, _s, src, dst, d = heapq.heappop(self._queue)
+            out.append((src, dst, d))
+        return out
+
+
 @dataclass
 class SimResult:
     sender: Outcome | None
@@ -147,7 +211,8 @@ def run_transfer(
     given, receives (time, the sender's pacing rate, bottleneck queue drops so far) whenever
     the rate changes.
     """
-    rng = random.Random(seed)
+    net = Network(seed)
+    rng = net.rng
     coalesce_rng = random.Random(seed ^ 0x5A5A)  # its own stream: link fates do not depend on it
     scfg = sender_config or SenderConfig(adu_size=512, rate_bps=50e6, timeout=10.0)
     rcfg = receiver_config or ReceiverConfig(in_order=in_order, timeout=10.0, window_bytes=1 << 20)
@@ -170,27 +235,17 @@ def run_transfer(
     if receiver_buffer:
         receiver.set_read_buffer(receiver_buffer)
     recv = RecvSession(receiver, sink, Dropper(receiver_drop, seed) if receiver_drop else None)
-    fwd, back = Wire(forward, rng), Wire(backward, rng)
-    queue: list[tuple[float, int, int, bytes]] = []  # (time, seq, 0 = to receiver / 1 = to sender, datagram)
-    seq = 0
+    fwd = net.link(SENDER_ADDR, RECEIVER_ADDR, forward)
+    back = net.link(RECEIVER_ADDR, SENDER_ADDR, backward)
+    net.tick[RECEIVER_ADDR] = rx_tick
     for t, d in inject or []:
-        heapq.heappush(queue, (t, seq, 0, d))
-        seq += 1
+        net.inject(SENDER_ADDR, RECEIVER_ADDR, d, t)
     fed = 0
     events = 0
     sender_log: list[Event] = []
     receiver_log: list[Event] = []
     first_pass_at: float | None = None
     sender_done_at: float | None = None
-
-    def transmit(direction: int, datagram: bytes, t: float) -> None:
-        nonlocal seq
-        w = fwd if direction == 0 else back
-        for arrival in w.arrivals(len(datagram), t):
-            if direction == 0 and rx_tick:  # the receiver wakes on a tick and finds a backlog
-                arrival = math.ceil(arrival / rx_tick - 1e-9) * rx_tick
-            heapq.heappush(queue, (arrival, seq, direction, datagram))
-            seq += 1
 
     slot_size = GRO_MAX * (scfg.adu_size + wire.DATA_HEADER_SIZE)
     slots: list[memoryview] = []  # reusable receive buffers, as the driver's
@@ -248,21 +303,22 @@ def run_transfer(
         for _ in range(10_000 if sender_alive else 0):
             control, out = send.step(now)
             for c in control:
-                transmit(0, c.data, now)  # the simulated pair has one path, forward
+                net.send(SENDER_ADDR, RECEIVER_ADDR, c.data, now)  # one path
             if out is None:
                 break
             for header, payload in zip(out.headers, out.payloads, strict=True):
-                transmit(0, bytes(header) + bytes(payload), now)
+                net.send(SENDER_ADDR, RECEIVER_ADDR, bytes(header) + bytes(payload), now)
         if receiver_alive:
             for d, _addr in recv.poll(now):
-                transmit(1, d, now)
+                net.send(RECEIVER_ADDR, SENDER_ADDR, d, now)
         sender_log += sender.take_events()
         receiver_log += recv.take_events()
         sender_done = bool(sender_log) and isinstance(sender_log[-1], Ended) or not sender_alive
         receiver_done = bool(receiver_log) and isinstance(receiver_log[-1], Ended) or not receiver_alive
         if sender_done and receiver_done:
             break
-        deadlines = [queue[0][0]] if queue else []
+        arrival = net.next_arrival()
+        deadlines = [] if arrival is None else [arrival]
         if not sender_done:
             deadlines.append(min(sender.next_deadline(now), kill_sender_at))
         if not receiver_done:
@@ -272,9 +328,8 @@ def run_transfer(
         nxt = min(deadlines)
         now = nxt if nxt > now else now + 1e-6
         arrived: list[bytes] = []
-        while queue and queue[0][0] <= now:
-            _t, _s, direction, d = heapq.heappop(queue)
-            if direction == 0:
+        for _src, dst, d in net.due(now):
+            if dst == RECEIVER_ADDR:
                 if now < kill_receiver_at:
                     arrived.append(d)
             elif now < kill_sender_at:
