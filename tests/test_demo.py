@@ -144,3 +144,9 @@ def test_wan_part_leaves_no_namespace_when_interrupted(how: int) -> None:
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-rs"]))
+
+
+def test_demo_runs(procs: Procs) -> None:
+    r = procs.run("demo", "--size", "8M", "--no-wan", timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert b"sha256 identical; PASS" in r.stderr
