@@ -13,7 +13,8 @@ The core deals in runs of ADU indices; it never touches payload bytes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import NamedTuple
 
@@ -92,7 +93,9 @@ class Datagram(NamedTuple):
 @dataclass
 class PathState:
     """What belongs to one network path: its pacer and rate controller, its round trip, its
-    PROBE timer, and how much was issued on it."""
+    PROBE timer, and what was issued on it: ``in_flight`` holds the runs sent on it, in the
+    order sent, until the peer's cumulative acknowledgement passes them (a run leaves once it
+    and every run before it are acknowledged), so a path that dies can name what it carried."""
 
     id: int
     cc: cc.Controller
@@ -103,6 +106,7 @@ class PathState:
     srtt: float | None = None
     rttvar: float = 0.0
     issued_adus: int = 0  # ADUs sent on this path, first sends and repairs
+    in_flight: deque[Run] = field(default_factory=deque)
 
 
 @dataclass
@@ -116,6 +120,7 @@ class PeerState:
     acked: int = 0  # it holds every ADU below this
     received: int = 0  # the most distinct ADUs it reported holding
     progress_at: float = 0.0  # when it last showed it got more of our data
+    verdict: Outcome | None = None  # what its DONE said
 
     def __post_init__(self) -> None:
         self.progress_at = self.last_heard
@@ -400,7 +405,9 @@ class Sender:
         return self._issued(run, now)
 
     def _issued(self, run: Run, now: float) -> Run:
-        self.paths[run.path].issued_adus += run.count
+        on = self.paths[run.path]
+        on.issued_adus += run.count
+        on.in_flight.append(run)
         self.path.pacer.consume(run.count * self._dgram, now)
         self.stats.wire_bytes += run.count * self._dgram
         self._maybe_finishing(now)
@@ -506,7 +513,8 @@ class Sender:
         elif isinstance(msg, wire.Nak):
             self._on_nak(msg)
         elif isinstance(msg, wire.Done):
-            self._end(verdict_outcome(msg))
+            peer.verdict = verdict_outcome(msg)
+            self._end(peer.verdict)
             self._out.extend([self._to_peer(wire.encode_close(wire.Close(self.session_id)))] * CLOSE_COPIES)
         elif not isinstance(msg, wire.Accept):
             self.stats.unexpected += 1
@@ -518,9 +526,13 @@ class Sender:
         if msg.received > self.peer.received:
             self.peer.progress_at, self.peer.received = now, msg.received
         if msg.cum_ack > self.peer.acked:
-            self.peer.acked = msg.cum_ack
-            self.stats.acked_adus = msg.cum_ack
-            trim_ranges(self._repairs, self.peer.acked)
+            acked = self.peer.acked = msg.cum_ack
+            self.stats.acked_adus = acked
+            trim_ranges(self._repairs, acked)
+            for path in self.paths:
+                runs = path.in_flight
+                while runs and runs[0].first + runs[0].count <= acked:
+                    runs.popleft()
         if msg.window_limit > self.peer.window_limit:
             self.peer.window_limit = msg.window_limit
         self.stats.receiver_rate_Bps = msg.receive_rate

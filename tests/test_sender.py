@@ -162,3 +162,26 @@ def test_the_sender_core_knows_its_paths_and_its_peer() -> None:
     run = s.next_run(0.004, 64)
     assert run is not None and run.path == 0 and s.path.issued_adus == run.count
     assert all(d.addr == peer and d.path == 0 for d in s.poll(0.004))
+
+
+def test_each_path_keeps_its_runs_in_flight_until_acknowledged() -> None:
+    s = Sender(SenderConfig(adu_size=100, rate_bps=1e12), 9, wire.Kind.FILE, 10_000, 0.0)
+    s.poll(0.0)
+    s.handle_datagram(wire.encode_accept(wire.Accept(9, 0, wire.NO_LIMIT)), 0.001)
+    runs = s.next_runs(0.001, 30) + s.next_runs(0.001, 30)
+    assert [(r.first, r.count, r.path) for r in runs] == [(0, 30, 0), (30, 30, 0)]
+    assert list(s.path.in_flight) == runs and s.path.issued_adus == 60
+    s.handle_datagram(wire.encode_status(wire.Status(9, 45, 59, 55, wire.NO_LIMIT, 0, 0, 0)), 0.01)
+    assert list(s.path.in_flight) == runs[1:]  # [0, 30) is acknowledged, [30, 60) not all of it
+    s.handle_datagram(wire.encode_status(wire.Status(9, 60, 60, 60, wire.NO_LIMIT, 0, 0, 0)), 0.02)
+    assert not s.path.in_flight
+
+
+def test_the_peers_verdict_is_its_own() -> None:
+    s = Sender(SenderConfig(adu_size=100, rate_bps=1e12), 9, wire.Kind.FILE, 100, 0.0)
+    s.poll(0.0)
+    s.handle_datagram(wire.encode_accept(wire.Accept(9, 0, wire.NO_LIMIT)), 0.001)
+    s.next_runs(0.001, 1)
+    done = wire.Done(9, wire.Verdict.OK, 100, bytes(16))
+    s.handle_datagram(wire.encode_done(done), 0.01)
+    assert s.peer.verdict is not None and s.peer.verdict == s.outcome and s.outcome.ok
