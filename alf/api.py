@@ -729,8 +729,9 @@ class _Receive:
 
     def _moved_to_tcp(self, tap: _Tap) -> bool:
         """auto: a sender that gave up on UDP (all our ACCEPTs lost) comes back over TCP with
-        the same session id; follow it while no DATA has arrived."""
-        if self.adopted is None and self.listener is not None and tap.session_id is not None:
+        the same session id; follow it while no DATA has arrived (and, while UDP bound no
+        session, follow whichever sender comes over TCP)."""
+        if self.adopted is None and self.listener is not None:
             if tap.data:  # DATA flows over UDP: TCP is not coming
                 self.listener.close()
                 self.listener = None

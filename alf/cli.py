@@ -93,6 +93,7 @@ class Reporter(api.Observer):
         self.role = role
         self.where = where  # the summary's "to got.bin" / "from in.bin"
         self.stats: Callable[[], dict[str, Any]] = dict  # the library attaches its own at once
+        self._said: set[str] = set()  # rejection notices already printed
         self.verbose = common.verbose
         self.quiet = common.quiet
         live = sys.stderr.isatty() if common.progress is None else common.progress
@@ -121,7 +122,15 @@ class Reporter(api.Observer):
 
     def event(self, event: events.Event) -> None:
         if isinstance(event, events.Rejected):
-            self.say(progress.rejection_notice(event.peer, event.reason))
+            # each sender and reason once, and no more than a few: a flood is a count
+            notice = progress.rejection_notice(event.peer, event.reason)
+            if notice in self._said:
+                return
+            self._said.add(notice)
+            if len(self._said) <= MAX_REJECTION_NOTICES:
+                self.say(notice)
+            elif len(self._said) == MAX_REJECTION_NOTICES + 1:
+                self.say("turning away more senders (rejected_hellos in the statistics counts them)")
         elif isinstance(event, events.Verifying):
             self.say("every byte is here: finishing the output and checking its digest", detail=True)
 
@@ -189,6 +198,7 @@ class Reporter(api.Observer):
 
 
 PROGRESS_INTERVAL = 0.25  # seconds between redraws of the progress line (and rate samples)
+MAX_REJECTION_NOTICES = 5  # distinct "turned away a sender" messages before they become a count
 
 
 HELP_SECTIONS: dict[str, list[str]] = {

@@ -3,6 +3,13 @@
 Invariants:
 - At most one session is bound; it is bound to one session id and one peer address, and
   nothing from elsewhere changes its state (it is counted and dropped).
+- Nothing is bound, written or reserved before the sender has proved its address (§4.3): a
+  first HELLO is answered with a RETRY ACCEPT carrying a token that only the HELLO's source
+  address can have read, computed from a secret (so the receiver keeps no state per HELLO),
+  and only a HELLO that echoes it binds the session. Until then every answer is smaller than
+  the HELLO it answers, and answers that bind nothing go at a bounded rate.
+- After that, NAK bytes are paid from a credit of ``NAK_CREDIT`` times the bytes received
+  (capped), so a sender that falls silent cannot keep the receiver talking.
 - ``window_limit`` never decreases; DATA at or past it is dropped, so an in-order output holds
   at most ``window_adus`` ADUs beyond what it has consumed. Where the driver names its read
   buffer, the limit also stays within one flow window of ``highest`` (what has been read), so a
@@ -16,6 +23,8 @@ The core deals in runs of indices; payloads stay with the driver and the sink.
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from collections.abc import Hashable
 from dataclasses import dataclass
 from enum import Enum
@@ -34,6 +43,11 @@ MAX_AHEAD_ADUS = 1 << 26  # output written at offsets: bound on how far ahead of
 WINDOW_UPDATE = 4  # a STATUS goes early once the flow window has moved by 1/this of itself
 FLOW_FLOOR = 4 << 20  # the flow window never falls below this much of the read buffer
 ABORT_COPIES = 3
+TOKEN_EPOCH = 30.0  # §4.3: a RETRY token is good in the epoch it was made in and the next
+ANSWER_RATE = 200.0  # answers per second to HELLOs that bind nothing (RETRY, rejections)
+ANSWER_BURST = 50.0
+NAK_CREDIT = 3  # §7.2: NAK bytes allowed per byte of new data (and control) from the peer
+NAK_CREDIT_CAP = 256 << 10  # ... saved up to at most this
 
 Addr = Hashable
 
@@ -61,6 +75,10 @@ class ReceiverStats:
     violations: int = 0
     dropped_injected: int = 0
     rejected_hellos: int = 0
+    retries_sent: int = 0  # RETRY ACCEPTs: the HELLO's source must prove its address (§4.3)
+    bad_tokens: int = 0  # HELLOs with a token that is stale or was never ours
+    answers_held: int = 0  # answers to HELLOs not sent for the rate bound (a flood)
+    nak_rounds_held: int = 0  # NAK rounds deferred for want of credit (§7.2)
     naks_sent: int = 0
     nak_rounds: int = 0
     adus_nakked: int = 0
@@ -78,8 +96,16 @@ class State(Enum):
 
 
 class Receiver:
-    def __init__(self, config: ReceiverConfig, now: float) -> None:
+    """``secret`` keys the RETRY tokens (random unless a test fixes it)."""
+
+    def __init__(self, config: ReceiverConfig, now: float, secret: bytes | None = None) -> None:
         self.cfg = config
+        self._secret = secret if secret is not None else secrets.token_bytes(16)
+        self._answers = ANSWER_BURST  # a token bucket for answers that bind nothing
+        self._answers_at = now
+        self._nak_credit = 0.0
+        self._credited = 0  # bytes received from the peer already turned into credit
+        self._control_bytes = 0  # control bytes received from the peer
         self.state = State.IDLE
         self.outcome: Outcome | None = None
         self.stats = ReceiverStats()
@@ -285,7 +311,7 @@ class Receiver:
             self._on_hello(msg, addr, now)
             return
         if isinstance(msg, wire.Unsupported):
-            self._reject(msg.session_id, addr, wire.AbortCode.UNSUPPORTED, unsupported_reason(msg))
+            self._reject(msg.session_id, addr, wire.AbortCode.UNSUPPORTED, unsupported_reason(msg), now)
             return
         if self.state == State.IDLE or msg.session_id != self.session_id or addr not in self.peers:
             self.stats.foreign += 1
@@ -293,6 +319,7 @@ class Receiver:
         if self.state == State.CLOSED:
             return
         self._last_heard = now
+        self._control_bytes += len(buf)
         if isinstance(msg, wire.Probe):
             self._on_probe(msg, now, now if arrived is None else arrived)
         elif isinstance(msg, wire.Close):
@@ -305,10 +332,30 @@ class Receiver:
         else:
             self.stats.violations += 1  # a message only a receiver sends
 
-    def _reject(self, session_id: int, addr: Addr, code: wire.AbortCode, reason: str) -> None:
+    def _reject(self, session_id: int, addr: Addr, code: wire.AbortCode, reason: str, now: float) -> None:
         self.stats.rejected_hellos += 1
-        self.events.add(Rejected(addr, reason))
-        self._send_abort_to(session_id, addr, code, reason)
+        if self._may_answer(now):
+            self.events.add(Rejected(addr, reason))
+            self._send_abort_to(session_id, addr, code, reason)
+
+    def _may_answer(self, now: float) -> bool:
+        """The rate bound on answers that bind nothing: a flood of HELLOs (forged ones too)
+        gets ANSWER_RATE answers a second, not one each."""
+        self._answers = min(ANSWER_BURST, self._answers + (now - self._answers_at) * ANSWER_RATE)
+        self._answers_at = now
+        if self._answers < 1:
+            self.stats.answers_held += 1
+            return False
+        self._answers -= 1
+        return True
+
+    def _token(self, msg: wire.Hello, addr: Addr, epoch: int) -> int:
+        """§4.3: what only ``addr`` can echo: a MAC of the HELLO's terms, its source address
+        and the epoch, under this receiver's secret (never 0)."""
+        h = hashlib.blake2b(key=self._secret, digest_size=8)
+        h.update(repr((msg.session_id, msg.adu_size, int(msg.kind), msg.total_bytes)).encode())
+        h.update(repr((int(msg.digest_alg), msg.checksum, msg.features, msg.tag, addr, epoch)).encode())
+        return int.from_bytes(h.digest(), "big") or 1
 
     def _on_hello(self, msg: wire.Hello, addr: Addr, now: float) -> None:
         if self.state != State.IDLE:
@@ -316,10 +363,26 @@ class Receiver:
                 if self.state == State.RECEIVING:
                     self._send(self._accept(msg))
                 return
-            self._reject(msg.session_id, addr, wire.AbortCode.BUSY, "receiver is busy with another transfer")
+            reason = "receiver is busy with another transfer"
+            self._reject(msg.session_id, addr, wire.AbortCode.BUSY, reason, now)
             return
         if msg.tag != self._tag:
-            self._reject(msg.session_id, addr, wire.AbortCode.CHECKPHRASE_MISMATCH, "checkphrase mismatch")
+            self._reject(
+                msg.session_id, addr, wire.AbortCode.CHECKPHRASE_MISMATCH, "checkphrase mismatch", now
+            )
+            return
+        epoch = int((now - self._start) // TOKEN_EPOCH)
+        if not msg.token or msg.token not in (
+            self._token(msg, addr, epoch),
+            self._token(msg, addr, epoch - 1),
+        ):
+            # §4.3: the source must prove it reads what is sent to it; nothing is bound yet
+            if msg.token:
+                self.stats.bad_tokens += 1
+            if self._may_answer(now):
+                retry = wire.Accept(msg.session_id, msg.timestamp_us, 0, self._token(msg, addr, epoch), True)
+                self._out.append((wire.encode_accept(retry), addr))
+                self.stats.retries_sent += 1
             return
         self.state = State.RECEIVING
         self.session_id = msg.session_id
@@ -340,7 +403,7 @@ class Receiver:
 
     def _accept(self, msg: wire.Hello) -> bytes:
         self._advertised = self.window_limit
-        return wire.encode_accept(wire.Accept(self.session_id, msg.timestamp_us, self._advertised))
+        return wire.encode_accept(wire.Accept(self.session_id, msg.timestamp_us, self._advertised, msg.token))
 
     def _on_probe(self, msg: wire.Probe, now: float, arrived: float) -> None:
         self._srtt = msg.srtt_us / 1e6
@@ -416,11 +479,22 @@ class Receiver:
         missing = self.gaps.missing(self.gaps.cum, below)
         if not missing:
             return
-        datagrams, covered = wire.encode_naks(self.session_id, missing, MAX_NAK_DATAGRAMS)
+        # §7.2: NAKs are paid from what the peer sent (a silent sender is not NAKed for ever)
+        received = self.stats.bytes_received + self._control_bytes  # new data, and control
+        credit = self._nak_credit + NAK_CREDIT * (received - self._credited)
+        self._credited = received
+        self._nak_credit = min(float(NAK_CREDIT_CAP), credit)
+        allowed = min(MAX_NAK_DATAGRAMS, int(self._nak_credit // wire.MAX_NAK_SIZE))
+        if allowed < 1:
+            self.stats.nak_rounds_held += 1
+            self._nak_below = below  # the same holes, once credit comes
+            return
+        datagrams, covered = wire.encode_naks(self.session_id, missing, allowed)
         self.stats.nak_rounds += 1
         self.stats.naks_sent += len(datagrams)
         self.stats.adus_nakked += sum(b - a for a, b in missing[:covered])
         for d in datagrams:
+            self._nak_credit -= len(d)
             self._send(d)
 
     def _send_status(self, now: float) -> None:

@@ -72,6 +72,7 @@ class SenderStats:
     adus_nak_requested: int = 0
     probes_sent: int = 0
     hellos_sent: int = 0
+    retries_received: int = 0  # RETRY ACCEPTs: the receiver validating our address (§4.3)
     malformed: int = 0
     foreign: int = 0
     unexpected: int = 0
@@ -177,6 +178,8 @@ class Sender:
         self._hello_at = now
         self._hello_gap = HELLO_FIRST_RETRY
         self._tag = wire.checkphrase_tag(config.checkphrase)
+        self._token = 0  # the receiver's address-validation token, once a RETRY brought one
+        self._extra_hellos = 0  # copies beyond one of the next HELLO
 
     def _to_peer(self, data: bytes) -> Datagram:
         """A control datagram for the peer, on its path."""
@@ -261,26 +264,32 @@ class Sender:
             return
         if self.state == State.HANDSHAKE:
             if now >= self._hello_at:
-                self._out.append(
-                    self._to_peer(
-                        wire.encode_hello(
-                            wire.Hello(
-                                self.session_id,
-                                self.adu,
-                                self.kind,
-                                wire.UNKNOWN_LENGTH
-                                if self.kind == wire.Kind.STREAM
-                                else (self.total_bytes or 0),
-                                wire.to_us(now),
-                                self._tag,
-                                self.cfg.digest,
-                                self.cfg.checksum,
-                                self.cfg.features,
+                copies = 1 + self._extra_hellos
+                self._extra_hellos = 0
+                self._out.extend(
+                    [
+                        self._to_peer(
+                            wire.encode_hello(
+                                wire.Hello(
+                                    self.session_id,
+                                    self.adu,
+                                    self.kind,
+                                    wire.UNKNOWN_LENGTH
+                                    if self.kind == wire.Kind.STREAM
+                                    else (self.total_bytes or 0),
+                                    wire.to_us(now),
+                                    self._tag,
+                                    self.cfg.digest,
+                                    self.cfg.checksum,
+                                    self.cfg.features,
+                                    self._token,
+                                )
                             )
                         )
-                    )
+                    ]
+                    * copies
                 )
-                self.stats.hellos_sent += 1
+                self.stats.hellos_sent += copies
                 self._hello_at = now + self._hello_gap
                 self._hello_gap = min(self._hello_gap * 2, HELLO_MAX_RETRY)
             return
@@ -493,6 +502,17 @@ class Sender:
             self._end(aborted_by("receiver", msg.code.name, msg.reason))
             return
         if self.state == State.HANDSHAKE:
+            if isinstance(msg, wire.Accept) and msg.retry:
+                # §4.3: the receiver asks us to prove our address: the HELLO again, at once,
+                # with its token (and on the HELLO timer after that, until the ACCEPT)
+                self._token = msg.token
+                peer.last_heard = now  # it answers: the handshake's timers count from here
+                self._rtt_sample(on, got, msg.echo_timestamp_us, 0)
+                self._hello_at = now
+                self._hello_gap = HELLO_FIRST_RETRY
+                self._extra_hellos = 1  # two copies: one lost HELLO costs a HELLO gap
+                self.stats.retries_received += 1
+                return
             if isinstance(msg, wire.Accept):
                 peer.addr = addr  # the ACCEPT echoed our session id: this address is the peer's
                 peer.last_heard = now

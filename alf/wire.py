@@ -98,11 +98,13 @@ DATA_HEADER = struct.Struct("!BBBBIQQ")
 DATA_HEADER_SIZE = DATA_HEADER.size  # 24
 # §4.1 HELLO body: adu_size u32 | kind u8 | digest_alg u8 | data_flags u8 | reserved u8 |
 #                  total_bytes u64 | timestamp_us u64 | checkphrase tag 16s | features u64 ;
-#                  then padding
-HELLO_BODY = struct.Struct("!IBBBBQQ16sQ")
+#                  | token u64 (§4.3: the receiver's address-validation token, echoed) ; then padding
+HELLO_BODY = struct.Struct("!IBBBBQQ16sQQ")
 KNOWN_FEATURES = 0  # §4.4: the feature bits this version serves (none is defined yet)
-# §4.2 ACCEPT body: echo_timestamp_us u64 | window_limit u64 | reserved u64 (0)
+# §4.2 ACCEPT body: echo_timestamp_us u64 | window_limit u64 | token u64
 ACCEPT_BODY = struct.Struct("!QQQ")
+ACCEPT_FLAG_RETRY = 0x01  # §4.3: "send your HELLO again with this token": not yet accepted
+MAX_TOTAL_BYTES = (1 << 63) - 1  # §4.1: the longest file content (an offset must fit an off_t)
 # §6 STATUS body: cum_ack | highest | received | window_limit | receive_rate | echo_ts (u64 each)
 #                 | echo_delay_us u32 | reserved u32 (0)
 STATUS_BODY = struct.Struct("!QQQQQQII")
@@ -161,6 +163,7 @@ class Hello:
     digest_alg: DigestAlg = DigestAlg.XXH3_128
     checksum: bool = False
     features: int = 0  # §4.4: bits of optional capabilities asked for
+    token: int = 0  # §4.3: the token of the receiver's RETRY ACCEPT, echoed; 0 before one came
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,8 @@ class Accept:
     session_id: int
     echo_timestamp_us: int
     window_limit: int
+    token: int = 0  # §4.3: with ``retry``, what the sender's next HELLO must carry
+    retry: bool = False  # §4.3: the receiver has not accepted yet: it asks for its token back
 
 
 @dataclass(frozen=True)
@@ -257,14 +262,16 @@ def encode_hello(m: Hello) -> bytes:
         m.timestamp_us,
         m.tag,
         m.features,
+        m.token,
     )
     out = COMMON.pack(VERSION, MsgType.HELLO, 0, 0, 0, m.session_id) + body
     return out + bytes(HELLO_SIZE - len(out))
 
 
 def encode_accept(m: Accept) -> bytes:
-    return COMMON.pack(VERSION, MsgType.ACCEPT, 0, 0, 0, m.session_id) + ACCEPT_BODY.pack(
-        m.echo_timestamp_us, m.window_limit, 0
+    flags = ACCEPT_FLAG_RETRY if m.retry else 0
+    return COMMON.pack(VERSION, MsgType.ACCEPT, flags, 0, 0, m.session_id) + ACCEPT_BODY.pack(
+        m.echo_timestamp_us, m.window_limit, m.token
     )
 
 
@@ -507,7 +514,7 @@ def decode_untrusted(buf: bytes | bytearray | memoryview) -> Message:
             raise BadPacket("HELLO flags")
         if n != HELLO_SIZE:
             raise BadPacket("HELLO must be exactly 1200 bytes")
-        adu, kind, alg, dflags, res, total, ts, tag, features = HELLO_BODY.unpack_from(buf, _HEAD)
+        adu, kind, alg, dflags, res, total, ts, tag, features, token = HELLO_BODY.unpack_from(buf, _HEAD)
         if res:
             raise BadPacket("HELLO reserved byte")
         if any(buf[_HEAD + HELLO_BODY.size :]):
@@ -527,14 +534,17 @@ def decode_untrusted(buf: bytes | bytearray | memoryview) -> Message:
             raise BadPacket("stream with a length")
         if kind_e == Kind.FILE and total == UNKNOWN_LENGTH:
             raise BadPacket("file without a length")
-        return Hello(session, adu, kind_e, total, ts, tag, alg_e, bool(dflags), features)
+        if kind_e == Kind.FILE and total > MAX_TOTAL_BYTES:
+            return Unsupported(session, f"a content of {total} bytes (at most 2^63-1)")
+        return Hello(session, adu, kind_e, total, ts, tag, alg_e, bool(dflags), features, token)
     if mtype == MsgType.ACCEPT:
-        if flags or n != _HEAD + ACCEPT_BODY.size:
+        if flags & ~ACCEPT_FLAG_RETRY or n != _HEAD + ACCEPT_BODY.size:
             raise BadPacket("bad ACCEPT")
-        ts, limit, res = ACCEPT_BODY.unpack_from(buf, _HEAD)
-        if res:
-            raise BadPacket("ACCEPT reserved")
-        return Accept(session, ts, limit)
+        ts, limit, token = ACCEPT_BODY.unpack_from(buf, _HEAD)
+        retry = bool(flags & ACCEPT_FLAG_RETRY)
+        if retry and not token:
+            raise BadPacket("RETRY without a token")
+        return Accept(session, ts, limit, token, retry)
     if mtype == MsgType.STATUS:
         if flags or n != _HEAD + STATUS_BODY.size:
             raise BadPacket("bad STATUS")

@@ -1,4 +1,5 @@
-"""Shared helpers for tests that run real `alf` processes on loopback."""
+"""Shared helpers for tests that run real `alf` processes on loopback, and for tests that
+drive a receiver core through its handshake."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from alf import wire
 from alf.demo import free_udp_port, sha256_file  # noqa: F401  (sha256_file: for the tests)
 from alf.demo import random_file as _random_file
 
@@ -22,6 +24,22 @@ def random_file(path: str, size: int, seed: int = 0) -> str:
 
 
 ALF = [sys.executable, "-m", "alf"]
+
+
+def handshake(receiver: Any, hello: wire.Hello, addr: object, now: float = 0.0) -> list[tuple[bytes, Any]]:
+    """Bind a receiver core to ``hello`` from ``addr`` as a sender does (§4.3): the HELLO, then
+    the HELLO again with the RETRY's token. Returns what the receiver answered the second
+    (its ACCEPT, or an ABORT)."""
+    receiver.handle_control(wire.encode_hello(hello), addr, now)
+    out = receiver.poll(now)
+    retry = wire.decode_untrusted(out[-1][0]) if out else None
+    if not isinstance(retry, wire.Accept) or not retry.retry:
+        return list(out)  # refused at once (checkphrase, busy): no token to echo
+    echo = wire.Hello(
+        *[getattr(hello, f) for f in hello.__dataclass_fields__ if f != "token"], token=retry.token
+    )
+    receiver.handle_control(wire.encode_hello(echo), addr, now)
+    return list(receiver.poll(now))
 
 
 def last_json(path: str) -> dict[str, Any]:

@@ -166,9 +166,12 @@ def test_simulated_step_down_and_up() -> None:
 
     assert 0.8 * 10e6 <= mean_rate(5.0, 6.0) <= 1.1 * 10e6  # within 2 s of the step down
     assert at(6.0)[1] - at(3.5)[1] <= 5  # settled at the new rate: next to no drops
-    # the step itself: at most the queue (50 ms at 40 Mbit/s: 172 packets) and 0.1 s at the old
-    # rate (344) are lost while the controller reacts; after that, nothing (above)
-    assert at(3.5)[1] - at(3.0)[1] <= 172 + 344
+    # the step itself: at most the queue (50 ms at 40 Mbit/s: 172 packets) and 0.2 s at the old
+    # rate (688) are lost while the controller reacts; after that, nothing (above). How many
+    # depends on where in the controller's probing cycle the step lands: stepping at 2.90 to
+    # 3.17 s cost 0 to 680 packets, with the handshake a round trip shorter (one exchange) as
+    # with it longer (two, §4.3); a loss storm costs thousands.
+    assert at(3.5)[1] - at(3.0)[1] <= 172 + 688
     assert mean_rate(7.5, 8.0) >= 0.8 * 40e6  # within 2 s of the step up
 
 

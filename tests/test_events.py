@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from conftest import handshake
 from test_tcp_core import ADU, Harness, body
 
 from alf import wire
@@ -65,7 +66,7 @@ def test_a_udp_transfer_tells_its_story_in_order(seed: int) -> None:
 def test_an_aborting_sender_is_a_peer_abort_at_the_receiver() -> None:
     r = Receiver(ReceiverConfig(), 0.0)
     hello = wire.Hello(7, 100, wire.Kind.FILE, 1000, 0, wire.checkphrase_tag(""))
-    r.handle_control(wire.encode_hello(hello), ("192.0.2.1", 9), 0.0)
+    handshake(r, hello, ("192.0.2.1", 9))
     r.handle_control(wire.encode_abort(wire.Abort(7, wire.AbortCode.CANCELLED, "bye")), ("192.0.2.1", 9), 0.1)
     r.poll(0.1)
     log = r.take_events()

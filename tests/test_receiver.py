@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from conftest import handshake
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,29 +14,26 @@ from alf.receiver import State as RState
 PEER = ("10.9.9.9", 5)  # an address label only: nothing is sent anywhere in these tests
 
 
-def _hello(r: Receiver, phrase: str = "", sid: int = 77, addr: object = PEER) -> None:
-    h = wire.Hello(sid, 100, wire.Kind.FILE, 1000, 1, wire.checkphrase_tag(phrase))
-    r.handle_control(wire.encode_hello(h), addr, 0.0)
+def _hello(r: Receiver, phrase: str = "", sid: int = 77, addr: object = PEER) -> list[tuple[bytes, object]]:
+    """The handshake (§4.3); returns the receiver's answer to the HELLO with its token."""
+    return handshake(r, wire.Hello(sid, 100, wire.Kind.FILE, 1000, 1, wire.checkphrase_tag(phrase)), addr)
 
 
 def test_checkphrase_mismatch_rejects_and_stays_idle() -> None:
     r = Receiver(ReceiverConfig(checkphrase="right"), 0.0)
-    _hello(r, "wrong")
-    out = r.poll(0.0)
+    out = _hello(r, "wrong")
     assert r.state == RState.IDLE and r.stats.rejected_hellos == 1
     abort = wire.decode_untrusted(out[0][0])
     assert isinstance(abort, wire.Abort) and abort.code == wire.AbortCode.CHECKPHRASE_MISMATCH
-    _hello(r, "right")
+    accept = wire.decode_untrusted(_hello(r, "right")[0][0])
     assert r.state == RState.RECEIVING
-    assert isinstance(wire.decode_untrusted(r.poll(0.0)[0][0]), wire.Accept)
+    assert isinstance(accept, wire.Accept) and not accept.retry
 
 
 def test_second_sender_gets_busy_and_foreign_data_is_counted() -> None:
     r = Receiver(ReceiverConfig(), 0.0)
     _hello(r)
-    r.poll(0.0)
-    _hello(r, sid=78, addr=("10.9.9.8", 6))
-    ((d, addr),) = r.poll(0.0)
+    ((d, addr),) = _hello(r, sid=78, addr=("10.9.9.8", 6))
     assert addr == ("10.9.9.8", 6)
     m = wire.decode_untrusted(d)
     assert isinstance(m, wire.Abort) and m.code == wire.AbortCode.BUSY and m.session_id == 78
@@ -67,15 +65,11 @@ def test_flow_window_follows_what_was_read() -> None:
     # 100-byte ADUs, 124-byte datagrams: a 12,400-byte read buffer holds 100 of them
     r = Receiver(ReceiverConfig(in_order=False), 0.0)
     r.set_read_buffer(12_400)
-    _hello(r)
-    (accept,) = [wire.decode_untrusted(d) for d, _ in r.poll(0.0)]
+    (accept,) = [wire.decode_untrusted(d) for d, _ in _hello(r)]
     assert isinstance(accept, wire.Accept) and accept.window_limit == 10  # the file's end
     r = Receiver(ReceiverConfig(in_order=False), 0.0)
     r.set_read_buffer(12_400)
-    r.handle_control(
-        wire.encode_hello(wire.Hello(77, 100, wire.Kind.FILE, 10**7, 1, wire.checkphrase_tag(""))), PEER, 0.0
-    )
-    r.poll(0.0)
+    handshake(r, wire.Hello(77, 100, wire.Kind.FILE, 10**7, 1, wire.checkphrase_tag("")), PEER)
     assert r.window_limit == 100  # highest 0 + the buffer
     r.on_data_run(0, 40, 100, 0.001)
     assert r.window_limit == 140
@@ -145,6 +139,8 @@ def test_the_receiver_keeps_the_validated_addresses() -> None:
     r = Receiver(ReceiverConfig(), 0.0)
     h = wire.Hello(77, 100, wire.Kind.FILE, 1000, 0, wire.checkphrase_tag(""))
     r.handle_control(wire.encode_hello(h), PEER, 0.0)
+    assert r.peers == set()  # §4.3: not before the sender has echoed the RETRY's token
+    handshake(r, h, PEER)
     assert r.peers == {PEER}
     r.handle_control(wire.encode_probe(wire.Probe(77, 1, 1, 1000)), ("192.0.2.66", 1), 0.01)
     assert r.stats.foreign == 1

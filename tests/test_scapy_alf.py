@@ -30,6 +30,10 @@ def test_every_message_parses_to_the_encoder_fields() -> None:
 
     a = Alf(wire.encode_accept(wire.Accept(SID, 5, 77)))
     assert (a[AlfAccept].echo_timestamp_us, a[AlfAccept].window_limit) == (5, 77)
+    retry = Alf(wire.encode_accept(wire.Accept(SID, 5, 0, 0xFEED, True)))
+    assert retry.flags == 1 and retry[AlfAccept].token == 0xFEED
+    echo = Alf(wire.encode_hello(wire.Hello(SID, 1428, wire.Kind.FILE, 1, 99, tag, features=4, token=0xFEED)))
+    assert (echo[AlfHello].features, echo[AlfHello].token) == (4, 0xFEED)
 
     d = Alf(wire.encode_data(wire.Data(SID, 42, b"payload", wire.data_checksum(42, b"payload"))))
     assert (d.flags, d.aux, d[AlfData].index, bytes(d[AlfData].payload)) == (

@@ -101,11 +101,13 @@ messages = st.one_of(
         sids,
         st.integers(1, wire.MAX_ADU_SIZE),
         st.just(wire.Kind.FILE),
-        st.integers(0, 2**64 - 2),
+        st.integers(0, wire.MAX_TOTAL_BYTES),
         u64,
         st.binary(min_size=16, max_size=16),
         st.just(wire.DigestAlg.SHA256),
         st.booleans(),
+        st.just(0),
+        u64,
     ),
     st.builds(
         wire.Hello,
@@ -116,7 +118,14 @@ messages = st.one_of(
         u64,
         st.binary(min_size=16, max_size=16),
     ),
-    st.builds(wire.Accept, sids, u64, u64),
+    st.builds(
+        lambda s, t, lim, tok, retry: wire.Accept(s, t, lim, tok or 1 if retry else tok, retry),
+        sids,
+        u64,
+        u64,
+        u64,
+        st.booleans(),
+    ),
     st.builds(
         lambda s, a, b, c, lim, r, e, d: wire.Status(s, a, a + b, a + b + c - c, lim, r, e, d),
         sids,
@@ -290,3 +299,25 @@ def test_frame_length_raises_only_bad_packet(head: bytes, limit: int) -> None:
     except wire.BadPacket:
         return
     assert 0 < n <= limit
+
+
+def test_accept_retry_golden_and_its_token() -> None:
+    """§4.2/§4.3: RETRY is flag bit 0; a RETRY without a token is malformed; a HELLO carries
+    the token echoed at offset 64."""
+    a = wire.encode_accept(wire.Accept(SID, 5, 0, 0xA1F0A1F0A1F0A1F0, True))
+    assert a == HEADER(2, flags=1) + struct.pack("!QQQ", 5, 0, 0xA1F0A1F0A1F0A1F0)
+    bad = bytearray(a)
+    bad[32:40] = bytes(8)
+    with pytest.raises(wire.BadPacket):
+        wire.decode_untrusted(bytes(bad))
+    h = wire.encode_hello(wire.Hello(SID, 100, wire.Kind.FILE, 5, 1, bytes(16), token=0xBEEF))
+    assert h[64:72] == (0xBEEF).to_bytes(8, "big") and not any(h[72:])
+
+
+def test_a_file_longer_than_an_offset_can_say_is_unsupported() -> None:
+    """§4.1: a file HELLO above 2^63-1 bytes is refused by name (it once crashed the sink)."""
+    big = wire.encode_hello(wire.Hello(SID, 1, wire.Kind.FILE, 2**64 - 2, 1, bytes(16)))
+    offer = wire.decode_untrusted(big)
+    assert offer == wire.Unsupported(SID, "a content of 18446744073709551614 bytes (at most 2^63-1)")
+    ok = wire.decode_untrusted(wire.encode_hello(wire.Hello(SID, 1, wire.Kind.FILE, 2**63 - 1, 1, bytes(16))))
+    assert isinstance(ok, wire.Hello)

@@ -725,10 +725,10 @@ class TcpRecvDriver:
         return s
 
 
-def take_hello(listener: socket.socket, session_id: int, wait: float) -> socket.socket | None:
+def take_hello(listener: socket.socket, session_id: int | None, wait: float) -> socket.socket | None:
     """Accept connections for up to ``wait`` seconds until one opens with a HELLO of
-    ``session_id`` (left unread in the socket); others are closed. --transport auto uses it to
-    follow a sender that gave up on UDP after the receiver had committed to it."""
+    ``session_id`` (None: of any session), left unread in the socket; others are closed.
+    --transport auto uses it to follow a sender that gave up on UDP."""
     deadline = time.monotonic() + wait
     while True:
         left = deadline - time.monotonic()
@@ -746,7 +746,7 @@ def take_hello(listener: socket.socket, session_id: int, wait: float) -> socket.
             head = sock.recv(FRAME_HEAD + HELLO_SIZE, socket.MSG_PEEK | socket.MSG_WAITALL)
             msg = wire.decode_untrusted(head[FRAME_HEAD:])
             if frame_length_untrusted(head, HELLO_SIZE) == HELLO_SIZE and isinstance(msg, wire.Hello):
-                if msg.session_id == session_id:
+                if session_id is None or msg.session_id == session_id:
                     return sock
         except (OSError, wire.BadPacket):
             pass

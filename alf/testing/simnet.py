@@ -231,7 +231,7 @@ def run_transfer(
     backend = MemoryBackend()
     # a small read-back chunk, so hashing what arrived beyond holes takes many steps
     sink = OrderedSink(writer) if rcfg.in_order else OffsetSink(backend, hash_chunk=1000)
-    receiver = Receiver(rcfg, now)
+    receiver = Receiver(rcfg, now, secret=seed.to_bytes(8, "big", signed=True))
     if receiver_buffer:
         receiver.set_read_buffer(receiver_buffer)
     recv = RecvSession(receiver, sink, Dropper(receiver_drop, seed) if receiver_drop else None)

@@ -70,13 +70,15 @@ class AlfHello(Packet):  # §4.1
         LongField("total_bytes", 0),
         LongField("timestamp_us", 0),
         StrFixedLenField("tag", b"\0" * 16, 16),
-        StrFixedLenField("padding", b"\0" * 1144, 1144),
+        XLongField("features", 0),
+        XLongField("token", 0),  # §4.3: the RETRY's token, echoed
+        StrFixedLenField("padding", b"\0" * 1128, 1128),
     ]
 
 
 class AlfAccept(Packet):  # §4.2
     name = "alf ACCEPT"
-    fields_desc = [LongField("echo_timestamp_us", 0), LongField("window_limit", 0), LongField("reserved", 0)]
+    fields_desc = [LongField("echo_timestamp_us", 0), LongField("window_limit", 0), XLongField("token", 0)]
 
 
 class AlfData(Packet):  # §5; the payload follows as Raw
