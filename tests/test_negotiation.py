@@ -75,13 +75,25 @@ def test_the_receiver_core_answers_abort_unsupported_and_stays_idle() -> None:
     ]
 
 
+HUGE = wire.encode_hello(wire.Hello(0x1234, 1, wire.Kind.FILE, 2**64 - 2, 1, bytes(16)))
+
+
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
-def test_a_raw_offer_gets_the_abort(procs: Procs, port: int, tmp_path: Any, transport: str) -> None:
+@pytest.mark.parametrize(
+    "offer, what",
+    [
+        (_patch(_hello(), 21, 9), "digest algorithm 9"),
+        # it crashed a file receiver's posix_fallocate (OverflowError, exit 1, no answer)
+        (HUGE, "a content of 18446744073709551614 bytes (at most 2^63-1)"),
+    ],
+)
+def test_a_raw_offer_gets_the_abort(
+    procs: Procs, port: int, tmp_path: Any, transport: str, offer: bytes, what: str
+) -> None:
     """On the wire, against a real `alf recv` (defaults: auto, both transports)."""
     recv = procs.start("recv", str(port), "-o", os.path.join(tmp_path, "out"), "--timeout", "5")
     wait_listening(port)
     wait_listening_tcp(port)
-    offer = _patch(_hello(), 21, 9)
     if transport == "udp":
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.settimeout(5)
@@ -93,7 +105,7 @@ def test_a_raw_offer_gets_the_abort(procs: Procs, port: int, tmp_path: Any, tran
             head = s.recv(FRAME_LEN.size, socket.MSG_WAITALL)
             reply = s.recv(FRAME_LEN.unpack(head)[0], socket.MSG_WAITALL)
     assert wire.decode_untrusted(reply) == wire.Abort(
-        0x1234, wire.AbortCode.UNSUPPORTED, "this receiver does not support digest algorithm 9"
+        0x1234, wire.AbortCode.UNSUPPORTED, f"this receiver does not support {what}"
     )
     assert recv.wait(timeout=20) == 3  # it kept waiting for a sender it can serve, until --timeout
     assert recv.stderr is not None
