@@ -46,11 +46,13 @@ from alf.receiver import FLOW_FLOOR, Receiver, ReceiverConfig
 from alf.sender import DEFAULT_CEILING_BPS, DEFAULT_RATE_BPS, Sender, SenderConfig
 from alf.session import Dropper, RecvSession, SendSession
 from alf.tcp import TcpReceiver, TcpReceiverConfig, TcpSender, TcpSenderConfig, paced_frame_bytes
-from alf.units import parse_rate, parse_size
+from alf.units import parse_rate, parse_seconds, parse_size
 from alf.verdict import unsupported_reason
 
 AUTO_HELLO_TIMEOUT = 1.5  # transport "auto": UDP gets this long to answer before TCP is tried
 DEFAULT_TIMEOUT = 30.0
+MIN_TIMEOUT, MAX_TIMEOUT = 0.1, 1e6  # seconds: --timeout's range (1e6 s is 11.6 days)
+SLOW_RATE_BPS = 64e3  # below this a rate is more likely a slip than a wish: a note says so
 DIGESTS = {"xxh3": wire.DigestAlg.XXH3_128, "blake3": wire.DigestAlg.BLAKE3, "sha256": wire.DigestAlg.SHA256}
 TRANSPORTS = ("auto", "udp", "tcp")
 F_SETPIPE_SZ = 1031  # fcntl.h (Linux)
@@ -208,6 +210,30 @@ def _size(name: str, value: int | str | None) -> int | None:
         raise UsageError(f"{name}: {e}") from None
 
 
+def _seconds(name: str, value: float | None) -> float | None:
+    try:
+        return None if value is None else parse_seconds(value, name, MIN_TIMEOUT, MAX_TIMEOUT)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def _window(value: int | str) -> int:
+    """A window no larger than half this machine's memory: more cannot be held (a pipe's
+    sender holds its window, an in-order receiver too), and the ENOMEM would come mid-way."""
+    size = _size("window", value)
+    assert size is not None
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return size
+    if size > memory // 2:
+        raise UsageError(
+            f"window: {human_bytes(size)} is more than half of this machine's memory "
+            f"({human_bytes(memory)}); at most {human_bytes(memory // 2)}"
+        )
+    return size
+
+
 def _wake(observer: Observer) -> tuple[int, int, bool]:
     """The loop's wake-up pipe: the observer's, or one of our own (closed at the end)."""
     if observer.wake is not None:
@@ -357,8 +383,9 @@ def send(
     if not 1 <= streams <= 64:
         raise UsageError("streams must be 1-64")
     rate_bps, min_bps = _rate("rate", rate), _rate("min_rate", min_rate)
-    window_bytes, chaos_bytes = _size("window", window), _size("chaos", chaos)
-    assert min_bps is not None and window_bytes is not None
+    window_bytes, chaos_bytes = _window(window), _size("chaos", chaos)
+    timeout = _seconds("timeout", timeout)
+    assert min_bps is not None
     if transport == "udp" and (paths or chaos_bytes):
         raise UsageError("paths and chaos are for transport tcp or auto")
     if transport == "tcp" and checksum:
@@ -383,6 +410,11 @@ def send(
     # TCP is paced only at a rate given: its own congestion control does the rest.
     tcp = _TcpOptions(tcp_paths, streams, chaos_bytes or 0, rate_bps)
     obs = observer or _Callbacks(progress, cancel, progress_interval)
+    if rate_bps is not None and rate_bps < SLOW_RATE_BPS:
+        obs.say(
+            f"note: --rate {rate_bps:g} is {rate_bps:g} bit/s (rates are bits per second: 800M is "
+            f"800 Mbit/s); at that rate 1 MB takes {8e6 / rate_bps / 3600:.2g} hours"
+        )
     return _send(host, port, source, cfg, window_bytes, bind, transport, drop, seed, gso, tcp, obs, adu_size)
 
 
@@ -555,8 +587,8 @@ def receive(
         raise UsageError(f"port must be 0-65535, not {port}")
     if not 0.0 <= drop <= 0.99:
         raise UsageError("drop must be between 0 and 0.99")
-    window_bytes = _size("window", window)
-    assert window_bytes is not None
+    window_bytes = _window(window)
+    timeout = _seconds("timeout", timeout)
     obs = observer or _Callbacks(progress, cancel, progress_interval)
     return _Receive(port, output, force, fsync, keep_partial, window_bytes, transport, bind,
                     checkphrase, timeout, drop, seed, gso, obs).run()  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import os
 import signal
 import sys
@@ -47,6 +48,17 @@ class RateType(click.ParamType):  # type: ignore[type-arg]
             return parse_rate(value)
         except ValueError as e:
             raise click.BadParameter(str(e)) from None
+
+
+class Finite(click.FloatRange):
+    """A FloatRange that refuses NaN and the infinities (click's lets NaN through: no
+    comparison with it fails)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        x = super().convert(value, param, ctx)
+        if not math.isfinite(x):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return x
 
 
 class SizeType(click.ParamType):  # type: ignore[type-arg]
@@ -100,6 +112,7 @@ class Reporter(api.Observer):
         self.console = progress.Console(sys.stderr, live and not common.quiet)
         self.meter = progress.RateMeter()
         self.json_file: IO[str] | None = None
+        self.json_path = common.stats_json
         if common.stats_json:
             try:
                 self.json_file = open(common.stats_json, "a", buffering=1)  # noqa: SIM115
@@ -137,6 +150,24 @@ class Reporter(api.Observer):
     def cancelled(self) -> bool:
         return self.cancel
 
+    def _json(self, stats: dict[str, Any]) -> None:
+        """One line of --stats-json; a file that cannot take it is given up, said once: the
+        statistics must never end a transfer."""
+        assert self.json_file is not None
+        try:
+            self.json_file.write(json.dumps(stats) + "\n")
+        except OSError as e:
+            self._close_json()
+            self.say(f"cannot write statistics to {self.json_path}: {e.strerror}; going on without them")
+
+    def _close_json(self) -> None:
+        f, self.json_file = self.json_file, None
+        if f is not None:
+            try:
+                f.close()
+            except OSError:
+                pass
+
     def starting(self) -> None:
         _prepare_heap()
 
@@ -171,7 +202,7 @@ class Reporter(api.Observer):
             self.say(json.dumps(self.snapshot(now)))
         if self.json_file is not None and now >= self._next_json:
             self._next_json = now + self.interval
-            self.json_file.write(json.dumps(self.snapshot(now)) + "\n")
+            self._json(self.snapshot(now))
         if now >= self._next_sample:
             self._next_sample = now + PROGRESS_INTERVAL
             s = self.stats()
@@ -186,8 +217,9 @@ class Reporter(api.Observer):
         final["exit_code"] = int(outcome.code)
         final["result"] = outcome.message
         if self.json_file is not None:
-            self.json_file.write(json.dumps(final) + "\n")
-            self.json_file.close()
+            self._json(final)
+            if self.json_file is not None:
+                self._close_json()
         self.console.end()
         seconds = final["transfer_s"]
         lines = progress.summary(final, outcome.ok, outcome.message, seconds, self.where)
@@ -220,8 +252,9 @@ HELP_SECTIONS: dict[str, list[str]] = {
 }
 UNITS_HELP = """\b
 Units:
-  RATE  bits per second; k, M, G, T are powers of 1000 (800M, 1.5G)
-  SIZE  bytes; K, M, G, T are powers of 1024 (256M = 256 MiB)"""
+  RATE  bits per second; k, M, G, T are powers of 1000 (800M, 1.5G); at most 1T
+  SIZE  bytes; K, M, G, T are powers of 1024 (256M = 256 MiB); a --window at most
+        half of this machine's memory"""
 
 
 class SectionedCommand(click.Command):
@@ -278,7 +311,7 @@ def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--timeout",
-            type=click.FloatRange(min=0.1),
+            type=Finite(min=0.1),
             default=None,
             metavar="SECONDS",
             help="Give up when the peer is silent this long [default: 30; the receiver waits for its "
@@ -286,7 +319,7 @@ def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--drop",
-            type=click.FloatRange(0.0, 0.99),
+            type=Finite(0.0, 0.99),
             default=0.0,
             metavar="P",
             help="Fault injection: drop this fraction of incoming datagrams (on a sender these are "
@@ -297,7 +330,7 @@ def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--stats-interval",
-            type=click.FloatRange(min=0.01),
+            type=Finite(min=0.01),
             default=1.0,
             show_default=True,
             metavar="SECONDS",
@@ -565,7 +598,7 @@ def _fail(role: str, outcome: Outcome) -> int:
 )
 @click.option(
     "--drop",
-    type=click.FloatRange(0.0, 0.5),
+    type=Finite(0.0, 0.5),
     default=0.05,
     show_default=True,
     help="Fraction of datagrams the receiver drops on purpose.",

@@ -192,12 +192,24 @@ def details(stats: Mapping[str, Any]) -> list[str]:
 
 class Console:
     """Owns stderr while a progress line is live: ``status`` redraws the line (cut to the
-    terminal's width by whole fields, so it never wraps), ``say`` prints a message above it."""
+    terminal's width by whole fields, so it never wraps), ``say`` prints a message above it.
+    A stream that cannot be written (a full disk, a closed pipe) is given up for good
+    (``broken``): what a person sees must never end a transfer."""
 
     def __init__(self, stream: TextIO, live: bool) -> None:
         self.stream = stream
         self.live = live
         self.line = ""
+        self.broken = False
+
+    def _write(self, text: str) -> None:
+        if self.broken:
+            return
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):
+            self.broken, self.live = True, False
 
     def _width(self) -> int:
         try:
@@ -212,19 +224,16 @@ class Console:
         while len(text) > width and "  " in text:  # drop whole fields from the right
             text = text.rsplit("  ", 1)[0]
         self.line = text[:width]
-        self.stream.write("\r" + self.line + "\x1b[K")
-        self.stream.flush()
+        self._write("\r" + self.line + "\x1b[K")
 
     def say(self, text: str) -> None:
         if self.live and self.line:
-            self.stream.write("\r\x1b[K" + text + "\n" + self.line)
+            self._write("\r\x1b[K" + text + "\n" + self.line)
         else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
+            self._write(text + "\n")
 
     def end(self) -> None:
         """Take the live line away: what follows (the summary) stands in its place."""
         if self.live and self.line:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
+            self._write("\r\x1b[K")
         self.line = ""

@@ -259,3 +259,65 @@ def test_binary_output_to_a_terminal_is_refused(port: int) -> None:
         os.close(master)
     assert p.returncode == ExitCode.USAGE
     assert b"stdout is a terminal" in p.stderr and b"-o - to print it anyway" in p.stderr
+
+
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["send", "127.0.0.1", "9", "--rate", "nan"], b"a rate must be a number above 0 and at most 1T"),
+        (["send", "127.0.0.1", "9", "--min-rate", "nan"], b"a rate must be a number above 0"),
+        (["send", "127.0.0.1", "9", "--cc", "fixed", "--rate", "inf"], b"not inf"),
+        (["send", "127.0.0.1", "9", "--rate", "1e400"], b"not inf"),
+        (["send", "127.0.0.1", "9", "--rate", "2T"], b"at most 1T (1 Tbit/s)"),
+        (["send", "127.0.0.1", "9", "--drop", "nan"], b"'nan' is not a finite number"),
+        (["recv", "9", "--drop", "nan"], b"'nan' is not a finite number"),
+        (["send", "127.0.0.1", "9", "--timeout", "nan"], b"'nan' is not a finite number"),
+        (["recv", "9", "--timeout", "inf"], b"'inf' is not a finite number"),
+        (["send", "127.0.0.1", "9", "--window", "1e30"], b"a size must be a number above 0 and at most"),
+        (["send", "127.0.0.1", "9", "--window", "1T"], b"more than half of this machine's memory"),
+        (["recv", "9", "--window", "1T"], b"more than half of this machine's memory"),
+        (["send", "127.0.0.1", "9", "--stats-interval", "nan"], b"'nan' is not a finite number"),
+    ],
+)
+def test_numbers_that_cannot_work_are_usage_errors(procs: Procs, args: list[str], said: bytes) -> None:
+    """Each once ended in a traceback (or, --timeout nan, spun a core for ever): exit 2 and a
+    message that gives the valid range."""
+    r = procs.run(*args, timeout=20)
+    assert r.returncode == ExitCode.USAGE and said in r.stderr and b"Traceback" not in r.stderr, r.stderr
+
+
+def test_a_rate_of_a_few_bits_gets_a_note(procs: Procs, port: int, tmp_path: str) -> None:
+    src = random_file(os.path.join(tmp_path, "in.bin"), 100)
+    r = procs.run("send", "127.0.0.1", str(port), src, "--rate", "1", "--timeout", "0.5", timeout=20)
+    assert b"note: --rate 1 is 1 bit/s (rates are bits per second" in r.stderr, r.stderr
+
+
+def test_statistics_that_cannot_be_written_never_end_a_transfer(
+    procs: Procs, port: int, tmp_path: str
+) -> None:
+    """--stats-json on a full device, on both sides: said once, and the transfer goes on (it
+    once ended with OSError ENOSPC in the reporter, exit 1, a partial left)."""
+    src = random_file(os.path.join(tmp_path, "in.bin"), 5_000_000)
+    dst = os.path.join(tmp_path, "out.bin")
+    recv = procs.start("recv", str(port), "-o", dst, "--stats-json", "/dev/full", "--stats-interval", "0.01")
+    wait_listening(port)
+    s = procs.run("send", "127.0.0.1", str(port), src, "--stats-json", "/dev/full", "--stats-interval", ".01")
+    assert s.returncode == 0, s.stderr
+    assert recv.wait(timeout=30) == 0
+    assert recv.stderr is not None
+    said = b"cannot write statistics to /dev/full: No space left on device; going on without them"
+    assert s.stderr.count(said) == 1 and recv.stderr.read().count(said) == 1
+    assert sha256_file(dst) == sha256_file(src)
+
+
+def test_a_full_stderr_never_ends_a_transfer(procs: Procs, port: int, tmp_path: str) -> None:
+    """The progress line, -v's messages and the summary to a full device: exit 0 both sides."""
+    src = random_file(os.path.join(tmp_path, "in.bin"), 5_000_000)
+    dst = os.path.join(tmp_path, "out.bin")
+    with open("/dev/full", "wb") as full:
+        recv = procs.start("recv", str(port), "-o", dst, "-v", "--progress", stderr=full)
+        wait_listening(port)
+        s = procs.run("send", "127.0.0.1", str(port), src, "-v", "--progress", stderr=full)
+        assert s.returncode == 0
+        assert recv.wait(timeout=30) == 0
+    assert sha256_file(dst) == sha256_file(src)
