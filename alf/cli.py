@@ -144,6 +144,11 @@ class Reporter(api.Observer):
                 self.say(notice)
             elif len(self._said) == MAX_REJECTION_NOTICES + 1:
                 self.say("turning away more senders (rejected_hellos in the statistics counts them)")
+        elif isinstance(event, events.SendFailed):
+            self.say(
+                f"cannot send: {event.reason} (a firewall rule or a route refuses it here); "
+                "what is lost is sent again once it clears, or the peer's silence ends it"
+            )
         elif isinstance(event, events.Verifying):
             self.say("every byte is here: finishing the output and checking its digest", detail=True)
 

@@ -66,6 +66,15 @@ class FallBack(Event):
 
 
 @dataclass(frozen=True)
+class SendFailed(Event):
+    """The local stack refused to send (a firewall rule, a prohibit or blackhole route): the
+    datagrams are lost, and are repaired once sending works again, or the peer's silence ends
+    the transfer after the timeout. Said once for each reason."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class Verifying(Event):
     """The receiver holds every ADU and knows the sender's FINAL: the output is being finished
     and its digest checked (a slow consumer can make this last)."""

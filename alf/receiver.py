@@ -31,7 +31,17 @@ from enum import Enum
 
 from alf import wire
 from alf.errors import ExitCode, Outcome, aborted_by
-from alf.events import DataArrived, Ended, Event, EventLog, Finished, Joined, PeerAborted, Rejected
+from alf.events import (
+    DataArrived,
+    Ended,
+    Event,
+    EventLog,
+    Finished,
+    Joined,
+    PeerAborted,
+    Rejected,
+    SendFailed,
+)
 from alf.gapmap import GapMap
 from alf.ranges import ceil_div
 from alf.verdict import FINAL_CONTRADICTS, INCONSISTENT_FINAL, final_contradicts, judge, unsupported_reason
@@ -84,6 +94,7 @@ class ReceiverStats:
     adus_nakked: int = 0
     status_sent: int = 0
     control_lost: int = 0  # STATUS/NAK/DONE the socket would not take (ENOBUFS, full): not sent
+    send_errors: int = 0  # sends the local stack refused (a firewall rule, a route): lost
     receive_rate_Bps: int = 0
     socket_overflows: int = 0  # datagrams the kernel dropped because our socket buffer was full
 
@@ -116,6 +127,7 @@ class Receiver:
         self.peers: set[Addr] = set()
         self.hello: wire.Hello | None = None
         self.began: float | None = None  # when the sender's HELLO was taken: the transfer's start
+        self._send_failures: set[str] = set()
         self.events = EventLog()  # what the driver and the library learn (alf.events)
         self.adu = 0
         self.gaps = GapMap()
@@ -443,6 +455,13 @@ class Receiver:
 
     def take_events(self) -> list[Event]:
         return self.events.take()
+
+    def on_send_error(self, reason: str) -> None:
+        """The driver's send failed in the local stack: a lost datagram (said once per reason)."""
+        self.stats.send_errors += 1
+        if reason not in self._send_failures:
+            self._send_failures.add(reason)
+            self.events.add(SendFailed(reason))
 
     def _timers(self, now: float) -> None:
         if self.state == State.IDLE:

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import cc
 from alf import wire
 from alf.errors import ExitCode, Outcome, aborted_by
-from alf.events import Ended, Event, EventLog, FallBack, Finished, Joined, PeerAborted
+from alf.events import Ended, Event, EventLog, FallBack, Finished, Joined, PeerAborted, SendFailed
 from alf.pacing import Pacer, bucket_bytes
 from alf.ranges import ceil_div, merge_ranges, trim_ranges
 from alf.verdict import verdict_outcome
@@ -73,6 +73,7 @@ class SenderStats:
     probes_sent: int = 0
     hellos_sent: int = 0
     retries_received: int = 0  # RETRY ACCEPTs: the receiver validating our address (§4.3)
+    send_errors: int = 0  # sends the local stack refused (a firewall rule, a route): lost
     malformed: int = 0
     foreign: int = 0
     unexpected: int = 0
@@ -152,6 +153,7 @@ class Sender:
         self.kind = kind
         self.state = State.HANDSHAKE
         self.outcome: Outcome | None = None
+        self._send_failures: set[str] = set()
         self.events = EventLog()  # what the driver and the library learn (alf.events)
         self.began: float | None = None  # when the receiver's ACCEPT came: the transfer's start
         self._refused_since: float | None = None  # the handshake met 'port unreachable' since then
@@ -235,6 +237,13 @@ class Sender:
 
     def take_events(self) -> list[Event]:
         return self.events.take()
+
+    def on_send_error(self, reason: str) -> None:
+        """The driver's send failed in the local stack: a lost datagram (said once per reason)."""
+        self.stats.send_errors += 1
+        if reason not in self._send_failures:
+            self._send_failures.add(reason)
+            self.events.add(SendFailed(reason))
 
     def on_refused(self, now: float) -> None:
         """The socket reported ICMP 'port unreachable' (ECONNREFUSED): during the handshake,

@@ -302,6 +302,25 @@ def test_stdout_full_tcp(procs: Procs, port: int, tmp_path: os.PathLike[str]) ->
     assert send.returncode == ExitCode.PEER_ABORTED and b"LOCAL_IO" in send.stderr
 
 
+def test_the_receivers_abort_always_reaches_the_sender_tcp(
+    procs: Procs, port: int, tmp_path: os.PathLike[str]
+) -> None:
+    """Ten times: a full output ends the receiver with megabytes still unread in its sockets.
+    Closed with them unread, the sockets sent resets, which made the sender's kernel drop the
+    ABORT it had not read yet (about 1 run in 6): the sender then timed out. It must be told,
+    every time, at once."""
+    src = random_file(os.path.join(tmp_path, "in.bin"), 40_000_000, seed=11)
+    for k in range(10):
+        with open("/dev/full", "wb") as full:
+            recv = _recv(procs, port, "--transport", "tcp", stdout=full)
+        t0 = time.monotonic()
+        send = procs.run("send", "127.0.0.1", str(port), src, "--transport", "tcp", "--timeout", "10")
+        took = time.monotonic() - t0
+        assert recv.wait(timeout=20) == ExitCode.LOCAL_IO, k
+        assert send.returncode == ExitCode.PEER_ABORTED and b"LOCAL_IO" in send.stderr, (k, send.stderr)
+        assert took < 5, (k, took)
+
+
 def test_sigusr1_tcp(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
     _recv(procs, port, "--transport", "tcp", stdout=subprocess.DEVNULL)
     feeder = subprocess.Popen(["sh", "-c", "head -c 1000000 /dev/zero; sleep 20"], stdout=subprocess.PIPE)

@@ -5,6 +5,7 @@ the route's MTU, IPv6, and a flood of garbage at a receiving socket."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import socket
 import time
@@ -324,3 +325,62 @@ def test_adu_size_fits_the_route() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # not connected: no route
         assert route_mtu(s) is None
         assert fit_adu(s, 9000, True, print) == 9000
+
+
+@pytest.mark.parametrize("err, gso", [(errno.EPERM, True), (errno.EACCES, False), (errno.EINVAL, True)])
+def test_local_send_errors_are_lost_datagrams(
+    procs: Procs, port: int, tmp_path: os.PathLike[str], err: int, gso: bool
+) -> None:
+    """For 0.3 s mid-transfer every send fails in the local stack, as an nftables rule dropping
+    output (EPERM), a prohibit route (EACCES) or a blackhole route (EINVAL) make it: the sender
+    counts them, says so once, and finishes (it ended with a traceback, exit 1, a partial left,
+    and the peer waiting 30 s). A blackhole's EINVAL to a GSO send is not taken for GSO's fault."""
+    import secrets
+    from typing import Any
+
+    from alf.events import Event, SendFailed
+    from alf.io.common import Hooks
+    from alf.io.source import FileSource
+    from alf.io.udp import _tune, run_sender
+    from alf.sender import Sender, SenderConfig
+    from alf.session import SendSession
+
+    window: list[float] = []
+
+    class Failing(socket.socket):
+        def sendmsg(self, buffers: Any, ancdata: Any = (), flags: int = 0, address: Any = None) -> int:
+            now = time.monotonic()
+            if window and window[0] <= now < window[0] + 0.3:
+                raise OSError(err, os.strerror(err))
+            if address is None:
+                return super().sendmsg(buffers, ancdata, flags)
+            return super().sendmsg(buffers, ancdata, flags, address)
+
+    src = random_file(os.path.join(tmp_path, "in.bin"), 30_000_000, seed=22)
+    dst = os.path.join(tmp_path, "out.bin")
+    recv = procs.start("recv", str(port), "--bind", "127.0.0.1", "-o", dst, "--transport", "udp")
+    wait_listening(port)
+    sock = Failing(socket.AF_INET, socket.SOCK_DGRAM)
+    _tune(sock)
+    sock.connect(("127.0.0.1", port))
+    source = FileSource(src, wire.DEFAULT_ADU_SIZE)
+    cfg = SenderConfig(cc="fixed", rate_bps=400e6, timeout=10.0)
+    sender = Sender(cfg, secrets.randbits(63) + 1, wire.Kind.FILE, 30_000_000, time.monotonic())
+    session = SendSession(sender, source)
+    seen: list[Event] = []
+
+    def event(ev: Event) -> None:
+        seen.append(ev)
+        if ev.__class__.__name__ == "Joined":
+            window.append(time.monotonic() + 0.1)  # data is flowing by then
+
+    outcome = run_sender(session, sock, Hooks(event=event), gso=gso)
+    sock.close()
+    source.close()
+    assert outcome.ok, outcome
+    assert sender.stats.send_errors > 0
+    assert [e for e in seen if isinstance(e, SendFailed)] == [SendFailed(os.strerror(err))]
+    if gso:
+        assert session.datapath == "gso"  # the route refused, not the segmentation
+    assert recv.wait(timeout=30) == 0
+    assert sha256_file(dst) == sha256_file(src)

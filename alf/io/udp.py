@@ -18,6 +18,7 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from alf import wire
@@ -206,10 +207,17 @@ def receiver_socket(bind: str | None, port: int) -> socket.socket:
 
 
 def _send(
-    sock: socket.socket, buffers: list[Any], addr: Any = None, ancillary: list[Any] | None = None
+    sock: socket.socket,
+    buffers: list[Any],
+    addr: Any = None,
+    ancillary: list[Any] | None = None,
+    failed: Callable[[OSError], None] | None = None,
 ) -> bool:
     """Send one datagram (or, with a UDP_SEGMENT ``ancillary``, a run of them cut by the kernel);
-    False when it had to be given up (it then counts as lost)."""
+    False when it had to be given up (it then counts as lost). Any other error of the local
+    stack (EPERM from a firewall rule, EACCES from a prohibit route, EINVAL from a blackhole
+    one) goes to ``failed`` and is a lost datagram too: the peer's silence, not our error,
+    decides when the path is dead (--timeout)."""
     anc = ancillary or []
     for _ in range(SEND_RETRY_LIMIT):
         try:
@@ -227,7 +235,10 @@ def _send(
                 raise GsoRefused(e.strerror or str(e)) from None
             if e.errno == errno.ENOBUFS or e.errno in ICMP_REPORTS:
                 return False
-            raise
+            if failed is None:
+                raise
+            failed(e)
+            return False
     return False
 
 
@@ -246,6 +257,10 @@ def run_sender(session: SendSession, sock: socket.socket, hooks: Hooks, gso: boo
     session.datapath = "gso" if gso else "per-datagram"
     gso_cmsg = [(SOL_UDP, UDP_SEGMENT, segment.to_bytes(2, sys.byteorder))]
     arrival_time(sock, clock())  # turns the kernel's receive stamps on
+
+    def fail(e: OSError) -> None:
+        sender.on_send_error(e.strerror or str(e))
+
     while True:
         now = clock()
         if hooks.cancelled():
@@ -269,7 +284,7 @@ def run_sender(session: SendSession, sock: socket.socket, hooks: Hooks, gso: boo
             arrived = arrival_time(sock, now) if n > 1 and buf[1] in _TIMED else None
             session.on_datagram(view[:n], now, arrived)
         for c in session.control(now):  # one path: the connected socket, whatever c.path says
-            _send(sock, [c.data])
+            _send(sock, [c.data], None, None, fail)
         budget = SEND_BUDGET_ADUS
         while budget > 0:
             ready = session.ready(now)
@@ -288,24 +303,28 @@ def run_sender(session: SendSession, sock: socket.socket, hooks: Hooks, gso: boo
                 for a in range(0, n, per_call):
                     b = min(a + per_call, n)
                     try:
-                        sent = _send(sock, iov[2 * a : 2 * b], None, gso_cmsg)
-                    except GsoRefused as e:  # for good: the rest of this batch, and all after, one by one
-                        gso, per_call = False, 1
-                        session.datapath = f"per-datagram (GSO refused: {e})"
+                        sent = _send(sock, iov[2 * a : 2 * b], None, gso_cmsg, fail)
+                    except GsoRefused as e:  # the rest of this batch one by one; and if that works,
+                        went = False  # all after too: the kernel will not segment on this route
                         for k in range(a, n):
-                            _send(sock, [batch.headers[k], batch.payloads[k]])
+                            went = (
+                                _send(sock, [batch.headers[k], batch.payloads[k]], None, None, fail) or went
+                            )
+                        if went:  # (a blackhole route says EINVAL to both: then GSO is not to blame)
+                            gso, per_call = False, 1
+                            session.datapath = f"per-datagram (GSO refused: {e})"
                         break
                     if not sent:
                         for k in range(a, b):  # given up as a whole (ENOBUFS, an ICMP error): one by one
-                            _send(sock, [batch.headers[k], batch.payloads[k]])
+                            _send(sock, [batch.headers[k], batch.payloads[k]], None, None, fail)
             else:
                 for header, payload in zip(batch.headers, batch.payloads, strict=True):
-                    _send(sock, [header, payload])
+                    _send(sock, [header, payload], None, None, fail)
             batcher.observe_send((perf() - t0) * per_call / n)  # per system call
             budget -= batch.count
             now = clock()
         for c in session.control(now):  # a FINAL PROBE may be due right after the last run
-            _send(sock, [c.data])
+            _send(sock, [c.data], None, None, fail)
         hooks.tick(now)
         if hooks.forward(sender.take_events()):
             break
@@ -338,6 +357,10 @@ def run_receiver(session: RecvSession, sock: socket.socket, hooks: Hooks, gro: b
     drops = socket_drops(sock)
     drops_base = drops or 0  # dropped before the session (another sender's datagrams): not ours
     arrival_time(sock, clock())  # turns the kernel's receive stamps on
+
+    def fail(e: OSError) -> None:
+        receiver.on_send_error(e.strerror or str(e))
+
     while True:
         now = clock()
         if hooks.cancelled() and not cancel_sent:
@@ -388,7 +411,7 @@ def run_receiver(session: RecvSession, sock: socket.socket, hooks: Hooks, gro: b
                 receiver.set_socket_drops(drops - drops_base)
         now = clock()  # the STATUS tells how long it held the PROBE's echo: up to the send
         for datagram, addr in session.poll(now):
-            if not _send(sock, [datagram], addr):
+            if not _send(sock, [datagram], addr, None, fail):
                 receiver.stats.control_lost += 1
         hooks.tick(now)
         if hooks.forward(session.take_events()):
