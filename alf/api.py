@@ -250,6 +250,24 @@ def _close_wake(r: int, w: int, own: bool) -> None:
         os.close(w)
 
 
+def _open_fifo(path: str, wait: float, cancelled: Callable[[], bool]) -> int:
+    """Open a FIFO for reading without blocking in open() (which waits for a writer for ever,
+    deaf to --timeout), then wait for its first writer for up to ``wait`` seconds, looking at
+    ``cancelled`` as it goes. Returns the descriptor (blocking again), or -1 if no writer came.
+    Linux reports a FIFO readable (data, or a writer that came and left) only once a writer
+    has opened it, so poll() waits for exactly that."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP)
+    deadline = time.monotonic() + wait
+    while not poller.poll(100):
+        if cancelled() or time.monotonic() >= deadline:
+            os.close(fd)
+            return -1
+    os.set_blocking(fd, True)
+    return fd
+
+
 def widen_pipe(fd: int) -> None:
     """Give a pipe a 1 MiB buffer (or the system's maximum): with the default 64 KiB, reading
     a fast producer costs 4x the system calls (0.75 against 2.85 GB/s measured here)."""
@@ -470,6 +488,17 @@ def _send(
                 )
             if stat.S_ISREG(st.st_mode):
                 path = given
+            elif stat.S_ISFIFO(st.st_mode):
+                fd, own_fd = _open_fifo(given, cfg.timeout, obs.cancelled), True
+                if fd < 0:
+                    own_fd = False
+                    return fail(
+                        Outcome(ExitCode.CANCELLED, "the sender was interrupted")
+                        if obs.cancelled()
+                        else Outcome(
+                            ExitCode.LOCAL_IO, f"nothing wrote to the FIFO {given} within {cfg.timeout:g} s"
+                        )
+                    )
             else:
                 fd, own_fd = os.open(given, os.O_RDONLY), True
         except OSError as e:

@@ -321,3 +321,36 @@ def test_a_full_stderr_never_ends_a_transfer(procs: Procs, port: int, tmp_path: 
         assert s.returncode == 0
         assert recv.wait(timeout=30) == 0
     assert sha256_file(dst) == sha256_file(src)
+
+
+def test_a_fifo_input_waits_for_its_writer_only_as_long_as_asked(procs: Procs, tmp_path: str) -> None:
+    """It blocked in open() for ever, deaf to --timeout and to SIGINT."""
+    fifo = os.path.join(tmp_path, "ff")
+    os.mkfifo(fifo)
+    t0 = time.monotonic()
+    r = procs.run("send", "127.0.0.1", "9", fifo, "--timeout", "1", timeout=20)
+    assert (
+        r.returncode == ExitCode.LOCAL_IO
+        and f"nothing wrote to the FIFO {fifo} within 1 s".encode() in r.stderr
+    )
+    assert time.monotonic() - t0 < 10
+    p = procs.start("send", "127.0.0.1", "9", fifo, "--timeout", "30")
+    time.sleep(1.0)
+    p.send_signal(signal.SIGINT)
+    assert p.wait(timeout=10) == ExitCode.CANCELLED
+
+
+def test_a_fifo_input_whose_writer_comes_later(procs: Procs, port: int, tmp_path: str) -> None:
+    fifo = os.path.join(tmp_path, "ff")
+    os.mkfifo(fifo)
+    src = random_file(os.path.join(tmp_path, "in.bin"), 3_000_000)
+    dst = os.path.join(tmp_path, "out.bin")
+    recv = procs.start("recv", str(port), "-o", dst, "--timeout", "10")
+    wait_listening(port)
+    send = procs.start("send", "127.0.0.1", str(port), fifo, "--timeout", "10")
+    time.sleep(0.7)
+    with open(fifo, "wb") as w, open(src, "rb") as f:
+        w.write(f.read())
+    assert send.wait(timeout=30) == 0
+    assert recv.wait(timeout=30) == 0
+    assert sha256_file(dst) == sha256_file(src)
