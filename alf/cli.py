@@ -35,6 +35,7 @@ Exit status:
   4    aborted by the peer (checkphrase mismatch, busy, its own error)
   5    verification failed (length or digest mismatch)
   6    local I/O error (input missing, output exists, disk full)
+  7    the input file changed while it was being sent: nothing delivered
   130  interrupted (SIGINT/SIGTERM)"""
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)

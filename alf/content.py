@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from alf.digest import Hasher, new_hasher
+from alf.errors import ExitCode
 from alf.ranges import ceil_div
 from alf.wire import DigestAlg
 
@@ -56,6 +57,16 @@ class Source(Protocol):
     def release(self, below: int) -> None: ...
 
     def error(self) -> str | None: ...
+
+
+class InputChanged(str):
+    """What a Source's ``error()`` says when its input changed while it was read: what went out
+    is a mix of versions that never existed together, and must not be delivered."""
+
+
+def source_failure(error: str) -> ExitCode:
+    """The exit code of a Source's ``error()``."""
+    return ExitCode.INPUT_CHANGED if isinstance(error, InputChanged) else ExitCode.LOCAL_IO
 
 
 def cut_adus(data: Buffer, adu: int) -> list[Buffer]:

@@ -18,6 +18,7 @@ class ExitCode(IntEnum):
     PEER_ABORTED = 4  # the peer refused or ended the transfer (checkphrase, busy, its own error)
     VERIFY_FAILED = 5  # the content arrived but its length or digest does not match
     LOCAL_IO = 6  # this side cannot read its input or write its output
+    INPUT_CHANGED = 7  # the sender's input file changed while it was sent: nothing is delivered
     CANCELLED = 130  # stopped by the user (SIGINT/SIGTERM)
 
 

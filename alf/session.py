@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from alf import wire
-from alf.content import MAX_RUN, Buffer, Sink, SinkError, Source
+from alf.content import MAX_RUN, Buffer, Sink, SinkError, Source, source_failure
 from alf.digest import NAMES as digest_names
 from alf.errors import ExitCode
 from alf.events import Event, Verifying
@@ -124,7 +124,7 @@ class SendSession:
                 s.set_digest(d)
         err = src.error()
         if err is not None:
-            s.cancel(wire.AbortCode.LOCAL_IO, err, ExitCode.LOCAL_IO)
+            s.cancel(wire.AbortCode.LOCAL_IO, err, source_failure(err))
         # Runs handed out later start at or above acked, so their views stay valid.
         src.release(s.peer.acked)
 

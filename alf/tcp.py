@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from alf import wire
-from alf.content import Buffer, Sink, SinkError, Source
+from alf.content import Buffer, Sink, SinkError, Source, source_failure
 from alf.digest import NAMES as digest_names
 from alf.errors import ExitCode, Outcome, aborted_by
 from alf.events import (
@@ -317,7 +317,7 @@ class TcpSender:
         if self.outcome is None:
             err = self.source.error()
             if err is not None:
-                self._abort(wire.AbortCode.LOCAL_IO, err, Outcome(ExitCode.LOCAL_IO, err))
+                self._abort(wire.AbortCode.LOCAL_IO, err, Outcome(source_failure(err), err))
             else:
                 self._timers(now)
         if self.outcome is None or self.events.ended:

@@ -10,7 +10,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import ALF, Procs, random_file, sha256_file, wait_listening
+from conftest import ALF, Procs, random_file, sha256_file, wait_listening, wait_listening_tcp
 
 from alf.errors import ExitCode
 
@@ -354,3 +354,28 @@ def test_a_fifo_input_whose_writer_comes_later(procs: Procs, port: int, tmp_path
     assert send.wait(timeout=30) == 0
     assert recv.wait(timeout=30) == 0
     assert sha256_file(dst) == sha256_file(src)
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_a_file_changed_while_it_is_sent_is_never_delivered(
+    procs: Procs, port: int, tmp_path: str, transport: str
+) -> None:
+    """The issue's case: 1 MiB in the middle of the input overwritten while the first pass
+    runs. Both sides exited 0 and the output matched neither version. Now the sender exits 7
+    before its FINAL, the receiver is told and keeps nothing."""
+    src = random_file(os.path.join(tmp_path, "in.bin"), 60_000_000, seed=31)
+    dst = os.path.join(tmp_path, "out.bin")
+    recv = procs.start("recv", str(port), "-o", dst, "--timeout", "20", "--transport", transport)
+    wait_listening(port) if transport == "udp" else wait_listening_tcp(port)
+    send = procs.start(
+        "send", "127.0.0.1", str(port), src, "--cc", "fixed", "--rate", "200M", "--transport", transport
+    )
+    time.sleep(1.0)  # well into the first pass (2.4 s at 200M)
+    with open(src, "r+b") as f:
+        f.seek(40_000_000)
+        f.write(os.urandom(1 << 20))
+    _out, err = send.communicate(timeout=30)
+    assert send.returncode == ExitCode.INPUT_CHANGED, err
+    assert b"was written to while it was being sent: nothing is delivered" in err
+    assert recv.wait(timeout=30) == ExitCode.PEER_ABORTED
+    assert not os.path.exists(dst) and not os.path.exists(dst + ".alf-partial")

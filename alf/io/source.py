@@ -15,10 +15,14 @@ import threading
 import time
 from collections.abc import Callable
 
-from alf.content import MAX_RUN, Buffer, cut_adus
+from alf.content import MAX_RUN, Buffer, InputChanged, cut_adus
 from alf.digest import new_hasher
 from alf.ranges import ceil_div
 from alf.wire import DigestAlg
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev
 
 
 class FileSource:
@@ -37,7 +41,10 @@ class FileSource:
         self._bufview = memoryview(self._buf)
         self._views = cut_adus(self._bufview, adu_size)
         self._fd = os.open(path, os.O_RDONLY)
-        self._size = os.fstat(self._fd).st_size
+        st = os.fstat(self._fd)
+        self._size = st.st_size
+        self._stamp = _stamp(st)
+        self._changed: InputChanged | None = None
         self._path = path
         self._hash = new_hasher(alg)
         self._hashed = 0
@@ -88,13 +95,28 @@ class FileSource:
             self._hash.update(buf[self._hashed - offset :])
             self._hashed = offset + n
             if self._hashed == self._size:
-                self._digest = self._hash.digest()
+                self._check_unchanged()
+                if self._changed is None:
+                    self._digest = self._hash.digest()
+
+    def _check_unchanged(self) -> None:
+        """Before the digest goes out (in the FINAL): the file must be as it was when it was
+        opened (size, modification and change times, inode), or what was read is a mix of
+        versions (GNU tar's "file changed as we read it"). A change after this only touches
+        repairs, read again later: the receiver's digest check then fails."""
+        stamp = _stamp(os.fstat(self._fd))
+        if stamp != self._stamp:
+            what = "grew or shrank" if stamp[0] != self._stamp[0] else "was written to"
+            self._changed = InputChanged(
+                f"{self._path} {what} while it was being sent: nothing is delivered (send it again "
+                "once it is no longer written, or send a snapshot of it)"
+            )
 
     def release(self, below: int) -> None:
         pass
 
     def error(self) -> str | None:
-        return None
+        return self._changed
 
     def close(self) -> None:
         os.close(self._fd)
