@@ -633,6 +633,7 @@ class _Receive:
         drop: float, seed: int, gso: bool, obs: Observer,
     ) -> None:  # fmt: skip
         self.port, self.output, self.force, self.fsync = port, output, force, fsync
+        self.requested_port = port
         self.keep_partial, self.window, self.transport, self.bind = keep_partial, window, transport, bind
         self.checkphrase, self.timeout, self.drop, self.seed, self.gso = checkphrase, timeout, drop, seed, gso
         self.obs = obs
@@ -691,7 +692,8 @@ class _Receive:
             return self.finish(Outcome(ExitCode.LOCAL_IO, "; ".join(errors)))
         self.port = port
         kinds = "/".join(k for k, s in (("UDP", udp), ("TCP", self.listener)) if s is not None)
-        obs.say(f"listening on port {port} ({kinds})", detail=True)
+        # a port the system chose is news the user needs (the sender must name it)
+        obs.say(f"listening on port {port} ({kinds})", detail=self.requested_port != 0)
         for problem in errors:
             obs.say(f"note: {problem}", detail=True)
         wake_r, wake_w, own_wake = _wake(obs)

@@ -495,7 +495,8 @@ def host_port_file(host: str, port: str | None, file: str | None) -> tuple[str, 
     """HOST PORT [FILE], or HOST:PORT [FILE] as one argument (as ssh, curl and nc users type
     it; [v6addr]:PORT for IPv6). A bare IPv6 address has several colons and stays a host."""
     if port is not None and _port(port) is not None:
-        return host, int(port), file or "-"
+        bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1] PORT
+        return bare, int(port), file or "-"
     head, sep, tail = host.rpartition(":")
     joined = _port(tail) if sep and (head.count(":") == 0 or head.startswith("[")) else None
     if joined is not None and head.strip("[]"):

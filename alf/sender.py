@@ -267,6 +267,11 @@ class Sender:
         if now - self.peer.last_heard >= self.cfg.timeout:
             if self.state == State.HANDSHAKE:
                 msg = f"no receiver answered within {self.cfg.timeout:g} s{closed}"
+            elif self.state == State.FINISHING:
+                msg = (
+                    f"no verdict came from the receiver within {self.cfg.timeout:g} s of its last "
+                    "answer, after the whole content was sent: nothing says it arrived"
+                )
             else:
                 msg = f"the receiver went silent for {self.cfg.timeout:g} s"
             self._abort(wire.AbortCode.TIMEOUT, msg, Outcome(ExitCode.PEER_UNREACHABLE, msg))

@@ -379,3 +379,19 @@ def test_a_file_changed_while_it_is_sent_is_never_delivered(
     assert b"was written to while it was being sent: nothing is delivered" in err
     assert recv.wait(timeout=30) == ExitCode.PEER_ABORTED
     assert not os.path.exists(dst) and not os.path.exists(dst + ".alf-partial")
+
+
+def test_a_bracketed_ipv6_host_and_a_chosen_port(procs: Procs, tmp_path: str) -> None:
+    """`alf send [::1] PORT` as --path takes it; `alf recv 0` says which port it took (only -v
+    did), since the sender must name it."""
+    src = random_file(os.path.join(tmp_path, "in.bin"), 100_000)
+    dst = os.path.join(tmp_path, "out.bin")
+    recv = procs.start("recv", "0", "-o", dst, "--timeout", "20")
+    assert recv.stderr is not None
+    line = recv.stderr.readline().decode()
+    m = re.search(r"listening on port (\d+)", line)
+    assert m, line
+    s = procs.run("send", "[::1]", m.group(1), src, timeout=60)
+    assert s.returncode == 0, s.stderr
+    assert recv.wait(timeout=30) == 0
+    assert sha256_file(dst) == sha256_file(src)

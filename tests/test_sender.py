@@ -185,3 +185,19 @@ def test_the_peers_verdict_is_its_own() -> None:
     done = wire.Done(9, wire.Verdict.OK, 100, bytes(16))
     s.handle_datagram(wire.encode_done(done), 0.01)
     assert s.peer.verdict is not None and s.peer.verdict == s.outcome and s.outcome.ok
+
+
+def test_a_lost_verdict_is_called_that() -> None:
+    """Everything sent, FINALs going, nothing heard: it is the verdict that is missing (the
+    message said 'the receiver went silent', which a receiver that got it all had not)."""
+    s = Sender(SenderConfig(adu_size=100, rate_bps=1e12, timeout=5.0), 9, wire.Kind.FILE, 100, 0.0)
+    s.poll(0.0)
+    s.handle_datagram(wire.encode_accept(wire.Accept(9, 0, wire.NO_LIMIT)), 0.001)
+    s.next_runs(0.001, 1)
+    s.set_digest(bytes(32))
+    t = 0.001
+    while s.outcome is None and t < 20:
+        s.poll(t)
+        t = max(s.next_deadline(t), t + 0.001)
+    assert s.outcome is not None and s.outcome.code == ExitCode.PEER_UNREACHABLE
+    assert s.outcome.message.startswith("no verdict came from the receiver within 5 s")
