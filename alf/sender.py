@@ -267,10 +267,11 @@ class Sender:
         if now - self.peer.last_heard >= self.cfg.timeout:
             if self.state == State.HANDSHAKE:
                 msg = f"no receiver answered within {self.cfg.timeout:g} s{closed}"
-            elif self.state == State.FINISHING:
+            elif self.state == State.FINISHING and self.peer.acked >= (self.end_adus or 0):
+                # it acknowledged every ADU: only its DONE is missing (lost, or it is stuck)
                 msg = (
                     f"no verdict came from the receiver within {self.cfg.timeout:g} s of its last "
-                    "answer, after the whole content was sent: nothing says it arrived"
+                    "answer, after it acknowledged the whole content: nothing says it was verified"
                 )
             else:
                 msg = f"the receiver went silent for {self.cfg.timeout:g} s"

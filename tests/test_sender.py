@@ -195,7 +195,8 @@ def test_a_lost_verdict_is_called_that() -> None:
     s.handle_datagram(wire.encode_accept(wire.Accept(9, 0, wire.NO_LIMIT)), 0.001)
     s.next_runs(0.001, 1)
     s.set_digest(bytes(32))
-    t = 0.001
+    s.handle_datagram(wire.encode_status(wire.Status(9, 1, 1, 1, wire.NO_LIMIT, 0, 0, 0)), 0.002)
+    t = 0.002
     while s.outcome is None and t < 20:
         s.poll(t)
         t = max(s.next_deadline(t), t + 0.001)
