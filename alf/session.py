@@ -22,7 +22,6 @@ from typing import Any
 from alf import wire
 from alf.content import MAX_RUN, Buffer, Sink, SinkError, Source, source_failure
 from alf.digest import NAMES as digest_names
-from alf.errors import ExitCode
 from alf.events import Event, Verifying
 from alf.ranges import ceil_div
 from alf.receiver import Addr, Receiver
@@ -154,7 +153,8 @@ class SendSession:
             for run in runs:
                 payloads += self.source.read(run.first, run.count, len(payloads))
         except (OSError, KeyError) as e:
-            s.cancel(wire.AbortCode.LOCAL_IO, f"cannot read the input: {e}", ExitCode.LOCAL_IO)
+            err = self.source.error() or f"cannot read the input: {e}"
+            s.cancel(wire.AbortCode.LOCAL_IO, err, source_failure(err))
             return None
         first = runs[0].first  # one run (new data, a burst of loss) needs no list of its indices
         indices: Sequence[int] = (

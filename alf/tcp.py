@@ -209,6 +209,15 @@ class TcpSender:
         runs = self._inflight.get(cid)
         if runs is None or self.outcome is not None or not self.accepted:
             return None
+        try:
+            data = self._next_data(runs)
+        except OSError as e:  # the input shrank or changed under us: a clean end, not a crash
+            err = self.source.error() or f"cannot read the input: {e}"
+            self._abort(wire.AbortCode.LOCAL_IO, err, Outcome(source_failure(err), err))
+            return None
+        return data if data is not None else self._next_final(cid, now)
+
+    def _next_data(self, runs: deque[tuple[int, int]]) -> tuple[bytes, Buffer | None] | None:
         if self._resend:
             a, b = self._resend[0]
             data = self.source.block(a, min(b - a, self.frame_adus))
@@ -231,6 +240,9 @@ class TcpSender:
             self.stats.frames_sent += 1
             runs.append((first, count))
             return wire.frame_data_head(self.session_id, first, len(data)), data
+        return None
+
+    def _next_final(self, cid: int, now: float) -> tuple[bytes, Buffer | None] | None:
         if self._final_ready() and cid not in self._final_sent:
             digest = self.source.digest()
             total = self.source.total_bytes()

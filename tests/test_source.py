@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import random
+from typing import Any
 
 import pytest
 
-from alf.io.source import StreamSource
+from alf.io.source import FileSource, StreamSource
 
 ADU = 100
 
@@ -171,4 +172,30 @@ def test_file_digest_after_a_fallback_reads_from_the_start(tmp_path: os.PathLike
     assert src.digest() is None
     got = b"".join(bytes(src.block(first, 7)) for first in range(0, 101, 7))
     assert got == data and src.digest() == digest_bytes(DigestAlg.XXH3_128, data)
+    src.close()
+
+
+def test_a_file_that_changes_after_its_first_pass_is_not_read_again(tmp_path: Any) -> None:
+    """A repair re-reads the file: if it is not the file that was hashed (written to since),
+    the read fails and error() says the input changed (exit 7), rather than sending bytes the
+    digest does not cover."""
+    import time
+
+    from alf.content import InputChanged, source_failure
+    from alf.errors import ExitCode
+
+    path = os.path.join(tmp_path, "in.bin")
+    with open(path, "wb") as f:
+        f.write(os.urandom(10_000))
+    src = FileSource(path, 1000)
+    src.read(0, 10)
+    assert src.digest() is not None and src.error() is None
+    src.read(3, 2)  # a repair of the unchanged file
+    time.sleep(0.01)
+    with open(path, "r+b") as f:
+        f.write(b"changed")
+    with pytest.raises(OSError, match="was written to while it was being sent"):
+        src.read(3, 2)
+    err = src.error()
+    assert isinstance(err, InputChanged) and source_failure(err) == ExitCode.INPUT_CHANGED
     src.close()

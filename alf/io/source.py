@@ -89,8 +89,13 @@ class FileSource:
         A read that covers the hashed frontier hashes from it on, whatever its start: after a
         fallback from UDP to TCP, TCP's blocks need not start where UDP's first pass stopped."""
         n = len(buf)
+        if self._digest is not None or self._changed is not None:
+            self._check_unchanged()  # a repair: the file must still be the one that was hashed
+            if self._changed is not None:
+                raise OSError(self._changed)
         if os.preadv(self._fd, [buf], offset) != n:
-            raise OSError(f"{self._path} shrank while being sent")
+            self._check_unchanged()
+            raise OSError(self._changed or f"{self._path} shrank while being sent")
         if offset <= self._hashed < offset + n:
             self._hash.update(buf[self._hashed - offset :])
             self._hashed = offset + n
