@@ -95,12 +95,19 @@ class Ended(Event):
 class EventLog:
     """A core's queue of events, which keeps ``Finished`` and ``Ended`` to one each."""
 
-    __slots__ = ("_items", "finished", "ended")
+    __slots__ = ("_items", "_said", "finished", "ended")
 
     def __init__(self) -> None:
         self._items: list[Event] = []
+        self._said: set[Event] = set()
         self.finished = False
         self.ended = False
+
+    def once(self, event: Event) -> None:
+        """Add ``event`` unless an equal one was added before (a notice worth one line)."""
+        if event not in self._said:
+            self._said.add(event)
+            self.add(event)
 
     def add(self, event: Event) -> None:
         if isinstance(event, Finished):

@@ -127,7 +127,6 @@ class Receiver:
         self.peers: set[Addr] = set()
         self.hello: wire.Hello | None = None
         self.began: float | None = None  # when the sender's HELLO was taken: the transfer's start
-        self._send_failures: set[str] = set()
         self.events = EventLog()  # what the driver and the library learn (alf.events)
         self.adu = 0
         self.gaps = GapMap()
@@ -459,9 +458,7 @@ class Receiver:
     def on_send_error(self, reason: str) -> None:
         """The driver's send failed in the local stack: a lost datagram (said once per reason)."""
         self.stats.send_errors += 1
-        if reason not in self._send_failures:
-            self._send_failures.add(reason)
-            self.events.add(SendFailed(reason))
+        self.events.once(SendFailed(reason))
 
     def _timers(self, now: float) -> None:
         if self.state == State.IDLE:

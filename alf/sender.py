@@ -153,7 +153,6 @@ class Sender:
         self.kind = kind
         self.state = State.HANDSHAKE
         self.outcome: Outcome | None = None
-        self._send_failures: set[str] = set()
         self.events = EventLog()  # what the driver and the library learn (alf.events)
         self.began: float | None = None  # when the receiver's ACCEPT came: the transfer's start
         self._refused_since: float | None = None  # the handshake met 'port unreachable' since then
@@ -241,9 +240,7 @@ class Sender:
     def on_send_error(self, reason: str) -> None:
         """The driver's send failed in the local stack: a lost datagram (said once per reason)."""
         self.stats.send_errors += 1
-        if reason not in self._send_failures:
-            self._send_failures.add(reason)
-            self.events.add(SendFailed(reason))
+        self.events.once(SendFailed(reason))
 
     def on_refused(self, now: float) -> None:
         """The socket reported ICMP 'port unreachable' (ECONNREFUSED): during the handshake,
