@@ -161,10 +161,6 @@ class Receiver:
     # ------------------------------------------------------------ queries
 
     @property
-    def finished(self) -> bool:
-        return self.state == State.CLOSED and not self._out
-
-    @property
     def needs_verification(self) -> bool:
         """Every ADU is held and FINAL is known: the driver must compute the digest now."""
         return (

@@ -220,10 +220,6 @@ class Sender:
 
     # ------------------------------------------------------------ outputs
 
-    @property
-    def finished(self) -> bool:
-        return self.outcome is not None and not self._out
-
     def poll(self, now: float) -> list[Datagram]:
         """Control datagrams due at ``now`` (HELLO, PROBE, CLOSE, ABORT), each with the path it
         goes on and its address (None: the connected socket's peer)."""
