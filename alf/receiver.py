@@ -379,15 +379,13 @@ class Receiver:
             )
             return
         epoch = int((now - self._start) // TOKEN_EPOCH)
-        if not msg.token or msg.token not in (
-            self._token(msg, addr, epoch),
-            self._token(msg, addr, epoch - 1),
-        ):
+        token = self._token(msg, addr, epoch)
+        if not msg.token or msg.token not in (token, self._token(msg, addr, epoch - 1)):
             # §4.3: the source must prove it reads what is sent to it; nothing is bound yet
             if msg.token:
                 self.stats.bad_tokens += 1
             if self._may_answer(now):
-                retry = wire.Accept(msg.session_id, msg.timestamp_us, 0, self._token(msg, addr, epoch), True)
+                retry = wire.Accept(msg.session_id, msg.timestamp_us, 0, token, True)
                 self._out.append((wire.encode_accept(retry), addr))
                 self.stats.retries_sent += 1
             return
