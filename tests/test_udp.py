@@ -8,7 +8,9 @@ import dataclasses
 import errno
 import os
 import socket
+import subprocess
 import time
+from typing import Any
 
 import pytest
 from conftest import Procs, last_json, random_file, sha256_file, wait_listening
@@ -129,18 +131,50 @@ def test_flood_of_garbage_during_a_transfer(procs: Procs, port: int, tmp_path: o
     assert r["malformed"] + r["foreign"] > 0.5 * sent  # the rest the kernel dropped, or came after the end
 
 
+def _send_in_process(
+    procs: Procs,
+    port: int,
+    tmp_path: os.PathLike[str],
+    sock_class: type[socket.socket],
+    size: int,
+    seed: int,
+    cfg: Any,
+    hooks: Any,
+    gso: bool,
+) -> tuple[Any, Any, Any, str, str, subprocess.Popen[bytes]]:
+    """Send a random file of ``size`` from this process through a socket of ``sock_class`` (a
+    subclass that misbehaves on cue) to a real `alf recv`; returns the outcome, the sender
+    core, the session, the input and output paths, and the receiver."""
+    import secrets
+
+    from alf.io.source import FileSource
+    from alf.io.udp import _tune, run_sender
+    from alf.sender import Sender
+    from alf.session import SendSession
+
+    src = random_file(os.path.join(tmp_path, "in.bin"), size, seed=seed)
+    dst = os.path.join(tmp_path, "out.bin")
+    recv = procs.start("recv", str(port), "--bind", "127.0.0.1", "-o", dst, "--transport", "udp")
+    wait_listening(port)
+    sock = sock_class(socket.AF_INET, socket.SOCK_DGRAM)
+    _tune(sock)
+    sock.connect(("127.0.0.1", port))
+    source = FileSource(src, wire.DEFAULT_ADU_SIZE)
+    sender = Sender(cfg, secrets.randbits(63) + 1, wire.Kind.FILE, size, time.monotonic())
+    session = SendSession(sender, source)
+    try:
+        outcome = run_sender(session, sock, hooks, gso=gso)
+    finally:
+        sock.close()
+        source.close()
+    return outcome, sender, session, src, dst, recv
+
+
 def test_gso_refused_mid_transfer_falls_back(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
     """A route whose device cannot segment (the kernel answers a UDP_SEGMENT send with EIO):
     the sender goes on one datagram per call instead of failing."""
-    import errno
-    import secrets
-    from typing import Any
-
     from alf.io.common import Hooks
-    from alf.io.source import FileSource
-    from alf.io.udp import _tune, run_sender
-    from alf.sender import Sender, SenderConfig
-    from alf.session import SendSession
+    from alf.sender import SenderConfig
 
     class Refusing(socket.socket):
         refused = 0
@@ -153,21 +187,9 @@ def test_gso_refused_mid_transfer_falls_back(procs: Procs, port: int, tmp_path: 
                 return super().sendmsg(buffers, ancdata, flags)
             return super().sendmsg(buffers, ancdata, flags, address)
 
-    src = random_file(os.path.join(tmp_path, "in.bin"), 20_000_000, seed=21)
-    dst = os.path.join(tmp_path, "out.bin")
-    recv = procs.start("recv", str(port), "--bind", "127.0.0.1", "-o", dst, "--transport", "udp")
-    wait_listening(port)
-    sock = Refusing(socket.AF_INET, socket.SOCK_DGRAM)
-    _tune(sock)
-    sock.connect(("127.0.0.1", port))
-    source = FileSource(src, wire.DEFAULT_ADU_SIZE)
-    sender = Sender(
-        SenderConfig(rate_bps=2e9), secrets.randbits(63) + 1, wire.Kind.FILE, 20_000_000, time.monotonic()
+    outcome, _sender, session, src, dst, recv = _send_in_process(
+        procs, port, tmp_path, Refusing, 20_000_000, 21, SenderConfig(rate_bps=2e9), Hooks(), True
     )
-    session = SendSession(sender, source)
-    outcome = run_sender(session, sock, Hooks(), gso=True)
-    sock.close()
-    source.close()
     assert outcome.ok, outcome
     assert Refusing.refused == 1  # refused once, then never asked again
     assert session.datapath == "per-datagram (GSO refused: Input/output error)"
@@ -185,7 +207,6 @@ def test_probe_hold_time_counts_from_its_arrival() -> None:
     its turn, before it arrived, the hold time was too long and a sample of 14 ms was taken on
     the lab's 20 ms path (the minimum-RTT filter kept it for minutes)."""
     import threading
-    from typing import Any
 
     from alf.content import MemoryWriter, OrderedSink
     from alf.io.common import Hooks
@@ -335,15 +356,9 @@ def test_local_send_errors_are_lost_datagrams(
     output (EPERM), a prohibit route (EACCES) or a blackhole route (EINVAL) make it: the sender
     counts them, says so once, and finishes (it ended with a traceback, exit 1, a partial left,
     and the peer waiting 30 s). A blackhole's EINVAL to a GSO send is not taken for GSO's fault."""
-    import secrets
-    from typing import Any
-
     from alf.events import Event, SendFailed
     from alf.io.common import Hooks
-    from alf.io.source import FileSource
-    from alf.io.udp import _tune, run_sender
-    from alf.sender import Sender, SenderConfig
-    from alf.session import SendSession
+    from alf.sender import SenderConfig
 
     window: list[float] = []
 
@@ -356,17 +371,7 @@ def test_local_send_errors_are_lost_datagrams(
                 return super().sendmsg(buffers, ancdata, flags)
             return super().sendmsg(buffers, ancdata, flags, address)
 
-    src = random_file(os.path.join(tmp_path, "in.bin"), 30_000_000, seed=22)
-    dst = os.path.join(tmp_path, "out.bin")
-    recv = procs.start("recv", str(port), "--bind", "127.0.0.1", "-o", dst, "--transport", "udp")
-    wait_listening(port)
-    sock = Failing(socket.AF_INET, socket.SOCK_DGRAM)
-    _tune(sock)
-    sock.connect(("127.0.0.1", port))
-    source = FileSource(src, wire.DEFAULT_ADU_SIZE)
     cfg = SenderConfig(cc="fixed", rate_bps=400e6, timeout=10.0)
-    sender = Sender(cfg, secrets.randbits(63) + 1, wire.Kind.FILE, 30_000_000, time.monotonic())
-    session = SendSession(sender, source)
     seen: list[Event] = []
 
     def event(ev: Event) -> None:
@@ -374,9 +379,9 @@ def test_local_send_errors_are_lost_datagrams(
         if ev.__class__.__name__ == "Joined":
             window.append(time.monotonic() + 0.1)  # data is flowing by then
 
-    outcome = run_sender(session, sock, Hooks(event=event), gso=gso)
-    sock.close()
-    source.close()
+    outcome, sender, session, src, dst, recv = _send_in_process(
+        procs, port, tmp_path, Failing, 30_000_000, 22, cfg, Hooks(event=event), gso
+    )
     assert outcome.ok, outcome
     assert sender.stats.send_errors > 0
     assert [e for e in seen if isinstance(e, SendFailed)] == [SendFailed(os.strerror(err))]
