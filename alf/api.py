@@ -30,7 +30,15 @@ from alf.events import DataArrived, Event, FallBack, Joined, PeerAborted, Reject
 from alf.io.common import DriverError, Hooks
 from alf.io.sink import FdWriter, FileBackend
 from alf.io.source import FileSource, StreamSource, pump_stream
-from alf.io.tcp import Path, TcpRecvDriver, TcpSendDriver, listener_socket, parse_path, take_hello
+from alf.io.tcp import (
+    HelloGate,
+    Path,
+    TcpRecvDriver,
+    TcpSendDriver,
+    listener_socket,
+    parse_path,
+    take_hello,
+)
 from alf.io.udp import (
     MIN_FITTED_ADU,
     fitting_adu_size,
@@ -640,7 +648,8 @@ class _Receive:
         self.stats: Callable[[], Stats] = lambda: {"role": "recv", "state": "waiting"}
         self._after_write: Callable[[], None] = lambda: None
         self.listener: socket.socket | None = None
-        self.adopted: socket.socket | None = None
+        self.adopted: list[socket.socket] = []  # TCP connections with a HELLO, unread
+        self._gate: HelloGate | None = None  # auto, over UDP: a sender coming over TCP
         self.start = time.monotonic()
 
     def make_sink(self) -> Sink:
@@ -716,7 +725,8 @@ class _Receive:
                     if obs.cancelled()
                     else Outcome(ExitCode.PEER_UNREACHABLE, f"no sender arrived within {self.timeout:g} s")
                 )
-            if chosen is self.listener:
+            if isinstance(chosen, list):
+                self.adopted = chosen
                 udp.close()
                 udp = None
         wait = self.timeout or DEFAULT_TIMEOUT
@@ -746,15 +756,17 @@ class _Receive:
                 outcome = run_receiver(session, udp, udp_hooks, gro=self.gso)
             finally:
                 udp.close()
+            if self._gate is not None:
+                self._gate.close()
             if (
-                self.adopted is None
+                not self.adopted
                 and self.listener is not None
                 and tap.session_id is not None
                 and tap.peer_abort == wire.AbortCode.TIMEOUT
                 and not tap.data
             ):
                 self.adopted = take_hello(self.listener, tap.session_id, 5.0)  # its ABORT came first
-            if self.adopted is None:
+            if not self.adopted:
                 note = session.close()
                 if self.listener is not None:
                     self.listener.close()
@@ -765,7 +777,8 @@ class _Receive:
                 try:
                     sink = self.make_sink()
                 except SinkError as e:
-                    self.adopted.close()
+                    for s in self.adopted:
+                        s.close()
                     assert self.listener is not None
                     self.listener.close()
                     return self.finish(Outcome(ExitCode.LOCAL_IO, str(e)))
@@ -774,8 +787,8 @@ class _Receive:
                 TcpReceiverConfig(self.checkphrase, self.window, wait, self.timeout), sink, start
             )
             tdriver = TcpRecvDriver(tcore, self.listener, hooks)
-            if self.adopted is not None:
-                tdriver.adopt(self.adopted)
+            for s in self.adopted:
+                tdriver.adopt(s)
             self.stats = tdriver.stats_dict
             obs.attach(tdriver.stats_dict)
             try:
@@ -794,35 +807,49 @@ class _Receive:
         """auto: a sender that gave up on UDP (all our ACCEPTs lost) comes back over TCP with
         the same session id; follow it while no DATA has arrived (and, while UDP bound no
         session, follow whichever sender comes over TCP)."""
-        if self.adopted is None and self.listener is not None:
+        if not self.adopted and self.listener is not None:
             if tap.data:  # DATA flows over UDP: TCP is not coming
+                if self._gate is not None:
+                    self._gate.close()
+                    self._gate = None
                 self.listener.close()
                 self.listener = None
-            elif select.select([self.listener], [], [], 0)[0]:
-                self.adopted = take_hello(self.listener, tap.session_id, 1.0)
-        return self.adopted is not None
+                return False
+            if self._gate is None or self._gate.session_id != tap.session_id:
+                if self._gate is not None:
+                    self._gate.close()
+                self._gate = HelloGate(self.listener, tap.session_id)
+            ready = select.select(self._gate.watch(), [], [], 0)[0]
+            if ready:
+                self.adopted = self._gate.step(ready, time.monotonic()) or []
+        return bool(self.adopted)
 
     def _first_sender(
         self, udp: socket.socket, listener: socket.socket, wake_r: int, start: float
-    ) -> socket.socket | None:
-        """auto: whichever comes first, a UDP HELLO or a TCP connection; anything else that
-        arrives over UDP meanwhile is read and dropped. None: cancelled or the timeout."""
-        watch: list[Any] = [udp, listener, wake_r]
+    ) -> socket.socket | list[socket.socket] | None:
+        """auto: whichever comes first, a UDP HELLO (``udp``) or a TCP connection that opens
+        with a HELLO (it and the other connections pending, unread); anything else that arrives
+        over UDP meanwhile is read and dropped, and a connection that sends no HELLO never
+        decides. None: cancelled or the timeout."""
+        gate = HelloGate(listener)
         wait, obs = self.timeout, self.obs
         while not obs.cancelled():
             now = time.monotonic()
             left = 0.5 if wait is None else min(0.5, start + wait - now)
             if left <= 0:
-                return None
+                break
             obs.tick(now)
+            watch: list[Any] = [udp, wake_r, *gate.watch()]
             ready, _w, _x = select.select(watch, [], [], left)
-            if listener in ready:
-                return listener
+            chosen = gate.step(ready, time.monotonic())
+            if chosen:
+                return chosen
             if udp in ready:
                 try:
                     data, addr = udp.recvfrom(wire.HELLO_SIZE + 1, socket.MSG_PEEK)
                     msg = wire.decode_untrusted(data)
                     if isinstance(msg, wire.Hello):
+                        gate.close()
                         return udp
                     if isinstance(msg, wire.Unsupported):  # §4.4: refused by name, as the core does
                         why = unsupported_reason(msg)
@@ -840,4 +867,5 @@ class _Receive:
                     os.read(wake_r, 4096)
                 except BlockingIOError:
                     pass
+        gate.close()
         return None

@@ -170,6 +170,33 @@ def test_auto_uses_udp_when_it_works(procs: Procs, port: int, tmp_path: os.PathL
     assert b"trying TCP" not in send.stderr
 
 
+def test_auto_receiver_is_not_taken_by_stray_connections(
+    procs: Procs, port: int, tmp_path: os.PathLike[str]
+) -> None:
+    """auto: a port scan's connect, a silent connection, one that trickles half a frame and an
+    HTTP request reach the TCP port before any sender. None of them is a HELLO, so none decides
+    the transport: the real sender then comes over UDP and is served there."""
+    src = random_file(os.path.join(tmp_path, "in.bin"), 2_000_000, seed=5)
+    dst, sstats = os.path.join(tmp_path, "out.bin"), os.path.join(tmp_path, "s.json")
+    recv = procs.start("recv", str(port), "--bind", "127.0.0.1", "-o", dst)  # auto: UDP and TCP
+    wait_listening(port)
+    wait_listening_tcp(port)
+    socket.create_connection(("127.0.0.1", port)).close()
+    silent = socket.create_connection(("127.0.0.1", port))
+    trickle = socket.create_connection(("127.0.0.1", port))
+    trickle.sendall(b"\x00\x00")
+    with socket.create_connection(("127.0.0.1", port)) as c:
+        c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    time.sleep(0.3)
+    send = procs.run("send", "127.0.0.1", str(port), src, "--stats-json", sstats)
+    silent.close()
+    trickle.close()
+    assert send.returncode == 0, send.stderr
+    assert recv.wait(timeout=30) == 0
+    assert last_json(sstats).get("transport") != "tcp" and b"trying TCP" not in send.stderr
+    assert sha256_file(dst) == sha256_file(src)
+
+
 def test_auto_falls_back_to_tcp(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
     """A receiver that takes only TCP: the sender's UDP HELLO gets no ACCEPT; TCP within 3 s."""
     src = random_file(os.path.join(tmp_path, "in.bin"), 2_000_000, seed=5)

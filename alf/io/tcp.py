@@ -33,7 +33,7 @@ from alf.errors import ExitCode, Outcome
 from alf.events import Ended, Joined, Rejected
 from alf.io.common import DriverError, Hooks, drain
 from alf.pacing import Pacer, bucket_bytes
-from alf.tcp import ALL, ANY, FRAME_BYTES, TcpReceiver, TcpSender
+from alf.tcp import ALL, ANY, FRAME_BYTES, HELLO_WAIT, TcpReceiver, TcpSender
 from alf.wire import FRAME_HEAD, HELLO_SIZE, MAX_CONTROL, frame_length_untrusted
 
 TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18)
@@ -766,29 +766,96 @@ class TcpRecvDriver:
         return s
 
 
-def take_hello(listener: socket.socket, session_id: int | None, wait: float) -> socket.socket | None:
+class HelloGate:
+    """Connections accepted before a transport is chosen, each kept until it shows a whole
+    HELLO frame (of ``session_id``; None: of any session). Nothing blocks: a connection that
+    stays silent (a port scan, a stray connect) is closed after ``HELLO_WAIT``, and one that
+    sends anything else at once. ``--transport auto`` commits to TCP only on a HELLO."""
+
+    def __init__(self, listener: socket.socket, session_id: int | None = None) -> None:
+        self.listener = listener
+        self.session_id = session_id
+        self.pending: dict[socket.socket, float] = {}  # accepted -> when
+
+    def watch(self) -> list[socket.socket]:
+        return [self.listener, *self.pending]
+
+    def step(self, readable: Sequence[Any], now: float) -> list[socket.socket] | None:
+        """After a ``select`` on ``watch()``: the connection with the HELLO first, then the
+        others still pending (a sender opens several streams at once), or None."""
+        if self.listener in readable:
+            for _ in range(16):
+                try:
+                    sock, _addr = self.listener.accept()
+                except OSError:  # BlockingIOError, or e.g. EMFILE: it waits in the backlog
+                    break
+                sock.setblocking(False)
+                # readable only once a whole HELLO frame is there (or at EOF): a connection
+                # that trickles bytes cannot make the loop spin
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, FRAME_HEAD + HELLO_SIZE)
+                self.pending[sock] = now
+                if len(self.pending) > MAX_PENDING_CONNS:
+                    self._close(min(self.pending, key=self.pending.__getitem__))
+        for sock, since in list(self.pending.items()):
+            if sock in readable and self._shows_hello(sock):
+                del self.pending[sock]
+                chosen = [sock, *self.pending]
+                self.pending.clear()
+                for s in chosen:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+                return chosen
+            if sock in self.pending and now - since > HELLO_WAIT:
+                self._close(sock)
+        return None
+
+    def _shows_hello(self, sock: socket.socket) -> bool:
+        """True: a whole HELLO of the session waits, unread; a connection that closed or sent
+        something else is closed."""
+        want = FRAME_HEAD + HELLO_SIZE
+        try:
+            head = sock.recv(want, socket.MSG_PEEK)
+        except BlockingIOError:
+            return False
+        except OSError:
+            self._close(sock)
+            return False
+        try:
+            if head and frame_length_untrusted(head[:FRAME_HEAD], HELLO_SIZE) != HELLO_SIZE:
+                raise wire.BadPacket("not a HELLO frame")
+            if len(head) < want:
+                if not head:
+                    self._close(sock)  # EOF before a HELLO
+                return False
+            msg = wire.decode_untrusted(head[FRAME_HEAD:])
+            if isinstance(msg, wire.Hello) and self.session_id in (None, msg.session_id):
+                return True
+        except wire.BadPacket:
+            pass
+        self._close(sock)
+        return False
+
+    def _close(self, sock: socket.socket) -> None:
+        self.pending.pop(sock, None)
+        sock.close()
+
+    def close(self) -> None:
+        for sock in list(self.pending):
+            self._close(sock)
+
+
+def take_hello(listener: socket.socket, session_id: int | None, wait: float) -> list[socket.socket]:
     """Accept connections for up to ``wait`` seconds until one opens with a HELLO of
-    ``session_id`` (None: of any session), left unread in the socket; others are closed.
-    --transport auto uses it to follow a sender that gave up on UDP."""
+    ``session_id`` (None: of any session), left unread in the socket; returns it first and
+    then the connections still pending, or nothing. --transport auto uses it to follow a
+    sender that gave up on UDP."""
+    gate = HelloGate(listener, session_id)
     deadline = time.monotonic() + wait
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
-            return None
-        ready, _w, _x = select.select([listener], [], [], left)
-        if not ready:
-            return None
-        try:
-            sock, _addr = listener.accept()
-        except OSError:
-            continue
-        sock.settimeout(max(0.1, min(1.0, deadline - time.monotonic())))
-        try:
-            head = sock.recv(FRAME_HEAD + HELLO_SIZE, socket.MSG_PEEK | socket.MSG_WAITALL)
-            msg = wire.decode_untrusted(head[FRAME_HEAD:])
-            if frame_length_untrusted(head, HELLO_SIZE) == HELLO_SIZE and isinstance(msg, wire.Hello):
-                if session_id is None or msg.session_id == session_id:
-                    return sock
-        except (OSError, wire.BadPacket):
-            pass
-        sock.close()
+            gate.close()
+            return []
+        ready, _w, _x = select.select(gate.watch(), [], [], left)
+        got = gate.step(ready, time.monotonic())
+        if got:
+            return got
