@@ -27,7 +27,7 @@ from alf import wire
 from alf.content import OffsetSink, OrderedSink, Sink, SinkError, Source
 from alf.errors import ExitCode, Outcome
 from alf.events import DataArrived, Event, FallBack, Joined, PeerAborted, Rejected
-from alf.io.common import DriverError, Hooks
+from alf.io.common import DriverError, Hooks, LocalAddressError, check_local_address
 from alf.io.sink import FdWriter, FileBackend
 from alf.io.source import FileSource, StreamSource, pump_stream
 from alf.io.tcp import (
@@ -514,11 +514,16 @@ def _send(
     else:
         fd, own_fd = _source_fd(given)
     sock = None
-    if transport != "tcp":
-        try:
+    try:
+        if bind is not None:  # before anything is sent: a local fault, whichever transport
+            check_local_address(bind)
+        if transport != "tcp":
             sock = sender_socket(host, port, bind)
-        except DriverError as e:
-            return fail(Outcome(ExitCode.PEER_UNREACHABLE, str(e)))
+    except LocalAddressError as e:
+        return fail(Outcome(ExitCode.LOCAL_IO, str(e)))
+    except DriverError as e:
+        return fail(Outcome(ExitCode.PEER_UNREACHABLE, str(e)))
+    if sock is not None:
         cfg = replace(cfg, adu_size=fit_adu(sock, cfg.adu_size, adu_given is not None, obs.say))
     adu_size = cfg.adu_size
     source: Source

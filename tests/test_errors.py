@@ -395,3 +395,19 @@ def test_a_bracketed_ipv6_host_and_a_chosen_port(procs: Procs, tmp_path: str) ->
     assert s.returncode == 0, s.stderr
     assert recv.wait(timeout=30) == 0
     assert sha256_file(dst) == sha256_file(src)
+
+
+@pytest.mark.parametrize("transport", ["auto", "udp", "tcp"])
+def test_a_local_address_this_host_lacks_is_a_local_fault_on_both_sides(
+    procs: Procs, port: int, tmp_path: str, transport: str
+) -> None:
+    """--bind to an address no interface holds (TEST-NET-1): exit 6 on the sender, as on the
+    receiver, naming the address, before anything is sent; not 3, "cannot reach" the peer."""
+    src = random_file(os.path.join(tmp_path, "in.bin"), 1000)
+    t0 = time.monotonic()
+    send = procs.run("send", "127.0.0.1", str(port), src, "--bind", "192.0.2.55", "--transport", transport)
+    assert send.returncode == 6 and b"cannot send from 192.0.2.55" in send.stderr, send.stderr
+    assert time.monotonic() - t0 < 5
+    recv = procs.run("recv", str(port), "--bind", "192.0.2.55", "-o", os.path.join(tmp_path, "o"))
+    assert recv.returncode == 6 and b"192.0.2.55" in recv.stderr, recv.stderr
+    assert not os.path.exists(os.path.join(tmp_path, "o"))

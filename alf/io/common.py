@@ -6,6 +6,7 @@ driver imports the other.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,6 +15,25 @@ from alf.events import Ended, Event
 
 class DriverError(Exception):
     """A socket could not be set up; the message is for the user."""
+
+
+class LocalAddressError(DriverError):
+    """The local address asked for (``--bind``) cannot be used here: a fault of this side, not
+    of the path or the peer."""
+
+
+def check_local_address(bind: str) -> None:
+    """Raise LocalAddressError unless a socket can be bound to ``bind`` (port 0)."""
+    try:
+        infos = socket.getaddrinfo(bind, 0, type=socket.SOCK_DGRAM)
+    except socket.gaierror as e:
+        raise LocalAddressError(f"cannot resolve the local address {bind}: {e.strerror}") from None
+    family, _t, _p, _c, addr = infos[0]
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(addr)
+        except OSError as e:
+            raise LocalAddressError(f"cannot send from {bind}: {e.strerror}") from None
 
 
 @dataclass
