@@ -448,6 +448,19 @@ def _cc_names() -> list[str]:
     return list(cc.names())
 
 
+def _stalled(obs: Observer) -> Callable[[float], None]:
+    """What a loop that did not run for a while (``Hooks.turn``) tells the user: the peer's
+    silence or timeout that may follow is then no mystery."""
+
+    def say(seconds: float) -> None:
+        obs.say(
+            f"note: this process did not run for {seconds:.1f} s (stopped, or starved of CPU); "
+            "the peer may have timed out meanwhile"
+        )
+
+    return say
+
+
 def _result(outcome: Outcome, stats: Stats, start: float) -> Result:
     return Result(outcome.ok, int(outcome.code), outcome.message, snapshot(stats, time.monotonic(), start))
 
@@ -551,7 +564,7 @@ def _send(
     what = f"{path} ({human_bytes(total or 0)})" if path is not None else "a stream"
     obs.say(f"{what} to {host} port {port}, session {session_id:016x}", detail=True)
     tap = _Tap(obs)
-    hooks = Hooks(tick=obs.tick, cancelled=obs.cancelled, wake_fd=wake_r, event=tap)
+    hooks = Hooks(tick=obs.tick, cancelled=obs.cancelled, wake_fd=wake_r, event=tap, stalled=_stalled(obs))
     outcome: Outcome | None = None
     udp_refused: float | None = None  # auto: when UDP's port said unreachable, for TCP's verdict
     try:
@@ -718,7 +731,10 @@ class _Receive:
 
     def _serve(self, sink: Sink, udp: socket.socket | None, start: float, wake_r: int) -> Result:
         obs = self.obs
-        hooks = Hooks(tick=obs.tick, cancelled=obs.cancelled, wake_fd=wake_r, event=obs.event)
+        stalled = _stalled(obs)
+        hooks = Hooks(
+            tick=obs.tick, cancelled=obs.cancelled, wake_fd=wake_r, event=obs.event, stalled=stalled
+        )
         if udp is not None and self.listener is not None:
             chosen = self._first_sender(udp, self.listener, wake_r, start)
             if chosen is None:
@@ -755,6 +771,7 @@ class _Receive:
                 cancelled=lambda: obs.cancelled() or self._moved_to_tcp(tap),
                 wake_fd=wake_r,
                 event=tap,
+                stalled=stalled,
             )
             try:
                 obs.starting()

@@ -411,3 +411,25 @@ def test_a_local_address_this_host_lacks_is_a_local_fault_on_both_sides(
     recv = procs.run("recv", str(port), "--bind", "192.0.2.55", "-o", os.path.join(tmp_path, "o"))
     assert recv.returncode == 6 and b"192.0.2.55" in recv.stderr, recv.stderr
     assert not os.path.exists(os.path.join(tmp_path, "o"))
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_a_receiver_that_was_stopped_says_so(procs: Procs, port: int, tmp_path: str, transport: str) -> None:
+    """SIGSTOP the receiver for longer than --timeout: the sender gives up (exit 3), and the
+    receiver, resumed, fails too (its sender's ABORT TIMEOUT, exit 4, or if that was lost the
+    sender's silence, exit 3) and says that it did not run meanwhile."""
+    src = random_file(os.path.join(tmp_path, "in.bin"), 60_000_000, seed=3)
+    dst = os.path.join(tmp_path, "out.bin")
+    args = ["--transport", transport, "--timeout", "2"]
+    recv = procs.start("recv", str(port), "--bind", "127.0.0.1", "-o", dst, *args)
+    (wait_listening if transport == "udp" else wait_listening_tcp)(port)
+    send = procs.start("send", "127.0.0.1", str(port), src, "--cc", "fixed", "--rate", "100M", *args)
+    time.sleep(1.0)
+    recv.send_signal(signal.SIGSTOP)
+    time.sleep(4.0)
+    recv.send_signal(signal.SIGCONT)
+    assert send.wait(timeout=30) == ExitCode.PEER_UNREACHABLE
+    _out, err = recv.communicate(timeout=30)
+    assert recv.returncode in (ExitCode.PEER_UNREACHABLE, ExitCode.PEER_ABORTED), err
+    assert re.search(rb"this process did not run for [3-9]\.\d s", err), err
+    assert not os.path.exists(dst)

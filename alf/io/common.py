@@ -8,9 +8,11 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from alf.events import Ended, Event
+
+STALL_NOTICE = 2.0  # seconds a loop's turn may overrun its wait before it counts as a stall
 
 
 class DriverError(Exception):
@@ -45,6 +47,20 @@ class Hooks:
     cancelled: Callable[[], bool] = lambda: False
     wake_fd: int | None = None
     event: Callable[[Event], None] = lambda event: None
+    stalled: Callable[[float], None] = lambda seconds: None  # see ``turn``
+    _last_turn: tuple[float, float] | None = field(default=None, repr=False)
+
+    def turn(self, now: float, wait: float) -> None:
+        """Each loop calls this once a turn, before it waits up to ``wait`` seconds. A turn
+        that took ``STALL_NOTICE`` longer than it waited means this process did not run
+        (SIGSTOP, a paused VM, a starved machine): ``stalled`` hears for how long, so that a
+        peer's silence that follows can be put in context."""
+        last = self._last_turn
+        if last is not None:
+            lost = now - last[0] - last[1]
+            if lost > STALL_NOTICE:
+                self.stalled(lost)
+        self._last_turn = (now, wait)
 
     def forward(self, events: list[Event]) -> bool:
         """Hand a core's events on; True once the core said it has ended."""

@@ -381,6 +381,7 @@ class TcpSendDriver:
             self._timers(now)
             goodbye = core.poll(now)
             if self._events():
+                hooks.turn(clock(), 0.0)  # a stall in the last turn
                 return self._finish(goodbye)
             self._fill(now)
             hooks.tick(now)
@@ -392,9 +393,10 @@ class TcpSendDriver:
                 rlist.append(slot.conn.sock)
                 if slot.connecting or slot.conn.out:
                     wlist.append(slot.conn.sock)
-            deadline = self._deadline(now)
+            wait = max(0.0, self._deadline(now) - clock())
+            hooks.turn(now, wait)
             try:
-                r, w, _x = select.select(rlist, wlist, [], max(0.0, deadline - clock()))
+                r, w, _x = select.select(rlist, wlist, [], wait)
             except InterruptedError:
                 continue
             if hooks.wake_fd is not None and hooks.wake_fd in r:
@@ -703,6 +705,7 @@ class TcpRecvDriver:
                 rlist.append(hooks.wake_fd)
             wlist = [c.sock for c in self.conns.values() if c.out]
             timeout = max(0.0, min(core.next_deadline(now), now + 0.5) - clock())
+            hooks.turn(now, timeout)
             try:
                 r, w, _x = select.select(rlist, wlist, [], timeout)
             except InterruptedError:
@@ -731,6 +734,7 @@ class TcpRecvDriver:
                         self.pool.put(body)
                 if eof:
                     self._drop(cid)
+        hooks.turn(clock(), 0.0)  # a stall in the last turn
         self._deliver(clock())  # a last ABORT or DONE
         self._goodbye()
         for cid in list(self.conns):

@@ -328,14 +328,19 @@ def run_sender(session: SendSession, sock: socket.socket, hooks: Hooks, gso: boo
         hooks.tick(now)
         if hooks.forward(sender.take_events()):
             break
-        if budget > 0:
+        if budget <= 0:
+            hooks.turn(now, 0.0)
+        else:
             deadline = sender.next_deadline(now, limit if batcher.batching else 1)
             flush_at = batcher.deadline()
             if flush_at is not None:
                 deadline = min(deadline, flush_at)
-            ready_fds, _w, _x = select.select(watch, [], [], max(0.0, deadline - clock()))
+            wait = max(0.0, deadline - clock())
+            hooks.turn(now, wait)
+            ready_fds, _w, _x = select.select(watch, [], [], wait)
             if hooks.wake_fd is not None and hooks.wake_fd in ready_fds:
                 drain(hooks.wake_fd)
+    hooks.turn(clock(), 0.0)  # a stall in the last turn
     outcome = sender.outcome
     assert outcome is not None
     return outcome
@@ -416,14 +421,18 @@ def run_receiver(session: RecvSession, sock: socket.socket, hooks: Hooks, gro: b
         hooks.tick(now)
         if hooks.forward(session.take_events()):
             break
-        if calls < RECV_SLOTS:
+        if calls >= RECV_SLOTS:
+            hooks.turn(now, 0.0)
+        else:
             timeout = max(0.0, receiver.next_deadline(now) - clock())
             # While the writer drains to a slow consumer, look again soon: the verdict is due
             # the moment it is done, not at the sender's next PROBE.
             cap = OUTPUT_WAIT if receiver.needs_verification and session.output_pending else 0.5
+            hooks.turn(now, min(timeout, cap))
             ready, _w, _x = select.select(watch, [], [], min(timeout, cap))
             if hooks.wake_fd is not None and hooks.wake_fd in ready:
                 drain(hooks.wake_fd)
+    hooks.turn(clock(), 0.0)  # a stall in the last turn
     outcome = receiver.outcome
     assert outcome is not None
     return outcome
