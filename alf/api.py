@@ -379,6 +379,7 @@ def send(
     checksum: bool = False,
     digest: str = "xxh3",
     window: int | str = 256 << 20,
+    if_changed: str = "fail",
     streams: int = 8,
     paths: Sequence[str] = (),
     chaos: int | str | None = None,
@@ -400,6 +401,7 @@ def send(
     _choice("transport", transport, TRANSPORTS)
     _choice("cc", cc, _cc_names())
     _choice("digest", digest, list(DIGESTS))
+    _choice("if_changed", if_changed, ["fail", "warn"])
     if not 1 <= port <= 65535:
         raise UsageError(f"port must be 1-65535, not {port}")
     if adu_size is not None and not 1 <= adu_size <= wire.MAX_ADU_SIZE:
@@ -441,7 +443,22 @@ def send(
             f"note: --rate {rate_bps:g} is {rate_bps:g} bit/s (rates are bits per second: 800M is "
             f"800 Mbit/s); at that rate 1 MB takes {8e6 / rate_bps / 3600:.2g} hours"
         )
-    return _send(host, port, source, cfg, window_bytes, bind, transport, drop, seed, gso, tcp, obs, adu_size)
+    return _send(
+        host,
+        port,
+        source,
+        cfg,
+        window_bytes,
+        bind,
+        transport,
+        drop,
+        seed,
+        gso,
+        tcp,
+        obs,
+        adu_size,
+        if_changed,
+    )
 
 
 def _cc_names() -> list[str]:
@@ -479,6 +496,7 @@ def _send(
     tcp: _TcpOptions,
     obs: Observer,
     adu_given: int | None,
+    if_changed: str = "fail",
 ) -> Result:
     stats: Callable[[], Stats] = lambda: {"role": "send", "state": "handshake"}  # noqa: E731
 
@@ -542,7 +560,7 @@ def _send(
     source: Source
     if path is not None:
         try:
-            source = FileSource(path, adu_size, alg=alg)
+            source = FileSource(path, adu_size, alg=alg, warn=obs.say if if_changed == "warn" else None)
             kind, total = wire.Kind.FILE, source.total_bytes()
         except OSError as e:
             if sock is not None:

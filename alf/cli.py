@@ -252,7 +252,15 @@ HELP_SECTIONS: dict[str, list[str]] = {
         "help",
     ],
     "Rate control": ["cc_name", "rate", "min_rate"],
-    "Reliability and integrity": ["digest", "checksum", "window", "adu_size", "fsync", "keep_partial"],
+    "Reliability and integrity": [
+        "digest",
+        "checksum",
+        "window",
+        "if_changed",
+        "adu_size",
+        "fsync",
+        "keep_partial",
+    ],
     "Paths and TCP": ["bind", "streams", "extra_paths", "gso"],
     "Diagnostics and fault injection": ["stats_json", "stats_interval", "drop", "seed", "chaos"],
 }
@@ -412,6 +420,15 @@ def main() -> None:
     "corruption at 28 GB/s; BLAKE3 and SHA-256 are cryptographic).",
 )
 @click.option(
+    "--if-changed",
+    "if_changed",
+    type=click.Choice(["fail", "warn"]),
+    default="fail",
+    show_default=True,
+    help="A FILE written to while it is sent: fail (exit 7, nothing delivered), or warn and send "
+    "what the first pass read (a log that grows); bytes that changed under a repair fail either way.",
+)
+@click.option(
     "--window",
     type=SizeType(),
     default="256M",
@@ -458,6 +475,7 @@ def send(
     extra_paths: tuple[str, ...],
     chaos: int | None,
     bind: str | None,
+    if_changed: str,
     **kw: Any,
 ) -> None:
     """Send FILE (or stdin, '-') to an `alf recv` at HOST PORT (or HOST:PORT, [IPv6]:PORT)."""
@@ -469,7 +487,7 @@ def send(
         sys.exit(_fail("send", Outcome(ExitCode.LOCAL_IO, str(e))))
     options: dict[str, Any] = dict(
         cc=cc_name, min_rate=min_rate, rate=rate, adu_size=adu_size, checksum=checksum, digest=digest,
-        window=window, streams=streams, paths=extra_paths, chaos=chaos, bind=bind,
+        window=window, streams=streams, paths=extra_paths, chaos=chaos, bind=bind, if_changed=if_changed,
     )  # fmt: skip
     sys.exit(
         _run(

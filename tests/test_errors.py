@@ -381,6 +381,29 @@ def test_a_file_changed_while_it_is_sent_is_never_delivered(
     assert not os.path.exists(dst) and not os.path.exists(dst + ".alf-partial")
 
 
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_a_growing_file_with_if_changed_warn(procs: Procs, port: int, tmp_path: str, transport: str) -> None:
+    """A log appended to while it is sent, with --if-changed warn: one warning, and the length
+    the sender opened arrives, verified (exit 0 both sides); without the option it is exit 7."""
+    src = random_file(os.path.join(tmp_path, "in.bin"), 60_000_000, seed=32)
+    first = sha256_file(src)
+    dst = os.path.join(tmp_path, "out.bin")
+    recv = procs.start("recv", str(port), "-o", dst, "--timeout", "20", "--transport", transport)
+    wait_listening(port) if transport == "udp" else wait_listening_tcp(port)
+    send = procs.start(
+        "send", "127.0.0.1", str(port), src, "--cc", "fixed", "--rate", "200M", "--transport", transport,
+        "--if-changed", "warn",
+    )  # fmt: skip
+    time.sleep(1.0)
+    with open(src, "ab") as f:
+        f.write(b"another line\n" * 1000)
+    _out, err = send.communicate(timeout=30)
+    assert send.returncode == 0, err
+    assert err.count(b"grew or shrank while it was being sent; sending the 60000000 bytes") == 1
+    assert recv.wait(timeout=30) == 0
+    assert sha256_file(dst) == first
+
+
 def test_a_bracketed_ipv6_host_and_a_chosen_port(procs: Procs, tmp_path: str) -> None:
     """`alf send [::1] PORT` as --path takes it; `alf recv 0` says which port it took (only -v
     did), since the sender must name it."""

@@ -199,3 +199,74 @@ def test_a_file_that_changes_after_its_first_pass_is_not_read_again(tmp_path: An
     err = src.error()
     assert isinstance(err, InputChanged) and source_failure(err) == ExitCode.INPUT_CHANGED
     src.close()
+
+
+def _written(tmp_path: Any, data: bytes) -> str:
+    path = os.path.join(tmp_path, "in.bin")
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+@pytest.mark.parametrize("during_first_pass", [False, True])
+def test_bytes_read_again_are_checked_against_what_was_sent_first(
+    tmp_path: Any, during_first_pass: bool
+) -> None:
+    """--if-changed warn: a change of stamp is said once, and the transfer goes on; but a
+    repair from a block whose bytes differ from what the first pass read fails (exit 7), where
+    a repair from an unchanged block reads what was sent first. Repairs come during the first
+    pass too (NAKs arrive while it runs): those are checked against the marks made so far."""
+    from alf.content import InputChanged, source_failure
+    from alf.errors import ExitCode
+
+    data = random.Random(5).randbytes(100 * 1000)
+    path = _written(tmp_path, data)
+    said: list[str] = []
+    src = FileSource(path, 1000, warn=said.append)
+    assert src.block_adus == 16
+    src.read(0, 50 if during_first_pass else 100)
+    with open(path, "r+b") as f:
+        f.seek(40 * 1000 + 10)  # block 2 (ADUs 32-47)
+        f.write(b"changed")
+    if not during_first_pass:
+        assert said == []  # nothing looked at the stamp yet: the next repair does
+    assert b"".join(bytes(v) for v in src.read(3, 2)) == data[3000:5000]  # block 0: as marked
+    if not during_first_pass:
+        assert len(said) == 1 and "was written to while it was being sent" in said[0]
+    with pytest.raises(OSError, match="bytes sent again at offset 32000 differ"):
+        src.read(47, 1)
+    err = src.error()
+    assert isinstance(err, InputChanged) and source_failure(err) == ExitCode.INPUT_CHANGED
+    with pytest.raises(OSError):  # and stays failed
+        src.read(3, 1)
+    src.close()
+
+
+def test_a_growing_file_under_warn_sends_its_first_length(tmp_path: Any) -> None:
+    """A log that grows while it is sent: with warn, the sender sends the length it opened,
+    repairs from it still verify, and the digest is that of the prefix."""
+    from alf.digest import DigestAlg, digest_bytes
+
+    data = random.Random(6).randbytes(10_500)
+    path = _written(tmp_path, data)
+    said: list[str] = []
+    src = FileSource(path, 1000, warn=said.append)
+    src.read(0, 5)
+    with open(path, "ab") as f:
+        f.write(b"more lines\n" * 100)
+    src.read(5, 6)
+    assert src.digest() == digest_bytes(DigestAlg.XXH3_128, data) and src.error() is None
+    assert len(said) == 1 and "grew or shrank" in said[0] and "sending the 10500 bytes" in said[0]
+    assert bytes(src.read(10, 1)[0]) == data[10_000:]  # the short last ADU, block 0 checked
+    assert bytes(src.read(2, 1)[0]) == data[2000:3000] and len(said) == 1
+    src.close()
+
+
+def test_the_marks_stay_small_for_a_huge_file(tmp_path: Any) -> None:
+    """A sparse 1 TiB file: 1 Mi marks at most (8 MiB), blocks of 120 ADUs (1 MiB)."""
+    path = os.path.join(tmp_path, "huge.bin")
+    with open(path, "wb") as f:
+        f.truncate(1 << 40)
+    src = FileSource(path, 8800)
+    assert src.block_adus == 120 and len(src._marks) <= FileSource.MAX_MARKS
+    src.close()

@@ -13,7 +13,10 @@ import mmap
 import os
 import threading
 import time
+from array import array
 from collections.abc import Callable
+
+import xxhash
 
 from alf.content import MAX_RUN, Buffer, InputChanged, cut_adus
 from alf.digest import new_hasher
@@ -31,10 +34,29 @@ class FileSource:
     The first pass reads the file in order, and is hashed as it is read: the file is read
     once, not twice. ``read`` fills one reusable buffer: its views are valid until the next
     ``read``.
+
+    A file written to while it is sent must never be delivered as a mix of versions. Two
+    checks see to it. Its stamp (size, modification and change times, inode) is compared
+    before the digest goes out and before every repair read: a change fails the transfer
+    (``InputChanged``), or with ``warn`` is said once through it and the transfer goes on
+    (what the first pass read is what is sent, e.g. the prefix of a log that grows). And the
+    first pass keeps an XXH3-64 mark of every block of ``block_adus`` ADUs: a repair reads
+    its whole block again and compares, so bytes that changed under a stamp that did not (a
+    write through a shared mapping, a clock set back) or under ``warn`` fail the transfer
+    instead of reaching the receiver. A block is checked once per stamp; the marks take at
+    most 8 MiB (16 ADUs a block up to 16 Mi ADUs, then more: 120 for 1 TiB).
     """
 
+    MAX_MARKS = 1 << 20
+    MIN_BLOCK_ADUS = 16
+
     def __init__(
-        self, path: str, adu_size: int, max_run: int = MAX_RUN, alg: DigestAlg = DigestAlg.XXH3_128
+        self,
+        path: str,
+        adu_size: int,
+        max_run: int = MAX_RUN,
+        alg: DigestAlg = DigestAlg.XXH3_128,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         self.adu_size = adu_size
         self._buf = bytearray(max_run * adu_size)
@@ -44,11 +66,19 @@ class FileSource:
         st = os.fstat(self._fd)
         self._size = st.st_size
         self._stamp = _stamp(st)
+        self._seen = self._stamp  # the stamp last looked at (differs from _stamp only after a warning)
+        self._warn = warn
         self._changed: InputChanged | None = None
         self._path = path
         self._hash = new_hasher(alg)
         self._hashed = 0
         self._digest: bytes | None = self._hash.digest() if self._size == 0 else None
+        self.block_adus = max(self.MIN_BLOCK_ADUS, ceil_div(self.available(), self.MAX_MARKS))
+        self._block = self.block_adus * adu_size
+        self._marks = array("Q", bytes(8 * ceil_div(self._size, self._block)))
+        self._mark = xxhash.xxh3_64()  # of the block the first pass is in
+        self._checked: set[int] = set()  # blocks read again and found as marked, under _seen
+        self._scratch = bytearray(self._block)
 
     def available(self) -> int:
         return ceil_div(self._size, self.adu_size)
@@ -85,37 +115,99 @@ class FileSource:
         return buf
 
     def _pread(self, buf: memoryview, offset: int) -> None:
-        """Fill ``buf`` from ``offset``; the first pass, read in order, is hashed as it is read.
-        A read that covers the hashed frontier hashes from it on, whatever its start: after a
-        fallback from UDP to TCP, TCP's blocks need not start where UDP's first pass stopped."""
+        """Fill ``buf`` from ``offset``. What lies below the hashed frontier is read again
+        (``_reread``: checked against its marks); the first pass, read in order, is hashed as
+        it is read. A read that covers the frontier hashes from it on, whatever its start:
+        after a fallback from UDP to TCP, TCP's blocks need not start where UDP's first pass
+        stopped."""
         n = len(buf)
         if self._digest is not None or self._changed is not None:
             self._check_unchanged()  # a repair: the file must still be the one that was hashed
-            if self._changed is not None:
-                raise OSError(self._changed)
+        if self._changed is not None:
+            raise OSError(self._changed)
+        again = min(n, self._hashed - offset)
+        if again > 0:
+            self._reread(buf[:again], offset)
+            buf, offset = buf[again:], offset + again
+            if not len(buf):
+                return
+        n = len(buf)
         if os.preadv(self._fd, [buf], offset) != n:
             self._check_unchanged()
             raise OSError(self._changed or f"{self._path} shrank while being sent")
-        if offset <= self._hashed < offset + n:
-            self._hash.update(buf[self._hashed - offset :])
+        if offset == self._hashed:
+            self._hash.update(buf)
+            self._marks_along(buf)
             self._hashed = offset + n
             if self._hashed == self._size:
                 self._check_unchanged()
                 if self._changed is None:
                     self._digest = self._hash.digest()
 
+    def _marks_along(self, data: memoryview) -> None:
+        """The first pass moves on by ``data``: mark each block it completes."""
+        pos, block = self._hashed, self._block
+        while len(data):
+            take = min(len(data), block - pos % block)
+            self._mark.update(data[:take])
+            data, pos = data[take:], pos + take
+            if pos % block == 0 or pos == self._size:
+                self._marks[(pos - 1) // block] = self._mark.intdigest()
+                self._mark.reset()
+
+    def _reread(self, buf: memoryview, offset: int) -> None:
+        """Fill ``buf`` with bytes the first pass hashed: each whole block they lie in is read
+        and compared with its mark (once per stamp), so what goes out again is what was hashed."""
+        block, end = self._block, offset + len(buf)
+        marked = self._hashed - self._hashed % block if self._hashed < self._size else self._size
+        pos = offset
+        while pos < end:
+            b = pos // block
+            start, stop = b * block, min((b + 1) * block, self._size)
+            upto = min(end, stop)
+            if stop > marked or b in self._checked:  # the frontier's block has no mark yet
+                got = os.preadv(self._fd, [buf[pos - offset : upto - offset]], pos)
+                if got != upto - pos:
+                    self._check_unchanged()
+                    raise OSError(self._changed or f"{self._path} shrank while being sent")
+            else:
+                whole = memoryview(self._scratch)[: stop - start]
+                if os.preadv(self._fd, [whole], start) != stop - start or (
+                    xxhash.xxh3_64_intdigest(whole) != self._marks[b]
+                ):
+                    self._changed = InputChanged(
+                        f"{self._path} was written to while it was being sent (bytes sent again "
+                        f"at offset {start} differ from what was sent first): nothing is "
+                        "delivered (send it again once it is no longer written, or a snapshot)"
+                    )
+                    raise OSError(self._changed)
+                self._checked.add(b)
+                buf[pos - offset : upto - offset] = whole[pos - start : upto - start]
+            pos = upto
+
     def _check_unchanged(self) -> None:
-        """Before the digest goes out (in the FINAL): the file must be as it was when it was
-        opened (size, modification and change times, inode), or what was read is a mix of
-        versions (GNU tar's "file changed as we read it"). A change after this only touches
-        repairs, read again later: the receiver's digest check then fails."""
+        """Before the digest goes out (in the FINAL) and before a repair: the file must be as
+        it was when it was opened (size, modification and change times, inode), or what was
+        read is a mix of versions (GNU tar's "file changed as we read it"). With ``warn`` a
+        change is said once and the marks alone guard what is read again."""
         stamp = _stamp(os.fstat(self._fd))
-        if stamp != self._stamp:
-            what = "grew or shrank" if stamp[0] != self._stamp[0] else "was written to"
+        if stamp == self._seen:
+            return
+        what = "grew or shrank" if stamp[0] != self._stamp[0] else "was written to"
+        if self._warn is None:
             self._changed = InputChanged(
                 f"{self._path} {what} while it was being sent: nothing is delivered (send it again "
-                "once it is no longer written, or send a snapshot of it)"
+                "once it is no longer written, or send a snapshot of it; --if-changed warn sends "
+                "what the first pass read if that can still be verified)"
             )
+            return
+        if self._seen == self._stamp:
+            self._warn(
+                f"warning: {self._path} {what} while it was being sent; sending the "
+                f"{self._size} bytes the first pass read (--if-changed warn)"
+            )
+        self._seen = stamp
+        self._checked.clear()  # the bytes may have changed with the stamp
 
     def release(self, below: int) -> None:
         pass
