@@ -219,21 +219,22 @@ def test_bytes_read_again_are_checked_against_what_was_sent_first(
     from alf.content import InputChanged, source_failure
     from alf.errors import ExitCode
 
-    data = random.Random(5).randbytes(100 * 1000)
+    a = 4096
+    data = random.Random(5).randbytes(100 * a)
     path = _written(tmp_path, data)
     said: list[str] = []
-    src = FileSource(path, 1000, warn=said.append)
-    assert src.block_adus == 16
+    src = FileSource(path, a, max_run=100, warn=said.append)
+    assert src.block_adus == 16  # 64 KiB
     src.read(0, 50 if during_first_pass else 100)
     with open(path, "r+b") as f:
-        f.seek(40 * 1000 + 10)  # block 2 (ADUs 32-47)
+        f.seek(40 * a + 10)  # block 2 (ADUs 32-47)
         f.write(b"changed")
     if not during_first_pass:
         assert said == []  # nothing looked at the stamp yet: the next repair does
-    assert b"".join(bytes(v) for v in src.read(3, 2)) == data[3000:5000]  # block 0: as marked
+    assert b"".join(bytes(v) for v in src.read(3, 2)) == data[3 * a : 5 * a]  # block 0: as marked
     if not during_first_pass:
         assert len(said) == 1 and "was written to while it was being sent" in said[0]
-    with pytest.raises(OSError, match="bytes sent again at offset 32000 differ"):
+    with pytest.raises(OSError, match=f"bytes sent again at offset {32 * a} differ"):
         src.read(47, 1)
     err = src.error()
     assert isinstance(err, InputChanged) and source_failure(err) == ExitCode.INPUT_CHANGED

@@ -44,11 +44,13 @@ class FileSource:
     its whole block again and compares, so bytes that changed under a stamp that did not (a
     write through a shared mapping, a clock set back) or under ``warn`` fail the transfer
     instead of reaching the receiver. A block is checked once per stamp; the marks take at
-    most 8 MiB (16 ADUs a block up to 16 Mi ADUs, then more: 120 for 1 TiB).
+    most 8 MiB (a block is 16 ADUs and at least 64 KiB, more past 1 Mi blocks: 120 ADUs of 8800
+    bytes for 1 TiB).
     """
 
     MAX_MARKS = 1 << 20
     MIN_BLOCK_ADUS = 16
+    MIN_BLOCK_BYTES = 64 << 10  # smaller blocks cost more in calls than they save in repairs
 
     def __init__(
         self,
@@ -73,7 +75,11 @@ class FileSource:
         self._hash = new_hasher(alg)
         self._hashed = 0
         self._digest: bytes | None = self._hash.digest() if self._size == 0 else None
-        self.block_adus = max(self.MIN_BLOCK_ADUS, ceil_div(self.available(), self.MAX_MARKS))
+        self.block_adus = max(
+            self.MIN_BLOCK_ADUS,
+            ceil_div(self.MIN_BLOCK_BYTES, adu_size),
+            ceil_div(self.available(), self.MAX_MARKS),
+        )
         self._block = self.block_adus * adu_size
         self._marks = array("Q", bytes(8 * ceil_div(self._size, self._block)))
         self._mark = xxhash.xxh3_64()  # of the block the first pass is in
@@ -145,14 +151,26 @@ class FileSource:
                     self._digest = self._hash.digest()
 
     def _marks_along(self, data: memoryview) -> None:
-        """The first pass moves on by ``data``: mark each block it completes."""
-        pos, block = self._hashed, self._block
-        while len(data):
-            take = min(len(data), block - pos % block)
-            self._mark.update(data[:take])
-            data, pos = data[take:], pos + take
-            if pos % block == 0 or pos == self._size:
-                self._marks[(pos - 1) // block] = self._mark.intdigest()
+        """The first pass moves on by ``data``: mark each block it completes (a whole block in
+        one call, a block split between reads through the running hasher)."""
+        pos, block, n = self._hashed, self._block, len(data)
+        at = 0
+        if pos % block:  # finish the block the last read left open
+            at = min(n, block - pos % block)
+            self._mark.update(data[:at])
+            if (pos + at) % block == 0 or pos + at == self._size:
+                self._marks[(pos + at - 1) // block] = self._mark.intdigest()
+                self._mark.reset()
+        marks, mark = self._marks, xxhash.xxh3_64_intdigest
+        b = (pos + at) // block
+        while n - at >= block:
+            marks[b] = mark(data[at : at + block])
+            at += block
+            b += 1
+        if at < n:
+            self._mark.update(data[at:])
+            if pos + n == self._size:
+                marks[b] = self._mark.intdigest()
                 self._mark.reset()
 
     def _reread(self, buf: memoryview, offset: int) -> None:
