@@ -23,22 +23,15 @@ from dataclasses import dataclass, replace
 from typing import IO, Any
 
 import cc
+from alf import stripe as stripe_policies
 from alf import wire
 from alf.content import OffsetSink, OrderedSink, Sink, SinkError, Source
 from alf.errors import ExitCode, Outcome
 from alf.events import DataArrived, Event, FallBack, Joined, PeerAborted, Rejected
-from alf.io.common import DriverError, Hooks, LocalAddressError, check_local_address
+from alf.io.common import DriverError, Hooks, LocalAddressError, Path, check_local_address, parse_path
 from alf.io.sink import FdWriter, FileBackend
 from alf.io.source import FileSource, StreamSource, pump_stream
-from alf.io.tcp import (
-    HelloGate,
-    Path,
-    TcpRecvDriver,
-    TcpSendDriver,
-    listener_socket,
-    parse_path,
-    take_hello,
-)
+from alf.io.tcp import HelloGate, TcpRecvDriver, TcpSendDriver, listener_socket, take_hello
 from alf.io.udp import (
     MIN_FITTED_ADU,
     fitting_adu_size,
@@ -63,6 +56,7 @@ MIN_TIMEOUT, MAX_TIMEOUT = 0.1, 1e6  # seconds: --timeout's range (1e6 s is 11.6
 SLOW_RATE_BPS = 64e3  # below this a rate is more likely a slip than a wish: a note says so
 DIGESTS = {"xxh3": wire.DigestAlg.XXH3_128, "blake3": wire.DigestAlg.BLAKE3, "sha256": wire.DigestAlg.SHA256}
 TRANSPORTS = ("auto", "udp", "tcp")
+STRIPE_POLICIES = stripe_policies.POLICIES
 F_SETPIPE_SZ = 1031  # fcntl.h (Linux)
 
 Stats = dict[str, Any]
@@ -346,6 +340,7 @@ class _TcpOptions:
     streams: int
     chaos: int
     rate_bps: float | None  # a rate given: the TCP driver paces at it
+    stripe: str = "prefer"  # alf.stripe's policy
 
 
 def fit_adu(sock: socket.socket, adu_size: int, given: bool, say: Callable[[str], None]) -> int:
@@ -382,6 +377,7 @@ def send(
     if_changed: str = "fail",
     streams: int = 8,
     paths: Sequence[str] = (),
+    stripe: str = "prefer",
     chaos: int | str | None = None,
     bind: str | None = None,
     checkphrase: str = "",
@@ -402,6 +398,7 @@ def send(
     _choice("cc", cc, _cc_names())
     _choice("digest", digest, list(DIGESTS))
     _choice("if_changed", if_changed, ["fail", "warn"])
+    _choice("stripe", stripe, list(STRIPE_POLICIES))
     if not 1 <= port <= 65535:
         raise UsageError(f"port must be 1-65535, not {port}")
     if adu_size is not None and not 1 <= adu_size <= wire.MAX_ADU_SIZE:
@@ -436,7 +433,7 @@ def send(
         hello_timeout=min(AUTO_HELLO_TIMEOUT, wait / 2) if transport == "auto" else None,
     )
     # TCP is paced only at a rate given: its own congestion control does the rest.
-    tcp = _TcpOptions(tcp_paths, streams, chaos_bytes or 0, rate_bps)
+    tcp = _TcpOptions(tcp_paths, streams, chaos_bytes or 0, rate_bps, stripe)
     obs = observer or _Callbacks(progress, cancel, progress_interval)
     if rate_bps is not None and rate_bps < SLOW_RATE_BPS:
         obs.say(
@@ -602,9 +599,11 @@ def _send(
             )
             if tcp.rate_bps:
                 tcfg.frame_bytes = paced_frame_bytes(tcp.rate_bps, adu_size)
-            names = [str(p) for p in tcp.paths]
+            names = [p.describe() for p in tcp.paths]
             core = TcpSender(tcfg, session_id, kind, total, source, started, names, udp_refused)
-            driver = TcpSendDriver(core, tcp.paths, tcp.streams, hooks, tcp.chaos, seed, bind, tcp.rate_bps)
+            driver = TcpSendDriver(
+                core, tcp.paths, tcp.streams, hooks, tcp.chaos, seed, bind, tcp.rate_bps, tcp.stripe
+            )
             stats = driver.stats_dict
             obs.attach(stats)
             try:

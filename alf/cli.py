@@ -261,7 +261,7 @@ HELP_SECTIONS: dict[str, list[str]] = {
         "fsync",
         "keep_partial",
     ],
-    "Paths and TCP": ["bind", "streams", "extra_paths", "gso"],
+    "Paths and TCP": ["bind", "extra_paths", "stripe", "streams", "gso"],
     "Diagnostics and fault injection": ["stats_json", "stats_interval", "drop", "seed", "chaos"],
 }
 UNITS_HELP = """\b
@@ -448,9 +448,19 @@ def main() -> None:
     "--path",
     "extra_paths",
     multiple=True,
-    metavar="HOST[:PORT]",
-    help="TCP: another address of the receiver, used when the ones before it are full or gone "
-    "(repeatable; HOST PORT is the first; PORT defaults to PORT).",
+    metavar="HOST[:PORT][@LOCAL][%IFACE][,backup]",
+    help="Another way to the receiver (repeatable; HOST PORT is the first, PORT defaults to PORT): "
+    "its address, the local address or interface to leave from, and ',backup' for one that carries "
+    "data only while no other path is up. TCP uses every path; UDP sends over HOST PORT only.",
+)
+@click.option(
+    "--stripe",
+    type=click.Choice(list(api.STRIPE_POLICIES)),
+    default="prefer",
+    show_default=True,
+    help="How data is spread over the paths: prefer fills the first and gives the next only what it "
+    "cannot take; weighted shares by each path's rate; minrtt takes the earliest expected arrival "
+    "(TCP: always in the order given).",
 )
 @click.option(
     "--chaos",
@@ -476,6 +486,7 @@ def send(
     chaos: int | None,
     bind: str | None,
     if_changed: str,
+    stripe: str,
     **kw: Any,
 ) -> None:
     """Send FILE (or stdin, '-') to an `alf recv` at HOST PORT (or HOST:PORT, [IPv6]:PORT)."""
@@ -488,6 +499,7 @@ def send(
     options: dict[str, Any] = dict(
         cc=cc_name, min_rate=min_rate, rate=rate, adu_size=adu_size, checksum=checksum, digest=digest,
         window=window, streams=streams, paths=extra_paths, chaos=chaos, bind=bind, if_changed=if_changed,
+        stripe=stripe,
     )  # fmt: skip
     sys.exit(
         _run(

@@ -157,6 +157,39 @@ def test_first_path_is_filled_first(procs: Procs, port: int, tmp_path: os.PathLi
     assert last_json(sstats)["path_bytes"] == {f"127.0.0.1:{port}": 3_000_000, f"127.0.0.2:{port}": 0}
 
 
+def test_a_backup_path_carries_data_only_while_no_other_is_up(
+    procs: Procs, port: int, tmp_path: os.PathLike[str]
+) -> None:
+    """A backup path takes nothing while the first path is up, and everything when it is not
+    (nothing listens on HOST PORT: each policy, the same)."""
+    src = random_file(os.path.join(tmp_path, "in.bin"), 20_000_000, seed=4)
+    sstats = os.path.join(tmp_path, "s.json")
+    for policy in ("prefer", "weighted", "minrtt"):
+        recv = procs.start(
+            "recv", str(port), "--transport", "tcp", "-o", os.path.join(tmp_path, "o"), "--force"
+        )
+        wait_listening_tcp(port)
+        send = procs.run(
+            "send", "127.0.0.1", str(port), src, "--transport", "tcp", "--path", "127.0.0.2,backup",
+            "--stripe", policy, "--stats-json", sstats,
+        )  # fmt: skip
+        assert send.returncode == 0 and recv.wait(timeout=30) == 0, send.stderr
+        assert last_json(sstats)["path_bytes"] == {
+            f"127.0.0.1:{port}": 20_000_000,
+            f"127.0.0.2:{port},backup": 0,
+        }, policy
+    dead = port + 1  # nothing listens there: the backup carries it all
+    recv = procs.start("recv", str(port), "--transport", "tcp", "-o", os.path.join(tmp_path, "o"), "--force")
+    wait_listening_tcp(port)
+    send = procs.run(
+        "send", "127.0.0.1", str(dead), src, "--transport", "tcp", "--path", f"127.0.0.2:{port},backup",
+        "--stats-json", sstats,
+    )  # fmt: skip
+    assert send.returncode == 0 and recv.wait(timeout=30) == 0, send.stderr
+    assert last_json(sstats)["path_bytes"] == {f"127.0.0.1:{dead}": 0, f"127.0.0.2:{port},backup": 20_000_000}
+    assert sha256_file(os.path.join(tmp_path, "o")) == sha256_file(src)
+
+
 def test_auto_uses_udp_when_it_works(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:
     src = random_file(os.path.join(tmp_path, "in.bin"), 2_000_000, seed=5)
     dst, sstats = os.path.join(tmp_path, "out.bin"), os.path.join(tmp_path, "s.json")

@@ -79,3 +79,66 @@ def drain(fd: int | None) -> None:
                 pass
         except BlockingIOError:
             pass
+
+
+@dataclass(frozen=True)
+class Path:
+    """One way to the receiver (``--path``): its address and port, and optionally the local
+    side to leave from (an address, or an interface by name) and whether it is a backup."""
+
+    host: str
+    port: int
+    local: str | None = None  # a local address to bind to
+    device: str | None = None  # a local interface (SO_BINDTODEVICE)
+    backup: bool = False
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def describe(self) -> str:
+        """As the user wrote it, all of it (for messages and the statistics)."""
+        via = f"@{self.local}" if self.local else ""
+        via += f"%{self.device}" if self.device else ""
+        return f"{self}{via}{',backup' if self.backup else ''}"
+
+
+PATH_SYNTAX = "HOST[:PORT][@LOCAL][%IFACE][,backup]"
+
+
+def parse_path(text: str, default_port: int) -> Path:
+    """``HOST[:PORT][@LOCAL][%IFACE][,backup]``: HOST as a name, an IPv4 address, a bare IPv6
+    address or ``[V6]`` (brackets are needed with a port, a local side or an interface);
+    LOCAL a local address (IPv6 in brackets), IFACE an interface name."""
+    t = text.strip()
+    backup = False
+    if t.endswith(",backup"):
+        t, backup = t[: -len(",backup")], True
+    device = None
+    if "%" in t and not t.startswith("[") or t.rfind("%") > t.rfind("]"):
+        t, _pct, device = t.rpartition("%")
+        if not device:
+            raise ValueError(f"{text!r}: no interface after %")
+    local = None
+    if "@" in t:
+        t, _at, local = t.rpartition("@")
+        if local.startswith("[") and local.endswith("]"):
+            local = local[1:-1]
+        if not local:
+            raise ValueError(f"{text!r}: no local address after @")
+    if t.startswith("["):
+        host, closed, rest = t[1:].partition("]")
+        if not closed or (rest and not rest.startswith(":")):
+            raise ValueError(f"{text!r}: expected [ADDRESS]:PORT")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif t.count(":") == 1:
+        host, port = t.split(":")
+    else:
+        host, port = t, ""
+    if not host:
+        raise ValueError(f"{text!r}: no host")
+    if not port.isdigit() and port:
+        raise ValueError(f"{text!r}: port {port!r} is not a number")
+    p = int(port) if port else default_port
+    if not 1 <= p <= 65535:
+        raise ValueError(f"{text!r}: port out of range")
+    return Path(host, p, local, device, backup)

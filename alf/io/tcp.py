@@ -27,11 +27,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from alf import wire
+from alf import stripe, wire
 from alf.digest import NAMES as digest_names
 from alf.errors import ExitCode, Outcome
 from alf.events import Ended, Joined, Rejected
-from alf.io.common import DriverError, Hooks, drain
+from alf.io.common import DriverError, Hooks, Path, drain
 from alf.pacing import Pacer, bucket_bytes
 from alf.tcp import ALL, ANY, FRAME_BYTES, HELLO_WAIT, TcpReceiver, TcpSender
 from alf.wire import FRAME_HEAD, HELLO_SIZE, MAX_CONTROL, frame_length_untrusted
@@ -45,35 +45,6 @@ REFUSED = os.strerror(errno.ECONNREFUSED)
 TURN_BUDGET = 8 << 20  # bytes moved per connection per turn, so no connection starves the rest
 MAX_PENDING_CONNS = 64
 GOODBYE_WAIT = 2.0  # each side waits this long, at most, for its peer to close after its last frame
-
-
-@dataclass(frozen=True)
-class Path:
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-def parse_path(text: str, default_port: int) -> Path:
-    """HOST, HOST:PORT, [V6]:PORT or a bare IPv6 address."""
-    t = text.strip()
-    if t.startswith("["):
-        host, closed, rest = t[1:].partition("]")
-        if not closed or (rest and not rest.startswith(":")):
-            raise ValueError(f"{text!r}: expected [ADDRESS]:PORT")
-        port = rest[1:] if rest.startswith(":") else ""
-    elif t.count(":") == 1:
-        host, port = t.split(":")
-    else:
-        host, port = t, ""
-    if not host:
-        raise ValueError(f"{text!r}: no host")
-    p = int(port) if port else default_port
-    if not 1 <= p <= 65535:
-        raise ValueError(f"{text!r}: port out of range")
-    return Path(host, p)
 
 
 def _tune(sock: socket.socket) -> None:
@@ -267,8 +238,10 @@ class TcpSendDriver:
         seed: int = 1,
         bind: str | None = None,
         rate_bps: float | None = None,
+        policy: str = "prefer",
     ) -> None:
         self.core = core
+        self.stripe = policy
         # --rate caps TCP too: a frame goes to a connection when a token bucket holds a whole
         # one (payload and frame header bytes). The bucket holds two at least, so a turn that
         # comes late loses no tokens (one frame's worth: 1.3% under the rate at 200M).
@@ -283,7 +256,7 @@ class TcpSendDriver:
         self.chaos = chaos
         self.rng = random.Random(seed)
         self.bind = bind
-        self.stats = SendStats(path_bytes={str(p): 0 for p in self.paths})
+        self.stats = SendStats(path_bytes={p.describe(): 0 for p in self.paths})
         self.slots = [_Slot(home=p, path=p) for p in range(len(self.paths)) for _ in range(streams)]
         self.path_down_until = [0.0] * len(self.paths)
         self._addrs: list[list[tuple[Any, ...]] | None] = [None] * len(self.paths)
@@ -301,25 +274,35 @@ class TcpSendDriver:
             self._addrs[p] = [(i[0], i[4]) for i in infos]
         return self._addrs[p] or []
 
+    def _views(self, now: float) -> list[stripe.PathView]:
+        return [
+            stripe.PathView(p, usable=self.path_down_until[p] <= now, backup=path.backup)
+            for p, path in enumerate(self.paths)
+        ]
+
     def _pick_path(self, slot: _Slot, now: float) -> int | None:
-        if self.path_down_until[slot.home] <= now:
-            return slot.home
-        for p in range(len(self.paths)):
-            if self.path_down_until[p] <= now:
-                return p
-        return None
+        """The slot's own path while it is up; else the best other (alf.stripe), backups
+        only while no other path is up."""
+        return stripe.pick(self.stripe, self._views(now), slot.home)
 
     def _open(self, slot: _Slot, now: float) -> None:
         p = self._pick_path(slot, now)
         if p is None:
             slot.retry_at = min(self.path_down_until)
             return
+        if p != slot.home and self.paths[slot.home].backup:
+            slot.retry_at = now + PATH_RETRY  # a backup's connections wait for their path's turn
+            return
         family, addr = self._resolve(p)[0]
         sock = socket.socket(family, socket.SOCK_STREAM)
         _tune(sock)
+        path = self.paths[p]
         try:
-            if self.bind is not None:
-                sock.bind((self.bind, 0))
+            if path.device is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, path.device.encode())
+            local = path.local or self.bind
+            if local is not None:
+                sock.bind((local, 0))
             err = sock.connect_ex(addr)
         except OSError as e:
             err = e.errno or errno.EINVAL
@@ -458,7 +441,12 @@ class TcpSendDriver:
         core = self.core
         if not core.has_work():
             return
-        for slot in sorted(self.slots, key=lambda s: s.path):  # stable: keeps stream order
+        rank = {p: i for i, p in enumerate(stripe.order(self.stripe, self._views(now)))}
+        # stable: keeps stream order within a path; a slot on a path the policy leaves out
+        # (a backup while another is up) finishes what it has and takes nothing new
+        for slot in sorted(self.slots, key=lambda s: rank.get(s.path, len(rank))):
+            if slot.path not in rank:
+                continue
             conn = slot.conn
             if conn is None or slot.connecting or not conn.joined:
                 continue
@@ -474,7 +462,7 @@ class TcpSendDriver:
                 if pacer is not None:
                     pacer.consume(len(head) + (len(payload) if payload is not None else 0), now)
                 if payload is not None:
-                    self.stats.path_bytes[str(self.paths[slot.path])] += len(payload)
+                    self.stats.path_bytes[self.paths[slot.path].describe()] += len(payload)
                     if self.chaos:
                         self._chaos_left -= len(payload)
                 self._flush(slot, now)
