@@ -870,8 +870,8 @@ class _Receive:
         with a HELLO (it and the other connections pending, unread); anything else that arrives
         over UDP meanwhile is read and dropped, and a connection that sends no HELLO never
         decides. None: cancelled or the timeout."""
-        gate = HelloGate(listener)
         wait, obs = self.timeout, self.obs
+        gate = HelloGate(listener, rejected=lambda peer, why: obs.event(Rejected(peer, why)))
         while not obs.cancelled():
             now = time.monotonic()
             left = 0.5 if wait is None else min(0.5, start + wait - now)

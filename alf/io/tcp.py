@@ -23,7 +23,7 @@ import select
 import socket
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,7 @@ from alf.events import Ended, Joined, Rejected
 from alf.io.common import DriverError, Hooks, Path, drain
 from alf.pacing import Pacer, bucket_bytes
 from alf.tcp import ALL, ANY, FRAME_BYTES, HELLO_WAIT, TcpReceiver, TcpSender
+from alf.verdict import unsupported_reason
 from alf.wire import FRAME_HEAD, HELLO_SIZE, MAX_CONTROL, frame_length_untrusted
 
 TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18)
@@ -764,9 +765,15 @@ class HelloGate:
     stays silent (a port scan, a stray connect) is closed after ``HELLO_WAIT``, and one that
     sends anything else at once. ``--transport auto`` commits to TCP only on a HELLO."""
 
-    def __init__(self, listener: socket.socket, session_id: int | None = None) -> None:
+    def __init__(
+        self,
+        listener: socket.socket,
+        session_id: int | None = None,
+        rejected: Callable[[Any, str], None] = lambda peer, why: None,
+    ) -> None:
         self.listener = listener
         self.session_id = session_id
+        self.rejected = rejected  # an offer refused by name (§4.4): who, and why
         self.pending: dict[socket.socket, float] = {}  # accepted -> when
 
     def watch(self) -> list[socket.socket]:
@@ -821,7 +828,16 @@ class HelloGate:
             msg = wire.decode_untrusted(head[FRAME_HEAD:])
             if isinstance(msg, wire.Hello) and self.session_id in (None, msg.session_id):
                 return True
-        except wire.BadPacket:
+            if isinstance(msg, wire.Unsupported):  # §4.4: refused by name, as the cores do
+                why = unsupported_reason(msg)
+                abort = wire.frame(
+                    wire.encode_abort(wire.Abort(msg.session_id, wire.AbortCode.UNSUPPORTED, why))
+                )
+                sock.recv(want)  # read, so that closing sends a FIN and not a reset over the answer
+                sock.send(abort)  # small: the socket's buffer takes it whole
+                self.rejected(sock.getpeername(), why)
+                sock.shutdown(socket.SHUT_WR)
+        except (wire.BadPacket, OSError):
             pass
         self._close(sock)
         return False
