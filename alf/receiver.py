@@ -58,6 +58,7 @@ ANSWER_RATE = 200.0  # answers per second to HELLOs that bind nothing (RETRY, re
 ANSWER_BURST = 50.0
 NAK_CREDIT = 3  # §7.2: NAK bytes allowed per byte of new data (and control) from the peer
 NAK_CREDIT_CAP = 256 << 10  # ... saved up to at most this
+MAX_PATHS = 8  # §14: addresses one session may use
 
 Addr = Hashable
 
@@ -97,6 +98,7 @@ class ReceiverStats:
     send_errors: int = 0  # sends the local stack refused (a firewall rule, a route): lost
     receive_rate_Bps: int = 0
     socket_overflows: int = 0  # datagrams the kernel dropped because our socket buffer was full
+    paths_joined: int = 0  # §14: addresses that joined the session after the first
 
 
 class State(Enum):
@@ -122,9 +124,12 @@ class Receiver:
         self.stats = ReceiverStats()
         self.session_id = 0
         self.peer: Addr | None = None  # where answers go: the address the session was bound from
-        # The addresses validated for this session (a HELLO answered with ACCEPT from each): one
-        # today; DATA and control from any other are foreign.
+        # The addresses validated for this session (a HELLO answered with ACCEPT from each: the
+        # first, and with MULTIPATH each path's, §14); DATA and control from any other are foreign.
         self.peers: set[Addr] = set()
+        self.multipath = False  # the session asked for MULTIPATH (§14)
+        self.path_bytes: dict[Addr, int] = {}  # multipath: DATA datagram bytes from each address
+        self._path_rate: dict[Addr, tuple[int, float, int]] = {}  # (bytes, when, rate) at its last STATUS
         self.hello: wire.Hello | None = None
         self.began: float | None = None  # when the sender's HELLO was taken: the transfer's start
         self.events = EventLog()  # what the driver and the library learn (alf.events)
@@ -141,6 +146,7 @@ class Receiver:
         self._last_heard = now
         self._srtt = 0.0
         self._round_at = now
+        self._round_began: float | None = None  # when the latest NAK round ran
         self._frontier = 0  # what we know was sent: max(highest held, PROBE next_index, end)
         self._nak_below = 0  # the frontier recorded at the previous round
         self._status_at = now
@@ -328,7 +334,9 @@ class Receiver:
         self._last_heard = now
         self._control_bytes += len(buf)
         if isinstance(msg, wire.Probe):
-            self._on_probe(msg, now, now if arrived is None else arrived)
+            if self.multipath:
+                self.peer = addr  # §14: unprompted feedback goes where the latest PROBE came from
+            self._on_probe(msg, now, now if arrived is None else arrived, addr)
         elif isinstance(msg, wire.Close):
             if self.state == State.FINISHED:
                 self.state = State.CLOSED
@@ -368,7 +376,10 @@ class Receiver:
         if self.state != State.IDLE:
             if msg.session_id == self.session_id and addr in self.peers:
                 if self.state == State.RECEIVING:
-                    self._send(self._accept(msg))
+                    self._out.append((self._accept(msg), addr))
+                return
+            if msg.session_id == self.session_id and self.multipath:
+                self._on_path_hello(msg, addr, now)
                 return
             reason = "receiver is busy with another transfer"
             self._reject(msg.session_id, addr, wire.AbortCode.BUSY, reason, now)
@@ -393,6 +404,7 @@ class Receiver:
         self.session_id = msg.session_id
         self.peer = addr
         self.peers.add(addr)
+        self.multipath = bool(msg.features & wire.FEATURE_MULTIPATH)
         self.hello = msg
         self.began = now
         self.adu = msg.adu_size
@@ -406,12 +418,61 @@ class Receiver:
         self._send(self._accept(msg))
         self.events.add(Joined(addr, msg.session_id))
 
+    def _on_path_hello(self, msg: wire.Hello, addr: Addr, now: float) -> None:
+        """§14: a HELLO of the bound session from an address not validated yet: another path
+        joins as the session was bound (a RETRY first, then the HELLO with its token)."""
+        bound = self.hello
+        assert bound is not None
+        same_terms = (
+            msg.adu_size,
+            msg.kind,
+            msg.total_bytes,
+            msg.tag,
+            msg.digest_alg,
+            msg.checksum,
+            msg.features,
+        )
+        if (
+            self.state != State.RECEIVING
+            or same_terms
+            != (
+                bound.adu_size,
+                bound.kind,
+                bound.total_bytes,
+                bound.tag,
+                bound.digest_alg,
+                bound.checksum,
+                bound.features,
+            )
+            or len(self.peers) >= MAX_PATHS
+        ):
+            self.stats.foreign += 1
+            return
+        epoch = int((now - self._start) // TOKEN_EPOCH)
+        token = self._token(msg, addr, epoch)
+        if not msg.token or msg.token not in (token, self._token(msg, addr, epoch - 1)):
+            if msg.token:
+                self.stats.bad_tokens += 1
+            if self._may_answer(now):
+                retry = wire.Accept(msg.session_id, msg.timestamp_us, 0, token, True)
+                self._out.append((wire.encode_accept(retry), addr))
+                self.stats.retries_sent += 1
+            return
+        self.peers.add(addr)
+        self.stats.paths_joined += 1
+        self._out.append((self._accept(msg), addr))
+
     def _accept(self, msg: wire.Hello) -> bytes:
         self._advertised = self.window_limit
         return wire.encode_accept(wire.Accept(self.session_id, msg.timestamp_us, self._advertised, msg.token))
 
-    def _on_probe(self, msg: wire.Probe, now: float, arrived: float) -> None:
-        self._srtt = msg.srtt_us / 1e6
+    def _on_probe(self, msg: wire.Probe, now: float, arrived: float, addr: Addr) -> None:
+        srtt = msg.srtt_us / 1e6
+        if self.multipath and srtt > self._srtt and self._round_began is not None:
+            # a longer round trip (a slower path joined, §14 rule 3) stretches the round under
+            # way too: what it sends later is not taken for loss by a round timed for the old one
+            self._round_at = max(self._round_at, self._round_began + 2 * srtt + self._queue_wait)
+        self._srtt = srtt
         if msg.srtt_us and (not self._base_rtt or self._srtt < self._base_rtt):
             self._base_rtt = self._srtt
             self._update_flow()
@@ -433,7 +494,7 @@ class Receiver:
             nxt = end
         if nxt > self._frontier:
             self._frontier = nxt
-        self._send_status(now)
+        self._send_status(now, addr)
 
     # ------------------------------------------------------------ timers and output
 
@@ -481,6 +542,7 @@ class Receiver:
 
     def _nak_round(self, now: float) -> None:
         # a repair crosses the path and then waits in our socket as the PROBE did
+        self._round_began = now
         self._round_at = now + max(MIN_ROUND, 2 * self._srtt + self._queue_wait)
         below = min(self._nak_below, self.window_limit)
         self._nak_below = self._frontier
@@ -507,7 +569,8 @@ class Receiver:
             self._nak_credit -= len(d)
             self._send(d)
 
-    def _send_status(self, now: float) -> None:
+    def _send_status(self, now: float, to: Addr | None = None) -> None:
+        """A STATUS to ``to`` (None: the peer's address; a PROBE is answered where it came from)."""
         elapsed = now - self._rate_since
         if elapsed >= 0.02:
             # §6: every DATA byte that arrived, duplicates included: what the path delivers
@@ -516,26 +579,35 @@ class Receiver:
             self.stats.receive_rate_Bps = int((self.stats.wire_bytes - self._rate_bytes) / elapsed)
             self._rate_bytes, self._rate_since = self.stats.wire_bytes, now
             self._update_flow()
+        target = self.peer if to is None else to
+        rate = self._rate_of(target, now) if self.multipath else self.stats.receive_rate_Bps
         echo_ts, arrived = self._probe_echo
         delay_us = int((now - arrived) * 1e6) if echo_ts else 0
         self._advertised = self.window_limit
-        self._send(
-            wire.encode_status(
-                wire.Status(
-                    self.session_id,
-                    self.gaps.cum,
-                    self.gaps.highest,
-                    self.gaps.count,
-                    self._advertised,
-                    self.stats.receive_rate_Bps,
-                    echo_ts,
-                    min(delay_us, 0xFFFFFFFF),
-                )
-            )
+        status = wire.Status(
+            self.session_id,
+            self.gaps.cum,
+            self.gaps.highest,
+            self.gaps.count,
+            self._advertised,
+            rate,
+            echo_ts,
+            min(delay_us, 0xFFFFFFFF),
         )
+        self._out.append((wire.encode_status(status), target))
         self.stats.status_sent += 1
         self._status_at = now + STATUS_EVERY
         self._data_since_status = False
+
+    def _rate_of(self, addr: Addr, now: float) -> int:
+        """§14: the rate of the DATA that came from ``addr``, over the time since its last
+        STATUS (at least 20 ms; until then the rate that STATUS reported)."""
+        nbytes = self.path_bytes.get(addr, 0)
+        before, since, rate = self._path_rate.get(addr, (0, self.began or now, 0))
+        if now - since >= 0.02:
+            rate = int((nbytes - before) / (now - since))
+            self._path_rate[addr] = (nbytes, now, rate)
+        return rate
 
     def next_deadline(self, now: float) -> float:
         if self.outcome is not None and self.state != State.FINISHED:

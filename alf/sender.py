@@ -13,13 +13,14 @@ The core deals in runs of ADU indices; it never touches payload bytes.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import NamedTuple
 
 import cc
-from alf import wire
+from alf import stripe, wire
 from alf.errors import ExitCode, Outcome, aborted_by
 from alf.events import Ended, Event, EventLog, FallBack, Finished, Joined, PeerAborted, SendFailed
 from alf.pacing import Pacer, bucket_bytes
@@ -37,6 +38,12 @@ CLOSE_COPIES = 3
 # A handshake answered only by ICMP 'port unreachable' this long ends: the port is closed (a
 # receiver started a moment after its sender still makes it; a silent path waits --timeout).
 REFUSED_GIVE_UP = 2.5
+# §14: a path silent this long while it has data outstanding is down (at most, and at least)
+PATH_DOWN_MAX = 1.0
+PATH_DOWN_MIN = 0.3
+REVIVE_FIRST = 0.2  # a down path is probed after this, doubling ...
+REVIVE_MAX = 2.0  # ... up to this
+PATH_JOIN_WAIT = 5.0  # a further path whose HELLOs get no ACCEPT in this long is dropped
 
 
 @dataclass(frozen=True)
@@ -50,7 +57,10 @@ class SenderConfig:
     cc: str = "fixed"  # a name from cc.names(); rate_bps is its ceiling
     min_rate_bps: float = 1e6  # the floor for adaptive controllers
     hello_timeout: float | None = None  # give up the handshake sooner (--transport auto)
-    features: int = 0  # §4.4: what the HELLO asks for (none is defined yet: tests offer bits)
+    features: int = 0  # §4.4: what the HELLO asks for beyond what the paths need (tests offer bits)
+    paths: int = 1  # §14: paths to the receiver (more than one asks for MULTIPATH)
+    backup: tuple[int, ...] = ()  # the paths that carry data only while no other is up
+    stripe: str = "prefer"  # alf.stripe's policy for new data
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,8 @@ class SenderStats:
     srtt_ms: float = 0.0
     acked_adus: int = 0
     receiver_rate_Bps: int = 0
+    paths_joined: int = 0  # §14: paths beyond the first that an ACCEPT validated
+    path_downs: int = 0  # paths declared down (silent with data outstanding)
 
 
 class Datagram(NamedTuple):
@@ -109,6 +121,30 @@ class PathState:
     rttvar: float = 0.0
     issued_adus: int = 0  # ADUs sent on this path, first sends and repairs
     in_flight: deque[Run] = field(default_factory=deque)
+    backup: bool = False
+    addr: object | None = None  # the receiver's address on it (its ACCEPT's source; None: connected)
+    joined: bool = False  # an ACCEPT arrived on it (§4.3 rule 2, §14): it may carry DATA
+    up: bool = False  # joined, and not down
+    failed: str = ""  # it never joined: why (it is no longer tried)
+    heard_at: float = 0.0  # when a datagram last arrived on it
+    token: int = 0  # §4.3: the receiver's address-validation token for it, once a RETRY brought one
+    hello_at: float = 0.0  # when its next HELLO goes (until it joined)
+    hello_gap: float = HELLO_FIRST_RETRY
+    hello_since: float = 0.0  # when its first HELLO went
+    extra_hellos: int = 0  # copies beyond one of its next HELLO
+    new_adus: int = 0
+    repair_adus: int = 0
+    nakked_adus: int = 0  # NAKed ADUs it had carried (its controller is charged with them)
+    receive_rate_Bps: int = 0  # what the receiver said this path delivers (§14)
+    downs: int = 0
+
+    @property
+    def state(self) -> str:
+        if self.failed:
+            return "failed"
+        if not self.joined:
+            return "joining"
+        return "up" if self.up else "down"
 
 
 @dataclass
@@ -160,11 +196,23 @@ class Sender:
         self.stats = SenderStats()
         self.adu = config.adu_size
         self._dgram = wire.DATA_HEADER_SIZE + config.adu_size
-        controller = cc.create(config.cc, config.rate_bps, min(config.min_rate_bps, config.rate_bps), now)
-        pacer = Pacer(controller.rate_bps, self._burst(controller.rate_bps), now)
-        # One path and one peer today (multipath and multicast add to these lists): every run
-        # records its path, every answer is judged against its peer.
-        self.paths = [PathState(0, controller, pacer, now)]
+        if config.paths < 1 or any(not 0 <= b < config.paths for b in config.backup):
+            raise ValueError("paths: at least one; backups among them")
+        # Paths and peers: every run records its path, every answer is judged against its peer
+        # (one peer today: multicast adds to the list).
+        self.paths = [self._new_path(p, now) for p in range(config.paths)]
+        for b in config.backup:
+            self.paths[b].backup = True
+        self.multipath = config.paths > 1
+        self._features = config.features | (wire.FEATURE_MULTIPATH if self.multipath else 0)
+        # --rate caps the sum of the paths' rates (each path's controller has it as its ceiling)
+        self._total = Pacer(config.rate_bps, self._burst(config.rate_bps), now) if self.multipath else None
+        self._shares = stripe.Shares(config.paths)
+        # which path each new run went on (first indices ascending) and each repair: a NAKed
+        # ADU is charged to the path that last carried it (multipath only)
+        self._new_firsts: list[int] = []
+        self._new_paths: list[int] = []
+        self._repaired_on: dict[int, int] = {}
         self.peers = [PeerState(now)]
         self.total_bytes = total_bytes
         self.end_adus: int | None = None if total_bytes is None else ceil_div(total_bytes, self.adu)
@@ -176,19 +224,27 @@ class Sender:
         self._shared_new = 0  # ADUs of new data sent while repairs waited too
         self._out: list[Datagram] = []
         self._start = now
-        self._hello_at = now
-        self._hello_gap = HELLO_FIRST_RETRY
+        self.paths[0].hello_at = self.paths[0].hello_since = now
         self._tag = wire.checkphrase_tag(config.checkphrase)
-        self._token = 0  # the receiver's address-validation token, once a RETRY brought one
-        self._extra_hellos = 0  # copies beyond one of the next HELLO
 
-    def _to_peer(self, data: bytes) -> Datagram:
-        """A control datagram for the peer, on its path."""
-        return Datagram(data, self.path.id, self.peer.addr)
+    def _new_path(self, p: int, now: float) -> PathState:
+        cfg = self.cfg
+        controller = cc.create(cfg.cc, cfg.rate_bps, min(cfg.min_rate_bps, cfg.rate_bps), now)
+        return PathState(
+            p, controller, Pacer(controller.rate_bps, self._burst(controller.rate_bps), now), now
+        )
+
+    def _to_peer(self, data: bytes, path: int = 0) -> Datagram:
+        """A control datagram for the peer, on ``path`` (to its address there)."""
+        return Datagram(data, path, self.paths[path].addr)
+
+    def _to_all(self, data: bytes) -> list[Datagram]:
+        """One copy on every path that joined (the last words of a session: CLOSE, ABORT)."""
+        return [self._to_peer(data, p.id) for p in self.paths if p.joined] or [self._to_peer(data)]
 
     @property
     def path(self) -> PathState:
-        """The one path of a single-path transfer."""
+        """The first path (the only one of a single-path transfer)."""
         return self.paths[0]
 
     @property
@@ -271,35 +327,7 @@ class Sender:
             self._abort(wire.AbortCode.TIMEOUT, msg, Outcome(ExitCode.PEER_UNREACHABLE, msg))
             return
         if self.state == State.HANDSHAKE:
-            if now >= self._hello_at:
-                copies = 1 + self._extra_hellos
-                self._extra_hellos = 0
-                self._out.extend(
-                    [
-                        self._to_peer(
-                            wire.encode_hello(
-                                wire.Hello(
-                                    self.session_id,
-                                    self.adu,
-                                    self.kind,
-                                    wire.UNKNOWN_LENGTH
-                                    if self.kind == wire.Kind.STREAM
-                                    else (self.total_bytes or 0),
-                                    wire.to_us(now),
-                                    self._tag,
-                                    self.cfg.digest,
-                                    self.cfg.checksum,
-                                    self.cfg.features,
-                                    self._token,
-                                )
-                            )
-                        )
-                    ]
-                    * copies
-                )
-                self.stats.hellos_sent += copies
-                self._hello_at = now + self._hello_gap
-                self._hello_gap = min(self._hello_gap * 2, HELLO_MAX_RETRY)
+            self._hello_due(self.path, now)
             return
         # With --transport auto and not one ADU through yet, TCP may carry what UDP does not:
         # give up on UDP sooner (the receiver follows a sender whose ABORT says TIMEOUT to TCP
@@ -322,29 +350,113 @@ class Sender:
             self._abort(wire.AbortCode.TIMEOUT, msg, Outcome(ExitCode.PEER_UNREACHABLE, msg))
             return
         self._maybe_finishing(now)
-        self.path.cc.on_silence(now, now - self.peer.last_heard)
-        self._follow_cc(now)
-        if now >= self.path.probe_at:
-            final = self.state == State.FINISHING
-            probe = wire.Probe(
-                self.session_id,
-                self.next_new,
-                wire.to_us(now),
-                int((self.path.srtt or 0) * 1e6) & 0xFFFFFFFF,
-                final,
-                (self.total_bytes or 0) if final else 0,
-                (self.digest or bytes(32)) if final else bytes(32),
-            )
-            self._out.append(self._to_peer(wire.encode_probe(probe)))
-            self.stats.probes_sent += 1
-            if final:
-                if not self.path.heard_since_final:
-                    gap_max = wire.final_gap_max(self.path.srtt or 0.0)
-                    self.path.final_gap = min(self.path.final_gap * 2, gap_max)
-                self.path.heard_since_final = False
-                self.path.probe_at = now + self.path.final_gap
-            else:
-                self.path.probe_at = now + wire.probe_spacing(self.path.srtt or 0.0)
+        if self.multipath:
+            self._path_timers(now)
+        srtt_us = int(max((p.srtt or 0.0) for p in self.paths if p.up or p is self.path) * 1e6) & 0xFFFFFFFF
+        for path in self.paths:
+            if path.up:
+                path.cc.on_silence(now, now - (path.heard_at if self.multipath else self.peer.last_heard))
+                self._follow_cc(path, now)
+            elif not (path.joined and now >= path.probe_at):
+                continue  # a down path is probed on its own (doubling) timer
+            if now >= path.probe_at:
+                self._probe(path, now, srtt_us)
+
+    def _probe(self, path: PathState, now: float, srtt_us: int) -> None:
+        """A PROBE on ``path`` (§8; FINAL once everything was sent). ``srtt_us``: the largest
+        smoothed RTT of the paths in use (§14 rule 3: the receiver's NAK rounds outlast the
+        difference between the paths)."""
+        final = self.state == State.FINISHING
+        probe = wire.Probe(
+            self.session_id,
+            self.next_new,
+            wire.to_us(now),
+            srtt_us,
+            final,
+            (self.total_bytes or 0) if final else 0,
+            (self.digest or bytes(32)) if final else bytes(32),
+        )
+        self._out.append(self._to_peer(wire.encode_probe(probe), path.id))
+        self.stats.probes_sent += 1
+        if not path.up:  # down: probed on a doubling timer until it answers
+            path.final_gap = min(max(path.final_gap * 2, REVIVE_FIRST), REVIVE_MAX)
+            path.probe_at = now + path.final_gap
+        elif final:
+            if not path.heard_since_final:
+                gap_max = wire.final_gap_max(path.srtt or 0.0)
+                path.final_gap = min(path.final_gap * 2, gap_max)
+            path.heard_since_final = False
+            path.probe_at = now + path.final_gap
+        else:
+            path.probe_at = now + wire.probe_spacing(path.srtt or 0.0)
+
+    def _hello_due(self, path: PathState, now: float) -> None:
+        """HELLO on ``path`` when its timer says (the handshake, or a further path joining)."""
+        if now < path.hello_at:
+            return
+        copies = 1 + path.extra_hellos
+        path.extra_hellos = 0
+        hello = wire.Hello(
+            self.session_id,
+            self.adu,
+            self.kind,
+            wire.UNKNOWN_LENGTH if self.kind == wire.Kind.STREAM else (self.total_bytes or 0),
+            wire.to_us(now),
+            self._tag,
+            self.cfg.digest,
+            self.cfg.checksum,
+            self._features,
+            path.token,
+        )
+        self._out.extend([self._to_peer(wire.encode_hello(hello), path.id)] * copies)
+        self.stats.hellos_sent += copies
+        path.hello_at = now + path.hello_gap
+        path.hello_gap = min(path.hello_gap * 2, HELLO_MAX_RETRY)
+
+    def _path_timers(self, now: float) -> None:
+        """§14: further paths join; a path silent with data outstanding goes down."""
+        for path in self.paths:
+            if path.failed:
+                continue
+            if not path.joined:
+                if now - path.hello_since >= min(PATH_JOIN_WAIT, self.cfg.timeout):
+                    path.failed = f"no answer within {min(PATH_JOIN_WAIT, self.cfg.timeout):g} s"
+                    self.events.add(SendFailed(f"path {path.id + 1}: {path.failed}; going on without it"))
+                else:
+                    self._hello_due(path, now)
+                continue
+            if path.up and path.in_flight and now - path.heard_at >= self._down_after(path):
+                self._path_down(path, now)
+
+    def _down_after(self, path: PathState) -> float:
+        srtt = path.srtt or 0.0
+        return min(PATH_DOWN_MAX, max(PATH_DOWN_MIN, 2 * srtt + 3 * wire.probe_spacing(srtt)))
+
+    def _path_down(self, path: PathState, now: float) -> None:
+        """Nothing came back on ``path`` for too long: what it carried and is not acknowledged
+        goes to the repair queue, for the other paths, and the path is probed until it answers."""
+        path.up = False
+        path.downs += 1
+        self.stats.path_downs += 1
+        acked = self.peer.acked
+        lost = [(max(r.first, acked), r.first + r.count) for r in path.in_flight if r.first + r.count > acked]
+        path.in_flight.clear()
+        if lost:
+            self._repairs = merge_ranges(self._repairs + lost)
+        path.final_gap = 0.0
+        path.probe_at = now + REVIVE_FIRST
+        self.events.add(SendFailed(f"path {path.id + 1} went silent; its data goes on the other paths"))
+
+    def _path_back(self, path: PathState, now: float) -> None:
+        """A down path answers again: it carries data from its controller's start-up."""
+        path.up = True
+        path.cc = cc.create(
+            self.cfg.cc, self.cfg.rate_bps, min(self.cfg.min_rate_bps, self.cfg.rate_bps), now
+        )
+        path.pacer = Pacer(path.cc.rate_bps, self._burst(path.cc.rate_bps), now)
+        path.probe_at = now
+        path.final_gap = max(2 * (path.srtt or 0), FINAL_MIN)
+        self._shares.level([p.id for p in self.paths if p.up])
 
     def _maybe_finishing(self, now: float) -> None:
         if (
@@ -354,57 +466,104 @@ class Sender:
             and self.digest is not None
         ):
             self.state = State.FINISHING
-            self.path.final_gap = max(2 * (self.path.srtt or 0), FINAL_MIN)
-            self.path.heard_since_final = True
-            self.path.probe_at = now
+            for path in self.paths:
+                if path.up:
+                    path.final_gap = max(2 * (path.srtt or 0), FINAL_MIN)
+                    path.heard_since_final = True
+                    path.probe_at = now
 
-    def next_run(self, now: float, max_count: int) -> Run | None:
-        """The next run of ADUs to send now, within the pacer's allowance; None if nothing."""
+    def next_run(self, now: float, max_count: int, on: int | None = None) -> Run | None:
+        """The next run of ADUs to send now, within the pacers' allowance; None if nothing.
+        ``on``: only a run for that path (the rest of a batch goes where its first run went)."""
         if self.state not in (State.SENDING, State.FINISHING) or self.outcome is not None:
             return None
-        n = min(max_count, int(self.path.pacer.available(now) // self._dgram))
-        if n <= 0:
-            return None
         new_limit = self._new_limit()
-        run: Run | None = None
-        if self._repairs and self.next_new < new_limit and self._shared_repair > 3 * self._shared_new:
+        new_first = bool(
+            self._repairs and self.next_new < new_limit and self._shared_repair > 3 * self._shared_new
+        )
+        repair = bool(self._repairs) and not new_first
+        if not repair and self.next_new >= new_limit:
+            return None
+        path, n = self._pick(now, max_count, repair, on)
+        if path is None or n <= 0:
+            return None
+        if new_first:
             # Both wait: repairs go first, but get at most three ADUs for each new one, counted
             # in ADUs (repairs of random loss are runs of one ADU; counted in turns they fell
             # behind, and the re-NAKed backlog ate the sender: 1 GiB at 5% loss took 130 s).
-            run = self._new_run(now, n, new_limit)
+            run = self._new_run(now, n, new_limit, path)
             self._shared_new += run.count
             return run
-        if self._repairs:
-            a, b = self._repairs[0]
-            count = min(n, b - a)
-            if a + count == b:
-                self._repairs.pop(0)
-            else:
-                self._repairs[0] = (a + count, b)
-            run = Run(a, count, self.path.id, True)
-            self.stats.adus_repair += count
-            if self.next_new < new_limit:
-                self._shared_repair += count
-        elif self.next_new < new_limit:
-            return self._new_run(now, n, new_limit)
-        if run is None:
-            return None
+        if not repair:
+            return self._new_run(now, n, new_limit, path)
+        a, b = self._repairs[0]
+        count = min(n, b - a)
+        if a + count == b:
+            self._repairs.pop(0)
+        else:
+            self._repairs[0] = (a + count, b)
+        run = Run(a, count, path, True)
+        self.stats.adus_repair += count
+        self.paths[path].repair_adus += count
+        if self.next_new < new_limit:
+            self._shared_repair += count
+        if self.multipath:
+            for i in range(a, a + count):
+                self._repaired_on[i] = path
         return self._issued(run, now)
 
+    def _pick(self, now: float, max_count: int, repair: bool, on: int | None) -> tuple[int | None, int]:
+        """The path for the next run (alf.stripe's order, the first whose pacer allows one
+        ADU) and how many ADUs may go on it now."""
+        dgram = self._dgram
+        if not self.multipath:
+            return 0, min(max_count, int(self.path.pacer.available(now) // dgram))
+        assert self._total is not None
+        room = min(max_count, int(self._total.available(now) // dgram))
+        if room <= 0:
+            return None, 0
+        if on is not None:
+            candidates = [on] if self.paths[on].up else []
+        else:
+            views = self._views(now)
+            candidates = stripe.repair_order(views) if repair else stripe.order(self.cfg.stripe, views)
+        for p in candidates:
+            n = min(room, int(self.paths[p].pacer.available(now) // dgram))
+            if n > 0:
+                return p, n
+        return None, 0
+
+    def _views(self, now: float) -> list[stripe.PathView]:
+        dgram = self._dgram
+        return [
+            stripe.PathView(
+                p.id,
+                usable=p.up,
+                backup=p.backup,
+                ready_in=p.pacer.delay_for(dgram, now),
+                used=self._shares.used[p.id],
+                srtt=p.srtt,
+                loss=p.nakked_adus / p.issued_adus if p.issued_adus else 0.0,
+            )
+            for p in self.paths
+        ]
+
     def next_runs(self, now: float, max_count: int) -> list[Run]:
-        """Runs for one batch of at most ``max_count`` ADUs: a run of new data, or repairs
-        (each often one ADU, scattered) gathered so that they share system calls, perhaps
-        followed by the new run the sharing rule lets through. A run that ends with the
-        content's short last ADU ends the batch: a GSO send needs every datagram full-size but
-        its last. (Repairs go in index order and nothing new follows the last ADU, so it comes
-        last anyway; the check keeps that true whatever the order becomes.)"""
+        """Runs for one batch of at most ``max_count`` ADUs, all on one path: a run of new
+        data, or repairs (each often one ADU, scattered) gathered so that they share system
+        calls, perhaps followed by the new run the sharing rule lets through. A run that ends
+        with the content's short last ADU ends the batch: a GSO send needs every datagram
+        full-size but its last. (Repairs go in index order and nothing new follows the last
+        ADU, so it comes last anyway; the check keeps that true whatever the order becomes.)"""
         runs: list[Run] = []
         room = max_count
+        on: int | None = None
         while room > 0:
-            run = self.next_run(now, room)
+            run = self.next_run(now, room, on)
             if run is None:
                 break
             runs.append(run)
+            on = run.path
             room -= run.count
             if not run.repair or self._ends_short(run):
                 break
@@ -414,19 +573,31 @@ class Sender:
         total = self.total_bytes
         return total is not None and total % self.adu != 0 and run.first + run.count == self.end_adus
 
-    def _new_run(self, now: float, n: int, new_limit: int) -> Run:
+    def _new_run(self, now: float, n: int, new_limit: int, path: int = 0) -> Run:
         count = min(n, new_limit - self.next_new)
-        run = Run(self.next_new, count, self.path.id, False)
+        run = Run(self.next_new, count, path, False)
+        if self.multipath:
+            if self._new_paths and self._new_paths[-1] == path:
+                pass  # the same path as the run before: one entry covers both
+            else:
+                self._new_firsts.append(self.next_new)
+                self._new_paths.append(path)
         self.next_new += count
         self.stats.adus_new += count
+        self.paths[path].new_adus += count
         return self._issued(run, now)
 
     def _issued(self, run: Run, now: float) -> Run:
         on = self.paths[run.path]
         on.issued_adus += run.count
         on.in_flight.append(run)
-        self.path.pacer.consume(run.count * self._dgram, now)
-        self.stats.wire_bytes += run.count * self._dgram
+        nbytes = run.count * self._dgram
+        on.pacer.consume(nbytes, now)
+        if self._total is not None:
+            self._total.consume(nbytes, now)
+            self._shares.charge(on.id, nbytes, on.cc.rate_bps)
+            self._shares.level([p.id for p in self.paths if p.up])
+        self.stats.wire_bytes += nbytes
         self._maybe_finishing(now)
         return run
 
@@ -443,18 +614,28 @@ class Sender:
             return 0
         return self.repair_pending() + max(0, self._new_limit() - self.next_new)
 
+    def _allowed(self, now: float) -> int:
+        """ADUs the pacers let go now (on the paths in use, within --rate's total)."""
+        if not self.multipath:
+            return int(self.path.pacer.available(now) // self._dgram)
+        assert self._total is not None
+        paths = sum(int(p.pacer.available(now) // self._dgram) for p in self.paths if p.up)
+        return min(paths, int(self._total.available(now) // self._dgram))
+
     def ready_count(self, now: float) -> int:
         """ADUs that may go right now: pending ones the pacer allows."""
         pending = self.pending_count()
-        allowed = int(self.path.pacer.available(now) // self._dgram)
+        allowed = self._allowed(now)
         if not pending and allowed and self.state == State.SENDING:
             self._app_limited = True  # the pacer would send; the source (or the window) has nothing
         return min(pending, allowed)
 
     @property
     def burst_adus(self) -> int:
-        """The most ADUs the pacer's bucket can hold: no batch can be larger than this."""
-        return max(1, int(self.path.pacer.burst_bytes // self._dgram))
+        """The most ADUs one path's pacer bucket can hold: no batch can be larger than this."""
+        return max(
+            1, int(max(p.pacer.burst_bytes for p in self.paths if p.up or p is self.path) // self._dgram)
+        )
 
     @property
     def sent_count(self) -> int:
@@ -471,11 +652,31 @@ class Sender:
                 t = min(t, self.peer.last_heard + self.cfg.hello_timeout)
             if self._refused_since is not None:
                 t = min(t, self._refused_since + REFUSED_GIVE_UP)
-            return min(t, self._hello_at)
-        t = min(t, self.path.probe_at)
-        if self.has_data_to_send():
-            want = min(want, self.burst_adus)  # waiting for more than the bucket holds never ends
-            t = min(t, now + self.path.pacer.delay_for(want * self._dgram, now))
+            return min(t, self.path.hello_at)
+        if not self.multipath:
+            t = min(t, self.path.probe_at)
+            if self.has_data_to_send():
+                want = min(want, self.burst_adus)  # waiting for more than the bucket holds never ends
+                t = min(t, now + self.path.pacer.delay_for(want * self._dgram, now))
+            return t
+        assert self._total is not None
+        wait = None
+        for path in self.paths:
+            if path.failed:
+                continue
+            if not path.joined:
+                t = min(t, path.hello_at, path.hello_since + PATH_JOIN_WAIT)
+                continue
+            t = min(t, path.probe_at)
+            if path.up:
+                if path.in_flight:
+                    t = min(t, path.heard_at + self._down_after(path))
+                if self.has_data_to_send():
+                    w = path.pacer.delay_for(min(want, self.burst_adus) * self._dgram, now)
+                    wait = w if wait is None else min(wait, w)
+        if wait is not None:
+            total = self._total.delay_for(min(want, self.burst_adus) * self._dgram, now)
+            t = min(t, now + max(wait, total))
         return t
 
     # ------------------------------------------------------------ input from the network
@@ -499,43 +700,27 @@ class Sender:
             self.stats.malformed += 1
             return
         peer = self.peer
-        if msg.session_id != self.session_id or (addr is not None and peer.addr not in (None, addr)):
+        on = self.paths[path]
+        if msg.session_id != self.session_id or (addr is not None and on.addr not in (None, addr)):
             self.stats.foreign += 1
             return
         if self.outcome is not None:
             return
-        on = self.paths[path]
         if isinstance(msg, wire.Abort):
             self.events.add(PeerAborted(msg.code, msg.reason))
             self._end(aborted_by("receiver", msg.code.name, msg.reason))
             return
+        if isinstance(msg, wire.Accept) and (self.state == State.HANDSHAKE or not on.joined):
+            self._on_accept(msg, on, now, got, addr)
+            return
         if self.state == State.HANDSHAKE:
-            if isinstance(msg, wire.Accept) and msg.retry:
-                # §4.3: the receiver asks us to prove our address: the HELLO again, at once,
-                # with its token (and on the HELLO timer after that, until the ACCEPT)
-                self._token = msg.token
-                peer.last_heard = now  # it answers: the handshake's timers count from here
-                self._rtt_sample(on, got, msg.echo_timestamp_us, 0)
-                self._hello_at = now
-                self._hello_gap = HELLO_FIRST_RETRY
-                self._extra_hellos = 1  # two copies: one lost HELLO costs a HELLO gap
-                self.stats.retries_received += 1
-                return
-            if isinstance(msg, wire.Accept):
-                peer.addr = addr  # the ACCEPT echoed our session id: this address is the peer's
-                peer.last_heard = now
-                self._rtt_sample(on, got, msg.echo_timestamp_us, 0)
-                peer.window_limit = msg.window_limit
-                self.state = State.SENDING
-                self.began = now
-                on.probe_at = now
-                peer.progress_at = now
-                self.events.add(Joined(addr, self.session_id))
-            else:
-                self.stats.unexpected += 1
+            self.stats.unexpected += 1
             return
         peer.last_heard = now
+        on.heard_at = now
         on.heard_since_final = True
+        if on.joined and not on.up and not on.failed:
+            self._path_back(on, now)
         if isinstance(msg, wire.Status):
             self._on_status(msg, now, got, on)
         elif isinstance(msg, wire.Nak):
@@ -543,9 +728,51 @@ class Sender:
         elif isinstance(msg, wire.Done):
             peer.verdict = verdict_outcome(msg)
             self._end(peer.verdict)
-            self._out.extend([self._to_peer(wire.encode_close(wire.Close(self.session_id)))] * CLOSE_COPIES)
+            self._out.extend(self._to_all(wire.encode_close(wire.Close(self.session_id))) * CLOSE_COPIES)
         elif not isinstance(msg, wire.Accept):
             self.stats.unexpected += 1
+
+    def _on_accept(
+        self, msg: wire.Accept, on: PathState, now: float, got: float, addr: object | None
+    ) -> None:
+        """An ACCEPT on ``on``: the session's (the handshake, on the first path), or a further
+        path's (§14); a RETRY asks for the HELLO again with its token."""
+        peer = self.peer
+        if on.failed:
+            return
+        if msg.retry:
+            # §4.3: the receiver asks us to prove our address: the HELLO again, at once, with its
+            # token (and on the HELLO timer after that, until the ACCEPT)
+            on.token = msg.token
+            if self.state == State.HANDSHAKE:
+                peer.last_heard = now  # it answers: the handshake's timers count from here
+            self._rtt_sample(on, got, msg.echo_timestamp_us, 0)
+            on.hello_at = now
+            on.hello_gap = HELLO_FIRST_RETRY
+            on.extra_hellos = 1  # two copies: one lost HELLO costs a HELLO gap
+            self.stats.retries_received += 1
+            return
+        on.joined = on.up = True
+        on.addr = addr  # the ACCEPT echoed our session id: the receiver's address on this path
+        on.heard_at = now
+        on.probe_at = now
+        self._rtt_sample(on, got, msg.echo_timestamp_us, 0)
+        if self.state != State.HANDSHAKE:  # a further path joined the session
+            self.stats.paths_joined += 1
+            self._shares.level([p.id for p in self.paths if p.up])
+            for p in self.paths:  # the receiver learns the largest RTT before the new path's DATA
+                if p.up:
+                    p.probe_at = now
+            return
+        peer.addr = addr  # the ACCEPT echoed our session id: this address is the peer's
+        peer.last_heard = now
+        peer.window_limit = msg.window_limit
+        self.state = State.SENDING
+        self.began = now
+        peer.progress_at = now
+        for other in self.paths[1:]:  # the other paths join now (§14)
+            other.hello_at = other.hello_since = now
+        self.events.add(Joined(addr, self.session_id))
 
     def _on_status(self, msg: wire.Status, now: float, arrived: float, on: PathState) -> None:
         if msg.cum_ack > self.next_new or msg.highest > self.next_new:
@@ -561,29 +788,28 @@ class Sender:
                 runs = path.in_flight
                 while runs and runs[0].first + runs[0].count <= acked:
                     runs.popleft()
+            if self.multipath:
+                self._forget_below(acked)
         if msg.window_limit > self.peer.window_limit:
             self.peer.window_limit = msg.window_limit
-        self.stats.receiver_rate_Bps = msg.receive_rate
         sample = None
         if msg.echo_timestamp_us:
             sample = self._rtt_sample(on, arrived, msg.echo_timestamp_us, msg.echo_delay_us)
-        on.cc.on_feedback(
-            cc.Feedback(
-                now,
-                sample,
-                msg.receive_rate * 8.0,
-                self.sent_count,
-                self.stats.adus_nak_requested,
-                self._app_limited,
-            )
-        )
+        if self.multipath:  # §14: the rate this path delivers; its own sends and losses
+            on.receive_rate_Bps = msg.receive_rate
+            self.stats.receiver_rate_Bps = sum(p.receive_rate_Bps for p in self.paths if p.up)
+            sent, nakked = on.issued_adus, on.nakked_adus
+        else:
+            self.stats.receiver_rate_Bps = msg.receive_rate
+            sent, nakked = self.sent_count, self.stats.adus_nak_requested
+        on.cc.on_feedback(cc.Feedback(now, sample, msg.receive_rate * 8.0, sent, nakked, self._app_limited))
         self._app_limited = False
-        self._follow_cc(now)
+        self._follow_cc(on, now)
 
-    def _follow_cc(self, now: float) -> None:
-        rate = self.path.cc.rate_bps
-        if rate != self.path.pacer.rate_Bps * 8:
-            self.path.pacer.set_rate(rate, self._burst(rate), now)
+    def _follow_cc(self, path: PathState, now: float) -> None:
+        rate = path.cc.rate_bps
+        if rate != path.pacer.rate_Bps * 8:
+            path.pacer.set_rate(rate, self._burst(rate), now)
 
     def _on_nak(self, msg: wire.Nak) -> None:
         self.stats.naks_received += 1
@@ -593,6 +819,41 @@ class Sender:
             return
         self.stats.adus_nak_requested += sum(b - a for a, b in added)
         self._repairs = merge_ranges(self._repairs + added)
+        if self.multipath:
+            for a, b in added:
+                self._charge_loss(a, b)
+
+    def _charge_loss(self, a: int, b: int) -> None:
+        """§14: the NAKed ADUs [a, b) count against the paths that last carried them."""
+        firsts, paths = self._new_firsts, self._new_paths
+        if b - a <= 64:
+            for i in range(a, b):
+                p = self._repaired_on.get(i)
+                if p is None:
+                    k = bisect_right(firsts, i) - 1
+                    if k < 0:
+                        continue
+                    p = paths[k]
+                self.paths[p].nakked_adus += 1
+            return
+        # a long range (a path that went silent): by the runs of first sends alone
+        k = max(0, bisect_right(firsts, a) - 1)
+        i = a
+        while i < b and k < len(firsts):
+            end = min(b, firsts[k + 1] if k + 1 < len(firsts) else b)
+            if end > i:
+                self.paths[paths[k]].nakked_adus += end - i
+                i = end
+            k += 1
+
+    def _forget_below(self, acked: int) -> None:
+        """Drop what says which path carried ADUs the receiver holds (now and then, in bulk)."""
+        k = bisect_right(self._new_firsts, acked) - 1
+        if k > 1024:
+            del self._new_firsts[:k]
+            del self._new_paths[:k]
+        if len(self._repaired_on) > 4096:
+            self._repaired_on = {i: p for i, p in self._repaired_on.items() if i >= acked}
 
     def repair_pending(self) -> int:
         return sum(b - a for a, b in self._repairs)
@@ -618,8 +879,8 @@ class Sender:
             self._abort(code, reason, Outcome(exit_code, reason))
 
     def _abort(self, code: wire.AbortCode, reason: str, outcome: Outcome) -> None:
-        abort = self._to_peer(wire.encode_abort(wire.Abort(self.session_id, code, reason)))
-        self._out.extend([abort] * ABORT_COPIES)
+        abort = self._to_all(wire.encode_abort(wire.Abort(self.session_id, code, reason)))
+        self._out.extend(abort * ABORT_COPIES)
         self._end(outcome)
 
     def _end(self, outcome: Outcome) -> None:

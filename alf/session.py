@@ -82,6 +82,11 @@ class DataBatch:
     def count(self) -> int:
         return len(self.headers)
 
+    @property
+    def path(self) -> int:
+        """The path every run of the batch goes on."""
+        return self.runs[0].path
+
     def iov(self) -> list[Buffer]:
         """header, payload, header, payload, ...: one scatter list for a GSO send."""
         out: list[Buffer] = [b""] * (2 * len(self.headers))
@@ -103,12 +108,15 @@ class SendSession:
         hv = memoryview(self._headers)
         self._header_views = [hv[k * _HDR_SIZE : (k + 1) * _HDR_SIZE] for k in range(max_run)]
 
-    def on_datagram(self, buf: Buffer, now: float, arrived: float | None = None) -> None:
-        """A datagram read at ``now``; ``arrived``: when it reached the host, if known."""
+    def on_datagram(
+        self, buf: Buffer, now: float, arrived: float | None = None, path: int = 0, addr: object | None = None
+    ) -> None:
+        """A datagram read at ``now`` on ``path`` (from ``addr``, None: the connected socket's
+        peer); ``arrived``: when it reached the host, if known."""
         if self.dropper is not None and self.dropper.drop():
             self.sender.stats.dropped_injected += 1
             return
-        self.sender.handle_datagram(buf, now, arrived)
+        self.sender.handle_datagram(buf, now, arrived, path, addr)
 
     def _sync_source(self) -> None:
         s, src = self.sender, self.source
@@ -197,6 +205,24 @@ class SendSession:
             ceiling_bps=s.cfg.rate_bps,
         )
         out.update(s.path.cc.snapshot())
+        if s.multipath:
+            out["paths"] = [
+                {
+                    "path": p.id + 1,
+                    "state": p.state + (f": {p.failed}" if p.failed else ""),
+                    "backup": p.backup,
+                    "bytes_new": p.new_adus * s.adu,
+                    "bytes_repaired": p.repair_adus * s.adu,
+                    "adus_nakked": p.nakked_adus,
+                    "loss": round(p.nakked_adus / p.issued_adus, 4) if p.issued_adus else 0.0,
+                    "rate_bps": round(p.cc.rate_bps),
+                    "receive_rate_bps": p.receive_rate_Bps * 8,
+                    "srtt_ms": round((p.srtt or 0.0) * 1e3, 2),
+                    "downs": p.downs,
+                }
+                for p in s.paths
+            ]
+            out["rate_bps"] = round(sum(p.cc.rate_bps for p in s.paths if p.up))
         return out
 
 
@@ -246,6 +272,8 @@ class RecvSession:
             if fields[0::2].count(self._prefix) == count and indices == tuple(range(first, first + count)):
                 r.stats.datagrams += count
                 r.stats.wire_bytes += n
+                if r.multipath:
+                    r.path_bytes[addr] = r.path_bytes.get(addr, 0) + n
                 # a full buffer in a named slot: the same views every time, built once
                 key = (slot, segment, count) if slot is not None and n == count * segment else None
                 views = self._views.get(key) if key else None
@@ -321,6 +349,8 @@ class RecvSession:
             if sid != r.session_id or addr not in r.peers or r.hello is None:
                 st.foreign += 1
                 continue
+            if r.multipath:
+                r.path_bytes[addr] = r.path_bytes.get(addr, 0) + n
             payload = memoryview(buf)[_HDR_SIZE:]
             if bool(flags) != r.hello.checksum or n - _HDR_SIZE > adu:
                 st.violations += 1

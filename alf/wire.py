@@ -100,7 +100,8 @@ DATA_HEADER_SIZE = DATA_HEADER.size  # 24
 #                  total_bytes u64 | timestamp_us u64 | checkphrase tag 16s | features u64 ;
 #                  | token u64 (§4.3: the receiver's address-validation token, echoed) ; then padding
 HELLO_BODY = struct.Struct("!IBBBBQQ16sQQ")
-KNOWN_FEATURES = 0  # §4.4: the feature bits this version serves (none is defined yet)
+FEATURE_MULTIPATH = 1 << 0  # §14: several paths, each joined as the session was bound
+KNOWN_FEATURES = FEATURE_MULTIPATH  # §4.4: the feature bits this version serves
 # §4.2 ACCEPT body: echo_timestamp_us u64 | window_limit u64 | token u64
 ACCEPT_BODY = struct.Struct("!QQQ")
 ACCEPT_FLAG_RETRY = 0x01  # §4.3: "send your HELLO again with this token": not yet accepted

@@ -18,14 +18,14 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from alf import wire
 from alf.batching import SmartBatcher
 from alf.errors import ExitCode, Outcome
 from alf.io.common import DriverError, Hooks, drain
-from alf.session import RecvSession, SendSession
+from alf.session import DataBatch, RecvSession, SendSession
 
 SOL_UDP = 17
 UDP_SEGMENT = 103  # linux/udp.h
@@ -242,34 +242,44 @@ def _send(
     return False
 
 
-def run_sender(session: SendSession, sock: socket.socket, hooks: Hooks, gso: bool = True) -> Outcome:
+class _PathSocket:
+    """One path's socket and how DATA goes on it (GSO, where the route takes it)."""
+
+    def __init__(self, sock: socket.socket, segment: int, gso: bool) -> None:
+        self.sock = sock
+        self.gso = gso and gso_supported(sock)
+        self.per_call = gso_batch_limit(segment) if self.gso else 1  # datagrams per system call
+        self.datapath = "gso" if self.gso else "per-datagram"
+
+
+def run_sender(
+    session: SendSession, socks: socket.socket | Sequence[socket.socket], hooks: Hooks, gso: bool = True
+) -> Outcome:
+    """Drive the sender over one connected socket per path (``socks[p]`` carries path ``p``)."""
     sender = session.sender
     clock = time.monotonic
     perf = time.perf_counter
     buf = bytearray(SLOT_SIZE)
     view = memoryview(buf)
-    watch = [sock] + ([hooks.wake_fd] if hooks.wake_fd is not None else [])
     segment = wire.DATA_HEADER_SIZE + sender.adu
-    gso = gso and gso_supported(sock)
-    per_call = gso_batch_limit(segment) if gso else 1  # datagrams per system call
+    paths = [_PathSocket(s, segment, gso) for s in ([socks] if isinstance(socks, socket.socket) else socks)]
+    watch: list[Any] = [p.sock for p in paths] + ([hooks.wake_fd] if hooks.wake_fd is not None else [])
     limit = session.max_run  # datagrams per batch: several GSO calls from one read and one pack
     batcher = SmartBatcher(limit)
-    session.datapath = "gso" if gso else "per-datagram"
+    session.datapath = "/".join(dict.fromkeys(p.datapath for p in paths))
     gso_cmsg = [(SOL_UDP, UDP_SEGMENT, segment.to_bytes(2, sys.byteorder))]
-    arrival_time(sock, clock())  # turns the kernel's receive stamps on
+    for p in paths:
+        arrival_time(p.sock, clock())  # turns the kernel's receive stamps on
 
     def fail(e: OSError) -> None:
         sender.on_send_error(e.strerror or str(e))
 
-    while True:
-        now = clock()
-        if hooks.cancelled():
-            sender.cancel(wire.AbortCode.CANCELLED, "the sender was interrupted", ExitCode.CANCELLED)
+    def read(k: int, sock: socket.socket) -> None:
         for _ in range(RECV_SLOTS):
             try:
                 n = sock.recv_into(buf)
             except BlockingIOError:
-                break
+                return
             except ConnectionRefusedError:
                 sender.on_refused(clock())
                 continue
@@ -282,9 +292,43 @@ def run_sender(session: SendSession, sock: socket.socket, hooks: Hooks, gso: boo
             # socket while this loop was sending (or not scheduled: three busy processes on
             # two cores made loopback samples swing, and rate control cut)
             arrived = arrival_time(sock, now) if n > 1 and buf[1] in _TIMED else None
-            session.on_datagram(view[:n], now, arrived)
-        for c in session.control(now):  # one path: the connected socket, whatever c.path says
-            _send(sock, [c.data], None, None, fail)
+            session.on_datagram(view[:n], now, arrived, k)
+
+    def send_batch(batch: DataBatch) -> None:
+        on = paths[batch.path]
+        sock = on.sock
+        n = len(batch.headers)
+        if on.gso and n > 1:
+            iov = batch.iov()
+            for a in range(0, n, on.per_call):
+                b = min(a + on.per_call, n)
+                try:
+                    sent = _send(sock, iov[2 * a : 2 * b], None, gso_cmsg, fail)
+                except GsoRefused as e:  # the rest of this batch one by one; and if that works,
+                    went = False  # all after too: the kernel will not segment on this route
+                    for k in range(a, n):
+                        went = _send(sock, [batch.headers[k], batch.payloads[k]], None, None, fail) or went
+                    if went:  # (a blackhole route says EINVAL to both: then GSO is not to blame)
+                        on.gso, on.per_call = False, 1
+                        on.datapath = f"per-datagram (GSO refused: {e})"
+                        session.datapath = "/".join(dict.fromkeys(p.datapath for p in paths))
+                    return
+                if not sent:
+                    for k in range(a, b):  # given up as a whole (ENOBUFS, an ICMP error): one by one
+                        _send(sock, [batch.headers[k], batch.payloads[k]], None, None, fail)
+        else:
+            for header, payload in zip(batch.headers, batch.payloads, strict=True):
+                _send(sock, [header, payload], None, None, fail)
+
+    while True:
+        now = clock()
+        if hooks.cancelled():
+            sender.cancel(wire.AbortCode.CANCELLED, "the sender was interrupted", ExitCode.CANCELLED)
+        for k, p in enumerate(paths):
+            read(k, p.sock)
+        now = clock()
+        for c in session.control(now):  # each path's socket is connected: c.addr is its peer
+            _send(paths[c.path].sock, [c.data], None, None, fail)
         budget = SEND_BUDGET_ADUS
         while budget > 0:
             ready = session.ready(now)
@@ -297,34 +341,12 @@ def run_sender(session: SendSession, sock: socket.socket, hooks: Hooks, gso: boo
             if batch is None:
                 break
             t0 = perf()
-            n = len(batch.headers)
-            if gso and n > 1:
-                iov = batch.iov()
-                for a in range(0, n, per_call):
-                    b = min(a + per_call, n)
-                    try:
-                        sent = _send(sock, iov[2 * a : 2 * b], None, gso_cmsg, fail)
-                    except GsoRefused as e:  # the rest of this batch one by one; and if that works,
-                        went = False  # all after too: the kernel will not segment on this route
-                        for k in range(a, n):
-                            went = (
-                                _send(sock, [batch.headers[k], batch.payloads[k]], None, None, fail) or went
-                            )
-                        if went:  # (a blackhole route says EINVAL to both: then GSO is not to blame)
-                            gso, per_call = False, 1
-                            session.datapath = f"per-datagram (GSO refused: {e})"
-                        break
-                    if not sent:
-                        for k in range(a, b):  # given up as a whole (ENOBUFS, an ICMP error): one by one
-                            _send(sock, [batch.headers[k], batch.payloads[k]], None, None, fail)
-            else:
-                for header, payload in zip(batch.headers, batch.payloads, strict=True):
-                    _send(sock, [header, payload], None, None, fail)
-            batcher.observe_send((perf() - t0) * per_call / n)  # per system call
+            send_batch(batch)
+            batcher.observe_send((perf() - t0) * paths[batch.path].per_call / batch.count)  # per call
             budget -= batch.count
             now = clock()
         for c in session.control(now):  # a FINAL PROBE may be due right after the last run
-            _send(sock, [c.data], None, None, fail)
+            _send(paths[c.path].sock, [c.data], None, None, fail)
         hooks.tick(now)
         if hooks.forward(sender.take_events()):
             break

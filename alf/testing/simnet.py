@@ -48,6 +48,7 @@ class Link:
     queue_bytes: int = 0  # with rate_bps: a drop-tail queue this deep (0: unbounded)
     rate_steps: tuple[tuple[float, float], ...] = ()  # (from_time, rate_bps): the bottleneck changes
     max_size: int = 0  # larger datagrams vanish without a word (a path-MTU black hole); 0: none
+    down: tuple[tuple[float, float], ...] = ()  # [from, until) intervals in which it carries nothing
 
 
 @dataclass
@@ -72,6 +73,9 @@ class Wire:
         link, rng, c = self.link, self.rng, self.counters
         c.sent += 1
         if link.max_size and size > link.max_size:
+            c.lost += 1
+            return []
+        if any(a <= now < b for a, b in link.down):
             c.lost += 1
             return []
         start = now
@@ -174,6 +178,7 @@ class SimResult:
     sender_done_at: float | None = None  # when the sender's outcome was set
     sender_log: list[Event] = field(default_factory=list)  # the cores' events, in order
     receiver_log: list[Event] = field(default_factory=list)
+    paths: list[tuple[LinkCounters, LinkCounters]] = field(default_factory=list)  # (forward, back) each
 
 
 def run_transfer(
@@ -197,6 +202,7 @@ def run_transfer(
     receiver_drop: float = 0.0,
     receiver_buffer: int = 0,
     trace: list[tuple[float, float, int]] | None = None,
+    more_paths: list[tuple[Link, Link]] | None = None,
 ) -> SimResult:
     """Send ``data`` across the simulated network and return both outcomes and the output.
 
@@ -209,7 +215,9 @@ def run_transfer(
     ``Link`` with a rate and ``queue_bytes`` then models a receiver that reads at that rate
     from a socket buffer that deep, whose drops it reads). ``trace``, if
     given, receives (time, the sender's pacing rate, bottleneck queue drops so far) whenever
-    the rate changes.
+    the rate changes. ``more_paths`` adds (forward, backward) links of further paths (§14):
+    path ``p`` joins sender node ("sender", 1 + p) to receiver node ("receiver", 2 + p), and
+    the sender's config must name that many paths.
     """
     net = Network(seed)
     rng = net.rng
@@ -238,6 +246,16 @@ def run_transfer(
     fwd = net.link(SENDER_ADDR, RECEIVER_ADDR, forward)
     back = net.link(RECEIVER_ADDR, SENDER_ADDR, backward)
     net.tick[RECEIVER_ADDR] = rx_tick
+    senders, receivers = [SENDER_ADDR], [RECEIVER_ADDR]
+    wires = [(fwd, back)]
+    for p, (f, b) in enumerate(more_paths or [], start=1):
+        s_node, r_node = ("sender", 1 + p), ("receiver", 2 + p)
+        wires.append((net.link(s_node, r_node, f), net.link(r_node, s_node, b)))
+        senders.append(s_node)
+        receivers.append(r_node)
+        net.tick[r_node] = rx_tick
+    path_of: dict[Node, int] = {node: p for p, node in enumerate(senders)}
+    path_of.update({node: p for p, node in enumerate(receivers)})
     for t, d in inject or []:
         net.inject(SENDER_ADDR, RECEIVER_ADDR, d, t)
     fed = 0
@@ -250,29 +268,31 @@ def run_transfer(
     slot_size = GRO_MAX * (scfg.adu_size + wire.DATA_HEADER_SIZE)
     slots: list[memoryview] = []  # reusable receive buffers, as the driver's
 
-    def deliver(datagrams: list[bytes], t: float) -> None:
-        """Hand arrivals to the receiver, coalescing runs of same-size DATA as GRO would
-        (on a coin toss, so both receive paths run). Coalesced buffers land in reusable slots
-        named to the receiver, as the UDP driver does, each slot used once before the flush."""
+    def deliver(arrivals: list[tuple[Node, bytes]], t: float) -> None:
+        """Hand arrivals to the receiver, coalescing runs of same-size DATA from one source as
+        GRO would (on a coin toss, so both receive paths run). Coalesced buffers land in
+        reusable slots named to the receiver, as the UDP driver does, each used once before
+        the flush."""
         i = 0
         used = 0
-        while i < len(datagrams):
-            d = datagrams[i]
+        while i < len(arrivals):
+            src, d = arrivals[i]
             j = i + 1
             if len(d) > 1 and d[1] == wire.MsgType.DATA and coalesce_rng.random() < 0.5:
-                while j < len(datagrams) and j - i < GRO_MAX and datagrams[j][1:2] == DATA_TYPE:
-                    if len(datagrams[j]) > len(d) or len(datagrams[j - 1]) != len(d):
+                while j < len(arrivals) and j - i < GRO_MAX and arrivals[j][1][1:2] == DATA_TYPE:
+                    nxt = arrivals[j][1]
+                    if arrivals[j][0] != src or len(nxt) > len(d) or len(arrivals[j - 1][1]) != len(d):
                         break
                     j += 1
             if j - i > 1:
-                blob = b"".join(datagrams[i:j])
+                blob = b"".join(a[1] for a in arrivals[i:j])
                 if used == len(slots):
                     slots.append(memoryview(bytearray(slot_size)))
                 slots[used][: len(blob)] = blob
-                recv.on_coalesced(slots[used][: len(blob)], len(d), SENDER_ADDR, t, used)
+                recv.on_coalesced(slots[used][: len(blob)], len(d), src, t, used)
                 used += 1
             else:
-                recv.on_datagrams([(d, SENDER_ADDR)], t)
+                recv.on_datagrams([(d, src)], t)
             i = j
         recv.flush(t)
         if receiver_buffer:  # the driver reads its socket's drop count after each turn
@@ -303,14 +323,14 @@ def run_transfer(
         for _ in range(10_000 if sender_alive else 0):
             control, out = send.step(now)
             for c in control:
-                net.send(SENDER_ADDR, RECEIVER_ADDR, c.data, now)  # one path
+                net.send(senders[c.path], receivers[c.path], c.data, now)
             if out is None:
                 break
             for header, payload in zip(out.headers, out.payloads, strict=True):
-                net.send(SENDER_ADDR, RECEIVER_ADDR, bytes(header) + bytes(payload), now)
+                net.send(senders[out.path], receivers[out.path], bytes(header) + bytes(payload), now)
         if receiver_alive:
-            for d, _addr in recv.poll(now):
-                net.send(RECEIVER_ADDR, SENDER_ADDR, d, now)
+            for d, addr in recv.poll(now):  # an answer leaves from the address it answers on
+                net.send(receivers[path_of.get(addr, 0)], addr, d, now)
         sender_log += sender.take_events()
         receiver_log += recv.take_events()
         sender_done = bool(sender_log) and isinstance(sender_log[-1], Ended) or not sender_alive
@@ -327,16 +347,17 @@ def run_transfer(
             break
         nxt = min(deadlines)
         now = nxt if nxt > now else now + 1e-6
-        arrived: list[bytes] = []
-        for _src, dst, d in net.due(now):
-            if dst == RECEIVER_ADDR:
+        arrived: list[tuple[Node, bytes]] = []
+        for src, dst, d in net.due(now):
+            if dst in receivers:
                 if now < kill_receiver_at:
-                    arrived.append(d)
+                    arrived.append((src, d))
             elif now < kill_sender_at:
                 if arrived:
                     deliver(arrived, now)
                     arrived = []
-                send.on_datagram(d, now)
+                p = path_of.get(dst, 0)
+                send.on_datagram(d, now, None, p, src if p else None)
         if arrived:
             deliver(arrived, now)
     recv.close()
@@ -355,4 +376,5 @@ def run_transfer(
         sender_done_at,
         sender_log,
         receiver_log,
+        [(f.counters, b.counters) for f, b in wires],
     )
