@@ -43,7 +43,7 @@ from alf.io.udp import (
     sender_socket,
 )
 from alf.progress import human_bytes
-from alf.receiver import FLOW_FLOOR, Receiver, ReceiverConfig
+from alf.receiver import FLOW_FLOOR, MAX_PATHS, Receiver, ReceiverConfig
 from alf.sender import DEFAULT_CEILING_BPS, DEFAULT_RATE_BPS, Sender, SenderConfig
 from alf.session import Dropper, RecvSession, SendSession
 from alf.tcp import TcpReceiver, TcpReceiverConfig, TcpSender, TcpSenderConfig, paced_frame_bytes
@@ -411,14 +411,22 @@ def send(
     window_bytes, chaos_bytes = _window(window), _size("chaos", chaos)
     timeout = _seconds("timeout", timeout)
     assert min_bps is not None
-    if transport == "udp" and (paths or chaos_bytes):
-        raise UsageError("paths and chaos are for transport tcp or auto")
+    if transport == "udp" and chaos_bytes:
+        raise UsageError("chaos is for transport tcp or auto")
     if transport == "tcp" and checksum:
         raise UsageError("checksum is for UDP (TCP checksums every segment itself)")
     try:
         tcp_paths = [Path(host, port)] + [parse_path(p, port) for p in paths]
     except ValueError as e:
         raise UsageError(f"paths: {e}") from None
+    if len(tcp_paths) > MAX_PATHS:
+        raise UsageError(f"paths: at most {MAX_PATHS - 1} besides HOST PORT")
+    seen = set()
+    for p in tcp_paths:
+        key = (p.host, p.port, p.local, p.device)
+        if key in seen:
+            raise UsageError(f"paths: {p.describe()} is given twice")
+        seen.add(key)
     ceiling = rate_bps if rate_bps is not None else DEFAULT_RATE_BPS if cc == "fixed" else DEFAULT_CEILING_BPS
     wait = timeout or DEFAULT_TIMEOUT
     cfg = SenderConfig(
@@ -431,6 +439,9 @@ def send(
         cc=cc,
         min_rate_bps=min(min_bps, ceiling),
         hello_timeout=min(AUTO_HELLO_TIMEOUT, wait / 2) if transport == "auto" else None,
+        paths=len(tcp_paths),
+        backup=tuple(k for k, p in enumerate(tcp_paths) if p.backup),
+        stripe=stripe,
     )
     # TCP is paced only at a rate given: its own congestion control does the rest.
     tcp = _TcpOptions(tcp_paths, streams, chaos_bytes or 0, rate_bps, stripe)
@@ -460,6 +471,11 @@ def send(
 
 def _cc_names() -> list[str]:
     return list(cc.names())
+
+
+def _close_all(socks: list[socket.socket]) -> None:
+    for s in socks:
+        s.close()
 
 
 def _stalled(obs: Observer) -> Callable[[float], None]:
@@ -542,17 +558,37 @@ def _send(
     else:
         fd, own_fd = _source_fd(given)
     sock = None
+    socks: list[socket.socket] = []  # one per path (§14), the first HOST PORT's
     try:
         if bind is not None:  # before anything is sent: a local fault, whichever transport
             check_local_address(bind)
         if transport != "tcp":
             sock = sender_socket(host, port, bind)
+            socks.append(sock)
+            for p in tcp.paths[1:]:
+                try:
+                    socks.append(sender_socket(p.host, p.port, p.local or bind, p.device))
+                except DriverError as e:
+                    raise UsageError(f"path {p.describe()}: {e}") from None
+                except OSError as e:  # SO_BINDTODEVICE: no such interface
+                    raise UsageError(f"path {p.describe()}: {e.strerror}") from None
     except LocalAddressError as e:
+        _close_all(socks)
         return fail(Outcome(ExitCode.LOCAL_IO, str(e)))
     except DriverError as e:
+        _close_all(socks)
         return fail(Outcome(ExitCode.PEER_UNREACHABLE, str(e)))
-    if sock is not None:
-        cfg = replace(cfg, adu_size=fit_adu(sock, cfg.adu_size, adu_given is not None, obs.say))
+    except UsageError:
+        _close_all(socks)
+        if own_fd:
+            os.close(fd)
+        raise
+    if socks:
+        # the ADU fits every path's MTU: any ADU can go, or be repaired, on any path
+        fitted = min(fit_adu(s, cfg.adu_size, adu_given is not None, obs.say) for s in socks)
+        cfg = replace(cfg, adu_size=fitted)
+    else:
+        cfg = replace(cfg, paths=1, backup=())  # TCP: its driver stripes itself
     adu_size = cfg.adu_size
     source: Source
     if path is not None:
@@ -560,8 +596,7 @@ def _send(
             source = FileSource(path, adu_size, alg=alg, warn=obs.say if if_changed == "warn" else None)
             kind, total = wire.Kind.FILE, source.total_bytes()
         except OSError as e:
-            if sock is not None:
-                sock.close()
+            _close_all(socks)
             return fail(Outcome(ExitCode.LOCAL_IO, f"cannot read {path}: {e.strerror}"))
     else:
         source = StreamSource(adu_size, max(1, window // adu_size), alg)
@@ -589,7 +624,7 @@ def _send(
             stats = session.stats
             obs.attach(stats)
             obs.starting()
-            outcome = run_sender(session, sock, hooks, gso=gso)
+            outcome = run_sender(session, socks, hooks, gso=gso)
             if tap.fallback is not None and transport == "auto":
                 obs.say(f"{outcome.message}; trying TCP")
                 outcome, udp_refused = None, tap.fallback.refused_since
@@ -613,8 +648,7 @@ def _send(
                 outcome = Outcome(ExitCode.PEER_UNREACHABLE, str(e))
     finally:
         stop.set()
-        if sock is not None:
-            sock.close()
+        _close_all(socks)
         if isinstance(source, FileSource):
             source.close()
         # The reader thread writes to the wake pipe after each read: both descriptors close

@@ -451,7 +451,8 @@ def main() -> None:
     metavar="HOST[:PORT][@LOCAL][%IFACE][,backup]",
     help="Another way to the receiver (repeatable; HOST PORT is the first, PORT defaults to PORT): "
     "its address, the local address or interface to leave from, and ',backup' for one that carries "
-    "data only while no other path is up. TCP uses every path; UDP sends over HOST PORT only.",
+    "data only while no other path is up. UDP stripes the transfer over every path (each with its own "
+    "rate control; the receiver must listen on each address), as TCP does.",
 )
 @click.option(
     "--stripe",

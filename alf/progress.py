@@ -61,7 +61,10 @@ def repair_field(stats: Mapping[str, Any]) -> str:
 
 
 def peer_name(addr: object) -> str:
-    """An address as a person writes it: 192.0.2.1:8834, [2001:db8::1]:8834."""
+    """An address as a person writes it: 192.0.2.1:8834, [2001:db8::1]:8834 (of a peer known
+    with the local address it came to, the peer's)."""
+    if isinstance(addr, tuple) and len(addr) == 2 and isinstance(addr[0], tuple):
+        addr = addr[0]
     if isinstance(addr, tuple) and len(addr) >= 2:
         host, port = str(addr[0]), addr[1]
         if host.startswith("::ffff:") and "." in host:  # IPv4 on a dual-stack socket
@@ -123,9 +126,39 @@ def progress_line(stats: Mapping[str, Any], now: float, meter: RateMeter, start:
     repair = repair_field(stats)
     if repair:
         parts.append(repair)
+    paths = paths_field(stats)
+    if paths:
+        parts.append(paths)
     if state == "finishing":
         parts.append("finishing")
     return "  ".join(parts)
+
+
+def paths_field(stats: Mapping[str, Any]) -> str:
+    """Several UDP paths: how many carry data now, and each one's rate (e.g. "paths 1: 2.10
+    Gbit/s, 2: down")."""
+    paths = stats.get("paths")
+    if not paths:
+        return ""
+    each = []
+    for p in paths:
+        state = str(p.get("state", "?"))
+        rate = p.get("receive_rate_bps", 0) / 8
+        each.append(f"{p.get('path')}: {human_rate(rate) if state == 'up' else state.split(':')[0]}")
+    return "paths " + ", ".join(each)
+
+
+def path_lines(stats: Mapping[str, Any]) -> list[str]:
+    """-v: one line per UDP path."""
+    out = []
+    for p in stats.get("paths") or []:
+        out.append(
+            f"path {p.get('path')}{' (backup)' if p.get('backup') else ''} {p.get('state')}: "
+            f"{human_bytes(p.get('bytes_new', 0))} sent, {human_bytes(p.get('bytes_repaired', 0))} "
+            f"repaired, loss {100 * p.get('loss', 0):.2f}%, round trip {p.get('srtt_ms', 0):.1f} ms, "
+            f"down {p.get('downs', 0)} times"
+        )
+    return out
 
 
 def summary(stats: Mapping[str, Any], ok: bool, message: str, seconds: float | None, where: str) -> list[str]:
@@ -187,6 +220,7 @@ def details(stats: Mapping[str, Any]) -> list[str]:
             f"malformed, {g('foreign', 0)} foreign, {g('rejected_hellos', 0)} senders turned away; "
             f"datapath {g('datapath', '?')}"
         )
+    out += path_lines(stats)
     return [f"alf {role}: {line}" for line in out]
 
 

@@ -128,7 +128,7 @@ def test_cancel_ends_a_transfer_as_an_interrupt_does(tmp_path: Any) -> None:
     [
         lambda: alf.send("127.0.0.1", 9, "x", transport="carrier-pigeon"),
         lambda: alf.send("127.0.0.1", 9, "x", rate="fast"),
-        lambda: alf.send("127.0.0.1", 9, "x", transport="udp", paths=["10.0.0.2"]),
+        lambda: alf.send("127.0.0.1", 9, "x", transport="udp", paths=["127.0.0.1:9"]),  # HOST PORT twice
         lambda: alf.send("127.0.0.1", 0, "x"),
         lambda: alf.receive(9, None, window="lots"),
     ],

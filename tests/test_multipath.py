@@ -183,3 +183,53 @@ def test_prefer_under_a_rate_cap_keeps_to_the_first_path() -> None:
     _ok(r, data)
     p0, p1 = _paths(r)
     assert p0["bytes_new"] >= 0.99 * (p0["bytes_new"] + p1["bytes_new"]), (p0, p1)
+
+
+# ---------------------------------------------------------------- over loopback, as a user runs it
+
+
+def test_a_receiver_on_every_address_answers_from_the_one_it_was_sent_to(
+    procs: Any, port: int, tmp_path: Any
+) -> None:
+    """`alf send 127.0.0.2 PORT` to `alf recv PORT` (every address): the receiver answers from
+    127.0.0.2 (IP_PKTINFO), so the sender's connected socket hears it. It answered from
+    127.0.0.1, and the sender never heard back (exit 3), as on any host with two addresses."""
+    from conftest import random_file, sha256_file, wait_listening
+
+    src = random_file(str(tmp_path / "in.bin"), 3_000_000, seed=2)
+    dst = str(tmp_path / "out.bin")
+    recv = procs.start("recv", str(port), "-o", dst, "--transport", "udp")
+    wait_listening(port)
+    send = procs.run("send", "127.0.0.2", str(port), src, "--transport", "udp", "--timeout", "5")
+    assert send.returncode == 0, send.stderr
+    assert recv.wait(timeout=30) == 0
+    assert sha256_file(dst) == sha256_file(src)
+
+
+@pytest.mark.parametrize("mode", ["file", "pipe"])
+def test_two_loopback_paths_carry_one_transfer(procs: Any, port: int, tmp_path: Any, mode: str) -> None:
+    """HOST 127.0.0.1 and --path 127.0.0.2, weighted: both paths join and carry data, the
+    statistics list both, the output is intact (file and pipe mode)."""
+    from conftest import last_json, random_file, sha256_file, wait_listening
+
+    src = random_file(str(tmp_path / "in.bin"), 60_000_000, seed=4)
+    dst, sstats = str(tmp_path / "out.bin"), str(tmp_path / "s.json")
+    args = ["--transport", "udp", "--path", "127.0.0.2", "--stripe", "weighted", "--stats-json", sstats]
+    if mode == "file":
+        recv = procs.start("recv", str(port), "-o", dst, "--transport", "udp")
+        wait_listening(port)
+        send = procs.run("send", "127.0.0.1", str(port), src, *args)
+    else:
+        with open(dst, "wb") as out:
+            recv = procs.start("recv", str(port), "--transport", "udp", stdout=out)
+        wait_listening(port)
+        with open(src, "rb") as inp:
+            send = procs.run("send", "127.0.0.1", str(port), *args, stdin=inp)
+    assert send.returncode == 0, send.stderr
+    assert recv.wait(timeout=30) == 0
+    assert sha256_file(dst) == sha256_file(src)
+    s = last_json(sstats)
+    p1, p2 = s["paths"]
+    assert p1["state"] == p2["state"] == "up" and s["paths_joined"] == 1
+    assert p1["bytes_new"] > 0 and p2["bytes_new"] > 0
+    assert p1["bytes_new"] + p2["bytes_new"] >= 60_000_000

@@ -87,7 +87,37 @@ def test_console_prints_messages_above_the_line_and_cuts_fields() -> None:
     assert quiet.getvalue() == ""
 
 
+def test_several_paths_on_the_line_and_in_the_details() -> None:
+    m = RateMeter()
+    m.add(5.0, 0, True)
+    m.add(7.0, 100 * MIB, True)
+    paths = [
+        {"path": 1, "state": "up", "backup": False, "bytes_new": 80 * MIB, "bytes_repaired": MIB,
+         "loss": 0.0125, "receive_rate_bps": 2.1e9, "srtt_ms": 2.04, "downs": 0},
+        {"path": 2, "state": "down", "backup": True, "bytes_new": 20 * MIB, "bytes_repaired": 0,
+         "loss": 0.0, "receive_rate_bps": 0, "srtt_ms": 30.0, "downs": 1},
+    ]  # fmt: skip
+    stats = {
+        "role": "send",
+        "state": "sending",
+        "acked_bytes": 100 * MIB,
+        "total_bytes": 400 * MIB,
+        "paths": paths,
+    }
+    line = progress_line(stats, 7.0, m, start=0.0)
+    assert line.endswith("ETA 0:06  paths 1: 2.10 Gbit/s, 2: down"), line
+    lines = progress.details({"role": "send", "paths": paths})
+    assert lines[-2:] == [
+        "alf send: path 1 up: 80.0 MiB sent, 1.0 MiB repaired, loss 1.25%, round trip 2.0 ms, down 0 times",
+        "alf send: path 2 (backup) down: 20.0 MiB sent, 0 B repaired, loss 0.00%, round trip 30.0 ms, "
+        "down 1 times",
+    ]
+
+
 def test_peer_names() -> None:
+    assert (
+        progress.peer_name((("::ffff:192.0.2.7", 9000, 0, 0), bytes(16))) == "192.0.2.7:9000"
+    )  # with its local
     assert progress.peer_name(("::ffff:192.0.2.7", 9000, 0, 0)) == "192.0.2.7:9000"
     assert progress.peer_name(("2001:db8::1", 9000, 0, 0)) == "[2001:db8::1]:9000"
     assert progress.peer_name(("192.0.2.7", 9000)) == "192.0.2.7:9000"

@@ -408,7 +408,8 @@ def test_sigusr1_tcp(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> Non
 def test_tcp_usage_errors(procs: Procs, port: int) -> None:
     for args in (
         ["--transport", "udp", "--chaos", "10M"],
-        ["--transport", "udp", "--path", "127.0.0.2"],
+        ["--transport", "udp", "--path", "127.0.0.2%nosuchif0"],  # no such interface
+        ["--path", f"127.0.0.1:{port}"],  # HOST PORT twice
         ["--transport", "tcp", "--checksum"],
         ["--path", "[::1"],
         ["--path", "h:0"],
@@ -416,6 +417,8 @@ def test_tcp_usage_errors(procs: Procs, port: int) -> None:
     ):
         r = procs.run("send", "127.0.0.1", str(port), "/dev/null", *args)
         assert r.returncode == ExitCode.USAGE, (args, r.stderr)
+        if "nosuchif0" in args[-1]:
+            assert b"path 127.0.0.2:" in r.stderr and b"nosuchif0" in r.stderr, r.stderr
 
 
 def test_auto_receiver_follows_a_sender_whose_accepts_were_lost(

@@ -19,7 +19,7 @@ import struct
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from alf import wire
 from alf.batching import SmartBatcher
@@ -33,6 +33,10 @@ UDP_GRO = 104
 GSO_MAX_SEGMENTS = 64  # the kernel takes 64 (128 since 6.x); 64 KiB per call bounds it anyway
 GSO_MAX_BYTES = 65000
 GRO_CMSG_SPACE = socket.CMSG_SPACE(4)
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
+IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
+PKTINFO_CMSG_SPACE = socket.CMSG_SPACE(20)  # in6_pktinfo (in_pktinfo is 12 bytes)
 SOCKET_BUFFER = 32 << 20
 # Linux's asm-generic/socket.h; Python's socket module does not name them, and a getattr with a
 # None default made every earlier run fall back to SO_RCVBUF, capped at net.core.rmem_max.
@@ -51,6 +55,47 @@ RECV_SLOTS = 64
 SLOT_SIZE = 65536
 SEND_BUDGET_ADUS = 512  # per loop turn, so incoming feedback is read often
 SEND_RETRY_LIMIT = 200  # EAGAIN retries (x 5 ms) before a datagram is given up as lost
+
+
+class Via(NamedTuple):
+    """A peer as the receiver knows it when it listens on every address: its address, and
+    the local address its datagrams came to (packed, as IP_PKTINFO/IPV6_PKTINFO give it).
+    Answers leave from that local address, so a sender whose socket is connected to it hears
+    them (a host with two addresses answered from its first, and a sender that named the
+    second never heard back), and two paths to two addresses of the receiver stay apart."""
+
+    peer: Any
+    local: bytes
+
+
+def _pktinfo(sock: socket.socket) -> tuple[int, int] | None:
+    """Turn on the destination-address stamp of a socket bound to every address; the level and
+    type of its control message, or None (bound to one address: answers leave from it)."""
+    try:
+        host = sock.getsockname()[0]
+        if sock.family == socket.AF_INET6 and host == "::":
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)  # IPv4 too, as ::ffff:a.b.c.d
+            return socket.IPPROTO_IPV6, IPV6_PKTINFO
+        if sock.family == socket.AF_INET and host == "0.0.0.0":
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            return socket.IPPROTO_IP, IP_PKTINFO
+    except OSError:
+        pass
+    return None
+
+
+def _local_of(ancillary: list[tuple[int, int, bytes]], info: tuple[int, int]) -> bytes | None:
+    for level, kind, data in ancillary:
+        if (level, kind) == info:
+            return bytes(data[:16]) if level == socket.IPPROTO_IPV6 else bytes(data[8:12])
+    return None
+
+
+def _source_cmsg(local: bytes) -> list[tuple[int, int, bytes]]:
+    """The control message that makes a datagram leave from ``local`` (any interface)."""
+    if len(local) == 16:
+        return [(socket.IPPROTO_IPV6, IPV6_PKTINFO, local + bytes(4))]
+    return [(socket.IPPROTO_IP, IP_PKTINFO, bytes(4) + local + bytes(4))]
 
 
 class GsoRefused(Exception):
@@ -166,10 +211,18 @@ def arrival_time(sock: socket.socket, now: float) -> float:
     return arrived if now - 1.0 < arrived <= now else now
 
 
-def sender_socket(host: str, port: int, bind: str | None = None) -> socket.socket:
+def sender_socket(host: str, port: int, bind: str | None = None, device: str | None = None) -> socket.socket:
+    """A socket connected to ``host`` ``port``, from the local address ``bind`` and the
+    interface ``device`` if given (a path's local side)."""
     family, addr = resolve(host, port)
     sock = socket.socket(family, socket.SOCK_DGRAM)
     _tune(sock)
+    if device is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, device.encode())
+        except OSError as e:
+            sock.close()
+            raise DriverError(f"cannot use the interface {device}: {e.strerror}") from None
     try:
         if bind is not None:
             sock.bind((bind, 0))
@@ -219,6 +272,9 @@ def _send(
     one) goes to ``failed`` and is a lost datagram too: the peer's silence, not our error,
     decides when the path is dead (--timeout)."""
     anc = ancillary or []
+    if isinstance(addr, Via):
+        anc = anc + _source_cmsg(addr.local)
+        addr = addr.peer
     for _ in range(SEND_RETRY_LIMIT):
         try:
             if addr is None:
@@ -380,6 +436,8 @@ def run_receiver(session: RecvSession, sock: socket.socket, hooks: Hooks, gro: b
     watch = [sock] + ([hooks.wake_fd] if hooks.wake_fd is not None else [])
     gro = gro and enable_gro(sock)
     session.datapath = "gro" if gro else "per-datagram"
+    info = _pktinfo(sock)
+    cmsg_space = (GRO_CMSG_SPACE if gro else 0) + (PKTINFO_CMSG_SPACE if info else 0)
     receiver.set_read_buffer(read_buffer_bytes(sock))
     drops = socket_drops(sock)
     drops_base = drops or 0  # dropped before the session (another sender's datagrams): not ours
@@ -397,8 +455,12 @@ def run_receiver(session: RecvSession, sock: socket.socket, hooks: Hooks, gro: b
         calls = 0
         for slot_no, slot in enumerate(slots):
             try:
-                if gro:
-                    n, ancillary, _flags, addr = sock.recvmsg_into([slot], GRO_CMSG_SPACE)
+                if cmsg_space:
+                    n, ancillary, _flags, addr = sock.recvmsg_into([slot], cmsg_space)
+                    if info is not None:
+                        local = _local_of(ancillary, info)
+                        if local is not None:
+                            addr = Via(addr, local)
                 else:
                     n, addr = sock.recvfrom_into(slot)
                     ancillary = None
