@@ -551,3 +551,55 @@ def test_auto_moves_to_tcp_through_a_pmtu_black_hole(lab: Lab, tmp_path: os.Path
         assert send.returncode == 3 and "got none of the data for 4 s" in send.stderr
         assert "smaller --adu-size" in send.stderr
         assert recv.wait(timeout=30) == 4  # the sender's ABORT
+
+
+def _stats_lines(path: str) -> list[dict[str, Any]]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def test_udp_multipath_cut_and_restore(lab: Lab, tmp_path: os.PathLike[str]) -> None:
+    """Issue 16, points 4 and 7: two UDP paths (300 and 100 Mbit/s); path 1 (the 300) is cut
+    both ways at 1.0 s and restored at 3.0 s. The sender declares it down (the state change is
+    in the stats), its data goes on path 2, the receiver's output grows all along, and after
+    the restore path 1 carries data again; intact."""
+    from lossynet.profiles import PROFILES
+
+    src = random_file(os.path.join(tmp_path, "in.bin"), 200_000_000, seed=16)
+    dst = os.path.join(tmp_path, "out.bin")
+    rstats, sstats = os.path.join(tmp_path, "r.json"), os.path.join(tmp_path, "s.json")
+    pair = Pair(lab, PROFILES["multipath"].links)
+    recv = lab.start(
+        pair.b,
+        [PY, "-m", "alf", "recv", "9021", "-o", dst, "--transport", "udp", "--timeout", "30",
+         "--stats-json", rstats, "--stats-interval", "0.1"],
+    )  # fmt: skip
+    wait_port(lab, pair.b, 9021, "udp")
+    send = lab.start(
+        pair.a,
+        [PY, "-m", "alf", "send", pair.addr_b(0), "9021", src, "--transport", "udp", "--path", pair.addr_b(1),
+         "--stripe", "weighted", "--timeout", "30", "--stats-json", sstats, "--stats-interval", "0.1"],
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    time.sleep(1.0)
+    pair.set_link(0, False)
+    time.sleep(2.0)
+    pair.set_link(0, True)
+    _out, err = send.communicate(timeout=120)
+    assert send.returncode == 0, err
+    assert recv.wait(timeout=30) == 0
+    assert sha256_file(dst) == sha256_file(src)
+    lines = _stats_lines(sstats)
+    states = [s["paths"][0]["state"] for s in lines if "paths" in s]
+    assert "down" in states and states[-1] == "up", states
+    s = lines[-1]
+    assert s["path_downs"] >= 1 and s["paths"][0]["downs"] >= 1
+    # path 1 carried data after it came back: its new bytes grew after its last "down" sample
+    last_down = max(i for i, s in enumerate(lines) if "paths" in s and s["paths"][0]["state"] == "down")
+    assert lines[-1]["paths"][0]["bytes_new"] > lines[last_down]["paths"][0]["bytes_new"]
+    # the receiver's output never stood still for a second while the path was down
+    got = [(r["elapsed_s"], r["bytes_received"]) for r in _stats_lines(rstats) if "bytes_received" in r]
+    moving = [t for (t, b), (_t0, b0) in zip(got[1:], got, strict=False) if b > b0]
+    gaps = [b - a for a, b in zip(moving, moving[1:], strict=False)]
+    assert max(gaps) <= 1.0, max(gaps)
+    assert b"path 1 went silent" in err
