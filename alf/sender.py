@@ -513,8 +513,11 @@ class Sender:
         return self._issued(run, now)
 
     def _pick(self, now: float, max_count: int, repair: bool, on: int | None) -> tuple[int | None, int]:
-        """The path for the next run (alf.stripe's order, the first whose pacer allows one
-        ADU) and how many ADUs may go on it now."""
+        """The path for the next run and how many ADUs may go on it now: in alf.stripe's
+        order, the first whose pacer allows the whole run; if none does, the one that allows
+        the most. (The first that allowed one ADU was always the first path under prefer: its
+        bucket refills an ADU's worth while the loop turns, so it sent runs of one and the
+        second path was never given anything, its controller idling at 500 Mbit/s.)"""
         dgram = self._dgram
         if not self.multipath:
             return 0, min(max_count, int(self.path.pacer.available(now) // dgram))
@@ -527,11 +530,14 @@ class Sender:
         else:
             views = self._views(now)
             candidates = stripe.repair_order(views) if repair else stripe.order(self.cfg.stripe, views)
+        best, most = None, 0
         for p in candidates:
             n = min(room, int(self.paths[p].pacer.available(now) // dgram))
-            if n > 0:
+            if n >= room:
                 return p, n
-        return None, 0
+            if n > most:
+                best, most = p, n
+        return best, most
 
     def _views(self, now: float) -> list[stripe.PathView]:
         dgram = self._dgram
