@@ -42,7 +42,8 @@ REFUSED_GIVE_UP = 2.5
 PATH_DOWN_MAX = 1.0
 PATH_DOWN_MIN = 0.3
 REVIVE_FIRST = 0.2  # a down path is probed after this, doubling ...
-REVIVE_MAX = 2.0  # ... up to this
+REVIVE_MAX = 1.0  # ... up to this: a path back is back within a second
+REPAIR_WAIT = 0.005  # a repair waits this long at most for the healthiest path's pacer
 PATH_JOIN_WAIT = 5.0  # a further path whose HELLOs get no ACCEPT in this long is dropped
 
 
@@ -352,7 +353,11 @@ class Sender:
         self._maybe_finishing(now)
         if self.multipath:
             self._path_timers(now)
-        srtt_us = int(max((p.srtt or 0.0) for p in self.paths if p.up or p is self.path) * 1e6) & 0xFFFFFFFF
+        if self.multipath:  # §14 rule 3: the slowest path's round trip with its variation
+            slowest = max((p.srtt or 0.0) + 4 * p.rttvar for p in self.paths if p.up or p is self.path)
+        else:
+            slowest = self.path.srtt or 0.0
+        srtt_us = int(slowest * 1e6) & 0xFFFFFFFF
         for path in self.paths:
             if path.up:
                 path.cc.on_silence(now, now - (path.heard_at if self.multipath else self.peer.last_heard))
@@ -484,7 +489,13 @@ class Sender:
         repair = bool(self._repairs) and not new_first
         if not repair and self.next_new >= new_limit:
             return None
-        path, n = self._pick(now, max_count, repair, on)
+        need = (self._repairs[0][1] - self._repairs[0][0]) if repair else new_limit - self.next_new
+        path, n = self._pick(now, max_count, repair, on, need)
+        if path is None and repair and self.multipath and self.next_new < new_limit:
+            # the healthiest path is busy for a moment: the repair waits for it, and new data
+            # goes meanwhile on a path that can take it
+            repair = False
+            path, n = self._pick(now, max_count, False, on, new_limit - self.next_new)
         if path is None or n <= 0:
             return None
         if new_first:
@@ -512,7 +523,9 @@ class Sender:
                 self._repaired_on[i] = path
         return self._issued(run, now)
 
-    def _pick(self, now: float, max_count: int, repair: bool, on: int | None) -> tuple[int | None, int]:
+    def _pick(
+        self, now: float, max_count: int, repair: bool, on: int | None, need: int = 1
+    ) -> tuple[int | None, int]:
         """The path for the next run and how many ADUs may go on it now: in alf.stripe's
         order, the first whose pacer allows the whole run; if none does, the one that allows
         the most. (The first that allowed one ADU was always the first path under prefer: its
@@ -525,15 +538,25 @@ class Sender:
         room = min(max_count, int(self._total.available(now) // dgram))
         if room <= 0:
             return None, 0
+        want = min(room, max(1, need))
         if on is not None:
             candidates = [on] if self.paths[on].up else []
         else:
             views = self._views(now)
             candidates = stripe.repair_order(views) if repair else stripe.order(self.cfg.stripe, views)
+        if repair and on is None and candidates:
+            # repairs go on the healthiest path: what its pacer allows now, or they wait for it a
+            # moment (new data meanwhile goes elsewhere); only a path busy for longer is passed
+            pacer = self.paths[candidates[0]].pacer
+            n = min(room, want, int(pacer.available(now) // dgram))
+            if n > 0:
+                return candidates[0], n
+            if pacer.delay_for(dgram, now) <= REPAIR_WAIT:
+                return None, 0
         best, most = None, 0
         for p in candidates:
             n = min(room, int(self.paths[p].pacer.available(now) // dgram))
-            if n >= room:
+            if n >= want:
                 return p, n
             if n > most:
                 best, most = p, n
