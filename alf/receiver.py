@@ -129,6 +129,8 @@ class Receiver:
         self.peers: set[Addr] = set()
         self.multipath = False  # the session asked for MULTIPATH (§14)
         self.path_bytes: dict[Addr, int] = {}  # multipath: DATA datagram bytes from each address
+        # multipath: one past the highest index each address delivered, and when that last rose
+        self._path_high: dict[Addr, tuple[int, float]] = {}
         self._path_rate: dict[Addr, tuple[int, float, int]] = {}  # (bytes, when, rate) at its last STATUS
         self.hello: wire.Hello | None = None
         self.began: float | None = None  # when the sender's HELLO was taken: the transfer's start
@@ -540,12 +542,32 @@ class Receiver:
         step = self._flow_adus // WINDOW_UPDATE
         return 0 < step <= self.window_limit - self._advertised
 
+    def path_reached(self, addr: Addr, high: int, now: float) -> None:
+        """§14 rule 3: DATA up to index ``high`` - 1 arrived from ``addr`` (the driver checked it)."""
+        got = self._path_high.get(addr)
+        if got is None or high > got[0]:
+            self._path_high[addr] = (high, now)
+
+    def _paths_frontier(self, now: float, stale: float) -> int | None:
+        """§14 rule 3: the lowest of the paths' highest indices, over the paths whose highest
+        rose within ``stale``: a hole below it was passed on every path that is delivering new
+        data, so it is lost, not on its way on a slower path. (Each path delivers in order; a
+        path that has stopped moving, dead or idle, holds nothing back.)"""
+        moving = [high for high, at in self._path_high.values() if now - at <= stale]
+        return min(moving) if len(moving) > 1 else None
+
     def _nak_round(self, now: float) -> None:
         # a repair crosses the path and then waits in our socket as the PROBE did
         self._round_began = now
-        self._round_at = now + max(MIN_ROUND, 2 * self._srtt + self._queue_wait)
+        interval = max(MIN_ROUND, 2 * self._srtt + self._queue_wait)
+        self._round_at = now + interval
         below = min(self._nak_below, self.window_limit)
         self._nak_below = self._frontier
+        if self.multipath:
+            passed = self._paths_frontier(now, 2 * interval)
+            if passed is not None and passed < below:
+                self._nak_below = max(self._nak_below, below)  # the rest, once the paths pass it
+                below = passed
         if below <= self.gaps.cum:
             return
         missing = self.gaps.missing(self.gaps.cum, below)

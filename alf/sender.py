@@ -353,10 +353,7 @@ class Sender:
         self._maybe_finishing(now)
         if self.multipath:
             self._path_timers(now)
-        if self.multipath:  # §14 rule 3: the slowest path's round trip with its variation
-            slowest = max((p.srtt or 0.0) + 4 * p.rttvar for p in self.paths if p.up or p is self.path)
-        else:
-            slowest = self.path.srtt or 0.0
+        slowest = max((p.srtt or 0.0) for p in self.paths if p.up or p is self.path)  # §14 rule 3
         srtt_us = int(slowest * 1e6) & 0xFFFFFFFF
         for path in self.paths:
             if path.up:
