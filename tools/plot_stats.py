@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Plot a run's --stats-json lines (sender, receiver, or both) as a PNG: rate, goodput, loss and
-RTT over time.
+RTT over time (with several UDP paths, each path's received rate, RTT and down times too).
 
     alf send ... --stats-json send.json --stats-interval 0.1
     python tools/plot_stats.py send.json [recv.json] -o run.png [--title "wan, adaptive"]
@@ -62,6 +62,19 @@ def main() -> int:
                 for a, b, oa, ob in zip(rows, rows[1:], out, out[1:], strict=False)
             ]
             ax_loss.plot(t, [100 * x for x in resent], label="resent, % of sent")
+            # several UDP paths: each one's delivered rate and round trip, and where it was down
+            for k in range(max((len(s.get("paths") or []) for s in rows), default=0)):
+                mine = [
+                    (x, s["paths"][k]) for x, s in zip(t, rows, strict=True) if len(s.get("paths") or []) > k
+                ]
+                xs = [x for x, _p in mine]
+                ax_rate.plot(
+                    xs, [p["receive_rate_bps"] / 1e6 for _x, p in mine], label=f"path {k + 1} received"
+                )
+                ax_rtt.plot(xs, [p["srtt_ms"] for _x, p in mine], label=f"path {k + 1} RTT")
+                down = [x for x, p in mine if p["state"] == "down"]
+                if down:
+                    ax_rate.plot(down, [0.0] * len(down), "x", label=f"path {k + 1} down")
             if "srtt_ms" in rows[0]:
                 ax_rtt.plot(t, [s["srtt_ms"] for s in rows], label="smoothed RTT")
             if "min_rtt_ms" in rows[0]:
