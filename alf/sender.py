@@ -137,6 +137,7 @@ class PathState:
     repair_adus: int = 0
     nakked_adus: int = 0  # NAKed ADUs it had carried (its controller is charged with them)
     receive_rate_Bps: int = 0  # what the receiver said this path delivers (§14)
+    down_after: float = PATH_DOWN_MIN  # silent this long with data outstanding: down (_rtt_sample sets it)
     downs: int = 0
 
     @property
@@ -229,11 +230,15 @@ class Sender:
         self._tag = wire.checkphrase_tag(config.checkphrase)
 
     def _new_path(self, p: int, now: float) -> PathState:
-        cfg = self.cfg
-        controller = cc.create(cfg.cc, cfg.rate_bps, min(cfg.min_rate_bps, cfg.rate_bps), now)
+        controller = self._controller(now)
         return PathState(
             p, controller, Pacer(controller.rate_bps, self._burst(controller.rate_bps), now), now
         )
+
+    def _controller(self, now: float) -> cc.Controller:
+        """A path's rate controller, fresh: ``--cc`` with ``--rate`` as its ceiling."""
+        cfg = self.cfg
+        return cc.create(cfg.cc, cfg.rate_bps, min(cfg.min_rate_bps, cfg.rate_bps), now)
 
     def _to_peer(self, data: bytes, path: int = 0) -> Datagram:
         """A control datagram for the peer, on ``path`` (to its address there)."""
@@ -431,8 +436,8 @@ class Sender:
                 self._path_down(path, now)
 
     def _down_after(self, path: PathState) -> float:
-        srtt = path.srtt or 0.0
-        return min(PATH_DOWN_MAX, max(PATH_DOWN_MIN, 2 * srtt + 3 * wire.probe_spacing(srtt)))
+        """How long ``path`` may be silent with data outstanding (follows its srtt)."""
+        return path.down_after
 
     def _path_down(self, path: PathState, now: float) -> None:
         """Nothing came back on ``path`` for too long: what it carried and is not acknowledged
@@ -451,14 +456,12 @@ class Sender:
 
     def _path_back(self, path: PathState, now: float) -> None:
         """A down path answers again: it carries data from its controller's start-up."""
+        self._shares.level([p.id for p in self.paths if p.up])  # it comes back level with the rest
         path.up = True
-        path.cc = cc.create(
-            self.cfg.cc, self.cfg.rate_bps, min(self.cfg.min_rate_bps, self.cfg.rate_bps), now
-        )
+        path.cc = self._controller(now)
         path.pacer = Pacer(path.cc.rate_bps, self._burst(path.cc.rate_bps), now)
         path.probe_at = now
         path.final_gap = max(2 * (path.srtt or 0), FINAL_MIN)
-        self._shares.level([p.id for p in self.paths if p.up])
 
     def _maybe_finishing(self, now: float) -> None:
         if (
@@ -622,7 +625,6 @@ class Sender:
         if self._total is not None:
             self._total.consume(nbytes, now)
             self._shares.charge(on.id, nbytes, on.cc.rate_bps)
-            self._shares.level([p.id for p in self.paths if p.up])
         self.stats.wire_bytes += nbytes
         self._maybe_finishing(now)
         return run
@@ -778,6 +780,8 @@ class Sender:
             on.extra_hellos = 1  # two copies: one lost HELLO costs a HELLO gap
             self.stats.retries_received += 1
             return
+        if self.state != State.HANDSHAKE:
+            self._shares.level([p.id for p in self.paths if p.up])  # it joins level with the rest
         on.joined = on.up = True
         on.addr = addr  # the ACCEPT echoed our session id: the receiver's address on this path
         on.heard_at = now
@@ -785,7 +789,6 @@ class Sender:
         self._rtt_sample(on, got, msg.echo_timestamp_us, 0)
         if self.state != State.HANDSHAKE:  # a further path joined the session
             self.stats.paths_joined += 1
-            self._shares.level([p.id for p in self.paths if p.up])
             for p in self.paths:  # the receiver learns the largest RTT before the new path's DATA
                 if p.up:
                     p.probe_at = now
@@ -894,6 +897,8 @@ class Sender:
         else:
             path.rttvar = 0.75 * path.rttvar + 0.25 * abs(path.srtt - sample)
             path.srtt = 0.875 * path.srtt + 0.125 * sample
+        srtt = path.srtt
+        path.down_after = min(PATH_DOWN_MAX, max(PATH_DOWN_MIN, 2 * srtt + 3 * wire.probe_spacing(srtt)))
         self.stats.srtt_ms = path.srtt * 1e3
         return sample
 

@@ -23,14 +23,13 @@ path that lost them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 POLICIES = ("prefer", "weighted", "minrtt")
 
 
-@dataclass(frozen=True)
-class PathView:
-    """One path as a policy sees it."""
+class PathView(NamedTuple):
+    """One path as a policy sees it (a named tuple: the sender makes one per path per run)."""
 
     id: int  # its place in the order given (0 = the first)
     usable: bool = True  # validated, and not down
@@ -103,7 +102,8 @@ class Shares:
 
     def level(self, usable: Sequence[int]) -> None:
         """Count from the least used of the ``usable`` paths (it becomes 0, the numbers stay
-        small); a path not usable now starts level with it when it comes back."""
+        small); a path not among them starts level with it. Called as a path joins or comes
+        back, before it is counted usable."""
         if not usable:
             return
         floor = min(self.used[p] for p in usable)
