@@ -108,6 +108,12 @@ class State(Enum):
     CLOSED = "closed"
 
 
+def _terms(h: wire.Hello) -> tuple[object, ...]:
+    """What a HELLO asks for, without its timestamp and token: every path of a session asks
+    for the same (§14)."""
+    return (h.adu_size, h.kind, h.total_bytes, h.tag, h.digest_alg, h.checksum, h.features)
+
+
 class Receiver:
     """``secret`` keys the RETRY tokens (random unless a test fixes it)."""
 
@@ -391,16 +397,7 @@ class Receiver:
                 msg.session_id, addr, wire.AbortCode.CHECKPHRASE_MISMATCH, "checkphrase mismatch", now
             )
             return
-        epoch = int((now - self._start) // TOKEN_EPOCH)
-        token = self._token(msg, addr, epoch)
-        if not msg.token or msg.token not in (token, self._token(msg, addr, epoch - 1)):
-            # §4.3: the source must prove it reads what is sent to it; nothing is bound yet
-            if msg.token:
-                self.stats.bad_tokens += 1
-            if self._may_answer(now):
-                retry = wire.Accept(msg.session_id, msg.timestamp_us, 0, token, True)
-                self._out.append((wire.encode_accept(retry), addr))
-                self.stats.retries_sent += 1
+        if not self._address_proven(msg, addr, now):
             return
         self.state = State.RECEIVING
         self.session_id = msg.session_id
@@ -420,45 +417,30 @@ class Receiver:
         self._send(self._accept(msg))
         self.events.add(Joined(addr, msg.session_id))
 
+    def _address_proven(self, msg: wire.Hello, addr: Addr, now: float) -> bool:
+        """§4.3: the HELLO carries the token only ``addr`` can have read (this epoch's or the
+        last); if not, it gets a RETRY with one (within the answer rate) and binds nothing."""
+        epoch = int((now - self._start) // TOKEN_EPOCH)
+        token = self._token(msg, addr, epoch)
+        if msg.token and msg.token in (token, self._token(msg, addr, epoch - 1)):
+            return True
+        if msg.token:
+            self.stats.bad_tokens += 1
+        if self._may_answer(now):
+            retry = wire.Accept(msg.session_id, msg.timestamp_us, 0, token, True)
+            self._out.append((wire.encode_accept(retry), addr))
+            self.stats.retries_sent += 1
+        return False
+
     def _on_path_hello(self, msg: wire.Hello, addr: Addr, now: float) -> None:
         """§14: a HELLO of the bound session from an address not validated yet: another path
         joins as the session was bound (a RETRY first, then the HELLO with its token)."""
         bound = self.hello
         assert bound is not None
-        same_terms = (
-            msg.adu_size,
-            msg.kind,
-            msg.total_bytes,
-            msg.tag,
-            msg.digest_alg,
-            msg.checksum,
-            msg.features,
-        )
-        if (
-            self.state != State.RECEIVING
-            or same_terms
-            != (
-                bound.adu_size,
-                bound.kind,
-                bound.total_bytes,
-                bound.tag,
-                bound.digest_alg,
-                bound.checksum,
-                bound.features,
-            )
-            or len(self.peers) >= MAX_PATHS
-        ):
+        if self.state != State.RECEIVING or _terms(msg) != _terms(bound) or len(self.peers) >= MAX_PATHS:
             self.stats.foreign += 1
             return
-        epoch = int((now - self._start) // TOKEN_EPOCH)
-        token = self._token(msg, addr, epoch)
-        if not msg.token or msg.token not in (token, self._token(msg, addr, epoch - 1)):
-            if msg.token:
-                self.stats.bad_tokens += 1
-            if self._may_answer(now):
-                retry = wire.Accept(msg.session_id, msg.timestamp_us, 0, token, True)
-                self._out.append((wire.encode_accept(retry), addr))
-                self.stats.retries_sent += 1
+        if not self._address_proven(msg, addr, now):
             return
         self.peers.add(addr)
         self.stats.paths_joined += 1
