@@ -185,6 +185,22 @@ def test_prefer_under_a_rate_cap_keeps_to_the_first_path() -> None:
     assert p0["bytes_new"] >= 0.99 * (p0["bytes_new"] + p1["bytes_new"]), (p0, p1)
 
 
+def test_minrtt_takes_the_path_that_delivers_first() -> None:
+    """10 ms and 100 ms round trips, each paced at the whole --rate: minrtt sends on the near
+    path while its pacer can take the run (it arrives 45 ms sooner), weighted splits evenly
+    (but for the 0.2 s the far path takes to join: 2 of its round trips)."""
+    data = _data(20_000_000)
+    paths = [(Link(delay=0.005), Link(delay=0.005)), (Link(delay=0.05), Link(delay=0.05))]
+    r = _run(data, paths, policy="minrtt", rate=100e6)
+    _ok(r, data)
+    near, far = _paths(r)
+    assert near["bytes_new"] >= 0.95 * (near["bytes_new"] + far["bytes_new"]), (near, far)
+    r = _run(data, paths, policy="weighted", rate=100e6)
+    _ok(r, data)
+    near, far = _paths(r)
+    assert 0.45 <= near["bytes_new"] / (near["bytes_new"] + far["bytes_new"]) <= 0.65, (near, far)
+
+
 # ---------------------------------------------------------------- over loopback, as a user runs it
 
 
