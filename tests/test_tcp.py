@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -255,10 +256,13 @@ def test_foreign_connections_during_a_transfer(procs: Procs, port: int, tmp_path
     send = procs.start("send", "127.0.0.1", str(port), "--transport", "tcp", stdin=feeder.stdout)
     time.sleep(0.3)
     silent = socket.create_connection(("127.0.0.1", port))
+    noise = random.Random(7).randbytes(6200)
     for junk in [
         b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
-        os.urandom(5000),
-        b"\x00\x00\x04\xb0" + os.urandom(1200),
+        b"\xff" + noise[:4999],  # a frame length far past any limit
+        # a 1200-byte frame that is no message: not version 1, and no HELLO type either (random
+        # bytes made it a HELLO offer one run in 256: an UNSUPPORTED answer, not a malformed one)
+        b"\x00\x00\x04\xb0" + b"\xee\xee" + noise[5000:6198],
     ]:
         with socket.create_connection(("127.0.0.1", port)) as c:
             c.sendall(junk)
