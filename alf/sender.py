@@ -138,7 +138,13 @@ class PathState:
     nakked_adus: int = 0  # NAKed ADUs it had carried (its controller is charged with them)
     receive_rate_Bps: int = 0  # what the receiver said this path delivers (§14)
     down_after: float = PATH_DOWN_MIN  # silent this long with data outstanding: down (_rtt_sample sets it)
+    revive_gap: float = 0.0  # while down: between its PROBEs, doubling
     downs: int = 0
+
+    @property
+    def loss(self) -> float:
+        """The share of what it carried that the receiver NAKed."""
+        return self.nakked_adus / self.issued_adus if self.issued_adus else 0.0
 
     @property
     def state(self) -> str:
@@ -364,9 +370,7 @@ class Sender:
             if path.up:
                 path.cc.on_silence(now, now - (path.heard_at if self.multipath else self.peer.last_heard))
                 self._follow_cc(path, now)
-            elif not (path.joined and now >= path.probe_at):
-                continue  # a down path is probed on its own (doubling) timer
-            if now >= path.probe_at:
+            if path.joined and now >= path.probe_at:  # a down path: on its own (doubling) timer
                 self._probe(path, now, srtt_us)
 
     def _probe(self, path: PathState, now: float, srtt_us: int) -> None:
@@ -386,8 +390,8 @@ class Sender:
         self._out.append(self._to_peer(wire.encode_probe(probe), path.id))
         self.stats.probes_sent += 1
         if not path.up:  # down: probed on a doubling timer until it answers
-            path.final_gap = min(max(path.final_gap * 2, REVIVE_FIRST), REVIVE_MAX)
-            path.probe_at = now + path.final_gap
+            path.revive_gap = min(max(path.revive_gap * 2, REVIVE_FIRST), REVIVE_MAX)
+            path.probe_at = now + path.revive_gap
         elif final:
             if not path.heard_since_final:
                 gap_max = wire.final_gap_max(path.srtt or 0.0)
@@ -432,12 +436,8 @@ class Sender:
                 else:
                     self._hello_due(path, now)
                 continue
-            if path.up and path.in_flight and now - path.heard_at >= self._down_after(path):
+            if path.up and path.in_flight and now - path.heard_at >= path.down_after:
                 self._path_down(path, now)
-
-    def _down_after(self, path: PathState) -> float:
-        """How long ``path`` may be silent with data outstanding (follows its srtt)."""
-        return path.down_after
 
     def _path_down(self, path: PathState, now: float) -> None:
         """Nothing came back on ``path`` for too long: what it carried and is not acknowledged
@@ -450,7 +450,7 @@ class Sender:
         path.in_flight.clear()
         if lost:
             self._repairs = merge_ranges(self._repairs + lost)
-        path.final_gap = 0.0
+        path.revive_gap = 0.0
         path.probe_at = now + REVIVE_FIRST
         self.events.add(SendFailed(f"path {path.id + 1} went silent; its data goes on the other paths"))
 
@@ -572,7 +572,7 @@ class Sender:
                 ready_in=p.pacer.delay_for(dgram, now),
                 used=self._shares.used[p.id],
                 srtt=p.srtt,
-                loss=p.nakked_adus / p.issued_adus if p.issued_adus else 0.0,
+                loss=p.loss,
             )
             for p in self.paths
         ]
@@ -605,12 +605,9 @@ class Sender:
     def _new_run(self, now: float, n: int, new_limit: int, path: int = 0) -> Run:
         count = min(n, new_limit - self.next_new)
         run = Run(self.next_new, count, path, False)
-        if self.multipath:
-            if self._new_paths and self._new_paths[-1] == path:
-                pass  # the same path as the run before: one entry covers both
-            else:
-                self._new_firsts.append(self.next_new)
-                self._new_paths.append(path)
+        if self.multipath and (not self._new_paths or self._new_paths[-1] != path):
+            self._new_firsts.append(self.next_new)  # (a run on the path of the one before needs none)
+            self._new_paths.append(path)
         self.next_new += count
         self.stats.adus_new += count
         self.paths[path].new_adus += count
@@ -698,7 +695,7 @@ class Sender:
             t = min(t, path.probe_at)
             if path.up:
                 if path.in_flight:
-                    t = min(t, path.heard_at + self._down_after(path))
+                    t = min(t, path.heard_at + path.down_after)
                 if self.has_data_to_send():
                     w = path.pacer.delay_for(min(want, self.burst_adus) * self._dgram, now)
                     wait = w if wait is None else min(wait, w)
@@ -780,14 +777,15 @@ class Sender:
             on.extra_hellos = 1  # two copies: one lost HELLO costs a HELLO gap
             self.stats.retries_received += 1
             return
-        if self.state != State.HANDSHAKE:
+        further = self.state != State.HANDSHAKE  # a further path joins the session (§14)
+        if further:
             self._shares.level([p.id for p in self.paths if p.up])  # it joins level with the rest
         on.joined = on.up = True
         on.addr = addr  # the ACCEPT echoed our session id: the receiver's address on this path
         on.heard_at = now
         on.probe_at = now
         self._rtt_sample(on, got, msg.echo_timestamp_us, 0)
-        if self.state != State.HANDSHAKE:  # a further path joined the session
+        if further:
             self.stats.paths_joined += 1
             for p in self.paths:  # the receiver learns the largest RTT before the new path's DATA
                 if p.up:

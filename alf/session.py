@@ -214,7 +214,7 @@ class SendSession:
                     "bytes_new": p.new_adus * s.adu,
                     "bytes_repaired": p.repair_adus * s.adu,
                     "adus_nakked": p.nakked_adus,
-                    "loss": round(p.nakked_adus / p.issued_adus, 4) if p.issued_adus else 0.0,
+                    "loss": round(p.loss, 4),
                     "rate_bps": round(p.cc.rate_bps),
                     "receive_rate_bps": p.receive_rate_Bps * 8,
                     "srtt_ms": round((p.srtt or 0.0) * 1e3, 2),
