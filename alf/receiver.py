@@ -524,8 +524,10 @@ class Receiver:
         step = self._flow_adus // WINDOW_UPDATE
         return 0 < step <= self.window_limit - self._advertised
 
-    def path_reached(self, addr: Addr, high: int, now: float) -> None:
-        """§14 rule 3: DATA up to index ``high`` - 1 arrived from ``addr`` (the driver checked it)."""
+    def path_data(self, addr: Addr, nbytes: int, high: int, now: float) -> None:
+        """§14: ``nbytes`` of DATA datagrams, up to index ``high`` - 1, arrived from ``addr`` (the
+        session checked them): for that address's receive rate and its frontier (rule 3)."""
+        self.path_bytes[addr] = self.path_bytes.get(addr, 0) + nbytes
         got = self._path_high.get(addr)
         if got is None or high > got[0]:
             self._path_high[addr] = (high, now)
@@ -548,8 +550,7 @@ class Receiver:
         if self.multipath:
             passed = self._paths_frontier(now, 2 * interval)
             if passed is not None and passed < below:
-                self._nak_below = max(self._nak_below, below)  # the rest, once the paths pass it
-                below = passed
+                below = passed  # the rest waits in _nak_below (the frontier) until the paths pass it
         if below <= self.gaps.cum:
             return
         missing = self.gaps.missing(self.gaps.cum, below)

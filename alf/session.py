@@ -273,8 +273,7 @@ class RecvSession:
                 r.stats.datagrams += count
                 r.stats.wire_bytes += n
                 if r.multipath:
-                    r.path_bytes[addr] = r.path_bytes.get(addr, 0) + n
-                    r.path_reached(addr, first + count, now)
+                    r.path_data(addr, n, first + count, now)
                 # a full buffer in a named slot: the same views every time, built once
                 key = (slot, segment, count) if slot is not None and n == count * segment else None
                 views = self._views.get(key) if key else None
@@ -351,8 +350,7 @@ class RecvSession:
                 st.foreign += 1
                 continue
             if r.multipath:
-                r.path_bytes[addr] = r.path_bytes.get(addr, 0) + n
-                r.path_reached(addr, index + 1, now)
+                r.path_data(addr, n, index + 1, now)
             payload = memoryview(buf)[_HDR_SIZE:]
             if bool(flags) != r.hello.checksum or n - _HDR_SIZE > adu:
                 st.violations += 1
