@@ -568,10 +568,8 @@ def _send(
             for p in tcp.paths[1:]:
                 try:
                     socks.append(sender_socket(p.host, p.port, p.local or bind, p.device))
-                except DriverError as e:
+                except DriverError as e:  # no such host or interface, a local address it lacks
                     raise UsageError(f"path {p.describe()}: {e}") from None
-                except OSError as e:  # SO_BINDTODEVICE: no such interface
-                    raise UsageError(f"path {p.describe()}: {e.strerror}") from None
     except LocalAddressError as e:
         _close_all(socks)
         return fail(Outcome(ExitCode.LOCAL_IO, str(e)))

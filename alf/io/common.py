@@ -102,9 +102,6 @@ class Path:
         return f"{self}{via}{',backup' if self.backup else ''}"
 
 
-PATH_SYNTAX = "HOST[:PORT][@LOCAL][%IFACE][,backup]"
-
-
 def parse_path(text: str, default_port: int) -> Path:
     """``HOST[:PORT][@LOCAL][%IFACE][,backup]``: HOST as a name, an IPv4 address, a bare IPv6
     address or ``[V6]`` (brackets are needed with a port, a local side or an interface);
