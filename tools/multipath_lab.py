@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -64,7 +65,7 @@ def run(
     *,
     paths: list[int],
     pipe: bool = False,
-    events: list[tuple[float, int, bool]] = (),  # type: ignore[assignment]
+    events: Sequence[tuple[float, int, bool]] = (),
     timeout: float = 300.0,
 ) -> dict[str, Any]:
     """One transfer over ``links``, sending to link ``paths[0]`` with ``--path`` for the rest."""
