@@ -173,7 +173,7 @@ def case_aggregate(src: str, runs: int, fast: float = 300e6, slow: float = 100e6
         for name, (paths, args) in variants.items():
             rows[name].append(_brief(name, run(links, src, args, paths=paths)))
     alone = _median(rows["path 1 alone"], "goodput_Mbps") + _median(rows["path 2 alone"], "goodput_Mbps")
-    summary = {name: _spread(v, "goodput_Mbps") for name, v in rows.items()}
+    summary: dict[str, Any] = {name: _spread(v, "goodput_Mbps") for name, v in rows.items()}
     summary["sum of the two alone"] = f"{alone:.1f}"
     for name in ("weighted", "prefer"):
         summary[f"{name} / sum"] = round(_median(rows[name], "goodput_Mbps") / alone, 3)
@@ -298,7 +298,7 @@ def case_cpu(src: str, runs: int) -> None:
             rows[name].append(b)
             print(json.dumps(b))
     one, two = _median(rows["one path"], "cpu_s_per_GB"), _median(rows["two paths"], "cpu_s_per_GB")
-    summary = {k: _spread(v, "cpu_s_per_GB") for k, v in rows.items()}
+    summary: dict[str, Any] = {k: _spread(v, "cpu_s_per_GB") for k, v in rows.items()}
     summary["two / one"] = round(two / one, 3)
     print(json.dumps({"case": "cpu", "summary": summary}))
 
