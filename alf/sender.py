@@ -686,6 +686,8 @@ class Sender:
             return t
         assert self._total is not None
         wait = None
+        waiting = self.has_data_to_send()
+        nbytes = min(want, self.burst_adus) * self._dgram
         for path in self.paths:
             if path.failed:
                 continue
@@ -696,11 +698,11 @@ class Sender:
             if path.up:
                 if path.in_flight:
                     t = min(t, path.heard_at + path.down_after)
-                if self.has_data_to_send():
-                    w = path.pacer.delay_for(min(want, self.burst_adus) * self._dgram, now)
+                if waiting:
+                    w = path.pacer.delay_for(nbytes, now)
                     wait = w if wait is None else min(wait, w)
         if wait is not None:
-            total = self._total.delay_for(min(want, self.burst_adus) * self._dgram, now)
+            total = self._total.delay_for(nbytes, now)
             t = min(t, now + max(wait, total))
         return t
 

@@ -376,12 +376,19 @@ def run_sender(
             for header, payload in zip(batch.headers, batch.payloads, strict=True):
                 _send(sock, [header, payload], None, None, fail)
 
+    # Sockets to read this turn: after a select, those it found readable (a read of an empty
+    # socket costs a system call and an exception, on every path, every turn); after a turn
+    # that did not wait, all.
+    socks_of = {p.sock: k for k, p in enumerate(paths)}
+    readable: Sequence[Any] = [p.sock for p in paths]
     while True:
         now = clock()
         if hooks.cancelled():
             sender.cancel(wire.AbortCode.CANCELLED, "the sender was interrupted", ExitCode.CANCELLED)
-        for k, p in enumerate(paths):
-            read(k, p.sock)
+        for sock in readable:
+            k = socks_of.get(sock)
+            if k is not None:
+                read(k, sock)
         now = clock()
         for c in session.control(now):  # each path's socket is connected: c.addr is its peer
             _send(paths[c.path].sock, [c.data], None, None, fail)
@@ -408,6 +415,7 @@ def run_sender(
             break
         if budget <= 0:
             hooks.turn(now, 0.0)
+            readable = watch
         else:
             deadline = sender.next_deadline(now, limit if batcher.batching else 1)
             flush_at = batcher.deadline()
@@ -415,8 +423,8 @@ def run_sender(
                 deadline = min(deadline, flush_at)
             wait = max(0.0, deadline - clock())
             hooks.turn(now, wait)
-            ready_fds, _w, _x = select.select(watch, [], [], wait)
-            if hooks.wake_fd is not None and hooks.wake_fd in ready_fds:
+            readable, _w, _x = select.select(watch, [], [], wait)
+            if hooks.wake_fd is not None and hooks.wake_fd in readable:
                 drain(hooks.wake_fd)
     hooks.turn(clock(), 0.0)  # a stall in the last turn
     outcome = sender.outcome
