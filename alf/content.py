@@ -44,6 +44,12 @@ def describe(e: OSError, what: str) -> str:
 class Source(Protocol):
     adu_size: int
 
+    @property
+    def window_adus(self) -> int | None:
+        """The most ADUs it holds that are not yet acknowledged (a pipe's ring); None: no
+        bound (a file can be read again at any place)."""
+        ...
+
     def available(self) -> int: ...
 
     def total_bytes(self) -> int | None: ...
@@ -76,6 +82,8 @@ def cut_adus(data: Buffer, adu: int) -> list[Buffer]:
 
 class BytesSource:
     """A content held in memory (tests and the simulated network); kind file."""
+
+    window_adus = None
 
     def __init__(self, data: bytes, adu_size: int, alg: DigestAlg = DigestAlg.XXH3_128) -> None:
         self.adu_size = adu_size

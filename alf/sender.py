@@ -136,6 +136,7 @@ class PathState:
     new_adus: int = 0
     repair_adus: int = 0
     nakked_adus: int = 0  # NAKed ADUs it had carried (its controller is charged with them)
+    app_limited: bool = False  # since its last STATUS it could have sent more (cc.Feedback)
     receive_rate_Bps: int = 0  # what the receiver said this path delivers (§14)
     down_after: float = PATH_DOWN_MIN  # silent this long with data outstanding: down (_rtt_sample sets it)
     revive_gap: float = 0.0  # while down: between its PROBEs, doubling
@@ -200,7 +201,6 @@ class Sender:
         self.events = EventLog()  # what the driver and the library learn (alf.events)
         self.began: float | None = None  # when the receiver's ACCEPT came: the transfer's start
         self._refused_since: float | None = None  # the handshake met 'port unreachable' since then
-        self._app_limited = False  # since the last STATUS (cc.Feedback.app_limited)
         self.stats = SenderStats()
         self.adu = config.adu_size
         self._dgram = wire.DATA_HEADER_SIZE + config.adu_size
@@ -225,6 +225,7 @@ class Sender:
         self.total_bytes = total_bytes
         self.end_adus: int | None = None if total_bytes is None else ceil_div(total_bytes, self.adu)
         self.available = self.end_adus or 0
+        self.source_window: int | None = None  # the most unacknowledged ADUs the source holds
         self.digest: bytes | None = None
         self.next_new = 0
         self._repairs: list[tuple[int, int]] = []  # sorted, disjoint [a, b)
@@ -488,6 +489,7 @@ class Sender:
         )
         repair = bool(self._repairs) and not new_first
         if not repair and self.next_new >= new_limit:
+            self._nothing_to_send(now)
             return None
         need = (self._repairs[0][1] - self._repairs[0][0]) if repair else new_limit - self.next_new
         path, n = self._pick(now, max_count, repair, on, need)
@@ -540,7 +542,7 @@ class Sender:
             return None, 0
         want = min(room, max(1, need))
         if on is not None:
-            candidates = [on] if self.paths[on].up else []
+            candidates = [on] if self.paths[on] in self._carriers() else []
         else:
             views = self._views(now)
             candidates = stripe.repair_order(views) if repair else stripe.order(self.cfg.stripe, views)
@@ -562,12 +564,42 @@ class Sender:
                 best, most = p, n
         return best, most
 
+    def _window(self) -> int | None:
+        """With more than one path up, the ADUs that may be unacknowledged at once: the
+        receiver's window (its limit less what it acknowledged; a pipe's output buffer), the
+        source's ring, or what is left before the end, whichever is smallest. None: one path,
+        nothing to choose."""
+        if sum(p.up for p in self.paths) < 2:
+            return None
+        peer = self.peer
+        limit = peer.window_limit if self.end_adus is None else min(peer.window_limit, self.end_adus)
+        window = limit - peer.acked
+        return window if self.source_window is None else min(window, self.source_window)
+
+    def _holds_up_window(self, path: PathState, window: int) -> bool:
+        """The BLEST rule (Ferlin et al., 2016): an ADU sent on ``path`` holds the window's
+        left edge until the receiver's answer to it is back, half ``path``'s round trip out and
+        half a faster path's back. The paths faster than it go on sending meanwhile: if what
+        they send in that time is more than the window, they would stand waiting for this ADU
+        (and a pipe's stdout behind it), so it is theirs to carry, not this path's. Near the
+        end the window is what is left: the last ADUs do not go on a slow path the others
+        would outrun. A window larger than that never holds anything up (a file's, but for
+        its end)."""
+        if path.srtt is None:
+            return False
+        need = 0.0
+        for f in self.paths:
+            if f is not path and f.up and f.srtt is not None and f.srtt < path.srtt:
+                need += max(f.pacer.rate_Bps, f.receive_rate_Bps) * (path.srtt + f.srtt) / 2
+        return need > window * self._dgram
+
     def _views(self, now: float) -> list[stripe.PathView]:
         dgram = self._dgram
+        carriers = self._carriers()
         return [
             stripe.PathView(
                 p.id,
-                usable=p.up,
+                usable=p in carriers,
                 backup=p.backup,
                 ready_in=p.pacer.delay_for(dgram, now),
                 used=self._shares.used[p.id],
@@ -639,21 +671,43 @@ class Sender:
             return 0
         return self.repair_pending() + max(0, self._new_limit() - self.next_new)
 
-    def _allowed(self, now: float) -> int:
-        """ADUs the pacers let go now (on the paths in use, within --rate's total)."""
-        if not self.multipath:
-            return int(self.path.pacer.available(now) // self._dgram)
-        assert self._total is not None
-        paths = sum(int(p.pacer.available(now) // self._dgram) for p in self.paths if p.up)
-        return min(paths, int(self._total.available(now) // self._dgram))
+    def _carriers(self) -> list[PathState]:
+        """The paths that may carry DATA now, new or repairs: those up, but for any that would
+        hold up the window (``_holds_up_window``). The pacers, the deadline and the striping
+        policy all see this one list (counting a path's tokens as sendable while the policy
+        gave it nothing spun the loop)."""
+        up = [p for p in self.paths if p.up]
+        window = self._window()
+        if window is None:
+            return up
+        carriers = []
+        for p in up:
+            if self._holds_up_window(p, window):
+                p.app_limited = True  # kept idle by choice: its quiet says nothing of the path
+            else:
+                carriers.append(p)
+        return carriers
 
     def ready_count(self, now: float) -> int:
-        """ADUs that may go right now: pending ones the pacer allows."""
+        """ADUs that may go right now: pending ones the pacers allow (on the paths that may
+        carry them, within --rate's total)."""
         pending = self.pending_count()
-        allowed = self._allowed(now)
-        if not pending and allowed and self.state == State.SENDING:
-            self._app_limited = True  # the pacer would send; the source (or the window) has nothing
-        return min(pending, allowed)
+        if not pending:
+            self._nothing_to_send(now)
+        dgram = self._dgram
+        if not self.multipath:
+            return min(pending, int(self.path.pacer.available(now) // dgram))
+        assert self._total is not None
+        allowed = sum(int(p.pacer.available(now) // dgram) for p in self._carriers())
+        return min(pending, allowed, int(self._total.available(now) // dgram))
+
+    def _nothing_to_send(self, now: float) -> None:
+        """Nothing waits (the source, or the window, has nothing more): every path whose pacer
+        would send is app-limited until its next STATUS."""
+        if self.state == State.SENDING:
+            for p in self._carriers() if self.multipath else (self.path,):
+                if p.pacer.available(now) >= self._dgram:
+                    p.app_limited = True
 
     @property
     def burst_adus(self) -> int:
@@ -685,9 +739,6 @@ class Sender:
                 t = min(t, now + self.path.pacer.delay_for(want * self._dgram, now))
             return t
         assert self._total is not None
-        wait = None
-        waiting = self.has_data_to_send()
-        nbytes = min(want, self.burst_adus) * self._dgram
         for path in self.paths:
             if path.failed:
                 continue
@@ -695,12 +746,14 @@ class Sender:
                 t = min(t, path.hello_at, path.hello_since + PATH_JOIN_WAIT)
                 continue
             t = min(t, path.probe_at)
-            if path.up:
-                if path.in_flight:
-                    t = min(t, path.heard_at + path.down_after)
-                if waiting:
-                    w = path.pacer.delay_for(nbytes, now)
-                    wait = w if wait is None else min(wait, w)
+            if path.up and path.in_flight:
+                t = min(t, path.heard_at + path.down_after)
+        wait = None
+        if self.has_data_to_send():
+            nbytes = min(want, self.burst_adus) * self._dgram
+            for path in self._carriers():
+                w = path.pacer.delay_for(nbytes, now)
+                wait = w if wait is None else min(wait, w)
         if wait is not None:
             total = self._total.delay_for(nbytes, now)
             t = min(t, now + max(wait, total))
@@ -831,8 +884,8 @@ class Sender:
         else:
             self.stats.receiver_rate_Bps = msg.receive_rate
             sent, nakked = self.sent_count, self.stats.adus_nak_requested
-        on.cc.on_feedback(cc.Feedback(now, sample, msg.receive_rate * 8.0, sent, nakked, self._app_limited))
-        self._app_limited = False
+        on.cc.on_feedback(cc.Feedback(now, sample, msg.receive_rate * 8.0, sent, nakked, on.app_limited))
+        on.app_limited = False
         self._follow_cc(on, now)
 
     def _follow_cc(self, path: PathState, now: float) -> None:

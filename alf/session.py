@@ -101,6 +101,7 @@ class SendSession:
     ) -> None:
         self.sender = sender
         self.source = source
+        sender.source_window = source.window_adus
         self.dropper = dropper
         self.max_run = max_run
         self.datapath = ""  # how the driver moves datagrams ("gso", "per-datagram"), for the stats

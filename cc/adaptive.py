@@ -233,9 +233,12 @@ class Adaptive(Controller):
             # the probe found room: the path has grown, so probe again from there next round
             self._cycle = 0
             self._note("probe found room: probe again")
-        if not queue:
+        if not queue and not app_limited:
             # Additive increase, the same for every flow on the path: AIMD converges to fair
             # shares where multiplicative probing alone keeps the ratio the flows started with.
+            # Not in a round the sender could not fill (RFC 7661's rule for a cwnd): a path
+            # that waited on the window grew 100 -> 1300 Mbit/s in 2.5 s of 10 ms rounds, and
+            # the next window went out at that rate into a 100 Mbit/s link.
             self.btl_bps += ADD_DATAGRAMS * DATAGRAM_BITS / self._round()
             self._max.add(fb.now, self.btl_bps, MAX_FILTER_ROUNDS * self._round())
         gain = CYCLE[self._cycle % len(CYCLE)]

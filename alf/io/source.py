@@ -49,6 +49,7 @@ class FileSource:
     """
 
     MAX_MARKS = 1 << 20
+    window_adus = None  # it is read again for every repair: no ring bounds what is in flight
     MIN_BLOCK_ADUS = 16
     MIN_BLOCK_BYTES = 64 << 10  # smaller blocks cost more in calls than they save in repairs
 
