@@ -603,3 +603,95 @@ def test_udp_multipath_cut_and_restore(lab: Lab, tmp_path: os.PathLike[str]) -> 
     gaps = [b - a for a, b in zip(moving, moving[1:], strict=False)]
     assert max(gaps) <= 1.0, max(gaps)
     assert b"path 1 went silent" in err
+
+
+def _multipath(
+    lab: Lab,
+    pair: Pair,
+    tmp_path: os.PathLike[str],
+    send_args: list[str],
+    *,
+    size: int,
+    pipe: bool = False,
+    port: int = 9022,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One UDP transfer from host a to link 0's address on host b with ``--path`` for each
+    further link, file mode (output compared) or pipe mode (stdin to stdout, verified by alf);
+    the final statistics of the sender and of the receiver."""
+    src = random_file(os.path.join(tmp_path, "in.bin"), size, seed=len(send_args))
+    dst = os.path.join(tmp_path, "out.bin")
+    sstats, rstats = os.path.join(tmp_path, "s.json"), os.path.join(tmp_path, "r.json")
+    for f in (sstats, rstats, dst):
+        if os.path.exists(f):
+            os.unlink(f)
+    links = pair.links
+    out = ["-o", dst, "--stats-json", rstats] if not pipe else ["--stats-json", rstats]
+    with open(os.devnull, "wb") as devnull, open(src, "rb") as stdin:
+        recv = lab.start(
+            pair.b, [PY, "-m", "alf", "recv", str(port), *out, "--transport", "udp", "--timeout", "30"],
+            stdout=devnull if pipe else None,
+        )  # fmt: skip
+        wait_port(lab, pair.b, port, "udp")
+        paths = [a for k in range(1, len(links)) for a in ("--path", pair.addr_b(k))]
+        send = lab.start(
+            pair.a,
+            [PY, "-m", "alf", "send", pair.addr_b(0), str(port), *([] if pipe else [src]), *paths,
+             "--transport", "udp", "--timeout", "30", "--stats-json", sstats, *send_args],
+            stdin=stdin if pipe else None, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        _out, err = send.communicate(timeout=180)
+        assert send.returncode == 0, err
+        assert recv.wait(timeout=30) == 0
+    if not pipe:
+        assert sha256_file(dst) == sha256_file(src)
+    s = last_json(sstats)
+    assert all(p["state"] == "up" for p in s["paths"]), s["paths"]
+    return s, last_json(rstats)
+
+
+def _new_share(s: dict[str, Any], k: int) -> float:
+    return float(s["paths"][k]["bytes_new"] / sum(p["bytes_new"] for p in s["paths"]))
+
+
+def test_udp_multipath_shares_follow_capacity_and_prefer_keeps_to_the_first(
+    lab: Lab, tmp_path: os.PathLike[str]
+) -> None:
+    """Issue 16, points 1, 5 and 7: on 300 + 100 Mbit/s `weighted` gives each path data in
+    proportion to what it carries (3:1, each controller finding its own path), and `prefer`
+    under a --rate the first path can carry alone keeps >= 99% of the bytes on it. (The
+    goodput against the sum is measured by tools/multipath_lab.py, not here.)"""
+    from lossynet.profiles import PROFILES
+
+    pair = Pair(lab, PROFILES["multipath"].links)
+    s, _r = _multipath(lab, pair, tmp_path, ["--stripe", "weighted"], size=100_000_000)
+    assert 0.6 <= _new_share(s, 0) <= 0.85, s["paths"]
+    s, _r = _multipath(lab, pair, tmp_path, ["--stripe", "prefer", "--rate", "200M"], size=100_000_000)
+    # 98.8% with 60 MB: what spills is what the first path's controller could not yet carry
+    # in its start-up, the first second (99.83-99.88% of 500 MB: docs/performance.md)
+    assert _new_share(s, 0) >= 0.985, s["paths"]
+
+
+def test_udp_multipath_repairs_go_on_the_clean_path(lab: Lab, tmp_path: os.PathLike[str]) -> None:
+    """Issue 16, points 3 and 7: 1% random loss on the 300 Mbit/s path only. At least 90% of
+    the repairs travel on the clean path, the lossy path is charged with the loss, and the
+    wire carries at most the loss, the headers and 1% more than the content."""
+    links = [LinkSpec(rate_bps=300e6, loss=0.01), LinkSpec(rate_bps=100e6)]
+    s, _r = _multipath(lab, Pair(lab, links), tmp_path, ["--stripe", "weighted"], size=100_000_000)
+    lossy, clean = s["paths"]
+    assert lossy["adus_nakked"] > 10 * clean["adus_nakked"], s["paths"]
+    assert clean["bytes_repaired"] >= 0.9 * (lossy["bytes_repaired"] + clean["bytes_repaired"]), s["paths"]
+    headers = s["wire_bytes"] / ((s["adus_new"] + s["adus_repair"]) * s["adu_size"]) - 1
+    overhead = s["wire_bytes"] / s["total_bytes"] - 1
+    assert overhead <= 0.01 + headers + 0.01, (overhead, headers)
+
+
+def test_udp_multipath_pipe_over_paths_of_different_delay(lab: Lab, tmp_path: os.PathLike[str]) -> None:
+    """Issue 16, points 2 and 7: pipe mode over 100 Mbit/s at 10 ms RTT and 50 Mbit/s at 100 ms.
+    Both paths carry a share, and the reordering between them is not taken for loss (the
+    receiver's per-address frontier, protocol §14 rule 3): no ADU arrives twice, as one would
+    for each hole NAKed while its ADU was still on the far path. (What is NAKed is real: the
+    far path's start-up overshoots its queue by ~5% of what it carries.)"""
+    links = [LinkSpec(rate_bps=100e6, delay=0.005), LinkSpec(rate_bps=50e6, delay=0.05)]
+    s, r = _multipath(lab, Pair(lab, links), tmp_path, ["--stripe", "weighted"], size=60_000_000, pipe=True)
+    assert _new_share(s, 1) >= 0.15, s["paths"]
+    assert r["duplicates"] == 0, r
