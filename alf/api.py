@@ -442,6 +442,7 @@ def send(
         paths=len(tcp_paths),
         backup=tuple(k for k, p in enumerate(tcp_paths) if p.backup),
         stripe=stripe,
+        path_rates=tuple(p.rate_bps for p in tcp_paths),
     )
     # TCP is paced only at a rate given: its own congestion control does the rest.
     tcp = _TcpOptions(tcp_paths, streams, chaos_bytes or 0, rate_bps, stripe)

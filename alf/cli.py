@@ -448,10 +448,11 @@ def main() -> None:
     "--path",
     "extra_paths",
     multiple=True,
-    metavar="HOST[:PORT][@LOCAL][%IFACE][,backup]",
+    metavar="HOST[:PORT][@LOCAL][%IFACE][,backup][,rate=RATE]",
     help="Another way to the receiver (repeatable; HOST PORT is the first, PORT defaults to PORT): "
-    "its address, the local address or interface to leave from, and ',backup' for one that carries "
-    "data only while no other path is up. UDP stripes the transfer over every path (each with its own "
+    "its address, the local address or interface to leave from, ',backup' for one that carries "
+    "data only while no other path is up, and ',rate=RATE' for the most this path may carry (UDP; "
+    "--rate caps the sum). UDP stripes the transfer over every path (each with its own "
     "rate control; the receiver must listen on each address), as TCP does.",
 )
 @click.option(

@@ -62,6 +62,7 @@ class SenderConfig:
     paths: int = 1  # §14: paths to the receiver (more than one asks for MULTIPATH)
     backup: tuple[int, ...] = ()  # the paths that carry data only while no other is up
     stripe: str = "prefer"  # alf.stripe's policy for new data
+    path_rates: tuple[float | None, ...] = ()  # a path's own ceiling below rate_bps (None: none)
 
 
 @dataclass(frozen=True)
@@ -237,15 +238,18 @@ class Sender:
         self._tag = wire.checkphrase_tag(config.checkphrase)
 
     def _new_path(self, p: int, now: float) -> PathState:
-        controller = self._controller(now)
+        controller = self._controller(p, now)
         return PathState(
             p, controller, Pacer(controller.rate_bps, self._burst(controller.rate_bps), now), now
         )
 
-    def _controller(self, now: float) -> cc.Controller:
-        """A path's rate controller, fresh: ``--cc`` with ``--rate`` as its ceiling."""
+    def _controller(self, p: int, now: float) -> cc.Controller:
+        """Path ``p``'s rate controller, fresh: ``--cc`` with ``--rate`` as its ceiling, or the
+        path's own rate if it has one and that is less."""
         cfg = self.cfg
-        return cc.create(cfg.cc, cfg.rate_bps, min(cfg.min_rate_bps, cfg.rate_bps), now)
+        own = cfg.path_rates[p] if p < len(cfg.path_rates) else None
+        ceiling = cfg.rate_bps if own is None else min(own, cfg.rate_bps)
+        return cc.create(cfg.cc, ceiling, min(cfg.min_rate_bps, ceiling), now)
 
     def _to_peer(self, data: bytes, path: int = 0) -> Datagram:
         """A control datagram for the peer, on ``path`` (to its address there)."""
@@ -459,7 +463,7 @@ class Sender:
         """A down path answers again: it carries data from its controller's start-up."""
         self._shares.level([p.id for p in self.paths if p.up])  # it comes back level with the rest
         path.up = True
-        path.cc = self._controller(now)
+        path.cc = self._controller(path.id, now)
         path.pacer = Pacer(path.cc.rate_bps, self._burst(path.cc.rate_bps), now)
         path.probe_at = now
         path.final_gap = max(2 * (path.srtt or 0), FINAL_MIN)

@@ -277,6 +277,8 @@ def test_binary_output_to_a_terminal_is_refused(port: int) -> None:
         (["send", "127.0.0.1", "9", "--window", "1T"], b"more than half of this machine's memory"),
         (["recv", "9", "--window", "1T"], b"more than half of this machine's memory"),
         (["send", "127.0.0.1", "9", "--stats-interval", "nan"], b"'nan' is not a finite number"),
+        (["send", "127.0.0.1", "9", "--path", "127.0.0.2,rate=0"], b"'127.0.0.2,rate=0': a rate must be"),
+        (["send", "127.0.0.1", "9", "--path", "127.0.0.2,fast"], b"'fast' is not an option of a path"),
     ],
 )
 def test_numbers_that_cannot_work_are_usage_errors(procs: Procs, args: list[str], said: bytes) -> None:

@@ -30,7 +30,14 @@ def _run(
     **kw: Any,
 ) -> SimResult:
     cfg = SenderConfig(
-        adu_size=ADU, rate_bps=rate, timeout=10.0, cc=cc, paths=len(paths), stripe=policy, backup=backup
+        adu_size=ADU,
+        rate_bps=rate,
+        timeout=10.0,
+        cc=cc,
+        paths=len(paths),
+        stripe=policy,
+        backup=backup,
+        path_rates=kw.pop("path_rates", ()),
     )
     (f0, b0), *more = paths
     return run_transfer(
@@ -171,6 +178,21 @@ def test_a_backup_carries_nothing_while_the_first_path_is_up_and_all_when_it_is_
     _ok(r, data)
     p0, p1 = _paths(r)
     assert p0["state"] == "down" and p1["bytes_new"] > 2_000_000
+
+
+def test_a_path_of_its_own_rate_carries_no_more_than_that() -> None:
+    """--cc fixed --rate 1G over two paths of 100 Mbit/s capped at 100M and 50M
+    (``,rate=50M``): weighted gives the second a third, and no path's pacer goes above its own
+    rate (the first carries alone until the second has joined)."""
+    data = _data(6_000_000)
+    link = Link(delay=0.005, rate_bps=100e6)
+    paths = [(link, Link(delay=0.005)), (link, Link(delay=0.005))]
+    r = _run(data, paths, rate=1e9, path_rates=(100e6, 50e6))
+    _ok(r, data)
+    p0, p1 = _paths(r)
+    assert 0.28 <= p1["bytes_new"] / (p0["bytes_new"] + p1["bytes_new"]) <= 0.36, (p0, p1)
+    assert p0["rate_bps"] <= 100e6 and p1["rate_bps"] <= 50e6
+    assert r.sender_stats["adus_repair"] == 0  # neither link was overrun
 
 
 def test_prefer_under_a_rate_cap_keeps_to_the_first_path() -> None:

@@ -106,6 +106,8 @@ def test_pick_keeps_a_connection_home_while_it_is_up() -> None:
         ("::1", Path("::1", 8834)),
         ("[fe80::1%eth0]:7", Path("fe80::1%eth0", 7)),
         ("host.example,backup", Path("host.example", 8834, backup=True)),
+        ("10.2.0.2,rate=100M", Path("10.2.0.2", 8834, rate_bps=100e6)),
+        ("10.2.0.2:9,rate=1.5G,backup", Path("10.2.0.2", 9, backup=True, rate_bps=1.5e9)),
     ],
 )
 def test_path_syntax(text: str, want: Path) -> None:
@@ -113,7 +115,11 @@ def test_path_syntax(text: str, want: Path) -> None:
     assert parse_path(want.describe(), 8834) == want
 
 
-@pytest.mark.parametrize("text", ["", ":5", "h:0", "h:x", "[::1", "h@", "h%", "[::1]x"])
+@pytest.mark.parametrize(
+    "text",
+    ["", ":5", "h:0", "h:x", "[::1", "h@", "h%", "[::1]x"]
+    + ["h,rate=0", "h,rate=fast", "h,slow", "h,backup,backup", "h,"],
+)
 def test_path_syntax_errors(text: str) -> None:
     with pytest.raises(ValueError):
         parse_path(text, 8834)

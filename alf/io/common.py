@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from alf.events import Ended, Event
+from alf.units import parse_rate
 
 STALL_NOTICE = 2.0  # seconds a loop's turn may overrun its wait before it counts as a stall
 
@@ -84,13 +85,15 @@ def drain(fd: int | None) -> None:
 @dataclass(frozen=True)
 class Path:
     """One way to the receiver (``--path``): its address and port, and optionally the local
-    side to leave from (an address, or an interface by name) and whether it is a backup."""
+    side to leave from (an address, or an interface by name), whether it is a backup, and
+    the most it may carry (UDP)."""
 
     host: str
     port: int
     local: str | None = None  # a local address to bind to
     device: str | None = None  # a local interface (SO_BINDTODEVICE)
     backup: bool = False
+    rate_bps: float | None = None  # ,rate=RATE: this path's ceiling, within --rate's total
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
@@ -99,17 +102,27 @@ class Path:
         """As the user wrote it, all of it (for messages and the statistics)."""
         via = f"@{self.local}" if self.local else ""
         via += f"%{self.device}" if self.device else ""
-        return f"{self}{via}{',backup' if self.backup else ''}"
+        via += ",backup" if self.backup else ""
+        return f"{self}{via}{f',rate={self.rate_bps:g}' if self.rate_bps is not None else ''}"
 
 
 def parse_path(text: str, default_port: int) -> Path:
-    """``HOST[:PORT][@LOCAL][%IFACE][,backup]``: HOST as a name, an IPv4 address, a bare IPv6
-    address or ``[V6]`` (brackets are needed with a port, a local side or an interface);
-    LOCAL a local address (IPv6 in brackets), IFACE an interface name."""
-    t = text.strip()
-    backup = False
-    if t.endswith(",backup"):
-        t, backup = t[: -len(",backup")], True
+    """``HOST[:PORT][@LOCAL][%IFACE][,backup][,rate=RATE]``: HOST as a name, an IPv4 address,
+    a bare IPv6 address or ``[V6]`` (brackets are needed with a port, a local side or an
+    interface); LOCAL a local address (IPv6 in brackets), IFACE an interface name; RATE as
+    ``--rate`` takes it (``100M``)."""
+    t, *options = text.strip().split(",")
+    backup, rate = False, None
+    for o in options:
+        if o == "backup" and not backup:
+            backup = True
+        elif o.startswith("rate=") and rate is None:
+            try:
+                rate = parse_rate(o[len("rate=") :])
+            except ValueError as e:
+                raise ValueError(f"{text!r}: {e}") from None
+        else:
+            raise ValueError(f"{text!r}: {o!r} is not an option of a path (backup, rate=RATE)")
     device = None
     if "%" in t and not t.startswith("[") or t.rfind("%") > t.rfind("]"):
         t, _pct, device = t.rpartition("%")
@@ -138,4 +151,4 @@ def parse_path(text: str, default_port: int) -> Path:
     p = int(port) if port else default_port
     if not 1 <= p <= 65535:
         raise ValueError(f"{text!r}: port out of range")
-    return Path(host, p, local, device, backup)
+    return Path(host, p, local, device, backup, rate)
