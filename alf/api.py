@@ -35,12 +35,14 @@ from alf.io.tcp import HelloGate, TcpRecvDriver, TcpSendDriver, listener_socket,
 from alf.io.udp import (
     MIN_FITTED_ADU,
     fitting_adu_size,
+    peek_datagram,
     read_buffer_bytes,
     receiver_socket,
     route_mtu,
     run_receiver,
     run_sender,
     sender_socket,
+    stamp_arrivals,
 )
 from alf.progress import human_bytes
 from alf.receiver import FLOW_FLOOR, MAX_PATHS, Receiver, ReceiverConfig
@@ -905,6 +907,7 @@ class _Receive:
         decides. None: cancelled or the timeout."""
         wait, obs = self.timeout, self.obs
         gate = HelloGate(listener, rejected=lambda peer, why: obs.event(Rejected(peer, why)))
+        stamp_arrivals(udp)  # an answer leaves from the address its offer came to
         while not obs.cancelled():
             now = time.monotonic()
             left = 0.5 if wait is None else min(0.5, start + wait - now)
@@ -918,7 +921,7 @@ class _Receive:
                 return chosen
             if udp in ready:
                 try:
-                    data, addr = udp.recvfrom(wire.HELLO_SIZE + 1, socket.MSG_PEEK)
+                    data, addr, source = peek_datagram(udp, wire.HELLO_SIZE + 1)
                     msg = wire.decode_untrusted(data)
                     if isinstance(msg, wire.Hello):
                         gate.close()
@@ -926,7 +929,7 @@ class _Receive:
                     if isinstance(msg, wire.Unsupported):  # §4.4: refused by name, as the core does
                         why = unsupported_reason(msg)
                         abort = wire.Abort(msg.session_id, wire.AbortCode.UNSUPPORTED, why)
-                        udp.sendto(wire.encode_abort(abort), addr)
+                        udp.sendmsg([wire.encode_abort(abort)], source, 0, addr)
                         obs.event(Rejected(addr, why))
                 except (wire.BadPacket, OSError):
                     pass

@@ -112,11 +112,16 @@ def test_a_raw_offer_gets_the_abort(
     assert b"turned away a sender from 127.0.0.1:" in recv.stderr.read()
 
 
-@pytest.mark.parametrize("transport", ["udp", "tcp"])
+@pytest.mark.parametrize(
+    ("transport", "host"), [("udp", "127.0.0.1"), ("tcp", "127.0.0.1"), ("udp", "127.0.0.2")]
+)
 def test_a_sender_offering_an_unknown_feature_exits_4_at_once(
-    procs: Procs, port: int, tmp_path: Any, transport: str, monkeypatch: pytest.MonkeyPatch
+    procs: Procs, port: int, tmp_path: Any, transport: str, host: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A sender of a later version (here: this one, asking for a feature bit no version has)."""
+    """A sender of a later version (here: this one, asking for a feature bit no version has).
+    To 127.0.0.2 the receiver listening on every address answers from 127.0.0.2 (before, its
+    ABORT left from 127.0.0.1, the sender's connected socket never saw it, and it gave up
+    after its UDP wait with exit 3)."""
     monkeypatch.setattr(alf.api, "SenderConfig", functools.partial(alf.api.SenderConfig, features=FEATURE))
     monkeypatch.setattr(
         alf.api, "TcpSenderConfig", functools.partial(alf.api.TcpSenderConfig, features=FEATURE)
@@ -126,7 +131,7 @@ def test_a_sender_offering_an_unknown_feature_exits_4_at_once(
     wait_listening(port)
     wait_listening_tcp(port)
     t0 = time.monotonic()
-    result = alf.send("127.0.0.1", port, src, transport=transport)
+    result = alf.send(host, port, src, transport=transport)
     took = time.monotonic() - t0
     assert result.exit_code == 4, result.message
     assert result.message == (

@@ -98,6 +98,22 @@ def _source_cmsg(local: bytes) -> list[tuple[int, int, bytes]]:
     return [(socket.IPPROTO_IP, IP_PKTINFO, bytes(4) + local + bytes(4))]
 
 
+def stamp_arrivals(sock: socket.socket) -> None:
+    """Have a socket bound to every address note where each datagram came to (for
+    ``peek_datagram``): before the first one arrives, or that one carries no note."""
+    _pktinfo(sock)
+
+
+def peek_datagram(sock: socket.socket, size: int) -> tuple[bytes, Any, list[tuple[int, int, bytes]]]:
+    """The next datagram's first ``size`` bytes, left in the socket; its sender; and the
+    control messages that make an answer leave from the address it came to (none: the
+    socket is bound to one address, or the datagram came before ``stamp_arrivals``)."""
+    info = _pktinfo(sock)
+    data, ancillary, _flags, addr = sock.recvmsg(size, PKTINFO_CMSG_SPACE if info else 0, socket.MSG_PEEK)
+    local = _local_of(ancillary, info) if info else None
+    return data, addr, [] if local is None else _source_cmsg(local)
+
+
 class GsoRefused(Exception):
     """The kernel refused a UDP_SEGMENT send (EIO: the route's device has no checksum offload;
     EINVAL/EOPNOTSUPP/EMSGSIZE: segmentation is not possible there). The driver then falls back
