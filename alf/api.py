@@ -421,6 +421,8 @@ def send(
         tcp_paths = [Path(host, port)] + [parse_path(p, port) for p in paths]
     except ValueError as e:
         raise UsageError(f"paths: {e}") from None
+    if transport == "tcp" and any(p.rate_bps is not None for p in tcp_paths):
+        raise UsageError("paths: ,rate= is for UDP (the TCP transport paces only the total, --rate)")
     if len(tcp_paths) > MAX_PATHS:
         raise UsageError(f"paths: at most {MAX_PATHS - 1} besides HOST PORT")
     seen = set()

@@ -572,19 +572,19 @@ class Sender:
                 best, most = p, n
         return best, most
 
-    def _window(self) -> int | None:
-        """With more than one path up, the ADUs that may be unacknowledged at once: the
+    def _window(self, usable: list[PathState]) -> int | None:
+        """With more than one ``usable`` path, the ADUs that may be unacknowledged at once: the
         receiver's window (its limit less what it acknowledged; a pipe's output buffer), the
         source's ring, or what is left before the end, whichever is smallest. None: one path,
         nothing to choose."""
-        if sum(p.up for p in self.paths) < 2:
+        if len(usable) < 2:
             return None
         peer = self.peer
         limit = peer.window_limit if self.end_adus is None else min(peer.window_limit, self.end_adus)
         window = limit - peer.acked
         return window if self.source_window is None else min(window, self.source_window)
 
-    def _holds_up_window(self, path: PathState, window: int) -> bool:
+    def _holds_up_window(self, path: PathState, usable: list[PathState], window: int) -> bool:
         """The BLEST rule (Ferlin et al., 2016): an ADU sent on ``path`` holds the window's
         left edge until the receiver's answer to it is back, half ``path``'s round trip out and
         half a faster path's back. The paths faster than it go on sending meanwhile: if what
@@ -592,13 +592,16 @@ class Sender:
         (and a pipe's stdout behind it), so it is theirs to carry, not this path's. Near the
         end the window is what is left: the last ADUs do not go on a slow path the others
         would outrun. A window larger than that never holds anything up (a file's, but for
-        its end)."""
+        its end). A faster path that loses more does not count: the window would wait for its
+        repairs (and, dropping DATA, it would keep a clean path idle while the transfer dies)."""
         if path.srtt is None:
             return False
         need = 0.0
-        for f in self.paths:
-            if f is not path and f.up and f.srtt is not None and f.srtt < path.srtt:
-                need += max(f.pacer.rate_Bps, f.receive_rate_Bps) * (path.srtt + f.srtt) / 2
+        own_loss = round(path.loss / stripe.LOSS_STEP)
+        for f in usable:
+            if f is not path and f.srtt is not None and f.srtt < path.srtt:
+                if round(f.loss / stripe.LOSS_STEP) <= own_loss:
+                    need += max(f.pacer.rate_Bps, f.receive_rate_Bps) * (path.srtt + f.srtt) / 2
         return need > window * self._dgram
 
     def _views(self, now: float) -> list[stripe.PathView]:
@@ -690,8 +693,10 @@ class Sender:
         took 8% of a two-path sender's CPU)."""
         if self._carrier_list is None:
             up = [p for p in self.paths if p.up]
-            window = self._window()
-            carriers = up if window is None else [p for p in up if not self._holds_up_window(p, window)]
+            main = [p for p in up if not p.backup]
+            up = main or up  # a backup carries only while no other path is up (alf.stripe)
+            window = self._window(up)
+            carriers = up if window is None else [p for p in up if not self._holds_up_window(p, up, window)]
             for p in up:
                 if p not in carriers:
                     p.app_limited = True  # kept idle by choice: its quiet says nothing of the path
@@ -722,9 +727,8 @@ class Sender:
     @property
     def burst_adus(self) -> int:
         """The most ADUs one path's pacer bucket can hold: no batch can be larger than this."""
-        return max(
-            1, int(max(p.pacer.burst_bytes for p in self.paths if p.up or p is self.path) // self._dgram)
-        )
+        paths = (self._carriers() or [self.path]) if self.multipath else [self.path]
+        return max(1, int(max(p.pacer.burst_bytes for p in paths) // self._dgram))
 
     @property
     def sent_count(self) -> int:
@@ -901,10 +905,10 @@ class Sender:
         self._follow_cc(on, now)
 
     def _follow_cc(self, path: PathState, now: float) -> None:
-        self._carrier_list = None
         rate = path.cc.rate_bps
         if rate != path.pacer.rate_Bps * 8:
             path.pacer.set_rate(rate, self._burst(rate), now)
+            self._carrier_list = None
 
     def _on_nak(self, msg: wire.Nak) -> None:
         self.stats.naks_received += 1

@@ -180,6 +180,19 @@ def test_a_backup_carries_nothing_while_the_first_path_is_up_and_all_when_it_is_
     assert p0["state"] == "down" and p1["bytes_new"] > 2_000_000
 
 
+def test_a_faster_backup_does_not_take_over_from_a_path_the_window_would_wait_for() -> None:
+    """Pipe mode with a small ring: the main path (100 ms RTT) holds up the window next to a
+    backup at 10 ms, but a backup carries nothing while a main path is up; the main one
+    carries all (a first BLEST rule counted the backup as a faster path, held the main one,
+    and gave everything to the backup)."""
+    data = _data(3_000_000)
+    paths = [(Link(delay=0.05), Link(delay=0.05)), (Link(delay=0.005), Link(delay=0.005))]
+    r = _run(data, paths, backup=(1,), rate=100e6, in_order=True, stream=True, stream_window_adus=200)
+    _ok(r, data)
+    p0, p1 = _paths(r)
+    assert p1["bytes_new"] == 0 and p1["bytes_repaired"] == 0, (p0, p1)
+
+
 def test_a_path_of_its_own_rate_carries_no_more_than_that() -> None:
     """--cc fixed --rate 1G over two paths of 100 Mbit/s capped at 100M and 50M
     (``,rate=50M``): weighted gives the second a third, and no path's pacer goes above its own

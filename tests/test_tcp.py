@@ -418,6 +418,7 @@ def test_tcp_usage_errors(procs: Procs, port: int) -> None:
         ["--path", "[::1"],
         ["--path", "h:0"],
         ["--streams", "0"],
+        ["--transport", "tcp", "--path", "127.0.0.2,rate=100M"],  # TCP paces only the total
     ):
         r = procs.run("send", "127.0.0.1", str(port), "/dev/null", *args)
         assert r.returncode == ExitCode.USAGE, (args, r.stderr)

@@ -103,7 +103,15 @@ class Path:
         via = f"@{self.local}" if self.local else ""
         via += f"%{self.device}" if self.device else ""
         via += ",backup" if self.backup else ""
-        return f"{self}{via}{f',rate={self.rate_bps:g}' if self.rate_bps is not None else ''}"
+        return f"{self}{via}{f',rate={_rate_text(self.rate_bps)}' if self.rate_bps is not None else ''}"
+
+
+def _rate_text(bps: float) -> str:
+    """A rate as --rate takes it: 1e8 as 100M."""
+    for unit, size in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if bps >= size:
+            return f"{bps / size:g}{unit}"
+    return f"{bps:g}"
 
 
 def parse_path(text: str, default_port: int) -> Path:
@@ -114,9 +122,11 @@ def parse_path(text: str, default_port: int) -> Path:
     t, *options = text.strip().split(",")
     backup, rate = False, None
     for o in options:
-        if o == "backup" and not backup:
+        if (o == "backup" and backup) or (o.startswith("rate=") and rate is not None):
+            raise ValueError(f"{text!r}: {o.partition('=')[0]!r} is given twice")
+        if o == "backup":
             backup = True
-        elif o.startswith("rate=") and rate is None:
+        elif o.startswith("rate="):
             try:
                 rate = parse_rate(o[len("rate=") :])
             except ValueError as e:
