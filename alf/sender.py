@@ -552,7 +552,7 @@ class Sender:
         if on is not None:
             candidates = [on] if self.paths[on] in self._carriers() else []
         else:
-            views = self._views(now)
+            views = self._views(now, timed=repair or self.cfg.stripe == "minrtt")
             candidates = stripe.repair_order(views) if repair else stripe.order(self.cfg.stripe, views)
         if repair and on is None and candidates:
             # repairs go on the healthiest path: what its pacer allows now, or they wait for it a
@@ -604,7 +604,9 @@ class Sender:
                     need += max(f.pacer.rate_Bps, f.receive_rate_Bps) * (path.srtt + f.srtt) / 2
         return need > window * self._dgram
 
-    def _views(self, now: float) -> list[stripe.PathView]:
+    def _views(self, now: float, timed: bool) -> list[stripe.PathView]:
+        """The paths as alf.stripe sees them; ``timed``: with their pacers' waits (only
+        ``minrtt`` and the repair order read them, and a wait per path per run is not free)."""
         dgram = self._dgram
         carriers = self._carriers()
         return [
@@ -612,7 +614,7 @@ class Sender:
                 p.id,
                 usable=p in carriers,
                 backup=p.backup,
-                ready_in=p.pacer.delay_for(dgram, now),
+                ready_in=p.pacer.delay_for(dgram, now) if timed else 0.0,
                 used=self._shares.used[p.id],
                 srtt=p.srtt,
                 loss=p.loss,
@@ -713,7 +715,9 @@ class Sender:
         if not self.multipath:
             return min(pending, int(self.path.pacer.available(now) // dgram))
         assert self._total is not None
-        allowed = sum(int(p.pacer.available(now) // dgram) for p in self._carriers())
+        allowed = 0
+        for p in self._carriers():
+            allowed += int(p.pacer.available(now) // dgram)
         return min(pending, allowed, int(self._total.available(now) // dgram))
 
     def _nothing_to_send(self, now: float) -> None:
