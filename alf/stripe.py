@@ -37,7 +37,7 @@ class PathView(NamedTuple):
     ready_in: float = 0.0  # seconds until it may send one more run (0: now)
     used: float = 0.0  # weighted: seconds of its rate it has carried, against the others (Shares)
     srtt: float | None = None  # seconds; None: not measured yet
-    loss: float = 0.0  # the share of what it carried that was lost, lately
+    loss: float = 0.0  # the share of what it carried that was NAKed, over the transfer so far
 
 
 def eligible(paths: Sequence[PathView]) -> list[PathView]:
