@@ -909,7 +909,7 @@ class _Receive:
         decides. None: cancelled or the timeout."""
         wait, obs = self.timeout, self.obs
         gate = HelloGate(listener, rejected=lambda peer, why: obs.event(Rejected(peer, why)))
-        stamp_arrivals(udp)  # an answer leaves from the address its offer came to
+        stamps = stamp_arrivals(udp)  # an answer leaves from the address its offer came to
         while not obs.cancelled():
             now = time.monotonic()
             left = 0.5 if wait is None else min(0.5, start + wait - now)
@@ -923,7 +923,7 @@ class _Receive:
                 return chosen
             if udp in ready:
                 try:
-                    data, addr, source = peek_datagram(udp, wire.HELLO_SIZE + 1)
+                    data, addr, source = peek_datagram(udp, wire.HELLO_SIZE + 1, stamps)
                     msg = wire.decode_untrusted(data)
                     if isinstance(msg, wire.Hello):
                         gate.close()

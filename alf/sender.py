@@ -149,6 +149,11 @@ class PathState:
         return self.nakked_adus / self.issued_adus if self.issued_adus else 0.0
 
     @property
+    def usable(self) -> bool:
+        """It may carry DATA (``alf.stripe.eligible`` asks)."""
+        return self.up
+
+    @property
     def state(self) -> str:
         if self.failed:
             return "failed"
@@ -694,9 +699,7 @@ class Sender:
         is worked out again after each of those, not on every call (four calls a loop turn
         took 8% of a two-path sender's CPU)."""
         if self._carrier_list is None:
-            up = [p for p in self.paths if p.up]
-            main = [p for p in up if not p.backup]
-            up = main or up  # a backup carries only while no other path is up (alf.stripe)
+            up = stripe.eligible(self.paths)  # a backup carries only while no other path is up
             window = self._window(up)
             carriers = up if window is None else [p for p in up if not self._holds_up_window(p, up, window)]
             for p in up:

@@ -23,7 +23,7 @@ path that lost them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, TypeVar
 
 POLICIES = ("prefer", "weighted", "minrtt")
 
@@ -40,8 +40,21 @@ class PathView(NamedTuple):
     loss: float = 0.0  # the share of what it carried that was NAKed, over the transfer so far
 
 
-def eligible(paths: Sequence[PathView]) -> list[PathView]:
-    """The usable paths that are not backups, or, while there is none, the usable backups."""
+class _Path(Protocol):
+    @property
+    def usable(self) -> bool: ...
+
+    @property
+    def backup(self) -> bool: ...
+
+
+P = TypeVar("P", bound=_Path)
+
+
+def eligible(paths: Sequence[P]) -> list[P]:
+    """The usable paths that are not backups, or, while there is none, the usable backups
+    (a ``PathView``, or anything that says whether it is usable and a backup: the UDP sender
+    asks it of its own paths too)."""
     usable = [p for p in paths if p.usable]
     main = [p for p in usable if not p.backup]
     return main or usable

@@ -98,17 +98,19 @@ def _source_cmsg(local: bytes) -> list[tuple[int, int, bytes]]:
     return [(socket.IPPROTO_IP, IP_PKTINFO, bytes(4) + local + bytes(4))]
 
 
-def stamp_arrivals(sock: socket.socket) -> None:
-    """Have a socket bound to every address note where each datagram came to (for
-    ``peek_datagram``): before the first one arrives, or that one carries no note."""
-    _pktinfo(sock)
+def stamp_arrivals(sock: socket.socket) -> tuple[int, int] | None:
+    """Have a socket bound to every address note where each datagram came to, before the
+    first one arrives (that one would carry no note); what ``peek_datagram`` then reads
+    (None: bound to one address, answers leave from it)."""
+    return _pktinfo(sock)
 
 
-def peek_datagram(sock: socket.socket, size: int) -> tuple[bytes, Any, list[tuple[int, int, bytes]]]:
+def peek_datagram(
+    sock: socket.socket, size: int, info: tuple[int, int] | None
+) -> tuple[bytes, Any, list[tuple[int, int, bytes]]]:
     """The next datagram's first ``size`` bytes, left in the socket; its sender; and the
-    control messages that make an answer leave from the address it came to (none: the
-    socket is bound to one address, or the datagram came before ``stamp_arrivals``)."""
-    info = _pktinfo(sock)
+    control messages that make an answer leave from the address it came to (none: ``info``,
+    from ``stamp_arrivals``, is None, or the datagram carries no note)."""
     data, ancillary, _flags, addr = sock.recvmsg(size, PKTINFO_CMSG_SPACE if info else 0, socket.MSG_PEEK)
     local = _local_of(ancillary, info) if info else None
     return data, addr, [] if local is None else _source_cmsg(local)
