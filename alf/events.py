@@ -75,6 +75,16 @@ class SendFailed(Event):
 
 
 @dataclass(frozen=True)
+class MemberEnded(Event):
+    """A receiver of a multicast group ended its part (alf.group): ``fate`` is ok, mismatch,
+    lost or aborted, ``reason`` says why."""
+
+    peer: object
+    fate: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Verifying(Event):
     """The receiver holds every ADU and knows the sender's FINAL: the output is being finished
     and its digest checked (a slow consumer can make this last)."""

@@ -28,3 +28,22 @@ def trim_ranges(ranges: list[tuple[int, int]], below: int) -> None:
         ranges.pop(0)
     if ranges and ranges[0][0] < below:
         ranges[0] = (below, ranges[0][1])
+
+
+def subtract_ranges(ranges: list[tuple[int, int]], minus: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """What of sorted, disjoint ``ranges`` lies outside sorted, disjoint ``minus``."""
+    out: list[tuple[int, int]] = []
+    k = 0
+    for a, b in ranges:
+        while k < len(minus) and minus[k][1] <= a:
+            k += 1
+        j = k
+        while a < b and j < len(minus) and minus[j][0] < b:
+            lo, hi = minus[j]
+            if lo > a:
+                out.append((a, lo))
+            a = max(a, hi)
+            j += 1
+        if a < b:
+            out.append((a, b))
+    return out

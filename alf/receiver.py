@@ -427,7 +427,8 @@ class Receiver:
         if msg.token:
             self.stats.bad_tokens += 1
         if self._may_answer(now):
-            retry = wire.Accept(msg.session_id, msg.timestamp_us, 0, token, True)
+            join = bool(msg.features & wire.FEATURE_MULTICAST)  # §15: a group's announcement
+            retry = wire.Accept(msg.session_id, msg.timestamp_us, 0, token, True, join)
             self._out.append((wire.encode_accept(retry), addr))
             self.stats.retries_sent += 1
         return False

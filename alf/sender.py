@@ -419,6 +419,13 @@ class Sender:
             return
         copies = 1 + path.extra_hellos
         path.extra_hellos = 0
+        self._out.extend([self._to_peer(self._hello(now, path.token), path.id)] * copies)
+        self.stats.hellos_sent += copies
+        path.hello_at = now + path.hello_gap
+        path.hello_gap = min(path.hello_gap * 2, HELLO_MAX_RETRY)
+
+    def _hello(self, now: float, token: int) -> bytes:
+        """Our HELLO (§4.1), stamped ``now``, carrying ``token`` (0: none yet)."""
         hello = wire.Hello(
             self.session_id,
             self.adu,
@@ -429,12 +436,9 @@ class Sender:
             self.cfg.digest,
             self.cfg.checksum,
             self._features,
-            path.token,
+            token,
         )
-        self._out.extend([self._to_peer(wire.encode_hello(hello), path.id)] * copies)
-        self.stats.hellos_sent += copies
-        path.hello_at = now + path.hello_gap
-        path.hello_gap = min(path.hello_gap * 2, HELLO_MAX_RETRY)
+        return wire.encode_hello(hello)
 
     def _path_timers(self, now: float) -> None:
         """§14: further paths join; a path silent with data outstanding goes down."""
@@ -960,6 +964,10 @@ class Sender:
             del self._new_paths[:k]
         if len(self._repaired_on) > 4096:
             self._repaired_on = {i: p for i, p in self._repaired_on.items() if i >= acked}
+
+    def member_stats(self) -> list[dict[str, object]] | None:
+        """Each receiver of a group (alf.group); None: one receiver."""
+        return None
 
     def repair_pending(self) -> int:
         return sum(b - a for a, b in self._repairs)

@@ -206,6 +206,9 @@ class SendSession:
             ceiling_bps=s.cfg.rate_bps,
         )
         out.update(s.path.cc.snapshot())
+        members = s.member_stats()
+        if members is not None:
+            out["receivers"] = members
         if s.multipath:
             out["paths"] = [
                 {

@@ -101,10 +101,12 @@ DATA_HEADER_SIZE = DATA_HEADER.size  # 24
 #                  | token u64 (§4.3: the receiver's address-validation token, echoed) ; then padding
 HELLO_BODY = struct.Struct("!IBBBBQQ16sQQ")
 FEATURE_MULTIPATH = 1 << 0  # §14: several paths, each joined as the session was bound
-KNOWN_FEATURES = FEATURE_MULTIPATH  # §4.4: the feature bits this version serves
+FEATURE_MULTICAST = 1 << 1  # §15: the sender serves a group of receivers
+KNOWN_FEATURES = FEATURE_MULTIPATH | FEATURE_MULTICAST  # §4.4: the feature bits this version serves
 # §4.2 ACCEPT body: echo_timestamp_us u64 | window_limit u64 | token u64
 ACCEPT_BODY = struct.Struct("!QQQ")
 ACCEPT_FLAG_RETRY = 0x01  # §4.3: "send your HELLO again with this token": not yet accepted
+ACCEPT_FLAG_JOIN = 0x02  # §15: a RETRY answering a group's announcement, padded to HELLO_SIZE
 MAX_TOTAL_BYTES = (1 << 63) - 1  # §4.1: the longest file content (an offset must fit an off_t)
 # §6 STATUS body: cum_ack | highest | received | window_limit | receive_rate | echo_ts (u64 each)
 #                 | echo_delay_us u32 | reserved u32 (0)
@@ -183,6 +185,7 @@ class Accept:
     window_limit: int
     token: int = 0  # §4.3: with ``retry``, what the sender's next HELLO must carry
     retry: bool = False  # §4.3: the receiver has not accepted yet: it asks for its token back
+    join: bool = False  # §15: (with ``retry``) it answers a multicast announcement: padded
 
 
 @dataclass(frozen=True)
@@ -270,10 +273,11 @@ def encode_hello(m: Hello) -> bytes:
 
 
 def encode_accept(m: Accept) -> bytes:
-    flags = ACCEPT_FLAG_RETRY if m.retry else 0
-    return COMMON.pack(VERSION, MsgType.ACCEPT, flags, 0, 0, m.session_id) + ACCEPT_BODY.pack(
+    flags = (ACCEPT_FLAG_RETRY if m.retry else 0) | (ACCEPT_FLAG_JOIN if m.join else 0)
+    out = COMMON.pack(VERSION, MsgType.ACCEPT, flags, 0, 0, m.session_id) + ACCEPT_BODY.pack(
         m.echo_timestamp_us, m.window_limit, m.token
     )
+    return out + bytes(HELLO_SIZE - len(out)) if m.join else out
 
 
 def encode_status(m: Status) -> bytes:
@@ -539,13 +543,17 @@ def decode_untrusted(buf: bytes | bytearray | memoryview) -> Message:
             return Unsupported(session, f"a content of {total} bytes (at most 2^63-1)")
         return Hello(session, adu, kind_e, total, ts, tag, alg_e, bool(dflags), features, token)
     if mtype == MsgType.ACCEPT:
-        if flags & ~ACCEPT_FLAG_RETRY or n != _HEAD + ACCEPT_BODY.size:
+        join = bool(flags & ACCEPT_FLAG_JOIN)
+        size = HELLO_SIZE if join else _HEAD + ACCEPT_BODY.size
+        if flags & ~(ACCEPT_FLAG_RETRY | ACCEPT_FLAG_JOIN) or n != size:
             raise BadPacket("bad ACCEPT")
         ts, limit, token = ACCEPT_BODY.unpack_from(buf, _HEAD)
         retry = bool(flags & ACCEPT_FLAG_RETRY)
-        if retry and not token:
-            raise BadPacket("RETRY without a token")
-        return Accept(session, ts, limit, token, retry)
+        if retry and not token or join and not retry:
+            raise BadPacket("RETRY without a token, or JOIN without RETRY")
+        if join and any(buf[_HEAD + ACCEPT_BODY.size :]):
+            raise BadPacket("JOIN padding not zero")
+        return Accept(session, ts, limit, token, retry, join)
     if mtype == MsgType.STATUS:
         if flags or n != _HEAD + STATUS_BODY.size:
             raise BadPacket("bad STATUS")

@@ -119,11 +119,14 @@ messages = st.one_of(
         st.binary(min_size=16, max_size=16),
     ),
     st.builds(
-        lambda s, t, lim, tok, retry: wire.Accept(s, t, lim, tok or 1 if retry else tok, retry),
+        lambda s, t, lim, tok, retry, join: wire.Accept(
+            s, t, lim, tok or 1 if retry or join else tok, retry or join, join
+        ),
         sids,
         u64,
         u64,
         u64,
+        st.booleans(),
         st.booleans(),
     ),
     st.builds(
@@ -191,6 +194,7 @@ def _samples() -> list[bytes]:
     out = [
         wire.encode_hello(wire.Hello(SID, 1428, wire.Kind.STREAM, wire.UNKNOWN_LENGTH, 1, tag)),
         wire.encode_accept(wire.Accept(SID, 1, 2)),
+        wire.encode_accept(wire.Accept(SID, 1, 0, 7, True, True)),
         wire.encode_status(wire.Status(SID, 1, 5, 3, 9, 1, 2, 3)),
         wire.encode_probe(wire.Probe(SID, 3, 4, 5, True, 99, b"\x07" * 32)),
         wire.encode_done(wire.Done(SID, wire.Verdict.OK, 5, b"\x01" * 32)),
@@ -312,6 +316,23 @@ def test_accept_retry_golden_and_its_token() -> None:
         wire.decode_untrusted(bytes(bad))
     h = wire.encode_hello(wire.Hello(SID, 100, wire.Kind.FILE, 5, 1, bytes(16), token=0xBEEF))
     assert h[64:72] == (0xBEEF).to_bytes(8, "big") and not any(h[72:])
+
+
+def test_join_golden_is_a_padded_retry() -> None:
+    """§15: a JOIN is a RETRY ACCEPT with flag bit 1, padded with zeros to the HELLO's 1200
+    bytes; JOIN without RETRY, a short JOIN and non-zero padding are malformed."""
+    j = wire.encode_accept(wire.Accept(SID, 5, 0, 0xA1F0, True, True))
+    assert j == HEADER(2, flags=3) + struct.pack("!QQQ", 5, 0, 0xA1F0) + bytes(1160)
+    assert wire.decode_untrusted(j) == wire.Accept(SID, 5, 0, 0xA1F0, True, True)
+    padded = bytearray(j)
+    padded[1199] = 1
+    for bad in (j[:40], bytes(padded)):
+        with pytest.raises(wire.BadPacket):
+            wire.decode_untrusted(bad)
+    no_retry = bytearray(j)
+    no_retry[2] = 2
+    with pytest.raises(wire.BadPacket):
+        wire.decode_untrusted(bytes(no_retry))
 
 
 def test_a_file_longer_than_an_offset_can_say_is_unsupported() -> None:

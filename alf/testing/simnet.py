@@ -378,3 +378,180 @@ def run_transfer(
         receiver_log,
         [(f.counters, b.counters) for f, b in wires],
     )
+
+
+GROUP_ADDR = ("group", 0)
+
+
+@dataclass
+class GroupSimResult:
+    sender: Outcome | None
+    receivers: list[Outcome | None]
+    outputs: list[bytes]
+    elapsed: float
+    sender_stats: dict[str, Any]
+    receiver_stats: list[dict[str, Any]]
+    feedback: list[int]  # datagrams each receiver sent the sender (JOIN, STATUS, NAK, DONE)
+    naks: list[int]  # of which NAKs
+    group_data: int  # DATA datagrams the sender sent to the group
+    done_at: list[float | None]  # when each receiver's outcome was set
+    sender_log: list[Event] = field(default_factory=list)
+
+
+def run_group_transfer(
+    data: bytes,
+    members: list[tuple[Link, Link]],
+    *,
+    stream: bool = False,
+    seed: int = 0,
+    sender_config: SenderConfig | None = None,
+    receiver_config: ReceiverConfig | None = None,
+    expected: int | None = None,
+    wait: float | None = None,
+    quorum: int | None = None,
+    start_at: list[float] | None = None,
+    kill_at: list[float] | None = None,
+    upstream_loss: float = 0.0,
+    stream_window_adus: int = 256,
+    max_time: float = 120.0,
+    max_events: int = 3_000_000,
+) -> GroupSimResult:
+    """Send ``data`` from one sender to a group of receivers, one per (forward, backward) link
+    pair in ``members``: receiver ``k`` is node ("receiver", k) and joins the group; it starts
+    at ``start_at[k]`` and vanishes at ``kill_at[k]``. ``upstream_loss`` drops DATA once, before
+    the fan-out, so every receiver misses the same datagrams (loss upstream of a bridge)."""
+    from alf.group import GroupSender
+
+    net = Network(seed)
+    rng = net.rng
+    upstream_rng = random.Random(seed ^ 0x0F0F)
+    scfg = sender_config or SenderConfig(adu_size=512, rate_bps=50e6, timeout=10.0)
+    rcfg = receiver_config or ReceiverConfig(in_order=stream, timeout=10.0, window_bytes=1 << 20)
+    now = 0.0
+    session_id = rng.getrandbits(64) or 1
+    source: Source
+    if stream:
+        clock = lambda: now  # noqa: E731
+        source = StreamSource(scfg.adu_size, stream_window_adus, scfg.digest, None, clock)
+        kind, total = wire.Kind.STREAM, None
+    else:
+        source = BytesSource(data, scfg.adu_size, scfg.digest)
+        kind, total = wire.Kind.FILE, len(data)
+    sender = GroupSender(scfg, session_id, kind, total, now, GROUP_ADDR, expected, wait, quorum)
+    send = SendSession(sender, source)
+    n = len(members)
+    starts = start_at or [0.0] * n
+    kills = kill_at or [float("inf")] * n
+    nodes = [("receiver", k) for k in range(n)]
+    index = {node: k for k, node in enumerate(nodes)}
+    backs = []
+    for node, (fwd, back) in zip(nodes, members, strict=True):
+        net.link(SENDER_ADDR, node, fwd)
+        backs.append(net.link(node, SENDER_ADDR, back))
+        net.join(GROUP_ADDR, node)
+    rxs: list[Receiver | None] = [None] * n
+    sessions: list[RecvSession | None] = [None] * n
+    sinks: list[Any] = [None] * n
+    feedback, naks = [0] * n, [0] * n
+    done_at: list[float | None] = [None] * n
+    ended = [False] * n
+    group_data = 0
+    fed = 0
+    log: list[Event] = []
+    events = 0
+    while now <= max_time and events < max_events:
+        events += 1
+        for k in range(n):
+            if rxs[k] is None and now >= starts[k] and now < kills[k]:
+                rx = Receiver(rcfg, now, secret=bytes([k]) * 8)
+                store: MemoryWriter | MemoryBackend
+                if rcfg.in_order:
+                    store = MemoryWriter()
+                    sink: OrderedSink | OffsetSink = OrderedSink(store)
+                else:
+                    store = MemoryBackend()
+                    sink = OffsetSink(store, hash_chunk=1000)
+                rxs[k], sessions[k], sinks[k] = rx, RecvSession(rx, sink), store
+        while isinstance(source, StreamSource) and source.total_bytes() is None:
+            span = len(source.free_span())
+            if not span:
+                break
+            chunk = data[fed : fed + min(span, rng.randint(1, 3 * scfg.adu_size + 7))]
+            if not chunk:
+                source.feed_eof()
+                break
+            source.feed(chunk)
+            fed += len(chunk)
+        for _ in range(10_000):
+            control, out = send.step(now)
+            for c in control:
+                net.send(SENDER_ADDR, c.addr, c.data, now)
+            if out is None:
+                break
+            for header, payload in zip(out.headers, out.payloads, strict=True):
+                group_data += 1
+                if upstream_loss and upstream_rng.random() < upstream_loss:
+                    continue
+                net.send(SENDER_ADDR, GROUP_ADDR, bytes(header) + bytes(payload), now)
+        log += sender.take_events()
+        for k, rs in enumerate(sessions):
+            if rs is None or ended[k] or now >= kills[k]:
+                continue
+            for d, addr in rs.poll(now):
+                feedback[k] += 1
+                naks[k] += d[1] == wire.MsgType.NAK
+                net.send(nodes[k], addr, d, now)
+            if rs.receiver.outcome is not None and done_at[k] is None:
+                done_at[k] = now
+            if any(isinstance(e, Ended) for e in rs.take_events()):
+                ended[k] = True
+        sender_done = (
+            (bool(log) and isinstance(log[-1], Ended)) or sender.outcome is not None and not sender._out
+        )
+        alive = [k for k in range(n) if not ended[k] and now < kills[k]]
+        if sender_done and not alive:
+            break
+        deadlines = [t for t in (net.next_arrival(),) if t is not None]
+        if not sender_done:
+            deadlines.append(sender.next_deadline(now))
+        for k in alive:
+            made = rxs[k]
+            deadlines.append(made.next_deadline(now) if made is not None else starts[k])
+            deadlines.append(kills[k])
+        if not deadlines:
+            break
+        nxt = min(deadlines)
+        now = nxt if nxt > now else now + 1e-6
+        arrived: dict[int, list[tuple[bytes, Node]]] = {}
+        for src, dst, d in net.due(now):
+            if dst == SENDER_ADDR:
+                if not sender_done:
+                    send.on_datagram(d, now, None, 0, src)
+            else:
+                k = index[dst]
+                if sessions[k] is not None and now < kills[k] and not ended[k]:
+                    arrived.setdefault(k, []).append((d, src))
+        for k, items in arrived.items():
+            rs = sessions[k]
+            assert rs is not None
+            rs.on_datagrams(items, now)
+            rs.flush(now)
+    outputs = []
+    for k, rs in enumerate(sessions):
+        if rs is not None:
+            rs.close()
+        store = sinks[k]
+        outputs.append(b"" if store is None else bytes(store.data))
+    return GroupSimResult(
+        sender.outcome,
+        [None if r is None else r.outcome for r in rxs],
+        outputs,
+        now,
+        send.stats(),
+        [{} if rs is None else rs.stats() for rs in sessions],
+        feedback,
+        naks,
+        group_data,
+        done_at,
+        log,
+    )

@@ -1,0 +1,482 @@
+"""The group sender: one stream to a multicast group, each receiver a member with its own
+state (sans-IO; docs/protocol.md §15).
+
+It is the unicast ``Sender`` with its one peer replaced by members: DATA, PROBEs and the
+announcements go on the one path, to the group; each member's JOIN, ACCEPT, STATUS, NAK and
+DONE come by unicast from its own address and change only that member, and what the data
+path reads of "the peer" (window, acknowledgement) is the group's, worked out from the
+members still receiving. The pacer follows the slowest member's rate controller.
+
+Invariants:
+- No DATA leaves before the start rule holds (``receivers`` members, or the join window
+  passed with one); a JOIN is answered only with a HELLO no larger than it (§15 rule 1).
+- The group's acknowledgement of a stream never decreases (no member joins a stream late).
+- The outcome is success only if the members whose verdict is OK reach the quorum; it is set
+  once, when every member has ended.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, replace
+from enum import Enum
+from typing import Any
+
+import cc
+from alf import wire
+from alf.errors import ExitCode, Outcome
+from alf.events import Joined, MemberEnded
+from alf.ranges import merge_ranges, subtract_ranges, trim_ranges
+from alf.sender import CLOSE_COPIES, Datagram, Sender, SenderConfig, State
+from alf.verdict import verdict_outcome
+
+ANNOUNCE_GAP = 0.25  # §15 rule 1: the HELLO to the group, until the start
+LATE_ANNOUNCE_GAP = 1.0  # ... and after it, for late members (file kind)
+MAX_MEMBERS = 1024
+REPAIR_HOLD_MIN = 0.005  # §15 rule 6
+JOINING_WAIT = 5.0  # a JOIN whose ACCEPT did not follow in this long is forgotten
+DEFAULT_WAIT = 5.0  # the join window when no number of receivers is named
+
+
+class Fate(Enum):
+    JOINING = "joining"  # its JOIN came; its ACCEPT not yet
+    RECEIVING = "receiving"
+    OK = "ok"
+    MISMATCH = "mismatch"
+    LOST = "lost"
+    ABORTED = "aborted"
+
+
+@dataclass(eq=False)
+class Member:
+    """One receiver of the group: its address, rate controller, round trip and progress."""
+
+    addr: object
+    cc: cc.Controller
+    heard_at: float
+    token: int = 0
+    fate: Fate = Fate.JOINING
+    joined_at: float | None = None
+    late: bool = False  # it joined after the start
+    srtt: float | None = None
+    rttvar: float = 0.0
+    acked: int = 0
+    received: int = 0
+    window_limit: int = 0
+    receive_rate_Bps: int = 0
+    naks: int = 0
+    nakked_adus: int = 0
+    app_limited: bool = False
+    received_bytes: int = 0
+    ended_at: float | None = None
+    reason: str = ""
+
+    @property
+    def receiving(self) -> bool:
+        return self.fate == Fate.RECEIVING
+
+
+class _Slowest(cc.Controller):
+    """The group's rate: the smallest of the receiving members' controllers (§15 rule 5).
+    Feedback goes to each member's own controller, not here."""
+
+    name = "group"
+
+    def __init__(self, group: GroupSender, idle: cc.Controller) -> None:
+        self._group = group
+        self._idle = idle  # a fresh controller's rate, while no member receives
+        self.ceiling_bps, self.floor_bps = idle.ceiling_bps, idle.floor_bps
+
+    @property
+    def rate_bps(self) -> float:
+        rates = [m.cc.rate_bps for m in self._group.members.values() if m.receiving]
+        return min(rates) if rates else self._idle.rate_bps
+
+    def on_feedback(self, fb: cc.Feedback) -> None:
+        pass
+
+    def on_silence(self, now: float, silent_for: float) -> None:
+        pass
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"cc": self._idle.name, "rate_bps": round(self.rate_bps)}
+
+
+class GroupSender(Sender):
+    def __init__(
+        self,
+        config: SenderConfig,
+        session_id: int,
+        kind: wire.Kind,
+        total_bytes: int | None,
+        now: float,
+        group: object,
+        receivers: int | None = None,
+        wait: float | None = None,
+        quorum: int | None = None,
+    ) -> None:
+        if config.paths != 1:
+            raise ValueError("a group sender has one path, to the group")
+        if receivers is not None and receivers < 1 or quorum is not None and quorum < 1:
+            raise ValueError("receivers and quorum: at least 1")
+        if receivers is not None and quorum is not None and quorum > receivers:
+            raise ValueError("the quorum cannot exceed the receivers expected")
+        super().__init__(
+            replace(config, features=config.features | wire.FEATURE_MULTICAST),
+            session_id,
+            kind,
+            total_bytes,
+            now,
+        )
+        self.members: dict[object, Member] = {}
+        self.expected = receivers
+        self.join_wait = wait if wait is not None or receivers is not None else DEFAULT_WAIT
+        self.quorum = quorum
+        self.joins_refused = 0  # JOINs beyond the members admitted, or after a stream began
+        self.repairs_held = 0  # NAKed ADUs not queued again: a repair for them was just sent
+        path = self.path
+        path.addr = group
+        path.cc = _Slowest(self, self._controller(0, now))
+        path.hello_gap = ANNOUNCE_GAP
+        self._recent: deque[tuple[float, int, int]] = deque()  # repairs queued: (when, a, b)
+
+    # ------------------------------------------------------------ the group's view
+
+    def _receiving(self) -> list[Member]:
+        return [m for m in self.members.values() if m.receiving]
+
+    def _regroup(self) -> None:
+        """What the data path reads of its peer, from the members still receiving: the
+        smallest window and acknowledgement, the largest round trip (§15 rules 4-5)."""
+        live = self._receiving()
+        if not live:
+            return
+        peer = self.peer
+        acked = min(m.acked for m in live)
+        if self.kind == wire.Kind.STREAM:
+            acked = max(acked, peer.acked)  # its ring released below it: never again
+        peer.acked = self.stats.acked_adus = acked
+        peer.window_limit = min(m.window_limit for m in live)
+        peer.received = min(m.received for m in live)
+        trim_ranges(self._repairs, acked)
+        runs = self.path.in_flight
+        while runs and runs[0].first + runs[0].count <= acked:
+            runs.popleft()
+        rtts = [m.srtt for m in live if m.srtt is not None]
+        if rtts:
+            self.path.srtt = max(rtts)
+            self.stats.srtt_ms = self.path.srtt * 1e3
+
+    def _admitting(self) -> bool:
+        """A JOIN may be answered: the transfer can still take a member (before the start, or
+        a file's while it lasts), there is room for one, and not too many JOINs wait."""
+        if self.state != State.HANDSHAKE and (
+            self.kind != wire.Kind.FILE or self.state not in (State.SENDING, State.FINISHING)
+        ):
+            return False
+        return self._room() and len(self.members) < MAX_MEMBERS
+
+    def _room(self) -> bool:
+        """Fewer members than ``--receivers`` (or MAX_MEMBERS) have joined so far."""
+        joined = sum(1 for m in self.members.values() if m.joined_at is not None)
+        return joined < (self.expected or MAX_MEMBERS)
+
+    # ------------------------------------------------------------ timers
+
+    def _timers(self, now: float) -> None:
+        path = self.path
+        timeout = self.cfg.timeout
+        for m in list(self.members.values()):
+            if m.fate == Fate.JOINING and now - m.heard_at >= min(timeout, JOINING_WAIT):
+                del self.members[m.addr]  # not a member yet: it frees its place
+        if self.state == State.HANDSHAKE:
+            if now >= path.hello_at:
+                self._hello_due(path, now)
+                path.hello_gap = ANNOUNCE_GAP
+            self._maybe_start(now)
+            return
+        for m in list(self.members.values()):
+            if m.receiving and now - m.heard_at >= timeout:
+                self._member_ends(m, Fate.LOST, f"silent for {timeout:g} s", now)
+        if self._settled(now):
+            return
+        if self._admitting() and now >= path.hello_at:
+            self._hello_due(path, now)
+            path.hello_gap = LATE_ANNOUNCE_GAP
+        self._maybe_finishing(now)
+        for m in self._receiving():
+            m.cc.on_silence(now, now - m.heard_at)
+        self._follow_cc(path, now)
+        if now >= path.probe_at:
+            self._probe(path, now, int((path.srtt or 0.0) * 1e6) & 0xFFFFFFFF)
+
+    def _maybe_start(self, now: float) -> None:
+        """§15 rule 3: DATA once the receivers named have joined, or the join window passed
+        with at least one (or, past the timeout, as many as the quorum)."""
+        joined = len(self._receiving())
+        waited = now - self._start
+        enough = self.expected is not None and joined >= self.expected
+        window = self.join_wait is not None and waited >= self.join_wait and joined >= 1
+        if not (enough or window):
+            if waited < self.cfg.timeout:
+                return
+            if not joined or self.quorum is None or joined < self.quorum:
+                some = f"only {joined} of {self.expected}" if self.expected else "no"
+                msg = f"{some} receivers joined the group within {self.cfg.timeout:g} s"
+                self._abort(wire.AbortCode.TIMEOUT, msg, Outcome(ExitCode.PEER_UNREACHABLE, msg))
+                return
+        path = self.path
+        self.state = State.SENDING
+        self.began = self.peer.progress_at = now
+        path.joined = path.up = True
+        path.probe_at = now
+        path.hello_at = now + LATE_ANNOUNCE_GAP
+        self._carrier_list = None
+        self._regroup()
+
+    def _settled(self, now: float) -> bool:
+        """Every member has ended: the sender's outcome, from their verdicts (§15 rule 7)."""
+        if self.outcome is not None or any(m.receiving for m in self.members.values()):
+            return self.outcome is not None
+        ended = [m for m in self.members.values() if m.joined_at is not None]
+        ok = [m for m in ended if m.fate == Fate.OK]
+        need = self.quorum or self.expected or len(ended)
+        if len(ok) >= need and ok:
+            text = f"{len(ok)} of {len(ended)} receivers verified the content"
+            self._end(Outcome(ExitCode.OK, text))
+            return True
+        failed = [m for m in ended if m.fate != Fate.OK]
+        missing = (self.expected or 0) - len(ended)
+        why = [f"{_addr(m.addr)} {m.fate.value} ({m.reason})" for m in failed]
+        if missing > 0:
+            why.append(f"{missing} never joined")
+        fates = {m.fate for m in failed}
+        code = (
+            ExitCode.VERIFY_FAILED
+            if Fate.MISMATCH in fates
+            else ExitCode.PEER_ABORTED
+            if Fate.ABORTED in fates and Fate.LOST not in fates
+            else ExitCode.PEER_UNREACHABLE
+        )
+        text = f"{len(ok)} of {need} receivers verified the content: " + "; ".join(why)
+        self._end(Outcome(code, text))
+        return True
+
+    def next_deadline(self, now: float, want: int = 1) -> float:
+        t = super().next_deadline(now, want)
+        if self.outcome is not None:
+            return t
+        path = self.path
+        if self.state == State.HANDSHAKE:
+            t = min(t, path.hello_at, self._start + self.cfg.timeout)
+            if self.join_wait is not None:
+                t = min(t, self._start + self.join_wait)
+            return t
+        if self._admitting():
+            t = min(t, path.hello_at)
+        for m in self.members.values():
+            if m.receiving:
+                t = min(t, m.heard_at + self.cfg.timeout)
+            elif m.fate == Fate.JOINING:
+                t = min(t, m.heard_at + min(self.cfg.timeout, JOINING_WAIT))
+        return t
+
+    def _nothing_to_send(self, now: float) -> None:
+        super()._nothing_to_send(now)
+        if self.path.app_limited:
+            for m in self.members.values():
+                m.app_limited = True
+
+    # ------------------------------------------------------------ input from the network
+
+    def handle_datagram(
+        self,
+        buf: bytes | bytearray | memoryview,
+        now: float,
+        arrived: float | None = None,
+        path: int = 0,
+        addr: object | None = None,
+    ) -> None:
+        got = now if arrived is None else min(arrived, now)
+        self._carrier_list = None
+        try:
+            msg = wire.decode_untrusted(buf)
+        except wire.BadPacket:
+            self.stats.malformed += 1
+            return
+        if msg.session_id != self.session_id or addr is None:
+            self.stats.foreign += 1
+            return
+        if self.outcome is not None:
+            return
+        m = self.members.get(addr)
+        if isinstance(msg, wire.Accept) and msg.retry:
+            self._on_join(msg, m, addr, now, got)
+            return
+        if m is None or m.fate not in (Fate.JOINING, Fate.RECEIVING):
+            if m is not None and isinstance(msg, wire.Done) and m.fate in (Fate.OK, Fate.MISMATCH):
+                self._out.append(self._to_member(wire.encode_close(wire.Close(self.session_id)), m))
+            else:
+                self.stats.foreign += 1
+            return
+        m.heard_at = now
+        self.peer.last_heard = now
+        self.path.heard_since_final = True
+        if isinstance(msg, wire.Accept):
+            if m.fate == Fate.JOINING:
+                self._on_accept_member(msg, m, now, got)
+            return
+        if m.fate != Fate.RECEIVING:
+            self.stats.unexpected += 1
+            return
+        if isinstance(msg, wire.Status):
+            self._on_member_status(msg, m, now, got)
+        elif isinstance(msg, wire.Nak):
+            self._on_member_nak(msg, m, now)
+        elif isinstance(msg, wire.Done):
+            m.received_bytes = msg.received_bytes
+            verdict = verdict_outcome(msg)
+            fate = Fate.OK if verdict.ok else Fate.MISMATCH
+            self._member_ends(m, fate, verdict.message, now)
+            self._out.extend(
+                [self._to_member(wire.encode_close(wire.Close(self.session_id)), m)] * CLOSE_COPIES
+            )
+        elif isinstance(msg, wire.Abort):
+            self._member_ends(m, Fate.ABORTED, f"{msg.code.name}: {msg.reason}", now)
+        else:
+            self.stats.unexpected += 1
+
+    def _to_member(self, data: bytes, m: Member) -> Datagram:
+        return Datagram(data, 0, m.addr)
+
+    def _on_join(self, msg: wire.Accept, m: Member | None, addr: object, now: float, got: float) -> None:
+        """§15 rule 1: a receiver read our announcement; it gets the HELLO with its token, by
+        unicast, no larger than its JOIN (a RETRY without JOIN's padding is not answered)."""
+        if not msg.join:
+            self.stats.unexpected += 1
+            return
+        if m is None:
+            if not self._admitting():
+                self.joins_refused += 1
+                return
+            m = Member(addr, self._controller(0, now), now)
+            self.members[addr] = m
+        if m.fate != Fate.JOINING:
+            return  # a member's JOIN crossed our HELLO: its ACCEPT follows
+        m.heard_at = now
+        m.token = msg.token
+        self._member_rtt(m, got, msg.echo_timestamp_us, 0)
+        self.stats.retries_received += 1
+        self._out.append(self._to_member(self._hello(now, m.token), m))
+        self.stats.hellos_sent += 1
+
+    def _on_accept_member(self, msg: wire.Accept, m: Member, now: float, got: float) -> None:
+        if not self._room():  # others took the places meanwhile: it is told, and forgotten
+            del self.members[m.addr]
+            self.joins_refused += 1
+            busy = wire.Abort(self.session_id, wire.AbortCode.BUSY, "the group is full")
+            self._out.append(self._to_member(wire.encode_abort(busy), m))
+            return
+        m.fate = Fate.RECEIVING
+        m.joined_at = now
+        m.late = self.state != State.HANDSHAKE
+        m.window_limit = msg.window_limit
+        m.acked = 0
+        self._member_rtt(m, got, msg.echo_timestamp_us, 0)
+        self.events.add(Joined(m.addr, self.session_id))
+        if m.late:
+            self.path.probe_at = now  # it learns where the stream is, and NAKs what it lacks
+            self._regroup()
+
+    def _on_member_status(self, msg: wire.Status, m: Member, now: float, got: float) -> None:
+        if msg.cum_ack > self.next_new or msg.highest > self.next_new:
+            self.stats.unexpected += 1
+            return
+        if msg.received > m.received:
+            m.received = msg.received
+            self.peer.progress_at = now
+        m.acked = max(m.acked, msg.cum_ack)
+        m.window_limit = max(m.window_limit, msg.window_limit)
+        sample = None
+        if msg.echo_timestamp_us:
+            sample = self._member_rtt(m, got, msg.echo_timestamp_us, msg.echo_delay_us)
+        m.receive_rate_Bps = msg.receive_rate
+        m.cc.on_feedback(
+            cc.Feedback(now, sample, msg.receive_rate * 8.0, self.sent_count, m.nakked_adus, m.app_limited)
+        )
+        m.app_limited = False
+        self._regroup()
+        self.stats.receiver_rate_Bps = min(x.receive_rate_Bps for x in self._receiving())
+        self._follow_cc(self.path, now)
+
+    def _on_member_nak(self, msg: wire.Nak, m: Member, now: float) -> None:
+        """§15 rule 6: holes go to the repair queue once per round, for everyone."""
+        self.stats.naks_received += 1
+        m.naks += 1
+        lo, hi = m.acked, self.next_new
+        added = merge_ranges([(max(a, lo), min(b, hi)) for a, b in msg.ranges if a < hi and b > lo])
+        if not added:
+            return
+        count = sum(b - a for a, b in added)
+        m.nakked_adus += count
+        hold = max(1.5 * (self.path.srtt or 0.0), REPAIR_HOLD_MIN)
+        recent = self._recent
+        while recent and recent[0][0] < now - hold:
+            recent.popleft()
+        fresh = subtract_ranges(added, merge_ranges([(a, b) for _t, a, b in recent])) if recent else added
+        new = sum(b - a for a, b in fresh)
+        self.repairs_held += count - new
+        if not fresh:
+            return
+        self.stats.adus_nak_requested += new
+        self._repairs = merge_ranges(self._repairs + fresh)
+        recent.extend((now, a, b) for a, b in fresh)
+
+    def _member_rtt(self, m: Member, now: float, echo_us: int, delay_us: int) -> float | None:
+        sample = (wire.to_us(now) - echo_us - delay_us) / 1e6
+        if not 0 < sample < 60:
+            return None
+        if m.srtt is None:
+            m.srtt, m.rttvar = sample, sample / 2
+        else:
+            m.rttvar = 0.75 * m.rttvar + 0.25 * abs(m.srtt - sample)
+            m.srtt = 0.875 * m.srtt + 0.125 * sample
+        return sample
+
+    def _member_ends(self, m: Member, fate: Fate, reason: str, now: float) -> None:
+        m.fate, m.reason, m.ended_at = fate, reason, now
+        self.events.add(MemberEnded(m.addr, fate.value, reason))
+        self._carrier_list = None
+        self._regroup()
+        self._settled(now)
+
+    # ------------------------------------------------------------ outputs
+
+    def member_stats(self) -> list[dict[str, object]] | None:
+        out: list[dict[str, object]] = []
+        for m in self.members.values():
+            end, total = m.ended_at, self.total_bytes
+            held = m.acked * self.adu if total is None else min(m.acked * self.adu, total)
+            out.append(
+                {
+                    "address": _addr(m.addr),
+                    "state": m.fate.value,
+                    "reason": m.reason,
+                    "late": m.late,
+                    "bytes": m.received_bytes if m.fate in (Fate.OK, Fate.MISMATCH) else held,
+                    "naks": m.naks,
+                    "adus_nakked": m.nakked_adus,
+                    "srtt_ms": round((m.srtt or 0.0) * 1e3, 2),
+                    "rate_bps": round(m.cc.rate_bps),
+                    "receive_rate_bps": m.receive_rate_Bps * 8,
+                    "seconds": None if end is None or m.joined_at is None else round(end - m.joined_at, 3),
+                }
+            )
+        return out
+
+
+def _addr(addr: object) -> str:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host, port = addr[0], addr[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(addr)

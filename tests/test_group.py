@@ -1,0 +1,179 @@
+"""The group sender's mechanics on the simulated network (docs/protocol.md §15): seeded, so
+every count below is a function of the seed."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from alf import wire
+from alf.errors import ExitCode
+from alf.group import GroupSender
+from alf.receiver import ReceiverConfig
+from alf.sender import SenderConfig
+from alf.testing.simnet import GROUP_ADDR, Link, run_group_transfer
+
+MIXED = (0.0, 0.0, 0.01, 0.01, 0.03, 0.03, 0.10, 0.10)
+
+
+def _data(n: int, seed: int = 7) -> bytes:
+    return random.Random(seed).randbytes(n)
+
+
+def _members(losses: tuple[float, ...], **kw: float) -> list[tuple[Link, Link]]:
+    return [(Link(loss=p, **kw), Link()) for p in losses]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["file", "pipe"])
+def test_eight_receivers_at_mixed_loss_all_verify(stream: bool) -> None:
+    data = _data(1_500_000)
+    r = run_group_transfer(data, _members(MIXED), stream=stream, expected=8)
+    assert r.sender is not None and r.sender.ok, r.sender
+    assert all(o is not None and o.ok for o in r.receivers)
+    assert all(out == data for out in r.outputs)
+    members = r.sender_stats["receivers"]
+    assert [m["state"] for m in members] == ["ok"] * 8
+    assert all(m["bytes"] == len(data) for m in members)
+    # the clean receivers asked for nothing; the lossiest asked for about a tenth
+    assert members[0]["adus_nakked"] == 0
+    adus = -(-len(data) // 512)
+    assert 0.08 * adus < members[7]["adus_nakked"] < 0.14 * adus
+
+
+def test_a_loss_every_receiver_shares_is_repaired_once() -> None:
+    """§15 rule 6: 8 receivers miss the same 1% (upstream of the fan-out); each NAKs it, the
+    sender queues each hole once: repairs stay within what one receiver needed."""
+    data = _data(2_000_000)
+    r = run_group_transfer(data, _members((0.0,) * 8), expected=8, upstream_loss=0.01)
+    assert r.sender is not None and r.sender.ok
+    assert all(out == data for out in r.outputs)
+    one = r.sender_stats["receivers"][0]["adus_nakked"]
+    assert one > 20
+    assert r.sender_stats["adus_repair"] <= 1.1 * one
+    # the other seven receivers' NAKs for the same holes were held, not queued again
+    assert r.sender_stats["adus_repair"] < 2 * one
+
+
+def test_start_waits_for_the_receivers_named() -> None:
+    """§15 rule 3: with --receivers 3 and two receivers, nothing is sent; the sender gives up
+    at its timeout and says how many came. With a quorum of 2 it starts then and succeeds."""
+    data = _data(100_000)
+    cfg = SenderConfig(adu_size=512, rate_bps=50e6, timeout=3.0)
+    r = run_group_transfer(data, _members((0.0, 0.0)), expected=3, sender_config=cfg, max_time=20)
+    assert r.sender is not None and r.sender.code == ExitCode.PEER_UNREACHABLE
+    assert "only 2 of 3 receivers joined" in r.sender.message
+    assert r.group_data == 0
+    r = run_group_transfer(data, _members((0.0, 0.0)), expected=3, quorum=2, sender_config=cfg, max_time=20)
+    assert r.sender is not None and r.sender.ok, r.sender
+    assert r.outputs == [data, data]
+    assert r.done_at[0] is not None and r.done_at[0] > 3.0
+
+
+def test_join_window_takes_whoever_came() -> None:
+    data = _data(200_000)
+    r = run_group_transfer(data, _members((0.0,) * 3), wait=0.5, start_at=[0.0, 0.1, 0.3])
+    assert r.sender is not None and r.sender.ok
+    assert r.sender.message == "3 of 3 receivers verified the content"
+    assert r.outputs == [data] * 3
+
+
+def test_a_receiver_killed_midway_is_lost_and_the_others_finish() -> None:
+    data = _data(2_000_000)
+    cfg = SenderConfig(adu_size=512, rate_bps=20e6, timeout=2.0)
+    kill = [float("inf"), float("inf"), 0.4, float("inf")]
+    r = run_group_transfer(
+        data, _members((0.0, 0.01, 0.0, 0.03)), expected=4, sender_config=cfg, kill_at=kill
+    )
+    assert r.sender is not None and r.sender.code == ExitCode.PEER_UNREACHABLE
+    assert "3 of 4 receivers verified the content" in r.sender.message
+    assert "receiver:2 lost (silent for 2 s)" in r.sender.message
+    assert [r.outputs[k] == data for k in (0, 1, 3)] == [True] * 3
+    states = [m["state"] for m in r.sender_stats["receivers"]]
+    assert states == ["ok", "ok", "lost", "ok"]
+    # the others did not wait for the lost one's timeout to finish
+    assert max(r.done_at[k] or 99 for k in (0, 1, 3)) < 1.5
+    r = run_group_transfer(
+        data, _members((0.0, 0.01, 0.0, 0.03)), expected=4, quorum=3, sender_config=cfg, kill_at=kill
+    )
+    assert r.sender is not None and r.sender.ok, r.sender
+
+
+def test_a_receiver_joining_at_half_way_gets_everything() -> None:
+    """§15 rule 1: a file's late member gets the rest from the stream and its prefix by
+    repair; the members present from the start are not held back by its start-up."""
+    data = _data(3_000_000)
+    cfg = SenderConfig(adu_size=512, rate_bps=20e6, timeout=5.0)
+    r = run_group_transfer(data, _members((0.0, 0.01, 0.0)), expected=3, sender_config=cfg)
+    assert r.sender is not None and r.sender.ok
+    alone = r.elapsed
+    r = run_group_transfer(
+        data,
+        _members((0.0, 0.01, 0.0)),
+        quorum=2,
+        wait=0.2,
+        start_at=[0.0, 0.0, alone / 2],
+        sender_config=cfg,
+    )
+    assert r.sender is not None and r.sender.ok, r.sender
+    assert r.outputs == [data] * 3
+    late = r.sender_stats["receivers"][2]
+    assert late["late"] and late["state"] == "ok"
+    assert r.sender.message == "3 of 3 receivers verified the content"
+
+
+def test_pipe_mode_serves_only_the_receivers_present_at_the_start() -> None:
+    """A receiver that started after the join window hears no announcement of a stream (they
+    stop at its start) and gets none of it; one that heard one in time gets it all."""
+    data = _data(400_000)
+    cfg = SenderConfig(adu_size=512, rate_bps=20e6, timeout=2.0)
+    r = run_group_transfer(
+        data, _members((0.0, 0.0)), stream=True, wait=0.5, start_at=[0.0, 0.1], sender_config=cfg, max_time=10
+    )
+    assert r.sender is not None and r.sender.ok and r.outputs == [data, data]
+    r = run_group_transfer(
+        data,
+        _members((0.0, 0.0)),
+        stream=True,
+        wait=0.2,
+        start_at=[0.0, 0.3],
+        sender_config=cfg,
+        receiver_config=ReceiverConfig(in_order=True, timeout=2.0, window_bytes=1 << 20),
+        max_time=10,
+    )
+    assert r.sender is not None and r.sender.ok
+    assert r.sender.message == "1 of 1 receivers verified the content"
+    assert r.outputs[1] == b""
+
+
+def test_more_receivers_than_named_are_turned_away() -> None:
+    data = _data(100_000)
+    r = run_group_transfer(data, _members((0.0,) * 4), expected=2)
+    assert r.sender is not None and r.sender.ok
+    assert r.sender.message == "2 of 2 receivers verified the content"
+    assert sorted(bool(o) for o in r.outputs) == [False, False, True, True]
+
+
+def test_joins_are_answered_no_larger_and_forged_ones_change_nothing() -> None:
+    """§15 rules 1 and 3: a JOIN is answered with one HELLO of its own size, to its source;
+    a RETRY without JOIN's padding (40 bytes) gets nothing; JOINs from addresses that never
+    accept neither start the DATA nor raise the rate."""
+    now = 0.0
+    s = GroupSender(SenderConfig(adu_size=512, timeout=10.0), 77, wire.Kind.FILE, 10_000, now, GROUP_ADDR, 2)
+    s.poll(now)
+    small = wire.encode_accept(wire.Accept(77, 0, 0, 5, True))
+    s.handle_datagram(small, 0.01, None, 0, ("victim", 1))
+    assert s.poll(0.01) == []
+    join = wire.encode_accept(wire.Accept(77, 0, 0, 5, True, True))
+    for k in range(50):
+        s.handle_datagram(join, 0.02, None, 0, ("forged", k))
+    out = s.poll(0.02)
+    assert len(out) == 50 and all(len(d.data) == len(join) == 1200 for d in out)
+    assert {d.addr for d in out} == {("forged", k) for k in range(50)}
+    assert s.next_run(0.03, 64) is None
+    foreign = wire.encode_accept(wire.Accept(78, 0, 0, 5, True, True))
+    s.handle_datagram(foreign, 0.04, None, 0, ("other", 1))
+    assert s.poll(0.04) == [] and s.stats.foreign == 1
+    # they are forgotten after a while, and the sender still waits for two real members
+    s.poll(6.0)
+    assert s.members == {} and s.next_run(6.0, 64) is None
