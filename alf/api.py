@@ -10,6 +10,7 @@ process.
 from __future__ import annotations
 
 import fcntl
+import ipaddress
 import os
 import secrets
 import select
@@ -28,6 +29,8 @@ from alf import wire
 from alf.content import OffsetSink, OrderedSink, Sink, SinkError, Source
 from alf.errors import ExitCode, Outcome
 from alf.events import DataArrived, Event, FallBack, Joined, PeerAborted, Rejected
+from alf.group import MAX_MEMBERS as MAX_MEMBERS
+from alf.group import GroupSender
 from alf.io.common import DriverError, Hooks, LocalAddressError, Path, check_local_address, parse_path
 from alf.io.sink import FdWriter, FileBackend
 from alf.io.source import FileSource, StreamSource, pump_stream
@@ -35,6 +38,9 @@ from alf.io.tcp import HelloGate, TcpRecvDriver, TcpSendDriver, listener_socket,
 from alf.io.udp import (
     MIN_FITTED_ADU,
     fitting_adu_size,
+    group_sender_socket,
+    is_multicast,
+    join_group,
     peek_datagram,
     read_buffer_bytes,
     receiver_socket,
@@ -345,11 +351,14 @@ class _TcpOptions:
     stripe: str = "prefer"  # alf.stripe's policy
 
 
-def fit_adu(sock: socket.socket, adu_size: int, given: bool, say: Callable[[str], None]) -> int:
+def fit_adu(
+    sock: socket.socket, adu_size: int, given: bool, say: Callable[[str], None], mtu: int | None = None
+) -> int:
     """The ADU size for a UDP transfer over ``sock``: the default shrinks to fit the route's MTU
     (a tunnel's 1420, PPPoE's 1492), so DATA is never fragmented and GSO stays possible; a size
-    given that does not fit is kept, with a warning."""
-    mtu = route_mtu(sock)
+    given that does not fit is kept, with a warning. ``mtu``: the route's, if known already
+    (an unconnected group socket cannot tell)."""
+    mtu = mtu if mtu is not None else route_mtu(sock)
     if mtu is None:
         return adu_size
     fit = fitting_adu_size(mtu, sock.family)
@@ -391,11 +400,18 @@ def send(
     progress_interval: float = 0.5,
     cancel: threading.Event | None = None,
     observer: Observer | None = None,
+    receivers: int | None = None,
+    wait: float | None = None,
+    quorum: int | None = None,
+    ttl: int = 1,
+    interface: str | None = None,
 ) -> Result:
     """Send ``source`` (a path, a binary file object, or None / "-" for stdin) to a receiver
     at ``host`` ``port``. A regular file goes as a file (its length known, repairs read from it
     again); anything else as a stream. Options are the CLI's long options (docs/usage.md);
-    rates are bits/s (or "800M"), sizes bytes (or "256M")."""
+    rates are bits/s (or "800M"), sizes bytes (or "256M"). A multicast ``host`` (224.0.0.0/4)
+    sends to the receivers that join that group (docs/usage.md, Multicast): ``receivers``,
+    ``wait`` and ``quorum`` say when it starts and what counts as success."""
     _choice("transport", transport, TRANSPORTS)
     _choice("cc", cc, _cc_names())
     _choice("digest", digest, list(DIGESTS))
@@ -417,6 +433,9 @@ def send(
         raise UsageError("chaos is for transport tcp or auto")
     if transport == "tcp" and checksum:
         raise UsageError("checksum is for UDP (TCP checksums every segment itself)")
+    group = _group_options(host, transport, paths, chaos_bytes, receivers, wait, quorum, ttl, interface)
+    if group is not None:
+        transport = "udp"
     try:
         tcp_paths = [Path(host, port)] + [parse_path(p, port) for p in paths]
     except ValueError as e:
@@ -432,17 +451,17 @@ def send(
             raise UsageError(f"paths: {p.describe()} is given twice")
         seen.add(key)
     ceiling = rate_bps if rate_bps is not None else DEFAULT_RATE_BPS if cc == "fixed" else DEFAULT_CEILING_BPS
-    wait = timeout or DEFAULT_TIMEOUT
+    patience = timeout or DEFAULT_TIMEOUT
     cfg = SenderConfig(
         adu_size=adu_size or wire.DEFAULT_ADU_SIZE,
         rate_bps=ceiling,
         checkphrase=checkphrase,
         checksum=checksum,
-        timeout=wait,
+        timeout=patience,
         digest=DIGESTS[digest],
         cc=cc,
         min_rate_bps=min(min_bps, ceiling),
-        hello_timeout=min(AUTO_HELLO_TIMEOUT, wait / 2) if transport == "auto" else None,
+        hello_timeout=min(AUTO_HELLO_TIMEOUT, patience / 2) if transport == "auto" else None,
         paths=len(tcp_paths),
         backup=tuple(k for k, p in enumerate(tcp_paths) if p.backup),
         stripe=stripe,
@@ -471,7 +490,61 @@ def send(
         obs,
         adu_size,
         if_changed,
+        group,
     )
+
+
+@dataclass(frozen=True)
+class _GroupOptions:
+    receivers: int | None
+    wait: float | None
+    quorum: int | None
+    ttl: int
+    interface: str | None
+
+
+def _group_options(
+    host: str,
+    transport: str,
+    paths: Sequence[str],
+    chaos: int | None,
+    receivers: int | None,
+    wait: float | None,
+    quorum: int | None,
+    ttl: int,
+    interface: str | None,
+) -> _GroupOptions | None:
+    """A multicast destination's options, checked (None: a unicast one, which takes none)."""
+    if not is_multicast(host):
+        named = (("receivers", receivers), ("wait", wait), ("quorum", quorum), ("interface", interface))
+        given = [n for n, v in named if v is not None] + (["ttl"] if ttl != 1 else [])
+        if given:
+            raise UsageError(f"{', '.join(given)}: for a multicast destination (224.0.0.0/4), not {host}")
+        return None
+    if transport == "tcp" or chaos:
+        raise UsageError("a multicast group is reached over UDP only (not with transport tcp or chaos)")
+    if paths:
+        raise UsageError("paths: a multicast sender has one path, to the group")
+    if ipaddress.ip_address(host.split("%")[0]).version != 4:
+        raise UsageError(f"{host}: only IPv4 groups are supported so far")
+    if receivers is not None and not 1 <= receivers <= MAX_MEMBERS:
+        raise UsageError(f"receivers must be 1-{MAX_MEMBERS}")
+    if quorum is not None and not 1 <= quorum <= (receivers or MAX_MEMBERS):
+        raise UsageError(f"quorum must be 1-{receivers or MAX_MEMBERS} (at most the receivers expected)")
+    if wait is not None and not 0 < wait <= 3600:
+        raise UsageError("wait must be more than 0 and at most 3600 seconds")
+    if not 1 <= ttl <= 255:
+        raise UsageError("ttl must be 1-255")
+    _check_interface(interface)
+    return _GroupOptions(receivers, wait, quorum, ttl, interface)
+
+
+def _check_interface(name: str | None) -> None:
+    if name is not None:
+        try:
+            socket.if_nametoindex(name)
+        except OSError:
+            raise UsageError(f"interface: this machine has no interface named {name}") from None
 
 
 def _cc_names() -> list[str]:
@@ -515,6 +588,7 @@ def _send(
     obs: Observer,
     adu_given: int | None,
     if_changed: str = "fail",
+    group: _GroupOptions | None = None,
 ) -> Result:
     stats: Callable[[], Stats] = lambda: {"role": "send", "state": "handshake"}  # noqa: E731
 
@@ -564,10 +638,15 @@ def _send(
         fd, own_fd = _source_fd(given)
     sock = None
     socks: list[socket.socket] = []  # one per path (§14), the first HOST PORT's
+    dest: tuple[str, int] | None = None  # §15: the group DATA goes to
+    mtu: int | None = None
     try:
         if bind is not None:  # before anything is sent: a local fault, whichever transport
             check_local_address(bind)
-        if transport != "tcp":
+        if group is not None:
+            sock, dest, mtu = group_sender_socket(host, port, group.interface, group.ttl, bind)
+            socks.append(sock)
+        elif transport != "tcp":
             sock = sender_socket(host, port, bind)
             socks.append(sock)
             for p in tcp.paths[1:]:
@@ -588,7 +667,7 @@ def _send(
         raise
     if socks:
         # the ADU fits every path's MTU: any ADU can go, or be repaired, on any path
-        fitted = min(fit_adu(s, cfg.adu_size, adu_given is not None, obs.say) for s in socks)
+        fitted = min(fit_adu(s, cfg.adu_size, adu_given is not None, obs.say, mtu) for s in socks)
         cfg = replace(cfg, adu_size=fitted)
     else:
         cfg = replace(cfg, paths=1, backup=())  # TCP: its driver stripes itself
@@ -622,12 +701,26 @@ def _send(
     udp_refused: float | None = None  # auto: when UDP's port said unreachable, for TCP's verdict
     try:
         if sock is not None:
-            sender = Sender(cfg, session_id, kind, total, time.monotonic())
+            sender = (
+                Sender(cfg, session_id, kind, total, time.monotonic())
+                if group is None
+                else GroupSender(
+                    cfg,
+                    session_id,
+                    kind,
+                    total,
+                    time.monotonic(),
+                    dest,
+                    group.receivers,
+                    group.wait,
+                    group.quorum,
+                )  # fmt: skip
+            )
             session = SendSession(sender, source, Dropper(drop, seed) if drop else None)
             stats = session.stats
             obs.attach(stats)
             obs.starting()
-            outcome = run_sender(session, socks, hooks, gso=gso)
+            outcome = run_sender(session, socks, hooks, gso=gso, group=dest)
             if tap.fallback is not None and transport == "auto":
                 obs.say(f"{outcome.message}; trying TCP")
                 outcome, udp_refused = None, tap.fallback.refused_since
@@ -686,12 +779,24 @@ def receive(
     progress_interval: float = 0.5,
     cancel: threading.Event | None = None,
     observer: Observer | None = None,
+    group: str | None = None,
+    interface: str | None = None,
 ) -> Result:
     """Receive one transfer on ``port`` (0: any free one, the same for UDP and TCP) into
     ``output``: a path (written at offsets through PATH.alf-partial, renamed once verified), a
     binary file object, or None / "-" for stdout (both in order). Blocks until the transfer
-    ends; without ``timeout`` it waits for its first sender without limit."""
+    ends; without ``timeout`` it waits for its first sender without limit. ``group``: also
+    listen on that IPv4 multicast group (on ``interface``), for a group sender (UDP only)."""
     _choice("transport", transport, TRANSPORTS)
+    if group is not None:
+        if not is_multicast(group) or ipaddress.ip_address(group).version != 4:
+            raise UsageError(f"group: {group} is not an IPv4 multicast address (224.0.0.0/4)")
+        if transport == "tcp":
+            raise UsageError("group: a multicast group is served over UDP only (not with transport tcp)")
+        transport = "udp"
+        _check_interface(interface)
+    elif interface is not None:
+        raise UsageError("interface: for a multicast group (--group)")
     if not 0 <= port <= 65535:
         raise UsageError(f"port must be 0-65535, not {port}")
     if not 0.0 <= drop <= 0.99:
@@ -700,7 +805,7 @@ def receive(
     timeout = _seconds("timeout", timeout)
     obs = observer or _Callbacks(progress, cancel, progress_interval)
     return _Receive(port, output, force, fsync, keep_partial, window_bytes, transport, bind,
-                    checkphrase, timeout, drop, seed, gso, obs).run()  # fmt: skip
+                    checkphrase, timeout, drop, seed, gso, obs, group, interface).run()  # fmt: skip
 
 
 class _Receive:
@@ -710,8 +815,10 @@ class _Receive:
     def __init__(
         self, port: int, output: str | IO[bytes] | None, force: bool, fsync: bool, keep_partial: bool,
         window: int, transport: str, bind: str | None, checkphrase: str, timeout: float | None,
-        drop: float, seed: int, gso: bool, obs: Observer,
+        drop: float, seed: int, gso: bool, obs: Observer, group: str | None = None,
+        interface: str | None = None,
     ) -> None:  # fmt: skip
+        self.group, self.interface = group, interface
         self.port, self.output, self.force, self.fsync = port, output, force, fsync
         self.requested_port = port
         self.keep_partial, self.window, self.transport, self.bind = keep_partial, window, transport, bind
@@ -749,7 +856,13 @@ class _Receive:
         port = self.port
         if self.transport in ("udp", "auto"):
             try:
-                udp = receiver_socket(self.bind, port)
+                udp = receiver_socket(self.bind, port, socket.AF_INET if self.group else None)
+                if self.group is not None:
+                    try:
+                        join_group(udp, self.group, self.interface)
+                    except DriverError:
+                        udp.close()
+                        raise
                 port = udp.getsockname()[1]  # port 0: TCP takes the same number
                 small = read_buffer_bytes(udp)
                 if small < FLOW_FLOOR:
@@ -773,6 +886,8 @@ class _Receive:
             return self.finish(Outcome(ExitCode.LOCAL_IO, "; ".join(errors)))
         self.port = port
         kinds = "/".join(k for k, s in (("UDP", udp), ("TCP", self.listener)) if s is not None)
+        if self.group is not None:
+            kinds += f" and the group {self.group}"
         # a port the system chose is news the user needs (the sender must name it)
         obs.say(f"listening on port {port} ({kinds})", detail=self.requested_port != 0)
         for problem in errors:

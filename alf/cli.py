@@ -150,6 +150,9 @@ class Reporter(api.Observer):
                 f"cannot send: {event.reason} (a firewall rule or a route refuses it here); "
                 "what is lost is sent again once it clears, or the peer's silence ends it"
             )
+        elif isinstance(event, events.MemberEnded):
+            if event.fate != "ok":
+                self.say(f"receiver {progress.peer_name(event.peer)} {event.fate}: {event.reason}")
         elif isinstance(event, events.Verifying):
             self.say("every byte is here: finishing the output and checking its digest", detail=True)
 
@@ -262,6 +265,7 @@ HELP_SECTIONS: dict[str, list[str]] = {
         "keep_partial",
     ],
     "Paths and TCP": ["bind", "extra_paths", "stripe", "streams", "gso"],
+    "Multicast": ["group", "receivers", "wait", "quorum", "ttl", "interface"],
     "Diagnostics and fault injection": ["stats_json", "stats_interval", "drop", "seed", "chaos"],
 }
 UNITS_HELP = """\b
@@ -471,6 +475,43 @@ def main() -> None:
     metavar="SIZE",
     help="Fault injection (TCP): reset one connection, chosen with --seed, after every SIZE bytes sent.",
 )
+@click.option(
+    "--receivers",
+    type=click.IntRange(1, api.MAX_MEMBERS),
+    default=None,
+    metavar="N",
+    help="Multicast (HOST a group, 224.0.0.0/4): start once N receivers have joined; success needs "
+    "all N to verify the content (or --quorum) [default: whoever joined within --wait].",
+)
+@click.option(
+    "--wait",
+    type=Finite(min=0.01, max=3600),
+    default=None,
+    metavar="SECONDS",
+    help="Multicast: start this long after the first announcement with the receivers that joined "
+    "[default: 5 without --receivers].",
+)
+@click.option(
+    "--quorum",
+    type=click.IntRange(1, api.MAX_MEMBERS),
+    default=None,
+    metavar="K",
+    help="Multicast: succeed (exit 0) once K receivers verified the content, whatever the others did.",
+)
+@click.option(
+    "--ttl",
+    type=click.IntRange(1, 255),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="Multicast: hops the group's datagrams may cross (1: this link only).",
+)
+@click.option(
+    "--interface",
+    metavar="NAME",
+    default=None,
+    help="Multicast: the interface to send on [default: the group's route].",
+)
 @_common_options
 def send(
     host: str,
@@ -489,6 +530,11 @@ def send(
     bind: str | None,
     if_changed: str,
     stripe: str,
+    receivers: int | None,
+    wait: float | None,
+    quorum: int | None,
+    ttl: int,
+    interface: str | None,
     **kw: Any,
 ) -> None:
     """Send FILE (or stdin, '-') to an `alf recv` at HOST PORT (or HOST:PORT, [IPv6]:PORT)."""
@@ -501,7 +547,7 @@ def send(
     options: dict[str, Any] = dict(
         cc=cc_name, min_rate=min_rate, rate=rate, adu_size=adu_size, checksum=checksum, digest=digest,
         window=window, streams=streams, paths=extra_paths, chaos=chaos, bind=bind, if_changed=if_changed,
-        stripe=stripe,
+        stripe=stripe, receivers=receivers, wait=wait, quorum=quorum, ttl=ttl, interface=interface,
     )  # fmt: skip
     sys.exit(
         _run(
@@ -564,6 +610,18 @@ def host_port_file(host: str, port: str | None, file: str | None) -> tuple[str, 
     show_default=True,
     help="Pipe mode: data that arrived beyond a gap and waits to be written to stdout (a SIZE).",
 )
+@click.option(
+    "--group",
+    metavar="ADDR",
+    default=None,
+    help="Also listen on the IPv4 multicast group ADDR, for an `alf send ADDR PORT` (UDP only).",
+)
+@click.option(
+    "--interface",
+    metavar="NAME",
+    default=None,
+    help="With --group: the interface to join it on [default: the group's route].",
+)
 @_common_options
 def recv(
     port: int,
@@ -573,6 +631,8 @@ def recv(
     keep_partial: bool,
     window: int,
     bind: str | None,
+    group: str | None,
+    interface: str | None,
     **kw: Any,
 ) -> None:
     """Receive one transfer on PORT; write it to stdout (in order) or to -o FILE."""
@@ -594,8 +654,9 @@ def recv(
     except LocalError as e:
         sys.exit(_fail("recv", Outcome(ExitCode.LOCAL_IO, str(e))))
     options: dict[str, Any] = dict(
-        force=force, fsync=fsync, keep_partial=keep_partial, window=window, bind=bind
-    )
+        force=force, fsync=fsync, keep_partial=keep_partial, window=window, bind=bind, group=group,
+        interface=interface,
+    )  # fmt: skip
     sys.exit(_run(reporter, lambda: api.receive(port, output, observer=reporter, **options, **common.api())))
 
 

@@ -36,6 +36,7 @@ MAX_MEMBERS = 1024
 REPAIR_HOLD_MIN = 0.005  # §15 rule 6
 JOINING_WAIT = 5.0  # a JOIN whose ACCEPT did not follow in this long is forgotten
 DEFAULT_WAIT = 5.0  # the join window when no number of receivers is named
+APP_LIMITED_SHARE = 0.95  # a member's rate above the group's by more than this: app-limited
 
 
 class Fate(Enum):
@@ -89,7 +90,10 @@ class _Slowest(cc.Controller):
 
     @property
     def rate_bps(self) -> float:
-        rates = [m.cc.rate_bps for m in self._group.members.values() if m.receiving]
+        members = self._group.members.values()
+        rates = [m.cc.rate_bps for m in members if m.receiving]
+        if not rates:  # none receiving: what the last ones got (the final statistics show it)
+            rates = [m.cc.rate_bps for m in members if m.joined_at is not None]
         return min(rates) if rates else self._idle.rate_bps
 
     def on_feedback(self, fb: cc.Feedback) -> None:
@@ -401,8 +405,11 @@ class GroupSender(Sender):
         if msg.echo_timestamp_us:
             sample = self._member_rtt(m, got, msg.echo_timestamp_us, msg.echo_delay_us)
         m.receive_rate_Bps = msg.receive_rate
+        # A member whose controller allows more than the group is sent (another member's is
+        # lower) is app-limited: what it receives says nothing of what its path could carry.
+        limited = m.app_limited or self.path.pacer.rate_Bps * 8 < APP_LIMITED_SHARE * m.cc.rate_bps
         m.cc.on_feedback(
-            cc.Feedback(now, sample, msg.receive_rate * 8.0, self.sent_count, m.nakked_adus, m.app_limited)
+            cc.Feedback(now, sample, msg.receive_rate * 8.0, self.sent_count, m.nakked_adus, limited)
         )
         m.app_limited = False
         self._regroup()

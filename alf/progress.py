@@ -161,6 +161,23 @@ def path_lines(stats: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def receiver_lines(stats: Mapping[str, Any], verified: bool) -> list[str]:
+    """A group sender's receivers, one line each: those that verified, or those that did not."""
+    out = []
+    for m in stats.get("receivers") or []:
+        if (m.get("state") == "ok") != verified:
+            continue
+        took = m.get("seconds")
+        out.append(
+            f"receiver {m.get('address')}{' (joined late)' if m.get('late') else ''} {m.get('state')}"
+            f"{': ' + m['reason'] if m.get('state') != 'ok' and m.get('reason') else ''}: "
+            f"{human_bytes(m.get('bytes', 0))}{f' in {took:.2f} s' if took else ''}, asked again "
+            f"for {m.get('adus_nakked', 0)} ADUs in {m.get('naks', 0)} NAKs, round trip "
+            f"{m.get('srtt_ms', 0):.1f} ms"
+        )
+    return out
+
+
 def summary(stats: Mapping[str, Any], ok: bool, message: str, seconds: float | None, where: str) -> list[str]:
     """The closing lines in words: what moved, how long, the rate, repairs, the verdict."""
     role = stats.get("role", "")
@@ -179,10 +196,17 @@ def summary(stats: Mapping[str, Any], ok: bool, message: str, seconds: float | N
             line += " over TCP"
         repair = repair_field(stats)
         tail = f"verified ({stats.get('digest', 'digest')})"
+        group = stats.get("receivers")
         if role == "send":
-            tail = f"verified by the receiver ({stats.get('digest', 'digest')})"
-        return [f"{line}{'; ' + repair if repair else ''}; {tail}"]
+            by = "the receiver"
+            if group is not None:
+                verified = sum(1 for m in group if m.get("state") == "ok")
+                by = f"{verified} of {len(group)} receivers"
+            tail = f"verified by {by} ({stats.get('digest', 'digest')})"
+        more = [f"{head} {x}" for x in receiver_lines(stats, False)]
+        return [f"{line}{'; ' + repair if repair else ''}; {tail}", *more]
     lines = [f"{head} error: {message}"]
+    lines += [f"{head} {x}" for x in receiver_lines(stats, False)]
     if done:
         total = stats.get("total_bytes")
         of = f" of {human_bytes(total)}" if total else ""
@@ -221,6 +245,7 @@ def details(stats: Mapping[str, Any]) -> list[str]:
             f"datapath {g('datapath', '?')}"
         )
     out += path_lines(stats)
+    out += receiver_lines(stats, True)  # (the summary has those that did not verify)
     return [f"alf {role}: {line}" for line in out]
 
 

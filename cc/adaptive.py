@@ -152,9 +152,11 @@ class Adaptive(Controller):
             self.srtt = fb.rtt if self.srtt is None else 0.875 * self.srtt + 0.125 * fb.rtt
             self._min_rtt.add(now, fb.rtt)
             self._round_min_rtt = min(self._round_min_rtt, fb.rtt)
-        if fb.receive_rate_bps > 0:
+        if fb.receive_rate_bps > 0 and not (fb.app_limited and fb.receive_rate_bps < self.btl_bps):
             # Not scaled up for loss: drops in the bottleneck's own queue would then inflate the
-            # estimate that caused them (tried: it fed itself into a steady 20% loss).
+            # estimate that caused them (tried: it fed itself into a steady 20% loss). A sample
+            # taken while the sender could not fill its rate says only that the path carries at
+            # least that much: it never lowers the estimate (BBR's rule for app-limited samples).
             capacity = fb.receive_rate_bps
             self._max.add(now, capacity, MAX_FILTER_ROUNDS * self._round())
             self._round_best = max(self._round_best, capacity)
@@ -190,7 +192,7 @@ class Adaptive(Controller):
         queue = self._queueing(round_min)
         if self.mode == "drain":
             self._drain_rounds += 1
-            if measured and measured < 0.9 * self._rate:
+            if measured and measured < 0.9 * self._rate and not app_limited:
                 # even the drain rate is more than the path delivers: the estimate is still
                 # too high (a step of more than half), so cut again rather than wait
                 self._cut(fb.now, measured)
@@ -203,8 +205,10 @@ class Adaptive(Controller):
                 self._note("drained")
             return
         self._queue_rounds = self._queue_rounds + 1 if queue else 0
+        # (A round in which less than the rate was sent says nothing by its receive rate: only
+        # the queue tells congestion then.)
         congested = self._queue_rounds >= 2 or (
-            round_loss > 0.10 and measured and measured < 0.8 * self._rate
+            round_loss > 0.10 and measured and measured < 0.8 * self._rate and not app_limited
         )
         if congested and measured:
             self._cut(fb.now, measured)

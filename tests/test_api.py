@@ -185,3 +185,25 @@ def test_file_objects_leave_no_descriptor_behind(tmp_path: Any) -> None:
         t.join(timeout=20)
         assert out.getvalue() == data
     assert open_fds() == before
+
+
+@pytest.mark.parametrize(
+    "call, says",
+    [
+        (lambda: alf.send("127.0.0.1", 9, "/etc/hostname", receivers=3), "receivers: for a multicast"),
+        (lambda: alf.send("127.0.0.1", 9, "/etc/hostname", ttl=4), "ttl: for a multicast"),
+        (lambda: alf.send("239.1.2.3", 9, "/etc/hostname", transport="tcp"), "UDP only"),
+        (lambda: alf.send("239.1.2.3", 9, "/etc/hostname", paths=["10.0.0.1"]), "one path"),
+        (lambda: alf.send("239.1.2.3", 9, "/etc/hostname", receivers=2, quorum=3), "quorum must be 1-2"),
+        (lambda: alf.send("239.1.2.3", 9, "/etc/hostname", interface="nosuch0"), "no interface named"),
+        (lambda: alf.send("ff02::1", 9, "/etc/hostname"), "only IPv4 groups"),
+        (lambda: alf.receive(9, "/tmp/x", group="10.0.0.1"), "not an IPv4 multicast"),
+        (lambda: alf.receive(9, "/tmp/x", interface="lo"), "for a multicast group"),
+        (lambda: alf.receive(9, "/tmp/x", group="239.1.2.3", transport="tcp"), "UDP only"),
+    ],
+)
+def test_multicast_options_are_checked_before_anything_is_sent(call: Any, says: str) -> None:
+    """§15: the group options belong to a group destination, and a group to UDP alone; every
+    mistake is a usage error (exit 2 on the command line), raised before a socket exists."""
+    with pytest.raises(alf.UsageError, match=says):
+        call()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import ipaddress
 import select
 import socket
 import struct
@@ -85,9 +86,16 @@ def _pktinfo(sock: socket.socket) -> tuple[int, int] | None:
 
 
 def _local_of(ancillary: list[tuple[int, int, bytes]], info: tuple[int, int]) -> bytes | None:
+    """The local address a datagram came to. For IPv4 sent to a group (§15: the header's
+    destination is 224.0.0.0/4) it is the address of the interface it came in on
+    (``ipi_spec_dst``): answers cannot leave from a group address, and the sender's DATA to
+    the group and its unicast HELLO must look like one peer."""
     for level, kind, data in ancillary:
         if (level, kind) == info:
-            return bytes(data[:16]) if level == socket.IPPROTO_IPV6 else bytes(data[8:12])
+            if level == socket.IPPROTO_IPV6:
+                return bytes(data[:16])
+            dst = bytes(data[8:12])
+            return bytes(data[4:8]) if 224 <= dst[0] <= 239 else dst
     return None
 
 
@@ -251,9 +259,86 @@ def sender_socket(host: str, port: int, bind: str | None = None, device: str | N
     return sock
 
 
-def receiver_socket(bind: str | None, port: int) -> socket.socket:
-    """Bind the receiver; with no address, both IPv6 and IPv4 where the system allows."""
-    if bind is None:
+IP_MULTICAST_ALL = 49  # Linux: 0 = a socket gets only the groups it joined itself
+
+
+def is_multicast(host: str) -> bool:
+    """``host`` is an IPv4 or IPv6 multicast address (224.0.0.0/4, ff00::/8)."""
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_multicast
+    except ValueError:
+        return False
+
+
+def _ifindex(interface: str | None) -> int:
+    if interface is None:
+        return 0
+    try:
+        return socket.if_nametoindex(interface)
+    except OSError:
+        raise DriverError(f"no interface named {interface}") from None
+
+
+def group_sender_socket(
+    group: str, port: int, interface: str | None = None, ttl: int = 1, bind: str | None = None
+) -> tuple[socket.socket, tuple[str, int], int | None]:
+    """A socket that sends to the IPv4 ``group`` (protocol §15) out of ``interface`` with
+    ``ttl``, and hears the receivers' unicast answers: not connected (a socket connected to
+    the group would drop them). It is bound to the address the kernel picks for the group's
+    route, so the group's DATA and the unicast HELLOs leave from one address (the receivers
+    take only what comes from the address they were bound to). Also the route's MTU."""
+    family, addr = resolve(group, port)
+    if family != socket.AF_INET:
+        raise DriverError(f"{group}: only IPv4 groups are supported")
+    index = _ifindex(interface)
+    mreqn = struct.pack("4s4si", bytes(4), bytes(4), index)
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for s in (probe, sock):
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
+        if bind is not None:
+            probe.bind((bind, 0))
+        probe.connect(addr)
+        local = probe.getsockname()[0]
+        mtu = route_mtu(probe)
+        sock.bind((local, 0))
+    except OSError as e:
+        sock.close()
+        raise DriverError(f"cannot send to the group {group} port {port}: {e.strerror}") from None
+    finally:
+        probe.close()
+    _tune(sock)
+    return sock, (str(addr[0]), int(addr[1])), mtu
+
+
+def join_group(sock: socket.socket, group: str, interface: str | None = None) -> None:
+    """Make the receiver's socket a member of the IPv4 ``group`` on ``interface`` (or the
+    interface of the group's route), and of no group it did not join itself."""
+    try:
+        packed = socket.inet_aton(group)
+    except OSError:
+        raise DriverError(f"{group} is not an IPv4 group address") from None
+    mreqn = struct.pack("4s4si", packed, bytes(4), _ifindex(interface))
+    try:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+        sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+    except OSError as e:
+        raise DriverError(f"cannot join the group {group}: {e.strerror}") from None
+
+
+def receiver_socket(bind: str | None, port: int, family: socket.AddressFamily | None = None) -> socket.socket:
+    """Bind the receiver; with no address, both IPv6 and IPv4 where the system allows (or
+    ``family`` alone, for a group)."""
+    if bind is None and family == socket.AF_INET:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError as e:
+            sock.close()
+            raise DriverError(f"cannot listen on port {port}: {e.strerror}") from None
+    elif bind is None:
         try:
             sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
@@ -317,26 +402,36 @@ def _send(
 
 
 class _PathSocket:
-    """One path's socket and how DATA goes on it (GSO, where the route takes it)."""
+    """One path's socket and how DATA goes on it (GSO, where the route takes it); ``dest``: the
+    group it sends DATA to (an unconnected socket, §15), None: the connected peer."""
 
-    def __init__(self, sock: socket.socket, segment: int, gso: bool) -> None:
+    def __init__(self, sock: socket.socket, segment: int, gso: bool, dest: Any = None) -> None:
         self.sock = sock
+        self.dest = dest
         self.gso = gso and gso_supported(sock)
         self.per_call = gso_batch_limit(segment) if self.gso else 1  # datagrams per system call
         self.datapath = "gso" if self.gso else "per-datagram"
 
 
 def run_sender(
-    session: SendSession, socks: socket.socket | Sequence[socket.socket], hooks: Hooks, gso: bool = True
+    session: SendSession,
+    socks: socket.socket | Sequence[socket.socket],
+    hooks: Hooks,
+    gso: bool = True,
+    group: tuple[str, int] | None = None,
 ) -> Outcome:
-    """Drive the sender over one connected socket per path (``socks[p]`` carries path ``p``)."""
+    """Drive the sender over one connected socket per path (``socks[p]`` carries path ``p``),
+    or over one unconnected socket that sends to ``group`` (§15: the answers come from each
+    receiver's own address, and control goes where the core says)."""
     sender = session.sender
     clock = time.monotonic
     perf = time.perf_counter
     buf = bytearray(SLOT_SIZE)
     view = memoryview(buf)
     segment = wire.DATA_HEADER_SIZE + sender.adu
-    paths = [_PathSocket(s, segment, gso) for s in ([socks] if isinstance(socks, socket.socket) else socks)]
+    paths = [
+        _PathSocket(s, segment, gso, group) for s in ([socks] if isinstance(socks, socket.socket) else socks)
+    ]
     watch: list[Any] = [p.sock for p in paths] + ([hooks.wake_fd] if hooks.wake_fd is not None else [])
     limit = session.max_run  # datagrams per batch: several GSO calls from one read and one pack
     batcher = SmartBatcher(limit)
@@ -351,7 +446,10 @@ def run_sender(
     def read(k: int, sock: socket.socket) -> None:
         for _ in range(RECV_SLOTS):
             try:
-                n = sock.recv_into(buf)
+                if group is None:
+                    n, addr = sock.recv_into(buf), None
+                else:
+                    n, addr = sock.recvfrom_into(buf)
             except BlockingIOError:
                 return
             except ConnectionRefusedError:
@@ -366,22 +464,22 @@ def run_sender(
             # socket while this loop was sending (or not scheduled: three busy processes on
             # two cores made loopback samples swing, and rate control cut)
             arrived = arrival_time(sock, now) if n > 1 and buf[1] in _TIMED else None
-            session.on_datagram(view[:n], now, arrived, k)
+            session.on_datagram(view[:n], now, arrived, k, addr)
 
     def send_batch(batch: DataBatch) -> None:
         on = paths[batch.path]
-        sock = on.sock
+        sock, dest = on.sock, on.dest
         n = len(batch.headers)
         if on.gso and n > 1:
             iov = batch.iov()
             for a in range(0, n, on.per_call):
                 b = min(a + on.per_call, n)
                 try:
-                    sent = _send(sock, iov[2 * a : 2 * b], None, gso_cmsg, fail)
+                    sent = _send(sock, iov[2 * a : 2 * b], dest, gso_cmsg, fail)
                 except GsoRefused as e:  # the rest of this batch one by one; and if that works,
                     went = False  # all after too: the kernel will not segment on this route
                     for k in range(a, n):
-                        went = _send(sock, [batch.headers[k], batch.payloads[k]], None, None, fail) or went
+                        went = _send(sock, [batch.headers[k], batch.payloads[k]], dest, None, fail) or went
                     if went:  # (a blackhole route says EINVAL to both: then GSO is not to blame)
                         on.gso, on.per_call = False, 1
                         on.datapath = f"per-datagram (GSO refused: {e})"
@@ -389,10 +487,10 @@ def run_sender(
                     return
                 if not sent:
                     for k in range(a, b):  # given up as a whole (ENOBUFS, an ICMP error): one by one
-                        _send(sock, [batch.headers[k], batch.payloads[k]], None, None, fail)
+                        _send(sock, [batch.headers[k], batch.payloads[k]], dest, None, fail)
         else:
             for header, payload in zip(batch.headers, batch.payloads, strict=True):
-                _send(sock, [header, payload], None, None, fail)
+                _send(sock, [header, payload], dest, None, fail)
 
     # Sockets to read this turn: after a select, those it found readable (a read of an empty
     # socket costs a system call and an exception, on every path, every turn); after a turn
@@ -408,8 +506,8 @@ def run_sender(
             if k is not None:
                 read(k, sock)
         now = clock()
-        for c in session.control(now):  # each path's socket is connected: c.addr is its peer
-            _send(paths[c.path].sock, [c.data], None, None, fail)
+        for c in session.control(now):  # a connected path's c.addr is its peer; a group's, named
+            _send(paths[c.path].sock, [c.data], c.addr if group else None, None, fail)
         budget = SEND_BUDGET_ADUS
         while budget > 0:
             ready = session.ready(now)
@@ -427,7 +525,7 @@ def run_sender(
             budget -= batch.count
             now = clock()
         for c in session.control(now):  # a FINAL PROBE may be due right after the last run
-            _send(paths[c.path].sock, [c.data], None, None, fail)
+            _send(paths[c.path].sock, [c.data], c.addr if group else None, None, fail)
         hooks.tick(now)
         if hooks.forward(sender.take_events()):
             break

@@ -1,0 +1,148 @@
+"""Multicast in the lab (docs/protocol.md §15): one sender, receivers on a bridge in namespaces
+this test makes, each with its own loss; real processes, real sockets, outputs checked."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+from conftest import last_json, random_file, sha256_file
+from lossynet import Lab, namespaces_available
+from lossynet.netns import our_namespaces
+from lossynet.topology import LinkSpec, Segment, wait_port
+
+WHY = namespaces_available()
+pytestmark = [pytest.mark.lab, pytest.mark.skipif(WHY is not None, reason=f"lab: {WHY}")]
+PY = sys.executable
+GROUP = "239.1.2.3"
+PORT = "8834"
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    lab = Lab()
+    try:
+        yield lab
+    finally:
+        lab.close()
+        assert our_namespaces(os.getpid()) == []
+
+
+def _receivers(
+    lab: Lab, hosts: list[str], tmp: str, pipe: bool = False, first: int = 0
+) -> list[subprocess.Popen[str]]:
+    """``alf recv --group`` in each of ``hosts`` (receiver ``first + k`` writes outK.bin)."""
+    procs = []
+    for k, ns in enumerate(hosts, start=first):
+        out = os.path.join(tmp, f"out{k}.bin")
+        cmd = [PY, "-m", "alf", "recv", PORT, "--group", GROUP, "--timeout", "15", "--no-progress"]
+        cmd += ["--stats-json", os.path.join(tmp, f"r{k}.json")]
+        if pipe:
+            with open(out, "wb") as f:
+                procs.append(lab.start(ns, [*cmd, "-o", "-"], stdout=f, stderr=subprocess.PIPE, text=True))
+        else:
+            procs.append(lab.start(ns, [*cmd, "-o", out], stderr=subprocess.PIPE, text=True))
+    for ns in hosts:
+        wait_port(lab, ns, int(PORT))
+    return procs
+
+
+def _send(
+    lab: Lab, seg: Segment, src: str, tmp: str, *args: str, pipe: bool = False
+) -> subprocess.Popen[str]:
+    cmd = [PY, "-m", "alf", "send", GROUP, PORT, "--no-progress", "--timeout", "15", *args]
+    cmd += ["--stats-json", os.path.join(tmp, "s.json")]
+    if pipe:
+        with open(src, "rb") as f:
+            return lab.start(seg.s, cmd, stdin=f, stderr=subprocess.PIPE, text=True)
+    return lab.start(seg.s, [*cmd, src], stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("pipe", [False, True], ids=["file", "pipe"])
+def test_four_receivers_at_their_own_loss_all_get_it_intact(
+    lab: Lab, tmp_path: os.PathLike[str], pipe: bool
+) -> None:
+    """One stream on the wire reaches four receivers losing 0/1/3/10%: every output is the
+    input, the sender exits 0 and lists each receiver, and repairs stay near the union of
+    the losses (one repair per hole per round, not one per receiver)."""
+    tmp = str(tmp_path)
+    size = 12_000_000
+    src = random_file(os.path.join(tmp, "in.bin"), size, seed=21)
+    seg = Segment(lab, [LinkSpec(), LinkSpec(loss=0.01), LinkSpec(loss=0.03), LinkSpec(loss=0.10)])
+    recvs = _receivers(lab, seg.r, tmp, pipe)
+    send = _send(lab, seg, src, tmp, "--receivers", "4", pipe=pipe)
+    _, err = send.communicate(timeout=120)
+    assert send.returncode == 0, err
+    assert "verified by 4 of 4 receivers" in err
+    for k, p in enumerate(recvs):
+        _, rerr = p.communicate(timeout=30)
+        assert p.returncode == 0, rerr
+        assert sha256_file(os.path.join(tmp, f"out{k}.bin")) == sha256_file(src)
+    s = last_json(os.path.join(tmp, "s.json"))
+    members = sorted(s["receivers"], key=lambda m: m["address"])
+    assert [m["state"] for m in members] == ["ok"] * 4
+    assert [m["address"] for m in members] == [f"10.78.0.{10 + k}:{PORT}" for k in range(4)]
+    assert members[0]["adus_nakked"] == 0 and members[3]["adus_nakked"] > members[1]["adus_nakked"]
+    union = 1 - 0.99 * 0.97 * 0.90  # a datagram someone lost
+    assert s["adus_repair"] <= 1.5 * union / (1 - 0.10) * s["adus_new"], s["adus_repair"]
+
+
+@pytest.mark.parametrize("quorum", [None, 2], ids=["all", "quorum"])
+def test_a_receiver_killed_midway_is_reported_lost_and_the_others_finish(
+    lab: Lab, tmp_path: os.PathLike[str], quorum: int | None
+) -> None:
+    """§15 rule 2: a receiver that vanishes is lost after --timeout; the others finish intact
+    without waiting for it; the sender exits 3 naming it, or 0 when the quorum is met."""
+    tmp = str(tmp_path)
+    src = random_file(os.path.join(tmp, "in.bin"), 40_000_000, seed=22)
+    seg = Segment(lab, [LinkSpec(rate_bps=100e6)] * 3)
+    recvs = _receivers(lab, seg.r, tmp)
+    args = ["--receivers", "3", "--rate", "100M"] + (["--quorum", str(quorum)] if quorum else [])
+    send = _send(lab, seg, src, tmp, *args, "--timeout", "3")
+    _wait_for(os.path.join(tmp, "out1.bin.alf-partial"))
+    time.sleep(1.0)  # under way
+    recvs[1].kill()
+    _, err = send.communicate(timeout=60)
+    if quorum:
+        assert send.returncode == 0, err
+    else:
+        assert send.returncode == 3, err
+        assert "2 of 3 receivers verified the content" in err
+        assert f"10.78.0.11:{PORT} lost" in err
+    for k in (0, 2):
+        assert recvs[k].wait(timeout=30) == 0
+        assert sha256_file(os.path.join(tmp, f"out{k}.bin")) == sha256_file(src)
+    recvs[1].wait(timeout=10)
+    states = {m["address"]: m["state"] for m in last_json(os.path.join(tmp, "s.json"))["receivers"]}
+    assert states == {f"10.78.0.10:{PORT}": "ok", f"10.78.0.11:{PORT}": "lost", f"10.78.0.12:{PORT}": "ok"}
+
+
+def _wait_for(path: str) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not os.path.exists(path):
+        time.sleep(0.05)
+    assert os.path.exists(path), path
+
+
+def test_a_receiver_that_joins_halfway_gets_the_whole_file(lab: Lab, tmp_path: os.PathLike[str]) -> None:
+    tmp = str(tmp_path)
+    src = random_file(os.path.join(tmp, "in.bin"), 40_000_000, seed=23)
+    seg = Segment(lab, [LinkSpec(), LinkSpec(loss=0.01), LinkSpec()])
+    recvs = _receivers(lab, seg.r[:2], tmp)  # the third later
+    send = _send(lab, seg, src, tmp, "--wait", "0.5", "--rate", "100M", "--cc", "fixed")
+    _wait_for(os.path.join(tmp, "out0.bin.alf-partial"))
+    time.sleep(1.5)  # about half of 40 MB at 100 Mbit/s
+    recvs += _receivers(lab, seg.r[2:], tmp, first=2)
+    _, err = send.communicate(timeout=120)
+    assert send.returncode == 0, err
+    assert "verified by 3 of 3 receivers" in err
+    for k, p in enumerate(recvs):
+        assert p.wait(timeout=30) == 0
+        assert sha256_file(os.path.join(tmp, f"out{k}.bin")) == sha256_file(src)
+    members = {m["address"]: m for m in last_json(os.path.join(tmp, "s.json"))["receivers"]}
+    assert members[f"10.78.0.12:{PORT}"]["late"] is True
+    assert members[f"10.78.0.12:{PORT}"]["adus_nakked"] > 0.2 * (40_000_000 // 1428)
