@@ -459,6 +459,9 @@ class GroupSender(Sender):
 
     # ------------------------------------------------------------ outputs
 
+    def _group_size(self) -> int:
+        return max(1, len(self._receiving()))
+
     def member_stats(self) -> list[dict[str, object]] | None:
         out: list[dict[str, object]] = []
         for m in self.members.values():

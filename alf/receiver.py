@@ -24,6 +24,8 @@ The core deals in runs of indices; payloads stay with the driver and the sink.
 from __future__ import annotations
 
 import hashlib
+import math
+import random
 import secrets
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -59,6 +61,8 @@ ANSWER_BURST = 50.0
 NAK_CREDIT = 3  # §7.2: NAK bytes allowed per byte of new data (and control) from the peer
 NAK_CREDIT_CAP = 256 << 10  # ... saved up to at most this
 MAX_PATHS = 8  # §14: addresses one session may use
+NAK_BACKOFF_MIN = 0.005  # §15 rule 8: a group member's NAK waits up to max(this, K srtt) ...
+NAK_BACKOFF_RTTS = 3.0  # ... K = this x (ln N + 1), N the members receiving
 
 Addr = Hashable
 
@@ -90,6 +94,7 @@ class ReceiverStats:
     bad_tokens: int = 0  # HELLOs with a token that is stale or was never ours
     answers_held: int = 0  # answers to HELLOs not sent for the rate bound (a flood)
     nak_rounds_held: int = 0  # NAK rounds deferred for want of credit (§7.2)
+    adus_nak_suppressed: int = 0  # §15 rule 8: holes a backed-off NAK no longer needed
     naks_sent: int = 0
     nak_rounds: int = 0
     adus_nakked: int = 0
@@ -134,6 +139,11 @@ class Receiver:
         # first, and with MULTIPATH each path's, §14); DATA and control from any other are foreign.
         self.peers: set[Addr] = set()
         self.multipath = False  # the session asked for MULTIPATH (§14)
+        self.multicast = False  # the session is a group's (§15)
+        self._group_size = 1  # the members receiving, as the latest PROBE said (§15)
+        self._backoff_rng = random.Random(self._secret)
+        self._nak_due: float | None = None  # §15 rule 8: when the NAK a round drew is sent
+        self._nak_pending: list[tuple[int, int]] = []  # ... and what it would name
         self.path_bytes: dict[Addr, int] = {}  # multipath: DATA datagram bytes from each address
         # multipath: one past the highest index each address delivered, and when that last rose
         self._path_high: dict[Addr, tuple[int, float]] = {}
@@ -404,6 +414,7 @@ class Receiver:
         self.peer = addr
         self.peers.add(addr)
         self.multipath = bool(msg.features & wire.FEATURE_MULTIPATH)
+        self.multicast = bool(msg.features & wire.FEATURE_MULTICAST)
         self.hello = msg
         self.began = now
         self.adu = msg.adu_size
@@ -461,6 +472,8 @@ class Receiver:
         if msg.srtt_us and (not self._base_rtt or self._srtt < self._base_rtt):
             self._base_rtt = self._srtt
             self._update_flow()
+        if self.multicast and msg.receivers:
+            self._group_size = msg.receivers
         self._probe_echo = (msg.timestamp_us, min(arrived, now))
         self._queue_wait = now - self._probe_echo[1]
         if self.state == State.FINISHED:
@@ -515,6 +528,8 @@ class Receiver:
             msg = f"the sender went silent for {self.cfg.timeout:g} s"
             self._abort(wire.AbortCode.TIMEOUT, msg, Outcome(ExitCode.PEER_UNREACHABLE, msg))
             return
+        if self._nak_due is not None and now >= self._nak_due:
+            self._backed_off_naks()
         if now >= self._round_at:
             self._nak_round(now)
         if self._data_since_status and (now >= self._status_at or self._window_update_due()):
@@ -545,7 +560,8 @@ class Receiver:
         # a repair crosses the path and then waits in our socket as the PROBE did
         self._round_began = now
         interval = max(MIN_ROUND, 2 * self._srtt + self._queue_wait)
-        self._round_at = now + interval
+        backoff = self._nak_backoff()
+        self._round_at = now + interval + backoff
         below = min(self._nak_below, self.window_limit)
         self._nak_below = self._frontier
         if self.multipath:
@@ -557,6 +573,40 @@ class Receiver:
         missing = self.gaps.missing(self.gaps.cum, below)
         if not missing:
             return
+        if backoff:
+            # §15 rule 8: the NAK waits a random while; what the repairs of another member's
+            # NAK bring meanwhile is not asked for again
+            self._nak_pending = missing
+            self._nak_due = now + self._draw_backoff(backoff)
+            return
+        self._send_naks(missing, below)
+
+    def _nak_backoff(self) -> float:
+        """§15 rule 8: the longest a group member's NAK waits (0: not a group, or alone)."""
+        n = self._group_size
+        if not self.multicast or n < 2:
+            return 0.0
+        return max(NAK_BACKOFF_MIN, NAK_BACKOFF_RTTS * (math.log(n) + 1) * self._srtt)
+
+    def _draw_backoff(self, limit: float) -> float:
+        """A wait in [0, limit) from the truncated exponential of RFC 5401 (NORM's NAK timer):
+        few members draw a short wait, so the first NAK's repair reaches the rest first."""
+        lam = math.log(self._group_size) + 1
+        x = self._backoff_rng.random()
+        return limit / lam * math.log((math.exp(lam) - 1) * x + 1)
+
+    def _backed_off_naks(self) -> None:
+        """The NAK a round drew, for what is still missing of it."""
+        pending, self._nak_pending, self._nak_due = self._nak_pending, [], None
+        missing = [r for a, b in pending for r in self.gaps.missing(a, b)]
+        asked = sum(b - a for a, b in pending)
+        self.stats.adus_nak_suppressed += asked - sum(b - a for a, b in missing)
+        if missing:
+            self._send_naks(missing, None)
+
+    def _send_naks(self, missing: list[tuple[int, int]], below: int | None) -> None:
+        """One round's NAK datagrams for ``missing``, as far as the credit pays (``below``:
+        the round's bound, kept for the next round when the credit holds it back)."""
         # §7.2: NAKs are paid from what the peer sent (a silent sender is not NAKed for ever)
         received = self.stats.bytes_received + self._control_bytes  # new data, and control
         credit = self._nak_credit + NAK_CREDIT * (received - self._credited)
@@ -565,7 +615,8 @@ class Receiver:
         allowed = min(MAX_NAK_DATAGRAMS, int(self._nak_credit // wire.MAX_NAK_SIZE))
         if allowed < 1:
             self.stats.nak_rounds_held += 1
-            self._nak_below = below  # the same holes, once credit comes
+            if below is not None:
+                self._nak_below = below  # the same holes, once credit comes
             return
         datagrams, covered = wire.encode_naks(self.session_id, missing, allowed)
         self.stats.nak_rounds += 1
@@ -624,6 +675,8 @@ class Receiver:
         if self.state == State.FINISHED:
             return self._linger_until
         t = min(self._last_heard + self.cfg.timeout, self._round_at)
+        if self._nak_due is not None:
+            t = min(t, self._nak_due)
         if self._data_since_status:
             t = min(t, self._status_at)
             if self._window_update_due():

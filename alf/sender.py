@@ -398,6 +398,7 @@ class Sender:
             final,
             (self.total_bytes or 0) if final else 0,
             (self.digest or bytes(32)) if final else bytes(32),
+            self._group_size(),
         )
         self._out.append(self._to_peer(wire.encode_probe(probe), path.id))
         self.stats.probes_sent += 1
@@ -964,6 +965,10 @@ class Sender:
             del self._new_paths[:k]
         if len(self._repaired_on) > 4096:
             self._repaired_on = {i: p for i, p in self._repaired_on.items() if i >= acked}
+
+    def _group_size(self) -> int:
+        """What a PROBE says in its receivers field (§15; 0: not a group)."""
+        return 0
 
     def member_stats(self) -> list[dict[str, object]] | None:
         """Each receiver of a group (alf.group); None: one receiver."""

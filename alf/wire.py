@@ -113,7 +113,7 @@ MAX_TOTAL_BYTES = (1 << 63) - 1  # §4.1: the longest file content (an offset mu
 STATUS_BODY = struct.Struct("!QQQQQQII")
 # §7.1 NAK block head: kind u8 | reserved u8 (0) | nbytes u16 | count u32 | start u64
 NAK_BLOCK = struct.Struct("!BBHIQ")
-# §8 PROBE body: next_index u64 | timestamp_us u64 | srtt_us u32 | reserved u32 (0) |
+# §8 PROBE body: next_index u64 | timestamp_us u64 | srtt_us u32 | receivers u32 (§15; else 0) |
 #                total_bytes u64 | digest 32s
 PROBE_BODY = struct.Struct("!QQIIQ32s")
 # §9 DONE body: received_bytes u64 | digest 32s
@@ -217,6 +217,7 @@ class Probe:
     final: bool = False
     total_bytes: int = 0
     digest: bytes = bytes(DIGEST_SIZE)
+    receivers: int = 0  # §15: in a group, the members receiving (it sizes their NAK backoff)
 
 
 @dataclass(frozen=True)
@@ -296,7 +297,7 @@ def encode_status(m: Status) -> bytes:
 def encode_probe(m: Probe) -> bytes:
     flags = PROBE_FLAG_FINAL if m.final else 0
     return COMMON.pack(VERSION, MsgType.PROBE, flags, 0, 0, m.session_id) + PROBE_BODY.pack(
-        m.next_index, m.timestamp_us, m.srtt_us, 0, m.total_bytes, m.digest
+        m.next_index, m.timestamp_us, m.srtt_us, m.receivers, m.total_bytes, m.digest
     )
 
 
@@ -566,13 +567,11 @@ def decode_untrusted(buf: bytes | bytearray | memoryview) -> Message:
     if mtype == MsgType.PROBE:
         if flags & ~PROBE_FLAG_FINAL or n != _HEAD + PROBE_BODY.size:
             raise BadPacket("bad PROBE")
-        nxt, ts, srtt, res, total, digest = PROBE_BODY.unpack_from(buf, _HEAD)
+        nxt, ts, srtt, receivers, total, digest = PROBE_BODY.unpack_from(buf, _HEAD)
         final = bool(flags & PROBE_FLAG_FINAL)
-        if res:
-            raise BadPacket("PROBE reserved")
         if not final and (total or any(digest)):
             raise BadPacket("PROBE length or digest without FINAL")
-        return Probe(session, nxt, ts, srtt, final, total, digest)
+        return Probe(session, nxt, ts, srtt, final, total, digest, receivers)
     # CLOSE is the only type left (peek_header_untrusted rejected unknown types).
     if flags or n != _HEAD:
         raise BadPacket("bad CLOSE")
