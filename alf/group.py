@@ -27,13 +27,14 @@ from alf import wire
 from alf.errors import ExitCode, Outcome
 from alf.events import Joined, MemberEnded
 from alf.ranges import merge_ranges, subtract_ranges, trim_ranges
-from alf.sender import CLOSE_COPIES, Datagram, Sender, SenderConfig, State
+from alf.sender import CLOSE_COPIES, Datagram, Run, Sender, SenderConfig, State
 from alf.verdict import verdict_outcome
 
 ANNOUNCE_GAP = 0.25  # §15 rule 1: the HELLO to the group, until the start
 LATE_ANNOUNCE_GAP = 1.0  # ... and after it, for late members (file kind)
 MAX_MEMBERS = 1024
 REPAIR_HOLD_MIN = 0.005  # §15 rule 6
+RECENT_MAX = 4096  # repairs remembered before the old ones are let go
 JOINING_WAIT = 5.0  # a JOIN whose ACCEPT did not follow in this long is forgotten
 DEFAULT_WAIT = 5.0  # the join window when no number of receivers is named
 APP_LIMITED_SHARE = 0.95  # a member's rate above the group's by more than this: app-limited
@@ -142,7 +143,7 @@ class GroupSender(Sender):
         path.addr = group
         path.cc = _Slowest(self, self._controller(0, now))
         path.hello_gap = ANNOUNCE_GAP
-        self._recent: deque[tuple[float, int, int]] = deque()  # repairs queued: (when, a, b)
+        self._recent: deque[tuple[float, int, int]] = deque()  # repairs sent: (when, a, b)
 
     # ------------------------------------------------------------ the group's view
 
@@ -431,13 +432,26 @@ class GroupSender(Sender):
         while recent and recent[0][0] < now - hold:
             recent.popleft()
         fresh = subtract_ranges(added, merge_ranges([(a, b) for _t, a, b in recent])) if recent else added
+        fresh = subtract_ranges(fresh, self._repairs)  # queued already, for another member
         new = sum(b - a for a, b in fresh)
         self.repairs_held += count - new
         if not fresh:
             return
         self.stats.adus_nak_requested += new
         self._repairs = merge_ranges(self._repairs + fresh)
-        recent.extend((now, a, b) for a, b in fresh)
+
+    def next_run(self, now: float, max_count: int, on: int | None = None) -> Run | None:
+        """The base class's run; a repair is noted with when it went (§15 rule 6: the NAKs
+        that crossed it on their way are not repaired again)."""
+        run = super().next_run(now, max_count, on)
+        if run is not None and run.repair:
+            recent = self._recent
+            recent.append((now, run.first, run.first + run.count))
+            if len(recent) > RECENT_MAX:
+                hold = max(1.5 * (self.path.srtt or 0.0), REPAIR_HOLD_MIN)
+                while recent and recent[0][0] < now - hold:
+                    recent.popleft()
+        return run
 
     def _member_rtt(self, m: Member, now: float, echo_us: int, delay_us: int) -> float | None:
         sample = (wire.to_us(now) - echo_us - delay_us) / 1e6

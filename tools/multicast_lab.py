@@ -1,0 +1,165 @@
+"""Multicast side by side in the lab: alf and uftp, alternately, on one bridge in namespaces
+this tool makes (lossy-net's Segment), the same input, every output hashed.
+
+    python -P tools/multicast_lab.py --size 200M --runs 3 --tools alf,uftp
+    python -P tools/multicast_lab.py --size 200M --runs 3 --tools alf --pipe
+    python -P tools/multicast_lab.py --size 200M --runs 3 --tools uni,alf --loss 0,0,0,0,0,0,0,0 --rate 1G
+
+``--loss`` gives each receiver's random loss (nftables at its ingress; default the issue's
+0/0/1/1/3/3/10/10%), ``--rate`` each receiver's bridge port a tbf limit. ``alf`` is `alf send
+GROUP --receivers N` to every receiver, ``uni`` alf unicast to the first receiver alone (the
+same segment), ``uftp`` Debian's uftp/uftpd with ``--uftp-args`` (its knobs; the default is
+the best of the search in docs/performance.md). Each run prints one JSON line: the wall time
+from the sender's start to its exit, how many outputs are intact, and the multicast datagrams
+the sender sent beyond the content's (alf: its own counts of DATA, repairs, PROBEs and HELLOs,
+since GSO makes the interface count a run as one packet; uftp: the sender's interface's
+packets). Needs root; sends only inside the namespaces it makes, and removes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lossy-net"))
+from lossynet import Lab  # noqa: E402
+from lossynet.topology import LinkSpec, Segment, wait_port  # noqa: E402
+
+from alf.units import parse_rate, parse_size  # noqa: E402
+
+PY = sys.executable
+GROUP, PORT, UFTP_PORT = "239.1.2.3", 8834, 1044
+UFTP_BEST = "-b 1400 -B 4194304 -R 600000 -s 10 -r 0.01:0.001:1"
+ALF_ADU = 1428
+
+
+def _sha(path: str) -> str | None:
+    if not os.path.exists(path):
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _tx_packets(lab: Lab, ns: str) -> int:
+    out = lab.run(ns, "ip", "-j", "-s", "link", "show", "eth0").stdout
+    return int(json.loads(out)[0]["stats64"]["tx"]["packets"])
+
+
+def _run_alf(
+    lab: Lab, seg: Segment, src: str, tmp: str, group: bool, pipe: bool
+) -> tuple[float, list[str], int]:
+    hosts = seg.r if group else seg.r[:1]
+    procs = []
+    outs = [os.path.join(tmp, f"out{k}.bin") for k in range(len(hosts))]
+    for ns, out in zip(hosts, outs, strict=True):
+        cmd = [PY, "-m", "alf", "recv", str(PORT), "--timeout", "30", "--no-progress", "-q"]
+        cmd += ["--group", GROUP] if group else []
+        if pipe:
+            with open(out, "wb") as f:
+                procs.append(lab.start(ns, [*cmd, "-o", "-"], stdout=f))
+        else:
+            procs.append(lab.start(ns, [*cmd, "-o", out]))
+    for ns in hosts:
+        wait_port(lab, ns, PORT)
+    stats = os.path.join(tmp, "s.json")
+    dest = f"{GROUP} {PORT} --receivers {len(hosts)}" if group else f"{seg.addr(10)} {PORT}"
+    send = f"{PY} -m alf send {dest} --no-progress -q --timeout 30 --stats-json {stats}"
+    t = time.monotonic()
+    s = lab.start(seg.s, f"cat {src} | {send}" if pipe else f"{send} {src}")
+    s.wait(timeout=600)
+    seconds = time.monotonic() - t
+    for p in procs:
+        p.wait(timeout=60)
+    with open(stats) as f:
+        last = json.loads(f.read().strip().splitlines()[-1])
+    sent = last["adus_new"] + last["adus_repair"] + last["probes_sent"] + last["hellos_sent"]
+    return seconds, outs, sent
+
+
+def _run_uftp(lab: Lab, seg: Segment, src: str, tmp: str, args: str) -> tuple[float, list[str], int]:
+    procs = []
+    dirs = [os.path.join(tmp, f"u{k}") for k in range(len(seg.r))]
+    for ns, d in zip(seg.r, dirs, strict=True):
+        os.makedirs(d, exist_ok=True)
+        cmd = ["uftpd", "-d", "-D", d, "-B", "4194304", "-x", "0", "-p", str(UFTP_PORT)]
+        procs.append(lab.start(ns, cmd, stderr=subprocess.DEVNULL))
+    for ns in seg.r:
+        wait_port(lab, ns, UFTP_PORT)
+    before = _tx_packets(lab, seg.s)
+    t = time.monotonic()
+    s = lab.start(seg.s, ["uftp", "-p", str(UFTP_PORT), "-x", "0", *args.split(), src])
+    s.wait(timeout=600)
+    seconds = time.monotonic() - t
+    for p in procs:  # uftpd is a server: it stays until stopped
+        p.kill()
+        p.wait(timeout=10)
+    return seconds, [os.path.join(d, os.path.basename(src)) for d in dirs], _tx_packets(lab, seg.s) - before
+
+
+def _clear_outputs(top: str, src: str) -> None:
+    """The outputs of the run before (alf's outK.bin, uftpd's uK/ copies), not the input."""
+    for where, _dirs, files in os.walk(top):
+        for name in files:
+            path = os.path.join(where, name)
+            if path != src:
+                os.remove(path)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", default="200M")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--tools", default="alf,uftp")
+    ap.add_argument("--loss", default="0,0,0.01,0.01,0.03,0.03,0.1,0.1")
+    ap.add_argument("--rate", default=None, help="each receiver's port limit (RATE)")
+    ap.add_argument("--pipe", action="store_true", help="alf: cat FILE | alf send, receivers to stdout")
+    ap.add_argument("--uftp-args", default=UFTP_BEST)
+    ap.add_argument("--dir", default="/dev/shm/alf-multicast-lab")
+    a = ap.parse_args()
+    size = parse_size(a.size)
+    losses = [float(x) for x in a.loss.split(",")]
+    rate = parse_rate(a.rate) if a.rate else 0.0
+    os.makedirs(a.dir, exist_ok=True)
+    src = os.path.join(a.dir, "in.bin")
+    if not os.path.exists(src) or os.path.getsize(src) != size:
+        with open(src, "wb") as f:
+            for _ in range(0, size, 1 << 20):
+                f.write(os.urandom(min(1 << 20, size - f.tell())))
+    want = _sha(src)
+    with Lab() as lab:
+        seg = Segment(lab, [LinkSpec(loss=p, rate_bps=rate) for p in losses])
+        for run in range(a.runs):
+            for tool in a.tools.split(","):
+                _clear_outputs(a.dir, src)
+                if tool == "uftp":
+                    seconds, outs, sent = _run_uftp(lab, seg, src, a.dir, a.uftp_args)
+                    block = int(a.uftp_args.split("-b ")[1].split()[0]) if "-b " in a.uftp_args else 1300
+                else:
+                    seconds, outs, sent = _run_alf(lab, seg, src, a.dir, tool == "alf", a.pipe)
+                    block = ALF_ADU
+                content = -(-size // block)
+                row = {
+                    "tool": tool,
+                    "run": run,
+                    "seconds": round(seconds, 2),
+                    "Mbit/s": round(size * 8 / seconds / 1e6, 1),
+                    "intact": sum(_sha(o) == want for o in outs),
+                    "receivers": len(outs),
+                    "datagrams": sent,
+                    "beyond_content": round(sent / content - 1, 4),
+                }
+                if tool == "uftp":
+                    row["uftp_args"] = a.uftp_args
+                print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
