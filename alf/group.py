@@ -37,6 +37,7 @@ REPAIR_HOLD_MIN = 0.005  # §15 rule 6
 RECENT_MAX = 4096  # repairs remembered before the old ones are let go
 JOINING_WAIT = 5.0  # a JOIN whose ACCEPT did not follow in this long is forgotten
 DEFAULT_WAIT = 5.0  # the join window when no number of receivers is named
+STALL_MIN = 0.25  # a member silent this long (or 4 group RTTs) no longer sets the group's pace
 APP_LIMITED_SHARE = 0.95  # a member's rate above the group's by more than this: app-limited
 
 
@@ -60,6 +61,7 @@ class Member:
     fate: Fate = Fate.JOINING
     joined_at: float | None = None
     late: bool = False  # it joined after the start
+    stalled: bool = False  # silent for a while (not yet for the timeout): it sets no pace
     srtt: float | None = None
     rttvar: float = 0.0
     acked: int = 0
@@ -92,7 +94,9 @@ class _Slowest(cc.Controller):
     @property
     def rate_bps(self) -> float:
         members = self._group.members.values()
-        rates = [m.cc.rate_bps for m in members if m.receiving]
+        rates = [m.cc.rate_bps for m in members if m.receiving and not m.stalled]
+        if not rates:  # every one is stalled: the least of them
+            rates = [m.cc.rate_bps for m in members if m.receiving]
         if not rates:  # none receiving: what the last ones got (the final statistics show it)
             rates = [m.cc.rate_bps for m in members if m.joined_at is not None]
         return min(rates) if rates else self._idle.rate_bps
@@ -156,18 +160,22 @@ class GroupSender(Sender):
         live = self._receiving()
         if not live:
             return
+        # A stalled member (silent a while) holds back neither the window nor the pace: the
+        # others go on, and what it misses meanwhile it NAKs if it comes back. It still holds
+        # the acknowledgement, so a stream's ring keeps what it may ask for.
+        pace = [m for m in live if not m.stalled] or live
         peer = self.peer
         acked = min(m.acked for m in live)
         if self.kind == wire.Kind.STREAM:
             acked = max(acked, peer.acked)  # its ring released below it: never again
         peer.acked = self.stats.acked_adus = acked
-        peer.window_limit = min(m.window_limit for m in live)
+        peer.window_limit = max(peer.window_limit, min(m.window_limit for m in pace))
         peer.received = min(m.received for m in live)
         trim_ranges(self._repairs, acked)
         runs = self.path.in_flight
         while runs and runs[0].first + runs[0].count <= acked:
             runs.popleft()
-        rtts = [m.srtt for m in live if m.srtt is not None]
+        rtts = [m.srtt for m in pace if m.srtt is not None]
         if rtts:
             self.path.srtt = max(rtts)
             self.stats.srtt_ms = self.path.srtt * 1e3
@@ -200,9 +208,13 @@ class GroupSender(Sender):
                 path.hello_gap = ANNOUNCE_GAP
             self._maybe_start(now)
             return
+        stall = max(STALL_MIN, 4 * (self.path.srtt or 0.0))
         for m in list(self.members.values()):
             if m.receiving and now - m.heard_at >= timeout:
                 self._member_ends(m, Fate.LOST, f"silent for {timeout:g} s", now)
+            elif m.receiving and not m.stalled and now - m.heard_at >= stall:
+                m.stalled = True  # the others go on at their pace until it answers, or is lost
+                self._regroup()
         if self._settled(now):
             return
         if self._admitting() and now >= path.hello_at:
@@ -325,6 +337,7 @@ class GroupSender(Sender):
                 self.stats.foreign += 1
             return
         m.heard_at = now
+        m.stalled = False
         self.peer.last_heard = now
         self.path.heard_since_final = True
         if isinstance(msg, wire.Accept):
@@ -476,6 +489,16 @@ class GroupSender(Sender):
     def _group_size(self) -> int:
         return max(1, len(self._receiving()))
 
+    def shown_acked(self) -> int:
+        """What the members that keep pace hold (a stalled one is not the group's progress;
+        once none is receiving, what the ones that verified hold)."""
+        live = self._receiving()
+        pace = [m for m in live if not m.stalled] or live
+        if pace:
+            return min(m.acked for m in pace)
+        done = [m for m in self.members.values() if m.fate == Fate.OK]
+        return (self.end_adus or 0) if done else self.peer.acked
+
     def member_stats(self) -> list[dict[str, object]] | None:
         out: list[dict[str, object]] = []
         for m in self.members.values():
@@ -487,6 +510,7 @@ class GroupSender(Sender):
                     "state": m.fate.value,
                     "reason": m.reason,
                     "late": m.late,
+                    "stalled": m.stalled,
                     "bytes": m.received_bytes if m.fate in (Fate.OK, Fate.MISMATCH) else held,
                     "naks": m.naks,
                     "adus_nakked": m.nakked_adus,

@@ -129,9 +129,26 @@ def progress_line(stats: Mapping[str, Any], now: float, meter: RateMeter, start:
     paths = paths_field(stats)
     if paths:
         parts.append(paths)
+    group = receivers_field(stats)
+    if group:
+        parts.append(group)
     if state == "finishing":
         parts.append("finishing")
     return "  ".join(parts)
+
+
+def receivers_field(stats: Mapping[str, Any]) -> str:
+    """A group sender: its receivers by state (e.g. "receivers 2 ok, 1 silent"); '' if none."""
+    members = stats.get("receivers")
+    if members is None:
+        return ""
+    counts: dict[str, int] = {}
+    for m in members:
+        state = "silent" if m.get("stalled") else str(m.get("state"))
+        counts[state] = counts.get(state, 0) + 1
+    order = ["joining", "receiving", "silent", "ok", "mismatch", "lost", "aborted"]
+    text = ", ".join(f"{counts[k]} {k}" for k in order if counts.get(k))
+    return f"receivers {text}" if text else "receivers: none yet"
 
 
 def paths_field(stats: Mapping[str, Any]) -> str:
@@ -207,7 +224,7 @@ def summary(stats: Mapping[str, Any], ok: bool, message: str, seconds: float | N
         return [f"{line}{'; ' + repair if repair else ''}; {tail}", *more]
     lines = [f"{head} error: {message}"]
     lines += [f"{head} {x}" for x in receiver_lines(stats, False)]
-    if done:
+    if done and "receivers" not in stats:  # (a group's: the error says how many verified)
         total = stats.get("total_bytes")
         of = f" of {human_bytes(total)}" if total else ""
         moved = "acknowledged" if role == "send" else "received"

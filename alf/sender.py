@@ -966,6 +966,10 @@ class Sender:
         if len(self._repaired_on) > 4096:
             self._repaired_on = {i: p for i, p in self._repaired_on.items() if i >= acked}
 
+    def shown_acked(self) -> int:
+        """The acknowledged ADUs the statistics show (a group's: its members that keep pace)."""
+        return self.peer.acked
+
     def _group_size(self) -> int:
         """What a PROBE says in its receivers field (§15; 0: not a group)."""
         return 0

@@ -194,7 +194,7 @@ class SendSession:
             total_bytes=total,
             bytes_sent=s.next_new * s.adu if total is None else min(s.next_new * s.adu, total),
             bytes_resent=s.stats.adus_repair * s.adu,
-            acked_bytes=s.peer.acked * s.adu if total is None else min(s.peer.acked * s.adu, total),
+            acked_bytes=s.shown_acked() * s.adu if total is None else min(s.shown_acked() * s.adu, total),
             digest=digest_names[s.cfg.digest],
             began=s.began,
             datapath=self.datapath,

@@ -93,6 +93,15 @@ def test_a_receiver_killed_midway_is_lost_and_the_others_finish() -> None:
     assert states == ["ok", "ok", "lost", "ok"]
     # the others did not wait for the lost one's timeout to finish
     assert max(r.done_at[k] or 99 for k in (0, 1, 3)) < 1.5
+    # nor with a long timeout: a silent member stalls after 250 ms and sets neither the window
+    # nor the pace (§15 rule 4; it stopped the others for the whole timeout before)
+    slow = SenderConfig(adu_size=512, rate_bps=20e6, timeout=10.0)
+    r = run_group_transfer(
+        data, _members((0.0, 0.01, 0.0, 0.03)), expected=4, sender_config=slow, kill_at=kill,
+        receiver_buffer=1 << 19,
+    )  # fmt: skip
+    assert r.sender is not None and r.sender.code == ExitCode.PEER_UNREACHABLE
+    assert max(r.done_at[k] or 99 for k in (0, 1, 3)) < 2.0, r.done_at
     r = run_group_transfer(
         data, _members((0.0, 0.01, 0.0, 0.03)), expected=4, quorum=3, sender_config=cfg, kill_at=kill
     )

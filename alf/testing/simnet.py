@@ -415,11 +415,13 @@ def run_group_transfer(
     stream_window_adus: int = 256,
     max_time: float = 120.0,
     max_events: int = 3_000_000,
+    receiver_buffer: int = 0,
 ) -> GroupSimResult:
     """Send ``data`` from one sender to a group of receivers, one per (forward, backward) link
     pair in ``members``: receiver ``k`` is node ("receiver", k) and joins the group; it starts
     at ``start_at[k]`` and vanishes at ``kill_at[k]``. ``upstream_loss`` drops DATA once, before
-    the fan-out, so every receiver misses the same datagrams (loss upstream of a bridge)."""
+    the fan-out, so every receiver misses the same datagrams (loss upstream of a bridge).
+    ``receiver_buffer``: each receiver's read buffer, so its window follows §6's flow rule."""
     from alf.group import GroupSender
 
     net = Network(seed)
@@ -464,6 +466,8 @@ def run_group_transfer(
         for k in range(n):
             if rxs[k] is None and now >= starts[k] and now < kills[k]:
                 rx = Receiver(rcfg, now, secret=bytes([k]) * 8)
+                if receiver_buffer:  # the read buffer each receiver is told it has (its flow window)
+                    rx.set_read_buffer(receiver_buffer)
                 store: MemoryWriter | MemoryBackend
                 if rcfg.in_order:
                     store = MemoryWriter()
