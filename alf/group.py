@@ -208,7 +208,11 @@ class GroupSender(Sender):
                 path.hello_gap = ANNOUNCE_GAP
             self._maybe_start(now)
             return
-        stall = max(STALL_MIN, 4 * (self.path.srtt or 0.0))
+        srtt = self.path.srtt or 0.0
+        # §15 rule 9: in a large group each member answers one PROBE in k: that much quiet is
+        # its turn coming round, not silence
+        turn = (wire.answer_every(len(self._receiving())) - 1) * wire.probe_spacing(srtt)
+        stall = max(STALL_MIN, 4 * srtt) + 2 * turn
         for m in list(self.members.values()):
             if m.receiving and now - m.heard_at >= timeout:
                 self._member_ends(m, Fate.LOST, f"silent for {timeout:g} s", now)
@@ -222,7 +226,7 @@ class GroupSender(Sender):
             path.hello_gap = LATE_ANNOUNCE_GAP
         self._maybe_finishing(now)
         for m in self._receiving():
-            m.cc.on_silence(now, now - m.heard_at)
+            m.cc.on_silence(now, now - m.heard_at - turn)
         self._follow_cc(path, now)
         if now >= path.probe_at:
             self._probe(path, now, int((path.srtt or 0.0) * 1e6) & 0xFFFFFFFF)

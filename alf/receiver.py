@@ -144,6 +144,7 @@ class Receiver:
         self._backoff_rng = random.Random(self._secret)
         self._nak_due: float | None = None  # §15 rule 8: when the NAK a round drew is sent
         self._nak_pending: list[tuple[int, int]] = []  # ... and what it would name
+        self._probes_seen = self._backoff_rng.randrange(1 << 16)  # §15 rule 9: whose turn
         self.path_bytes: dict[Addr, int] = {}  # multipath: DATA datagram bytes from each address
         # multipath: one past the highest index each address delivered, and when that last rose
         self._path_high: dict[Addr, tuple[int, float]] = {}
@@ -492,7 +493,12 @@ class Receiver:
             nxt = end
         if nxt > self._frontier:
             self._frontier = nxt
-        self._send_status(now, addr)
+        self._probes_seen += 1
+        if self._probes_seen % self._answer_every() == 0:  # §15 rule 9: a large group in turns
+            self._send_status(now, addr)
+
+    def _answer_every(self) -> int:
+        return wire.answer_every(self._group_size) if self.multicast else 1
 
     # ------------------------------------------------------------ timers and output
 
@@ -653,7 +659,7 @@ class Receiver:
         )
         self._out.append((wire.encode_status(status), target))
         self.stats.status_sent += 1
-        self._status_at = now + STATUS_EVERY
+        self._status_at = now + STATUS_EVERY * self._answer_every()
         self._data_since_status = False
 
     def _rate_of(self, addr: Addr, now: float) -> int:

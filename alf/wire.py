@@ -135,6 +135,14 @@ def probe_spacing(srtt: float) -> float:
     return min(max(srtt, PROBE_MIN), PROBE_MAX)
 
 
+THIN_FROM = 8  # §15 rule 9: a group larger than this answers its PROBEs in turns
+
+
+def answer_every(receivers: int) -> int:
+    """§15 rule 9: a group member answers one PROBE in this many (1: every one)."""
+    return 1 if receivers <= THIN_FROM else -(-receivers // 2)
+
+
 def final_gap_max(srtt: float) -> float:
     """§8: the largest spacing of FINAL PROBEs."""
     return max(FINAL_GAP_CAP, 2 * srtt)

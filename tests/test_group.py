@@ -203,3 +203,24 @@ def test_nak_backoff_keeps_the_feedback_of_a_shared_loss_near_one_receivers() ->
     assert r.sender is not None and r.sender.ok and r.outputs == [data] * 8
     assert r.sender_stats["naks_received"] <= 2 * alone, (r.sender_stats["naks_received"], alone)
     assert sum(s["adus_nak_suppressed"] for s in r.receiver_stats) > 0
+
+
+def test_a_large_group_answers_its_probes_in_turns() -> None:
+    """§15 rule 9: 32 receivers, 1% lost upstream, 10 ms round trip: in the steady state (the
+    middle half of the transfer) the sender gets at most 4 NAK or STATUS datagrams per group
+    round trip, where each receiver answering every PROBE sent about 26; the transfer takes
+    no longer than with 8 receivers, who still answer every PROBE."""
+    data = _data(3_000_000)
+    cfg = SenderConfig(adu_size=512, rate_bps=50e6, timeout=10.0)
+    r = run_group_transfer(data, _members((0.0,) * 32), expected=32, upstream_loss=0.01, sender_config=cfg)
+    assert r.sender is not None and r.sender.ok and r.outputs == [data] * 32
+    began = min(t for t, _k, kind in r.feedback_log if kind == wire.MsgType.STATUS)
+    ended = min(t for t in r.done_at if t is not None)
+    lo, hi = began + (ended - began) / 4, began + 3 * (ended - began) / 4
+    middle = [kind for t, _k, kind in r.feedback_log if lo <= t < hi]
+    assert all(kind in (wire.MsgType.STATUS, wire.MsgType.NAK) for kind in middle)
+    rtt = 2 * Link().delay
+    assert len(middle) / ((hi - lo) / rtt) <= 4.0, len(middle) / ((hi - lo) / rtt)
+    eight = run_group_transfer(data, _members((0.0,) * 8), expected=8, upstream_loss=0.01, sender_config=cfg)
+    assert eight.sender is not None and eight.sender.ok
+    assert r.elapsed <= 1.3 * eight.elapsed

@@ -396,6 +396,7 @@ class GroupSimResult:
     group_data: int  # DATA datagrams the sender sent to the group
     done_at: list[float | None]  # when each receiver's outcome was set
     sender_log: list[Event] = field(default_factory=list)
+    feedback_log: list[tuple[float, int, int]] = field(default_factory=list)  # (time, receiver, type)
 
 
 def run_group_transfer(
@@ -455,6 +456,7 @@ def run_group_transfer(
     sessions: list[RecvSession | None] = [None] * n
     sinks: list[Any] = [None] * n
     feedback, naks = [0] * n, [0] * n
+    feedback_log: list[tuple[float, int, int]] = []
     done_at: list[float | None] = [None] * n
     ended = [False] * n
     group_data = 0
@@ -504,6 +506,7 @@ def run_group_transfer(
             for d, addr in rs.poll(now):
                 feedback[k] += 1
                 naks[k] += d[1] == wire.MsgType.NAK
+                feedback_log.append((now, k, d[1]))
                 net.send(nodes[k], addr, d, now)
             if rs.receiver.outcome is not None and done_at[k] is None:
                 done_at[k] = now
@@ -558,4 +561,5 @@ def run_group_transfer(
         group_data,
         done_at,
         log,
+        feedback_log,
     )
