@@ -30,7 +30,7 @@ from alf.content import OffsetSink, OrderedSink, Sink, SinkError, Source
 from alf.errors import ExitCode, Outcome
 from alf.events import DataArrived, Event, FallBack, Joined, PeerAborted, Rejected
 from alf.group import MAX_MEMBERS as MAX_MEMBERS
-from alf.group import GroupSender
+from alf.group import SLOW_POLICIES, GroupSender
 from alf.io.common import DriverError, Hooks, LocalAddressError, Path, check_local_address, parse_path
 from alf.io.sink import FdWriter, FileBackend
 from alf.io.source import FileSource, StreamSource, pump_stream
@@ -405,6 +405,7 @@ def send(
     quorum: int | None = None,
     ttl: int = 1,
     interface: str | None = None,
+    slow: str = "catch-up",
 ) -> Result:
     """Send ``source`` (a path, a binary file object, or None / "-" for stdin) to a receiver
     at ``host`` ``port``. A regular file goes as a file (its length known, repairs read from it
@@ -433,7 +434,7 @@ def send(
         raise UsageError("chaos is for transport tcp or auto")
     if transport == "tcp" and checksum:
         raise UsageError("checksum is for UDP (TCP checksums every segment itself)")
-    group = _group_options(host, transport, paths, chaos_bytes, receivers, wait, quorum, ttl, interface)
+    group = _group_options(host, transport, paths, chaos_bytes, receivers, wait, quorum, ttl, interface, slow)
     if group is not None:
         transport = "udp"
     try:
@@ -501,6 +502,7 @@ class _GroupOptions:
     quorum: int | None
     ttl: int
     interface: str | None
+    slow: str
 
 
 def _group_options(
@@ -513,11 +515,13 @@ def _group_options(
     quorum: int | None,
     ttl: int,
     interface: str | None,
+    slow: str = "catch-up",
 ) -> _GroupOptions | None:
     """A multicast destination's options, checked (None: a unicast one, which takes none)."""
     if not is_multicast(host):
         named = (("receivers", receivers), ("wait", wait), ("quorum", quorum), ("interface", interface))
         given = [n for n, v in named if v is not None] + (["ttl"] if ttl != 1 else [])
+        given += ["slow"] if slow != "catch-up" else []
         if given:
             raise UsageError(f"{', '.join(given)}: for a multicast destination (224.0.0.0/4), not {host}")
         return None
@@ -536,7 +540,8 @@ def _group_options(
     if not 1 <= ttl <= 255:
         raise UsageError("ttl must be 1-255")
     _check_interface(interface)
-    return _GroupOptions(receivers, wait, quorum, ttl, interface)
+    _choice("slow", slow, list(SLOW_POLICIES))
+    return _GroupOptions(receivers, wait, quorum, ttl, interface, slow)
 
 
 def _check_interface(name: str | None) -> None:
@@ -714,7 +719,8 @@ def _send(
                     group.receivers,
                     group.wait,
                     group.quorum,
-                )  # fmt: skip
+                    group.slow,
+                )
             )
             session = SendSession(sender, source, Dropper(drop, seed) if drop else None)
             stats = session.stats
@@ -793,6 +799,8 @@ def receive(
             raise UsageError(f"group: {group} is not an IPv4 multicast address (224.0.0.0/4)")
         if transport == "tcp":
             raise UsageError("group: a multicast group is served over UDP only (not with transport tcp)")
+        if bind is not None:  # a socket bound to one unicast address gets no group datagrams
+            raise UsageError("group: not with bind (the group is joined on --interface)")
         transport = "udp"
         _check_interface(interface)
     elif interface is not None:

@@ -150,6 +150,11 @@ class Reporter(api.Observer):
                 f"cannot send: {event.reason} (a firewall rule or a route refuses it here); "
                 "what is lost is sent again once it clears, or the peer's silence ends it"
             )
+        elif isinstance(event, events.MemberSlow):
+            self.say(
+                f"receiver {progress.peer_name(event.peer)} is slow ({event.why}): the others go on at "
+                "their pace, and it gets what it missed after them"
+            )
         elif isinstance(event, events.MemberEnded):
             if event.fate != "ok":
                 self.say(f"receiver {progress.peer_name(event.peer)} {event.fate}: {event.reason}")
@@ -265,7 +270,7 @@ HELP_SECTIONS: dict[str, list[str]] = {
         "keep_partial",
     ],
     "Paths and TCP": ["bind", "extra_paths", "stripe", "streams", "gso"],
-    "Multicast": ["group", "receivers", "wait", "quorum", "ttl", "interface"],
+    "Multicast": ["group", "receivers", "wait", "quorum", "slow", "ttl", "interface"],
     "Diagnostics and fault injection": ["stats_json", "stats_interval", "drop", "seed", "chaos"],
 }
 UNITS_HELP = """\b
@@ -499,6 +504,15 @@ def main() -> None:
     help="Multicast: succeed (exit 0) once K receivers verified the content, whatever the others did.",
 )
 @click.option(
+    "--slow",
+    type=click.Choice(["catch-up", "drop", "wait"]),
+    default="catch-up",
+    show_default=True,
+    help="Multicast: a receiver far slower than the others (under a quarter of their median rate for "
+    "0.5 s): catch-up lets the others go at their pace and sends it what it missed after them (a FILE; "
+    "a pipe waits for it); drop sends it away (reported dropped-slow); wait keeps the group at its pace.",
+)
+@click.option(
     "--ttl",
     type=click.IntRange(1, 255),
     default=1,
@@ -535,6 +549,7 @@ def send(
     quorum: int | None,
     ttl: int,
     interface: str | None,
+    slow: str,
     **kw: Any,
 ) -> None:
     """Send FILE (or stdin, '-') to an `alf recv` at HOST PORT (or HOST:PORT, [IPv6]:PORT)."""
@@ -548,6 +563,7 @@ def send(
         cc=cc_name, min_rate=min_rate, rate=rate, adu_size=adu_size, checksum=checksum, digest=digest,
         window=window, streams=streams, paths=extra_paths, chaos=chaos, bind=bind, if_changed=if_changed,
         stripe=stripe, receivers=receivers, wait=wait, quorum=quorum, ttl=ttl, interface=interface,
+        slow=slow,
     )  # fmt: skip
     sys.exit(
         _run(

@@ -85,6 +85,15 @@ class MemberEnded(Event):
 
 
 @dataclass(frozen=True)
+class MemberSlow(Event):
+    """A receiver of a group is far slower than the others (``--slow catch-up``): the others
+    go on at their pace, and it gets what it missed after them."""
+
+    peer: object
+    why: str
+
+
+@dataclass(frozen=True)
 class Verifying(Event):
     """The receiver holds every ADU and knows the sender's FINAL: the output is being finished
     and its digest checked (a slow consumer can make this last)."""

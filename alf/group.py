@@ -25,7 +25,7 @@ from typing import Any
 import cc
 from alf import wire
 from alf.errors import ExitCode, Outcome
-from alf.events import Joined, MemberEnded
+from alf.events import Joined, MemberEnded, MemberSlow
 from alf.ranges import merge_ranges, subtract_ranges, trim_ranges
 from alf.sender import CLOSE_COPIES, Datagram, Run, Sender, SenderConfig, State
 from alf.verdict import verdict_outcome
@@ -38,6 +38,9 @@ RECENT_MAX = 4096  # repairs remembered before the old ones are let go
 JOINING_WAIT = 5.0  # a JOIN whose ACCEPT did not follow in this long is forgotten
 DEFAULT_WAIT = 5.0  # the join window when no number of receivers is named
 STALL_MIN = 0.25  # a member silent this long (or 4 group RTTs) no longer sets the group's pace
+SLOW_POLICIES = ("catch-up", "drop", "wait")
+SLOW_SHARE = 0.25  # --slow: a member under this share of the members' median rate ...
+SLOW_HOLD = 0.5  # ... for this long (or 20 group RTTs) is slow
 APP_LIMITED_SHARE = 0.95  # a member's rate above the group's by more than this: app-limited
 
 
@@ -48,6 +51,7 @@ class Fate(Enum):
     MISMATCH = "mismatch"
     LOST = "lost"
     ABORTED = "aborted"
+    DROPPED_SLOW = "dropped-slow"  # --slow drop: too slow for the group, sent away
 
 
 @dataclass(eq=False)
@@ -62,6 +66,10 @@ class Member:
     joined_at: float | None = None
     late: bool = False  # it joined after the start
     stalled: bool = False  # silent for a while (not yet for the timeout): it sets no pace
+    slow: bool = False  # --slow catch-up: far slower than the others; served after them
+    slow_since: float | None = None  # since when its rate is below SLOW_SHARE of the median
+    hellos: tuple[int, ...] = ()  # the timestamps of the last HELLOs sent to it (its ACCEPT echoes one)
+    progress_at: float = 0.0  # when it last showed it holds more of the data
     srtt: float | None = None
     rttvar: float = 0.0
     acked: int = 0
@@ -79,6 +87,11 @@ class Member:
     def receiving(self) -> bool:
         return self.fate == Fate.RECEIVING
 
+    @property
+    def keeps_pace(self) -> bool:
+        """It sets the group's window and rate (receiving, neither stalled nor slow)."""
+        return self.fate == Fate.RECEIVING and not self.stalled and not self.slow
+
 
 class _Slowest(cc.Controller):
     """The group's rate: the smallest of the receiving members' controllers (§15 rule 5).
@@ -94,8 +107,8 @@ class _Slowest(cc.Controller):
     @property
     def rate_bps(self) -> float:
         members = self._group.members.values()
-        rates = [m.cc.rate_bps for m in members if m.receiving and not m.stalled]
-        if not rates:  # every one is stalled: the least of them
+        rates = [m.cc.rate_bps for m in members if m.keeps_pace]
+        if not rates:  # only slow or stalled ones: the least of them
             rates = [m.cc.rate_bps for m in members if m.receiving]
         if not rates:  # none receiving: what the last ones got (the final statistics show it)
             rates = [m.cc.rate_bps for m in members if m.joined_at is not None]
@@ -123,6 +136,7 @@ class GroupSender(Sender):
         receivers: int | None = None,
         wait: float | None = None,
         quorum: int | None = None,
+        slow: str = "catch-up",
     ) -> None:
         if config.paths != 1:
             raise ValueError("a group sender has one path, to the group")
@@ -148,6 +162,10 @@ class GroupSender(Sender):
         path.cc = _Slowest(self, self._controller(0, now))
         path.hello_gap = ANNOUNCE_GAP
         self._recent: deque[tuple[float, int, int]] = deque()  # repairs sent: (when, a, b)
+        if slow not in SLOW_POLICIES:
+            raise ValueError(f"slow: one of {', '.join(SLOW_POLICIES)}")
+        self.slow_policy = slow
+        self.naks_deferred = 0  # NAKs of slow members while the others still received
 
     # ------------------------------------------------------------ the group's view
 
@@ -163,7 +181,7 @@ class GroupSender(Sender):
         # A stalled member (silent a while) holds back neither the window nor the pace: the
         # others go on, and what it misses meanwhile it NAKs if it comes back. It still holds
         # the acknowledgement, so a stream's ring keeps what it may ask for.
-        pace = [m for m in live if not m.stalled] or live
+        pace = [m for m in live if m.keeps_pace] or live
         peer = self.peer
         acked = min(m.acked for m in live)
         if self.kind == wire.Kind.STREAM:
@@ -216,6 +234,11 @@ class GroupSender(Sender):
         for m in list(self.members.values()):
             if m.receiving and now - m.heard_at >= timeout:
                 self._member_ends(m, Fate.LOST, f"silent for {timeout:g} s", now)
+            elif m.receiving and m.acked < self.next_new and now - m.progress_at >= timeout:
+                # it answers, but holds no more of the data (a path that drops DATA and passes
+                # small datagrams, as a path-MTU black hole does)
+                what = "none" if m.received == 0 else "no more"
+                self._member_ends(m, Fate.LOST, f"answers but got {what} of the data for {timeout:g} s", now)
             elif m.receiving and not m.stalled and now - m.heard_at >= stall:
                 m.stalled = True  # the others go on at their pace until it answers, or is lost
                 self._regroup()
@@ -224,12 +247,52 @@ class GroupSender(Sender):
         if self._admitting() and now >= path.hello_at:
             self._hello_due(path, now)
             path.hello_gap = LATE_ANNOUNCE_GAP
+        self._judge_slow(now)
+        if self.outcome is not None:
+            return
         self._maybe_finishing(now)
         for m in self._receiving():
-            m.cc.on_silence(now, now - m.heard_at - turn)
+            if not m.stalled:  # (a stalled one sets no pace: halving it on would drag it back)
+                m.cc.on_silence(now, now - m.heard_at - turn)
         self._follow_cc(path, now)
         if now >= path.probe_at:
             self._probe(path, now, int((path.srtt or 0.0) * 1e6) & 0xFFFFFFFF)
+
+    def _judge_slow(self, now: float) -> None:
+        """--slow: a member whose controller stays below SLOW_SHARE of the members' median rate
+        for SLOW_HOLD (or 20 group RTTs) is slow: with catch-up it no longer sets the pace and
+        its repairs wait until the others are done (a file only: a stream's ring cannot wait
+        for it); with drop it is sent away; with wait the group keeps its pace."""
+        policy = self.slow_policy
+        if policy == "wait" or (policy == "catch-up" and self.kind == wire.Kind.STREAM):
+            return
+        live = [m for m in self._receiving() if not m.stalled]
+        if len(live) < 2:
+            return
+        rates = sorted(m.cc.rate_bps for m in live)
+        median = rates[len(rates) // 2]
+        rtts = sorted(m.srtt or 0.0 for m in live)  # (the slow one's own queue makes its RTT long)
+        hold = max(SLOW_HOLD, 20 * rtts[len(rtts) // 2])
+        for m in live:
+            if m.slow or m.cc.rate_bps >= SLOW_SHARE * median:
+                m.slow_since = None
+                continue
+            if m.slow_since is None:
+                m.slow_since = now
+            elif now - m.slow_since >= hold:
+                why = f"{m.cc.rate_bps / 1e6:.3g} Mbit/s where the group's median is {median / 1e6:.3g}"
+                if policy == "drop":
+                    abort = wire.Abort(
+                        self.session_id, wire.AbortCode.CANCELLED, f"too slow for the group: {why}"
+                    )
+                    self._out.extend([self._to_member(wire.encode_abort(abort), m)] * CLOSE_COPIES)
+                    self._member_ends(m, Fate.DROPPED_SLOW, f"too slow: {why}", now)
+                    if self.outcome is not None:
+                        return
+                else:
+                    m.slow = True
+                    self.events.add(MemberSlow(m.addr, why))
+                    self._regroup()
 
     def _maybe_start(self, now: float) -> None:
         """§15 rule 3: DATA once the receivers named have joined, or the join window passed
@@ -239,11 +302,12 @@ class GroupSender(Sender):
         enough = self.expected is not None and joined >= self.expected
         window = self.join_wait is not None and waited >= self.join_wait and joined >= 1
         if not (enough or window):
-            if waited < self.cfg.timeout:
+            limit = max(self.cfg.timeout, self.join_wait or 0.0)
+            if waited < limit:
                 return
             if not joined or self.quorum is None or joined < self.quorum:
                 some = f"only {joined} of {self.expected}" if self.expected else "no"
-                msg = f"{some} receivers joined the group within {self.cfg.timeout:g} s"
+                msg = f"{some} receivers joined the group within {limit:g} s"
                 self._abort(wire.AbortCode.TIMEOUT, msg, Outcome(ExitCode.PEER_UNREACHABLE, msg))
                 return
         path = self.path
@@ -272,6 +336,7 @@ class GroupSender(Sender):
         if missing > 0:
             why.append(f"{missing} never joined")
         fates = {m.fate for m in failed}
+        # (dropped-slow counts as unreachable: the peer could not take the data in time)
         code = (
             ExitCode.VERIFY_FAILED
             if Fate.MISMATCH in fates
@@ -289,7 +354,7 @@ class GroupSender(Sender):
             return t
         path = self.path
         if self.state == State.HANDSHAKE:
-            t = min(t, path.hello_at, self._start + self.cfg.timeout)
+            t = min(t, path.hello_at, self._start + max(self.cfg.timeout, self.join_wait or 0.0))
             if self.join_wait is not None:
                 t = min(t, self._start + self.join_wait)
             return t
@@ -320,6 +385,8 @@ class GroupSender(Sender):
     ) -> None:
         got = now if arrived is None else min(arrived, now)
         self._carrier_list = None
+        if len(buf) > 16 and buf[1] == wire.MsgType.NAK and self._deferred_nak(buf, now, addr):
+            return
         try:
             msg = wire.decode_untrusted(buf)
         except wire.BadPacket:
@@ -356,17 +423,43 @@ class GroupSender(Sender):
         elif isinstance(msg, wire.Nak):
             self._on_member_nak(msg, m, now)
         elif isinstance(msg, wire.Done):
+            if self.state != State.FINISHING:
+                self.stats.unexpected += 1  # a verdict before the FINAL: on nothing it could check
+                return
             m.received_bytes = msg.received_bytes
             verdict = verdict_outcome(msg)
             fate = Fate.OK if verdict.ok else Fate.MISMATCH
+            if fate == Fate.OK and (msg.received_bytes != self.total_bytes or msg.digest != self.digest):
+                # an OK that names another length or digest than ours verifies nothing
+                fate, verdict = (
+                    Fate.MISMATCH,
+                    Outcome(ExitCode.VERIFY_FAILED, "its DONE names another content"),
+                )
             self._member_ends(m, fate, verdict.message, now)
             self._out.extend(
                 [self._to_member(wire.encode_close(wire.Close(self.session_id)), m)] * CLOSE_COPIES
             )
         elif isinstance(msg, wire.Abort):
+            if self.state == State.HANDSHAKE:  # it left before the start: its place is free again
+                del self.members[m.addr]
+                self.events.add(MemberEnded(m.addr, Fate.ABORTED.value, f"{msg.code.name}: {msg.reason}"))
+                return
             self._member_ends(m, Fate.ABORTED, f"{msg.code.name}: {msg.reason}", now)
         else:
             self.stats.unexpected += 1
+
+    def _deferred_nak(self, buf: bytes | bytearray | memoryview, now: float, addr: object) -> bool:
+        """--slow catch-up: a slow member's NAK while the others still receive is not even
+        decoded (it can name most of the content, and decoding it each round cost the loop
+        the others' pace); it says the member is alive. Its later rounds ask again."""
+        m = self.members.get(addr)
+        if m is None or not m.slow or not m.receiving or int.from_bytes(buf[8:16], "big") != self.session_id:
+            return False
+        if not any(x.keeps_pace for x in self.members.values()):
+            return False
+        m.heard_at = now
+        self.naks_deferred += 1
+        return True
 
     def _to_member(self, data: bytes, m: Member) -> Datagram:
         return Datagram(data, 0, m.addr)
@@ -390,9 +483,23 @@ class GroupSender(Sender):
         self._member_rtt(m, got, msg.echo_timestamp_us, 0)
         self.stats.retries_received += 1
         self._out.append(self._to_member(self._hello(now, m.token), m))
+        m.hellos = (*m.hellos[-3:], wire.to_us(now))  # its ACCEPT must echo one of these
         self.stats.hellos_sent += 1
 
     def _on_accept_member(self, msg: wire.Accept, m: Member, now: float, got: float) -> None:
+        if msg.echo_timestamp_us not in m.hellos:
+            self.stats.unexpected += 1  # it echoes no HELLO we sent it: it never read one
+            return
+        if self.kind == wire.Kind.STREAM and self.state != State.HANDSHAKE:
+            # a stream serves only the members present at its start: the ring has let go of
+            # what this one would need (its ACCEPT came after the start)
+            del self.members[m.addr]
+            self.joins_refused += 1
+            late = wire.Abort(
+                self.session_id, wire.AbortCode.BUSY, "the stream began before this receiver joined"
+            )
+            self._out.append(self._to_member(wire.encode_abort(late), m))
+            return
         if not self._room():  # others took the places meanwhile: it is told, and forgotten
             del self.members[m.addr]
             self.joins_refused += 1
@@ -404,6 +511,7 @@ class GroupSender(Sender):
         m.late = self.state != State.HANDSHAKE
         m.window_limit = msg.window_limit
         m.acked = 0
+        m.progress_at = now
         self._member_rtt(m, got, msg.echo_timestamp_us, 0)
         self.events.add(Joined(m.addr, self.session_id))
         if m.late:
@@ -416,7 +524,7 @@ class GroupSender(Sender):
             return
         if msg.received > m.received:
             m.received = msg.received
-            self.peer.progress_at = now
+            m.progress_at = self.peer.progress_at = now
         m.acked = max(m.acked, msg.cum_ack)
         m.window_limit = max(m.window_limit, msg.window_limit)
         sample = None
@@ -425,7 +533,10 @@ class GroupSender(Sender):
         m.receive_rate_Bps = msg.receive_rate
         # A member whose controller allows more than the group is sent (another member's is
         # lower) is app-limited: what it receives says nothing of what its path could carry.
-        limited = m.app_limited or self.path.pacer.rate_Bps * 8 < APP_LIMITED_SHARE * m.cc.rate_bps
+        group_bps = self.path.pacer.rate_Bps * 8
+        # (not when it gets clearly less than the group is sent: then it is the one congested)
+        below = group_bps < APP_LIMITED_SHARE * m.cc.rate_bps and msg.receive_rate * 8 >= 0.8 * group_bps
+        limited = m.app_limited or below
         m.cc.on_feedback(
             cc.Feedback(now, sample, msg.receive_rate * 8.0, self.sent_count, m.nakked_adus, limited)
         )
@@ -444,6 +555,11 @@ class GroupSender(Sender):
             return
         count = sum(b - a for a, b in added)
         m.nakked_adus += count
+        if m.slow and any(x.keeps_pace for x in self.members.values()):
+            # --slow catch-up: not now. Its NAK rounds ask again for every hole still open, so
+            # nothing is kept for it; once the others are done its NAKs are repaired as anyone's.
+            self.naks_deferred += 1
+            return
         hold = max(1.5 * (self.path.srtt or 0.0), REPAIR_HOLD_MIN)
         recent = self._recent
         while recent and recent[0][0] < now - hold:
@@ -497,7 +613,7 @@ class GroupSender(Sender):
         """What the members that keep pace hold (a stalled one is not the group's progress;
         once none is receiving, what the ones that verified hold)."""
         live = self._receiving()
-        pace = [m for m in live if not m.stalled] or live
+        pace = [m for m in live if m.keeps_pace] or live
         if pace:
             return min(m.acked for m in pace)
         done = [m for m in self.members.values() if m.fate == Fate.OK]
@@ -515,6 +631,7 @@ class GroupSender(Sender):
                     "reason": m.reason,
                     "late": m.late,
                     "stalled": m.stalled,
+                    "slow": m.slow,
                     "bytes": m.received_bytes if m.fate in (Fate.OK, Fate.MISMATCH) else held,
                     "naks": m.naks,
                     "adus_nakked": m.nakked_adus,

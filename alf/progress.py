@@ -144,9 +144,11 @@ def receivers_field(stats: Mapping[str, Any]) -> str:
         return ""
     counts: dict[str, int] = {}
     for m in members:
-        state = "silent" if m.get("stalled") else str(m.get("state"))
+        state = str(m.get("state"))
+        if state == "receiving" and (m.get("stalled") or m.get("slow")):
+            state = "silent" if m.get("stalled") else "slow"
         counts[state] = counts.get(state, 0) + 1
-    order = ["joining", "receiving", "silent", "ok", "mismatch", "lost", "aborted"]
+    order = ["joining", "receiving", "slow", "silent", "ok", "mismatch", "lost", "aborted", "dropped-slow"]
     text = ", ".join(f"{counts[k]} {k}" for k in order if counts.get(k))
     return f"receivers {text}" if text else "receivers: none yet"
 
@@ -218,7 +220,8 @@ def summary(stats: Mapping[str, Any], ok: bool, message: str, seconds: float | N
             by = "the receiver"
             if group is not None:
                 verified = sum(1 for m in group if m.get("state") == "ok")
-                by = f"{verified} of {len(group)} receivers"
+                joined = sum(1 for m in group if m.get("state") != "joining")
+                by = f"{verified} of {joined} receivers"
             tail = f"verified by {by} ({stats.get('digest', 'digest')})"
         more = [f"{head} {x}" for x in receiver_lines(stats, False)]
         return [f"{line}{'; ' + repair if repair else ''}; {tail}", *more]

@@ -58,6 +58,8 @@ ABORT_COPIES = 3
 TOKEN_EPOCH = 30.0  # §4.3: a RETRY token is good in the epoch it was made in and the next
 ANSWER_RATE = 200.0  # answers per second to HELLOs that bind nothing (RETRY, rejections)
 ANSWER_BURST = 50.0
+JOIN_RATE = 8.0  # §15 rule 1: JOINs a second at most, in bursts of up to JOIN_BURST
+JOIN_BURST = 4.0
 NAK_CREDIT = 3  # §7.2: NAK bytes allowed per byte of new data (and control) from the peer
 NAK_CREDIT_CAP = 256 << 10  # ... saved up to at most this
 MAX_PATHS = 8  # §14: addresses one session may use
@@ -127,6 +129,7 @@ class Receiver:
         self._secret = secret if secret is not None else secrets.token_bytes(16)
         self._answers = ANSWER_BURST  # a token bucket for answers that bind nothing
         self._answers_at = now
+        self._joins, self._joins_at = JOIN_BURST, now  # §15: the JOINs' own bucket
         self._nak_credit = 0.0
         self._credited = 0  # bytes received from the peer already turned into credit
         self._control_bytes = 0  # control bytes received from the peer
@@ -383,6 +386,18 @@ class Receiver:
         self._answers -= 1
         return True
 
+    def _may_join(self, now: float) -> bool:
+        """§15 rule 1: JOINs go at JOIN_RATE a second at most (the sender announces 4 times a
+        second): a forged announcement from a third party's address, sent to the group, makes
+        each receiver send that address little, not one JOIN of its size per announcement."""
+        self._joins = min(JOIN_BURST, self._joins + (now - self._joins_at) * JOIN_RATE)
+        self._joins_at = now
+        if self._joins < 1:
+            self.stats.answers_held += 1
+            return False
+        self._joins -= 1
+        return True
+
     def _token(self, msg: wire.Hello, addr: Addr, epoch: int) -> int:
         """§4.3: what only ``addr`` can echo: a MAC of the HELLO's terms, its source address
         and the epoch, under this receiver's secret (never 0)."""
@@ -394,6 +409,7 @@ class Receiver:
     def _on_hello(self, msg: wire.Hello, addr: Addr, now: float) -> None:
         if self.state != State.IDLE:
             if msg.session_id == self.session_id and addr in self.peers:
+                self._last_heard = now  # (a group's announcements go on while it waits to start)
                 if self.state == State.RECEIVING:
                     self._out.append((self._accept(msg), addr))
                 return
@@ -438,8 +454,10 @@ class Receiver:
             return True
         if msg.token:
             self.stats.bad_tokens += 1
+        join = bool(msg.features & wire.FEATURE_MULTICAST)  # §15: a group's announcement
+        if join and not self._may_join(now):
+            return False
         if self._may_answer(now):
-            join = bool(msg.features & wire.FEATURE_MULTICAST)  # §15: a group's announcement
             retry = wire.Accept(msg.session_id, msg.timestamp_us, 0, token, True, join)
             self._out.append((wire.encode_accept(retry), addr))
             self.stats.retries_sent += 1

@@ -152,15 +152,17 @@ class Adaptive(Controller):
             self.srtt = fb.rtt if self.srtt is None else 0.875 * self.srtt + 0.125 * fb.rtt
             self._min_rtt.add(now, fb.rtt)
             self._round_min_rtt = min(self._round_min_rtt, fb.rtt)
-        if fb.receive_rate_bps > 0 and not (fb.app_limited and fb.receive_rate_bps < self.btl_bps):
+        if fb.receive_rate_bps > 0:
             # Not scaled up for loss: drops in the bottleneck's own queue would then inflate the
             # estimate that caused them (tried: it fed itself into a steady 20% loss). A sample
             # taken while the sender could not fill its rate says only that the path carries at
-            # least that much: it never lowers the estimate (BBR's rule for app-limited samples).
+            # least that much: it never lowers the estimate (BBR's rule for app-limited samples),
+            # but it is the round's measurement all the same (a queue in such a round still cuts).
             capacity = fb.receive_rate_bps
-            self._max.add(now, capacity, MAX_FILTER_ROUNDS * self._round())
+            if not (fb.app_limited and capacity < self.btl_bps):
+                self._max.add(now, capacity, MAX_FILTER_ROUNDS * self._round())
+                self.btl_bps = self._max.value()
             self._round_best = max(self._round_best, capacity)
-            self.btl_bps = self._max.value()
         self._round_app_limited = self._round_app_limited or fb.app_limited
         if now - self._round_start >= self._round():
             self._end_round(fb)

@@ -12,7 +12,7 @@ from alf.errors import ExitCode
 from alf.group import GroupSender
 from alf.receiver import ReceiverConfig
 from alf.sender import SenderConfig
-from alf.testing.simnet import GROUP_ADDR, Link, run_group_transfer
+from alf.testing.simnet import GROUP_ADDR, GroupSimResult, Link, run_group_transfer
 
 MIXED = (0.0, 0.0, 0.01, 0.01, 0.03, 0.03, 0.10, 0.10)
 
@@ -224,3 +224,75 @@ def test_a_large_group_answers_its_probes_in_turns() -> None:
     eight = run_group_transfer(data, _members((0.0,) * 8), expected=8, upstream_loss=0.01, sender_config=cfg)
     assert eight.sender is not None and eight.sender.ok
     assert r.elapsed <= 1.3 * eight.elapsed
+
+
+def _slow_case(policy: str) -> tuple[GroupSimResult, bytes]:
+    """Three receivers behind 40 Mbit/s links and one behind 4 Mbit/s, 6 MB."""
+    data = _data(6_000_000, seed=5)
+    cfg = SenderConfig(adu_size=1400, rate_bps=200e6, cc="adaptive", timeout=10.0)
+    fast = Link(rate_bps=40e6, queue_bytes=200_000, delay=0.005)
+    slow = Link(rate_bps=4e6, queue_bytes=200_000, delay=0.005)
+    links = [(fast, Link(delay=0.005))] * 3 + [(slow, Link(delay=0.005))]
+    return run_group_transfer(data, links, expected=4, sender_config=cfg, slow=policy, max_time=60), data
+
+
+def test_a_slow_receiver_catches_up_after_the_others() -> None:
+    """--slow catch-up (the default): the receiver at a tenth of the others' rate stops setting
+    the pace within a second; the others finish at theirs, it gets what it missed after them,
+    intact, and the sender succeeds. --slow wait holds the others to its pace; --slow drop
+    sends it away, and the sender fails naming it (exit 3)."""
+    r, data = _slow_case("catch-up")
+    assert r.sender is not None and r.sender.ok, r.sender
+    assert r.outputs == [data] * 4
+    fast_done = max(t or 99 for t in r.done_at[:3])
+    assert r.sender_stats["receivers"][3]["slow"] is True
+    waited, _ = _slow_case("wait")
+    assert waited.sender is not None and waited.sender.ok
+    assert fast_done < 0.3 * min(t or 0 for t in waited.done_at[:3])
+    assert (r.done_at[3] or 0) > fast_done  # it finished, later
+    dropped, _ = _slow_case("drop")
+    assert dropped.sender is not None and dropped.sender.code == ExitCode.PEER_UNREACHABLE
+    assert "receiver:3 dropped-slow (too slow:" in dropped.sender.message
+    assert dropped.outputs[:3] == [data] * 3
+    assert dropped.receivers[3] is not None and dropped.receivers[3].code == ExitCode.PEER_ABORTED
+    assert max(t or 99 for t in dropped.done_at[:3]) < 0.3 * min(t or 0 for t in waited.done_at[:3])
+
+
+def test_a_member_that_gets_no_data_is_lost_not_waited_for() -> None:
+    """One receiver's link drops every DATA datagram and passes the small ones (a path-MTU
+    black hole): it answers, but holds nothing; after --timeout it is lost and the sender
+    ends (it once re-multicast repairs for it without end)."""
+    data = _data(200_000)
+    cfg = SenderConfig(adu_size=1200, rate_bps=20e6, timeout=3.0)
+    links = [(Link(), Link()), (Link(max_size=1210), Link())]
+    r = run_group_transfer(data, links, expected=2, sender_config=cfg, max_time=30)
+    assert r.sender is not None and r.sender.code == ExitCode.PEER_UNREACHABLE, r.sender
+    assert "receiver:1 lost (answers but got" in r.sender.message  # (the short last ADU passed)
+    assert r.outputs[0] == data
+
+
+def test_joining_before_the_start_is_neither_silence_nor_final() -> None:
+    """A long join window (12 s with the receivers' 10 s timeout): the announcements keep the
+    receivers that joined early alive; one that aborts before the start frees its place
+    rather than ending the transfer."""
+    data = _data(100_000)
+    cfg = SenderConfig(adu_size=512, rate_bps=20e6, timeout=30.0)
+    r = run_group_transfer(data, _members((0.0, 0.0)), wait=12.0, sender_config=cfg, max_time=40)
+    assert r.sender is not None and r.sender.ok, r.sender
+    assert r.outputs == [data, data]
+    now = 0.0
+    s = GroupSender(SenderConfig(adu_size=512, timeout=10.0), 9, wire.Kind.FILE, 1000, now, GROUP_ADDR, 2)
+    s.poll(now)
+    s.handle_datagram(wire.encode_accept(wire.Accept(9, 0, 0, 5, True, True)), 0.01, None, 0, ("r", 1))
+    (hello,) = s.poll(0.01)
+    echo = wire.decode_untrusted(hello.data)
+    assert isinstance(echo, wire.Hello)
+    forged = wire.encode_accept(wire.Accept(9, echo.timestamp_us + 1, 10, 5))
+    s.handle_datagram(forged, 0.02, None, 0, ("r", 1))  # echoes no HELLO we sent: not a member
+    assert s.members[("r", 1)].fate.value == "joining"
+    s.handle_datagram(wire.encode_accept(wire.Accept(9, echo.timestamp_us, 10, 5)), 0.02, None, 0, ("r", 1))
+    assert s.members[("r", 1)].fate.value == "receiving"
+    s.handle_datagram(
+        wire.encode_abort(wire.Abort(9, wire.AbortCode.CANCELLED, "bye")), 0.03, None, 0, ("r", 1)
+    )
+    assert s.outcome is None and ("r", 1) not in s.members

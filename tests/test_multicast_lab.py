@@ -146,3 +146,29 @@ def test_a_receiver_that_joins_halfway_gets_the_whole_file(lab: Lab, tmp_path: o
     members = {m["address"]: m for m in last_json(os.path.join(tmp, "s.json"))["receivers"]}
     assert members[f"10.78.0.12:{PORT}"]["late"] is True
     assert members[f"10.78.0.12:{PORT}"]["adus_nakked"] > 0.2 * (40_000_000 // 1428)
+
+
+def test_a_receiver_at_a_tenth_of_the_rate_gets_it_all(lab: Lab, tmp_path: os.PathLike[str]) -> None:
+    """A receiver on a 20 Mbit/s port and two on 200 Mbit/s ports, the default --slow
+    catch-up: all three outputs intact, the sender exits 0, and the slow one is not done
+    before the others. (Whether the fast ones are freed from its pace depends on the slowness
+    rule firing: docs/performance.md, issue 17 point 4; the simulator tests each policy.)"""
+    tmp = str(tmp_path)
+    size = 20_000_000
+    src = random_file(os.path.join(tmp, "in.bin"), size, seed=24)
+    seg = Segment(lab, [LinkSpec(rate_bps=200e6), LinkSpec(rate_bps=200e6), LinkSpec(rate_bps=20e6)])
+    recvs = _receivers(lab, seg.r, tmp)
+    t0 = time.monotonic()
+    send = _send(lab, seg, src, tmp, "--receivers", "3")
+    done: dict[int, float] = {}
+    while len(done) < 3 and time.monotonic() - t0 < 90:
+        for k, p in enumerate(recvs):
+            if k not in done and p.poll() is not None:
+                done[k] = time.monotonic() - t0
+        time.sleep(0.05)
+    _, err = send.communicate(timeout=60)
+    assert send.returncode == 0, err
+    for k in range(3):
+        assert recvs[k].returncode == 0
+        assert sha256_file(os.path.join(tmp, f"out{k}.bin")) == sha256_file(src)
+    assert done[2] >= max(done[0], done[1]) - 0.5, done

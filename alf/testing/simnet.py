@@ -417,6 +417,7 @@ def run_group_transfer(
     max_time: float = 120.0,
     max_events: int = 3_000_000,
     receiver_buffer: int = 0,
+    slow: str = "catch-up",
 ) -> GroupSimResult:
     """Send ``data`` from one sender to a group of receivers, one per (forward, backward) link
     pair in ``members``: receiver ``k`` is node ("receiver", k) and joins the group; it starts
@@ -440,7 +441,7 @@ def run_group_transfer(
     else:
         source = BytesSource(data, scfg.adu_size, scfg.digest)
         kind, total = wire.Kind.FILE, len(data)
-    sender = GroupSender(scfg, session_id, kind, total, now, GROUP_ADDR, expected, wait, quorum)
+    sender = GroupSender(scfg, session_id, kind, total, now, GROUP_ADDR, expected, wait, quorum, slow)
     send = SendSession(sender, source)
     n = len(members)
     starts = start_at or [0.0] * n
