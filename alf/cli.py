@@ -501,7 +501,8 @@ def main() -> None:
     type=click.IntRange(1, api.MAX_MEMBERS),
     default=None,
     metavar="K",
-    help="Multicast: succeed (exit 0) once K receivers verified the content, whatever the others did.",
+    help="Multicast: succeed (exit 0) if at least K receivers verified the content, whatever the others "
+    "did (the sender still ends only once every receiver has: a silent one after --timeout).",
 )
 @click.option(
     "--slow",

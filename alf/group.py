@@ -27,7 +27,7 @@ from alf import wire
 from alf.errors import ExitCode, Outcome
 from alf.events import Joined, MemberEnded, MemberSlow
 from alf.ranges import merge_ranges, subtract_ranges, trim_ranges
-from alf.sender import CLOSE_COPIES, Datagram, Run, Sender, SenderConfig, State
+from alf.sender import CLOSE_COPIES, Datagram, Run, Sender, SenderConfig, State, rtt_sample, smooth_rtt
 from alf.verdict import verdict_outcome
 
 ANNOUNCE_GAP = 0.25  # §15 rule 1: the HELLO to the group, until the start
@@ -587,14 +587,9 @@ class GroupSender(Sender):
         return run
 
     def _member_rtt(self, m: Member, now: float, echo_us: int, delay_us: int) -> float | None:
-        sample = (wire.to_us(now) - echo_us - delay_us) / 1e6
-        if not 0 < sample < 60:
-            return None
-        if m.srtt is None:
-            m.srtt, m.rttvar = sample, sample / 2
-        else:
-            m.rttvar = 0.75 * m.rttvar + 0.25 * abs(m.srtt - sample)
-            m.srtt = 0.875 * m.srtt + 0.125 * sample
+        sample = rtt_sample(now, echo_us, delay_us)
+        if sample is not None:
+            m.srtt, m.rttvar = smooth_rtt(m.srtt, m.rttvar, sample)
         return sample
 
     def _member_ends(self, m: Member, fate: Fate, reason: str, now: float) -> None:

@@ -47,6 +47,20 @@ REPAIR_WAIT = 0.005  # a repair waits this long at most for the healthiest path'
 PATH_JOIN_WAIT = 5.0  # a further path whose HELLOs get no ACCEPT in this long is dropped
 
 
+def rtt_sample(now: float, echo_us: int, delay_us: int) -> float | None:
+    """The round trip an echo of our timestamp ``echo_us`` measures, arriving at ``now`` after
+    the peer held it ``delay_us`` (protocol §6); None if it is not plausible."""
+    sample = (wire.to_us(now) - echo_us - delay_us) / 1e6
+    return sample if 0 < sample < 60 else None
+
+
+def smooth_rtt(srtt: float | None, rttvar: float, sample: float) -> tuple[float, float]:
+    """The smoothed RTT and its variation after ``sample`` (RFC 6298's weights)."""
+    if srtt is None:
+        return sample, sample / 2
+    return 0.875 * srtt + 0.125 * sample, 0.75 * rttvar + 0.25 * abs(srtt - sample)
+
+
 @dataclass(frozen=True)
 class SenderConfig:
     adu_size: int = wire.DEFAULT_ADU_SIZE
@@ -983,14 +997,10 @@ class Sender:
 
     def _rtt_sample(self, path: PathState, now: float, echo_us: int, delay_us: int) -> float | None:
         """A round-trip sample of ``path``, folded into its smoothed RTT (RFC 6298 weights)."""
-        sample = (wire.to_us(now) - echo_us - delay_us) / 1e6
-        if not 0 < sample < 60:
+        sample = rtt_sample(now, echo_us, delay_us)
+        if sample is None:
             return None
-        if path.srtt is None:
-            path.srtt, path.rttvar = sample, sample / 2
-        else:
-            path.rttvar = 0.75 * path.rttvar + 0.25 * abs(path.srtt - sample)
-            path.srtt = 0.875 * path.srtt + 0.125 * sample
+        path.srtt, path.rttvar = smooth_rtt(path.srtt, path.rttvar, sample)
         srtt = path.srtt
         path.down_after = min(PATH_DOWN_MAX, max(PATH_DOWN_MIN, 2 * srtt + 3 * wire.probe_spacing(srtt)))
         self.stats.srtt_ms = path.srtt * 1e3

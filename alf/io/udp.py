@@ -328,28 +328,28 @@ def join_group(sock: socket.socket, group: str, interface: str | None = None) ->
         raise DriverError(f"cannot join the group {group}: {e.strerror}") from None
 
 
+def _any_ipv4(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind(("0.0.0.0", port))
+    except OSError as e:
+        sock.close()
+        raise DriverError(f"cannot listen on port {port}: {e.strerror}") from None
+    return sock
+
+
 def receiver_socket(bind: str | None, port: int, family: socket.AddressFamily | None = None) -> socket.socket:
     """Bind the receiver; with no address, both IPv6 and IPv4 where the system allows (or
     ``family`` alone, for a group)."""
     if bind is None and family == socket.AF_INET:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            sock.bind(("0.0.0.0", port))
-        except OSError as e:
-            sock.close()
-            raise DriverError(f"cannot listen on port {port}: {e.strerror}") from None
+        sock = _any_ipv4(port)
     elif bind is None:
         try:
             sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             sock.bind(("::", port))
         except OSError:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            try:
-                sock.bind(("0.0.0.0", port))
-            except OSError as e:
-                sock.close()
-                raise DriverError(f"cannot listen on port {port}: {e.strerror}") from None
+            sock = _any_ipv4(port)
     else:
         family, addr = resolve(bind, port)
         sock = socket.socket(family, socket.SOCK_DGRAM)
