@@ -121,15 +121,32 @@ def _terms(h: wire.Hello) -> tuple[object, ...]:
     return (h.adu_size, h.kind, h.total_bytes, h.tag, h.digest_alg, h.checksum, h.features)
 
 
+class _Bucket:
+    """A token bucket of ``rate`` tokens a second, holding at most ``burst``."""
+
+    __slots__ = ("rate", "burst", "tokens", "at")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate, self.burst, self.tokens, self.at = rate, burst, burst, now
+
+    def take(self, now: float) -> bool:
+        """One token, if there is one now."""
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
 class Receiver:
     """``secret`` keys the RETRY tokens (random unless a test fixes it)."""
 
     def __init__(self, config: ReceiverConfig, now: float, secret: bytes | None = None) -> None:
         self.cfg = config
         self._secret = secret if secret is not None else secrets.token_bytes(16)
-        self._answers = ANSWER_BURST  # a token bucket for answers that bind nothing
-        self._answers_at = now
-        self._joins, self._joins_at = JOIN_BURST, now  # §15: the JOINs' own bucket
+        self._answers = _Bucket(ANSWER_RATE, ANSWER_BURST, now)  # answers that bind nothing
+        self._joins = _Bucket(JOIN_RATE, JOIN_BURST, now)  # §15: the JOINs' own bucket
         self._nak_credit = 0.0
         self._credited = 0  # bytes received from the peer already turned into credit
         self._control_bytes = 0  # control bytes received from the peer
@@ -378,24 +395,18 @@ class Receiver:
     def _may_answer(self, now: float) -> bool:
         """The rate bound on answers that bind nothing: a flood of HELLOs (forged ones too)
         gets ANSWER_RATE answers a second, not one each."""
-        self._answers = min(ANSWER_BURST, self._answers + (now - self._answers_at) * ANSWER_RATE)
-        self._answers_at = now
-        if self._answers < 1:
+        if not self._answers.take(now):
             self.stats.answers_held += 1
             return False
-        self._answers -= 1
         return True
 
     def _may_join(self, now: float) -> bool:
         """§15 rule 1: JOINs go at JOIN_RATE a second at most (the sender announces 4 times a
         second): a forged announcement from a third party's address, sent to the group, makes
         each receiver send that address little, not one JOIN of its size per announcement."""
-        self._joins = min(JOIN_BURST, self._joins + (now - self._joins_at) * JOIN_RATE)
-        self._joins_at = now
-        if self._joins < 1:
+        if not self._joins.take(now):
             self.stats.answers_held += 1
             return False
-        self._joins -= 1
         return True
 
     def _token(self, msg: wire.Hello, addr: Addr, epoch: int) -> int:

@@ -129,3 +129,17 @@ def wait_listening_tcp(port: int) -> None:
 
 
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+
+@pytest.fixture
+def lab() -> Iterator[Any]:
+    """A lossy-net lab whose namespaces are gone, every one, when the test ends."""
+    from lossynet import Lab
+    from lossynet.netns import our_namespaces
+
+    lab = Lab()
+    try:
+        yield lab
+    finally:
+        lab.close()
+        assert our_namespaces(os.getpid()) == []  # nothing of ours is left

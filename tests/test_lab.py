@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,16 +21,6 @@ WHY = namespaces_available()
 pytestmark = [pytest.mark.lab, pytest.mark.skipif(WHY is not None, reason=f"lab: {WHY}")]
 PY = sys.executable
 ENV = {**os.environ, "PYTHONPATH": os.path.join(os.path.dirname(os.path.dirname(__file__)), "lossy-net")}
-
-
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    lab = Lab()
-    try:
-        yield lab
-    finally:
-        lab.close()
-        assert our_namespaces(os.getpid()) == []  # nothing of ours is left
 
 
 def probe(lab: Lab, ns: str, *args: str) -> dict[str, Any]:

@@ -7,12 +7,10 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import pytest
 from conftest import last_json, random_file, sha256_file
 from lossynet import Lab, namespaces_available
-from lossynet.netns import our_namespaces
 from lossynet.topology import LinkSpec, Segment, wait_port
 
 WHY = namespaces_available()
@@ -20,16 +18,6 @@ pytestmark = [pytest.mark.lab, pytest.mark.skipif(WHY is not None, reason=f"lab:
 PY = sys.executable
 GROUP = "239.1.2.3"
 PORT = "8834"
-
-
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    lab = Lab()
-    try:
-        yield lab
-    finally:
-        lab.close()
-        assert our_namespaces(os.getpid()) == []
 
 
 def _receivers(

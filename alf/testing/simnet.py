@@ -181,6 +181,23 @@ class SimResult:
     paths: list[tuple[LinkCounters, LinkCounters]] = field(default_factory=list)  # (forward, back) each
 
 
+def _feed(source: StreamSource, data: bytes, fed: int, rng: random.Random, adu_size: int) -> int:
+    """Give a stream source what its ring has room for, in odd-sized reads as from a real
+    pipe (ADUs straddle chunk boundaries), and its end after the last byte; how much of
+    ``data`` it has been fed now."""
+    while source.total_bytes() is None:
+        span = len(source.free_span())
+        if not span:
+            break
+        chunk = data[fed : fed + min(span, rng.randint(1, 3 * adu_size + 7))]
+        if not chunk:
+            source.feed_eof()
+            break
+        source.feed(chunk)
+        fed += len(chunk)
+    return fed
+
+
 def run_transfer(
     data: bytes,
     *,
@@ -300,18 +317,8 @@ def run_transfer(
 
     while now <= max_time and events < max_events:
         events += 1
-        while isinstance(source, StreamSource) and source.total_bytes() is None:
-            span = len(source.free_span())
-            if not span:
-                break
-            # odd-sized reads, as from a real pipe: ADUs straddle chunk boundaries
-            take = min(span, rng.randint(1, 3 * scfg.adu_size + 7))
-            chunk = data[fed : fed + take]
-            if not chunk:
-                source.feed_eof()
-                break
-            source.feed(chunk)
-            fed += len(chunk)
+        if isinstance(source, StreamSource):
+            fed = _feed(source, data, fed, rng, scfg.adu_size)
         if first_pass_at is None and sender.end_adus is not None and sender.next_new >= sender.end_adus:
             first_pass_at = now
         if sender_done_at is None and sender.outcome is not None:
@@ -479,16 +486,8 @@ def run_group_transfer(
                     store = MemoryBackend()
                     sink = OffsetSink(store, hash_chunk=1000)
                 rxs[k], sessions[k], sinks[k] = rx, RecvSession(rx, sink), store
-        while isinstance(source, StreamSource) and source.total_bytes() is None:
-            span = len(source.free_span())
-            if not span:
-                break
-            chunk = data[fed : fed + min(span, rng.randint(1, 3 * scfg.adu_size + 7))]
-            if not chunk:
-                source.feed_eof()
-                break
-            source.feed(chunk)
-            fed += len(chunk)
+        if isinstance(source, StreamSource):
+            fed = _feed(source, data, fed, rng, scfg.adu_size)
         for _ in range(10_000):
             control, out = send.step(now)
             for c in control:
