@@ -42,6 +42,8 @@ SLOW_POLICIES = ("catch-up", "drop", "wait")
 SLOW_SHARE = 0.25  # --slow: a member under this share of the members' median rate ...
 SLOW_HOLD = 0.5  # ... for this long (or 20 group RTTs) is slow
 APP_LIMITED_SHARE = 0.95  # a member's rate above the group's by more than this: app-limited
+SENT_RATE_SPAN = 0.05  # the group's actual send rate is measured over this much time at least
+SHORT_SHARE = 0.5  # a member receiving less than this share of what the group is sent is congested
 
 
 class Fate(Enum):
@@ -162,6 +164,8 @@ class GroupSender(Sender):
         path.cc = _Slowest(self, self._controller(0, now))
         path.hello_gap = ANNOUNCE_GAP
         self._recent: deque[tuple[float, int, int]] = deque()  # repairs sent: (when, a, b)
+        self._sent_mark = (now, 0)  # (when, stats.wire_bytes then): for _sent_rate
+        self._sent_bps = float("inf")
         if slow not in SLOW_POLICIES:
             raise ValueError(f"slow: one of {', '.join(SLOW_POLICIES)}")
         self.slow_policy = slow
@@ -534,8 +538,13 @@ class GroupSender(Sender):
         # A member whose controller allows more than the group is sent (another member's is
         # lower) is app-limited: what it receives says nothing of what its path could carry.
         group_bps = self.path.pacer.rate_Bps * 8
-        # (not when it gets clearly less than the group is sent: then it is the one congested)
-        below = group_bps < APP_LIMITED_SHARE * m.cc.rate_bps and msg.receive_rate * 8 >= 0.8 * group_bps
+        # (not when it gets clearly less than the group is actually sent: then it is the one
+        # congested. Actually sent, not the pacer's rate: a sender short of CPU sends less than
+        # its pacer allows, every member then got "less than the group's rate", none was
+        # app-limited, each cut to what it got and the group ratcheted down to 15 Mbit/s.)
+        sent_bps = min(group_bps, self._sent_rate(now))
+        capped = group_bps < APP_LIMITED_SHARE * m.cc.rate_bps
+        below = capped and msg.receive_rate * 8 >= SHORT_SHARE * sent_bps
         limited = m.app_limited or below
         m.cc.on_feedback(
             cc.Feedback(now, sample, msg.receive_rate * 8.0, self.sent_count, m.nakked_adus, limited)
@@ -544,6 +553,14 @@ class GroupSender(Sender):
         self._regroup()
         self.stats.receiver_rate_Bps = min(x.receive_rate_Bps for x in self._receiving())
         self._follow_cc(self.path, now)
+
+    def _sent_rate(self, now: float) -> float:
+        """What went to the group, bits a second, over the latest SENT_RATE_SPAN or more."""
+        at, nbytes = self._sent_mark
+        if now - at >= SENT_RATE_SPAN:
+            self._sent_bps = (self.stats.wire_bytes - nbytes) * 8 / (now - at)
+            self._sent_mark = (now, self.stats.wire_bytes)
+        return self._sent_bps
 
     def _on_member_nak(self, msg: wire.Nak, m: Member, now: float) -> None:
         """§15 rule 6: holes go to the repair queue once per round, for everyone."""
