@@ -29,6 +29,7 @@ from alf import wire
 from alf.content import OffsetSink, OrderedSink, Sink, SinkError, Source
 from alf.errors import ExitCode, Outcome
 from alf.events import DataArrived, Event, FallBack, Joined, PeerAborted, Rejected
+from alf.fec import FEC_CHOICES, codec
 from alf.group import MAX_MEMBERS as MAX_MEMBERS
 from alf.group import SLOW_POLICIES, GroupSender
 from alf.io.common import DriverError, Hooks, LocalAddressError, Path, check_local_address, parse_path
@@ -406,14 +407,17 @@ def send(
     ttl: int = 1,
     interface: str | None = None,
     slow: str = "catch-up",
+    fec: str = "auto",
 ) -> Result:
     """Send ``source`` (a path, a binary file object, or None / "-" for stdin) to a receiver
     at ``host`` ``port``. A regular file goes as a file (its length known, repairs read from it
     again); anything else as a stream. Options are the CLI's long options (docs/usage.md);
     rates are bits/s (or "800M"), sizes bytes (or "256M"). A multicast ``host`` (224.0.0.0/4)
     sends to the receivers that join that group (docs/usage.md, Multicast): ``receivers``,
-    ``wait`` and ``quorum`` say when it starts and what counts as success."""
+    ``wait`` and ``quorum`` say when it starts and what counts as success; ``fec`` "auto"
+    repairs a group's file with parity for the receivers that decode it, "off" resends."""
     _choice("transport", transport, TRANSPORTS)
+    _choice("fec", fec, list(FEC_CHOICES))
     _choice("cc", cc, _cc_names())
     _choice("digest", digest, list(DIGESTS))
     _choice("if_changed", if_changed, ["fail", "warn"])
@@ -467,6 +471,7 @@ def send(
         backup=tuple(k for k, p in enumerate(tcp_paths) if p.backup),
         stripe=stripe,
         path_rates=tuple(p.rate_bps for p in tcp_paths),
+        fec=fec == "auto" and group is not None and codec() is not None,
     )
     # TCP is paced only at a rate given: its own congestion control does the rest.
     tcp = _TcpOptions(tcp_paths, streams, chaos_bytes or 0, rate_bps, stripe)
@@ -787,13 +792,16 @@ def receive(
     observer: Observer | None = None,
     group: str | None = None,
     interface: str | None = None,
+    fec: str = "auto",
 ) -> Result:
     """Receive one transfer on ``port`` (0: any free one, the same for UDP and TCP) into
     ``output``: a path (written at offsets through PATH.alf-partial, renamed once verified), a
     binary file object, or None / "-" for stdout (both in order). Blocks until the transfer
     ends; without ``timeout`` it waits for its first sender without limit. ``group``: also
-    listen on that IPv4 multicast group (on ``interface``), for a group sender (UDP only)."""
+    listen on that IPv4 multicast group (on ``interface``), for a group sender (UDP only);
+    ``fec`` "auto" decodes its parity (a file output), "off" asks for resends only."""
     _choice("transport", transport, TRANSPORTS)
+    _choice("fec", fec, list(FEC_CHOICES))
     if group is not None:
         if not is_multicast(group) or ipaddress.ip_address(group).version != 4:
             raise UsageError(f"group: {group} is not an IPv4 multicast address (224.0.0.0/4)")
@@ -813,7 +821,7 @@ def receive(
     timeout = _seconds("timeout", timeout)
     obs = observer or _Callbacks(progress, cancel, progress_interval)
     return _Receive(port, output, force, fsync, keep_partial, window_bytes, transport, bind,
-                    checkphrase, timeout, drop, seed, gso, obs, group, interface).run()  # fmt: skip
+                    checkphrase, timeout, drop, seed, gso, obs, group, interface, fec).run()  # fmt: skip
 
 
 class _Receive:
@@ -824,9 +832,9 @@ class _Receive:
         self, port: int, output: str | IO[bytes] | None, force: bool, fsync: bool, keep_partial: bool,
         window: int, transport: str, bind: str | None, checkphrase: str, timeout: float | None,
         drop: float, seed: int, gso: bool, obs: Observer, group: str | None = None,
-        interface: str | None = None,
+        interface: str | None = None, fec: str = "auto",
     ) -> None:  # fmt: skip
-        self.group, self.interface = group, interface
+        self.group, self.interface, self.fec = group, interface, fec
         self.port, self.output, self.force, self.fsync = port, output, force, fsync
         self.requested_port = port
         self.keep_partial, self.window, self.transport, self.bind = keep_partial, window, transport, bind
@@ -937,6 +945,7 @@ class _Receive:
                 window_bytes=self.window,
                 timeout=wait,
                 wait_timeout=self.timeout,
+                fec=self.fec == "auto" and not sink.in_order and codec() is not None,
             )
             receiver = Receiver(cfg, start)
             session = RecvSession(receiver, sink, Dropper(self.drop, self.seed) if self.drop else None)

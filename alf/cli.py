@@ -270,7 +270,7 @@ HELP_SECTIONS: dict[str, list[str]] = {
         "keep_partial",
     ],
     "Paths and TCP": ["bind", "extra_paths", "stripe", "streams", "gso"],
-    "Multicast": ["group", "receivers", "wait", "quorum", "slow", "ttl", "interface"],
+    "Multicast": ["group", "receivers", "wait", "quorum", "slow", "fec", "ttl", "interface"],
     "Diagnostics and fault injection": ["stats_json", "stats_interval", "drop", "seed", "chaos"],
 }
 UNITS_HELP = """\b
@@ -514,6 +514,14 @@ def main() -> None:
     "a pipe waits for it); drop sends it away (reported dropped-slow); wait keeps the group at its pace.",
 )
 @click.option(
+    "--fec",
+    type=click.Choice(["auto", "off"]),
+    default="auto",
+    show_default=True,
+    help="Multicast: repair a FILE with erasure-coded parity (one parity datagram fills a different "
+    "hole at each receiver) for the receivers that decode it; off: resend the lost datagrams.",
+)
+@click.option(
     "--ttl",
     type=click.IntRange(1, 255),
     default=1,
@@ -551,6 +559,7 @@ def send(
     ttl: int,
     interface: str | None,
     slow: str,
+    fec: str,
     **kw: Any,
 ) -> None:
     """Send FILE (or stdin, '-') to an `alf recv` at HOST PORT (or HOST:PORT, [IPv6]:PORT)."""
@@ -564,7 +573,7 @@ def send(
         cc=cc_name, min_rate=min_rate, rate=rate, adu_size=adu_size, checksum=checksum, digest=digest,
         window=window, streams=streams, paths=extra_paths, chaos=chaos, bind=bind, if_changed=if_changed,
         stripe=stripe, receivers=receivers, wait=wait, quorum=quorum, ttl=ttl, interface=interface,
-        slow=slow,
+        slow=slow, fec=fec,
     )  # fmt: skip
     sys.exit(
         _run(
@@ -639,6 +648,13 @@ def host_port_file(host: str, port: str | None, file: str | None) -> tuple[str, 
     default=None,
     help="With --group: the interface to join it on [default: the group's route].",
 )
+@click.option(
+    "--fec",
+    type=click.Choice(["auto", "off"]),
+    default="auto",
+    show_default=True,
+    help="With --group and -o FILE: decode the sender's parity (off: ask for resends only).",
+)
 @_common_options
 def recv(
     port: int,
@@ -650,6 +666,7 @@ def recv(
     bind: str | None,
     group: str | None,
     interface: str | None,
+    fec: str,
     **kw: Any,
 ) -> None:
     """Receive one transfer on PORT; write it to stdout (in order) or to -o FILE."""
@@ -672,7 +689,7 @@ def recv(
         sys.exit(_fail("recv", Outcome(ExitCode.LOCAL_IO, str(e))))
     options: dict[str, Any] = dict(
         force=force, fsync=fsync, keep_partial=keep_partial, window=window, bind=bind, group=group,
-        interface=interface,
+        interface=interface, fec=fec,
     )  # fmt: skip
     sys.exit(_run(reporter, lambda: api.receive(port, output, observer=reporter, **options, **common.api())))
 

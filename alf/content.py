@@ -128,6 +128,11 @@ class Sink(Protocol):
 
     def write_block(self, first: int, count: int, data: Buffer) -> None: ...
 
+    def read_block(self, first: int, count: int) -> bytearray:
+        """ADUs ``first .. first+count-1`` as written so far, zero where nothing was (§16:
+        a block read back to be decoded). Raises SinkError."""
+        ...
+
     def advance(self, cum: int) -> int: ...
 
     def finish(self, total_bytes: int, expected: bytes | None) -> tuple[int, bytes]: ...
@@ -137,6 +142,8 @@ class Sink(Protocol):
 
 class OffsetBackend(Protocol):
     def pwritev(self, buffers: Sequence[Buffer], offset: int) -> None: ...
+
+    def preadinto(self, buf: bytearray, offset: int) -> int: ...
 
     def hash_range(self, update: Callable[[Buffer], object], offset: int, n: int) -> None: ...
 
@@ -157,6 +164,11 @@ class MemoryBackend:
         if end > len(self.data):
             self.data.extend(bytes(end - len(self.data)))
         self.data[offset:end] = blob
+
+    def preadinto(self, buf: bytearray, offset: int) -> int:
+        part = self.data[offset : offset + len(buf)]
+        buf[: len(part)] = part
+        return len(part)
 
     def hash_range(self, update: Callable[[Buffer], object], offset: int, n: int) -> None:
         if offset + n > len(self.data):
@@ -208,6 +220,14 @@ class OffsetSink:
     def write_block(self, first: int, count: int, data: Buffer) -> None:
         """ADUs ``first .. first+count-1`` laid end to end in ``data`` (one TCP frame)."""
         self._write(first, [data], len(data), len(data) < count * self.adu)
+
+    def read_block(self, first: int, count: int) -> bytearray:
+        buf = bytearray(count * self.adu)
+        try:
+            self.backend.preadinto(buf, first * self.adu)
+        except OSError as e:
+            raise SinkError(describe(e, "cannot read back the output")) from None
+        return buf
 
     def _write(self, first: int, buffers: Sequence[Buffer], size: int, short: bool) -> None:
         """Write ``size`` bytes at ADU ``first``; hash them at once if they extend the hashed
@@ -335,6 +355,9 @@ class OrderedSink:
     def write_block(self, first: int, count: int, data: Buffer) -> None:
         """ADUs laid end to end in ``data``, kept as they are (no copy): ``data`` must not change."""
         self._chunks[first] = (count, data)
+
+    def read_block(self, first: int, count: int) -> bytearray:
+        raise SinkError("an ordered output decodes no parity (§16: a file's transfer only)")
 
     def advance(self, cum: int) -> int:
         chunks = self._chunks

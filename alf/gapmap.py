@@ -60,6 +60,12 @@ class GapMap:
                 self._base += drop
         return new
 
+    def held_in(self, lo: int, hi: int) -> int:
+        """How many indices of [lo, hi) are held."""
+        below = max(0, min(hi, self.cum) - lo)
+        a, b = max(lo, self.cum) - self._base, min(hi, self._base + len(self._bits)) - self._base
+        return below + (self._bits.count(1, a, b) if b > a else 0)
+
     def missing(self, lo: int, hi: int) -> list[tuple[int, int]]:
         """Sorted disjoint ranges of indices in [lo, hi) not held."""
         lo = max(lo, self.cum)

@@ -23,7 +23,7 @@ from enum import Enum
 from typing import Any
 
 import cc
-from alf import wire
+from alf import fec, wire
 from alf.errors import ExitCode, Outcome
 from alf.events import Joined, MemberEnded, MemberSlow
 from alf.ranges import merge_ranges, subtract_ranges, trim_ranges
@@ -43,6 +43,8 @@ SLOW_SHARE = 0.25  # --slow: a member under this share of the members' median ra
 SLOW_HOLD = 0.5  # ... for this long (or 20 group RTTs) is slow
 APP_LIMITED_SHARE = 0.95  # a member's rate above the group's by more than this: app-limited
 SENT_RATE_SPAN = 0.05  # the group's actual send rate is measured over this much time at least
+PARITY_LATE_RTTS, PARITY_LATE_MIN = 4.0, 0.05  # §16: a parity symbol sent longer ago has arrived
+PARITY_SENDS_KEPT = 16  # parity runs remembered per block (the older ones have arrived)
 SHORT_SHARE = 0.5  # a member receiving less than this share of what the group is sent is congested
 
 
@@ -80,6 +82,7 @@ class Member:
     receive_rate_Bps: int = 0
     naks: int = 0
     nakked_adus: int = 0
+    fec: bool = False  # §16: it decodes parity (its ACCEPT said so)
     app_limited: bool = False
     received_bytes: int = 0
     ended_at: float | None = None
@@ -146,8 +149,9 @@ class GroupSender(Sender):
             raise ValueError("receivers and quorum: at least 1")
         if receivers is not None and quorum is not None and quorum > receivers:
             raise ValueError("the quorum cannot exceed the receivers expected")
+        offer = wire.FEATURE_FEC if config.fec and kind == wire.Kind.FILE else 0
         super().__init__(
-            replace(config, features=config.features | wire.FEATURE_MULTICAST),
+            replace(config, features=config.features | wire.FEATURE_MULTICAST | offer),
             session_id,
             kind,
             total_bytes,
@@ -164,6 +168,8 @@ class GroupSender(Sender):
         path.cc = _Slowest(self, self._controller(0, now))
         path.hello_gap = ANNOUNCE_GAP
         self._recent: deque[tuple[float, int, int]] = deque()  # repairs sent: (when, a, b)
+        # §16: per block, its parity runs sent as (when, the rows sent by then)
+        self._parity_sent: dict[int, list[tuple[float, int]]] = {}
         self._sent_mark = (now, 0)  # (when, stats.wire_bytes then): for _sent_rate
         self._sent_bps = float("inf")
         if slow not in SLOW_POLICIES:
@@ -194,6 +200,10 @@ class GroupSender(Sender):
         peer.window_limit = max(peer.window_limit, min(m.window_limit for m in pace))
         peer.received = min(m.received for m in live)
         trim_ranges(self._repairs, acked)
+        for table in (self._parity, self._parity_sent):
+            if table:
+                for block in [b for b in table if (b + 1) * fec.BLOCK <= acked]:
+                    del table[block]
         runs = self.path.in_flight
         while runs and runs[0].first + runs[0].count <= acked:
             runs.popleft()
@@ -514,6 +524,7 @@ class GroupSender(Sender):
         m.joined_at = now
         m.late = self.state != State.HANDSHAKE
         m.window_limit = msg.window_limit
+        m.fec = msg.fec and bool(self._features & wire.FEATURE_FEC)
         m.acked = 0
         m.progress_at = now
         self._member_rtt(m, got, msg.echo_timestamp_us, 0)
@@ -554,18 +565,15 @@ class GroupSender(Sender):
         self.stats.receiver_rate_Bps = min(x.receive_rate_Bps for x in self._receiving())
         self._follow_cc(self.path, now)
 
-    def _sent_rate(self, now: float) -> float:
-        """What went to the group, bits a second, over the latest SENT_RATE_SPAN or more."""
-        at, nbytes = self._sent_mark
-        if now - at >= SENT_RATE_SPAN:
-            self._sent_bps = (self.stats.wire_bytes - nbytes) * 8 / (now - at)
-            self._sent_mark = (now, self.stats.wire_bytes)
-        return self._sent_bps
-
     def _on_member_nak(self, msg: wire.Nak, m: Member, now: float) -> None:
         """§15 rule 6: holes go to the repair queue once per round, for everyone."""
         self.stats.naks_received += 1
         m.naks += 1
+        if msg.needs:
+            if m.fec and self.end_adus is not None:
+                self._on_needs(msg.needs, m, now)
+            else:
+                self.stats.unexpected += 1  # NEEDs from a member that did not say it decodes
         lo, hi = m.acked, self.next_new
         added = merge_ranges([(max(a, lo), min(b, hi)) for a, b in msg.ranges if a < hi and b > lo])
         if not added:
@@ -590,11 +598,62 @@ class GroupSender(Sender):
         self.stats.adus_nak_requested += new
         self._repairs = merge_ranges(self._repairs + fresh)
 
+    def _sent_rate(self, now: float) -> float:
+        """What went to the group, bits a second, over the latest SENT_RATE_SPAN or more."""
+        at, nbytes = self._sent_mark
+        if now - at >= SENT_RATE_SPAN:
+            self._sent_bps = (self.stats.wire_bytes - nbytes) * 8 / (now - at)
+            self._sent_mark = (now, self.stats.wire_bytes)
+        return self._sent_bps
+
+    def _on_needs(self, needs: tuple[tuple[int, int, int], ...], m: Member, now: float) -> None:
+        """§16: a block gets as many fresh parity symbols as its neediest member lacks (the
+        largest NEED, not their sum: each symbol fills a different hole at each member), less
+        what is on its way to that member: the symbols queued, and those sent after the
+        highest row it has seen, within PARITY_LATE (a symbol sent longer ago has arrived or
+        was lost). A block whose rows would run out is sent again whole."""
+        assert self.end_adus is not None
+        if m.slow and any(x.keeps_pace for x in self.members.values()):
+            self.naks_deferred += 1  # --slow catch-up: not now (as its ranges, below)
+            return
+        late = now - max(PARITY_LATE_RTTS * (self.path.srtt or 0.0), PARITY_LATE_MIN)
+        for block, need, seen in needs:
+            first, k = fec.block_span(block, self.end_adus)
+            sent = self._parity_row.get(block, 0)
+            if not 0 < need <= k or seen > sent or first + k <= m.acked or first >= self.next_new:
+                continue
+            m.nakked_adus += need
+            arrived = seen  # rows it has seen, or that had time to arrive
+            for at, rows in self._parity_sent.get(block, ()):
+                if at < late:
+                    arrived = max(arrived, rows)
+            queued = self._parity.get(block, 0)
+            coming = sent - arrived + queued
+            if need <= coming:
+                self.repairs_held += need
+                continue
+            want = queued + need - coming
+            if sent + want > fec.max_rows(k):
+                # the rows run out (a member that loses most of what it is sent): the block's
+                # ADUs, all of them, as plain repairs
+                self._parity.pop(block, None)
+                self._repairs = merge_ranges([*self._repairs, (first, first + k)])
+                self.stats.adus_nak_requested += k
+                self.stats.blocks_resent += 1
+                continue
+            self._parity[block] = want
+            self.stats.adus_nak_requested += want - queued
+
     def next_run(self, now: float, max_count: int, on: int | None = None) -> Run | None:
         """The base class's run; a repair is noted with when it went (§15 rule 6: the NAKs
         that crossed it on their way are not repaired again)."""
         run = super().next_run(now, max_count, on)
-        if run is not None and run.repair:
+        if run is not None and run.row >= 0:
+            sends = self._parity_sent.setdefault(run.first // fec.BLOCK, [])
+            sends.append((now, run.row + run.count))
+            if len(sends) > PARITY_SENDS_KEPT:
+                del sends[0]
+        elif run is not None and run.repair:
             recent = self._recent
             recent.append((now, run.first, run.first + run.count))
             if len(recent) > RECENT_MAX:
@@ -644,6 +703,7 @@ class GroupSender(Sender):
                     "late": m.late,
                     "stalled": m.stalled,
                     "slow": m.slow,
+                    "fec": m.fec,
                     "bytes": m.received_bytes if m.fate in (Fate.OK, Fate.MISMATCH) else held,
                     "naks": m.naks,
                     "adus_nakked": m.nakked_adus,

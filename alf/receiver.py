@@ -31,7 +31,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from enum import Enum
 
-from alf import wire
+from alf import fec, wire
 from alf.errors import ExitCode, Outcome, aborted_by
 from alf.events import (
     DataArrived,
@@ -65,8 +65,10 @@ NAK_CREDIT_CAP = 256 << 10  # ... saved up to at most this
 MAX_PATHS = 8  # §14: addresses one session may use
 NAK_BACKOFF_MIN = 0.005  # §15 rule 8: a group member's NAK waits up to max(this, K srtt) ...
 NAK_BACKOFF_RTTS = 3.0  # ... K = this x (ln N + 1), N the members receiving
+FEC_MAX_NEED = 32  # §16: a block that needs more symbols than this asks for its ADUs instead
 
 Addr = Hashable
+Span = tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class ReceiverConfig:
     window_bytes: int = 256 << 20
     timeout: float = 30.0
     wait_timeout: float | None = None  # bound on the wait for the first HELLO; None: forever
+    fec: bool = False  # §16: decode parity when a group's sender offers it (the driver has a codec)
 
 
 @dataclass
@@ -106,6 +109,10 @@ class ReceiverStats:
     receive_rate_Bps: int = 0
     socket_overflows: int = 0  # datagrams the kernel dropped because our socket buffer was full
     paths_joined: int = 0  # §14: addresses that joined the session after the first
+    parity_received: int = 0  # §16: PARITY datagrams of the session
+    parity_unused: int = 0  # ... of a block held whole, or beyond what it lacked
+    adus_decoded: int = 0  # ADUs restored from parity
+    naks_need: int = 0  # NEED blocks sent (§16): symbols asked for by count, not by index
 
 
 class State(Enum):
@@ -160,6 +167,10 @@ class Receiver:
         self.peers: set[Addr] = set()
         self.multipath = False  # the session asked for MULTIPATH (§14)
         self.multicast = False  # the session is a group's (§15)
+        self.fec = False  # we decode the session's parity (§16)
+        self._parity: dict[int, dict[int, bytes]] = {}  # block -> row -> symbol, while it lacks ADUs
+        self.decodable: set[int] = set()  # blocks that hold as many symbols as they lack ADUs
+        self._rows_seen: dict[int, int] = {}  # block -> one past the highest parity row received
         self._group_size = 1  # the members receiving, as the latest PROBE said (§15)
         self._backoff_rng = random.Random(self._secret)
         self._nak_due: float | None = None  # §15 rule 8: when the NAK a round drew is sent
@@ -259,6 +270,10 @@ class Receiver:
         if not self.gaps.count:
             self.events.add(DataArrived())
         new = self.gaps.add_run(first, stop - first)
+        if self._parity and new:  # a block with parity held may lack no more than it holds now
+            for block in range(fec.block_of(new[0][0]), fec.block_of(new[-1][1] - 1) + 1):
+                if block in self._parity:
+                    self._check_decodable(block)
         got = sum(b - a for a, b in new)
         self.stats.duplicates += stop - first - got
         self.stats.adus_received += got
@@ -269,6 +284,123 @@ class Receiver:
         if self.gaps.highest > self._frontier:
             self._frontier = self.gaps.highest
         return new
+
+    # ------------------------------------------------------------ parity (§16)
+
+    def block_missing(self, block: int) -> list[int]:
+        """The positions in ``block`` of the ADUs it lacks."""
+        assert self.end_adus is not None
+        first, k = fec.block_span(block, self.end_adus)
+        return [i - first for a, b in self.gaps.missing(first, first + k) for i in range(a, b)]
+
+    def on_parity(self, block: int, row: int, payload: bytes, now: float) -> None:
+        """A PARITY symbol of the session arrived (the driver checked header, session and
+        address). Keeps it while the block lacks more ADUs than it holds symbols; once it
+        holds as many, the block is in ``decodable`` (``parity_for`` has what it needs)."""
+        if self.state != State.RECEIVING or not self.fec or self.end_adus is None:
+            self.stats.violations += 1
+            return
+        self._last_heard = now
+        self._data_since_status = True
+        self.stats.parity_received += 1
+        first, k = fec.block_span(block, self.end_adus)
+        if k == 0 or row >= fec.max_rows(k) or len(payload) != self.adu:
+            self.stats.violations += 1
+            return
+        held = self._parity.setdefault(block, {})
+        lacks = k - self.gaps.held_in(first, first + k)
+        if lacks and row >= self._rows_seen.get(block, 0):
+            self._rows_seen[block] = row + 1  # (the NEED says so: what the sender sent since is on its way)
+        if lacks == 0 or row in held or len(held) >= lacks:
+            self.stats.parity_unused += 1
+            if not held:
+                del self._parity[block]
+            return
+        held[row] = payload
+        if len(held) >= lacks:
+            self.decodable.add(block)
+
+    def _check_decodable(self, block: int) -> None:
+        assert self.end_adus is not None
+        first, k = fec.block_span(block, self.end_adus)
+        lacks = k - self.gaps.held_in(first, first + k)
+        if not lacks:
+            self.stats.parity_unused += len(self._parity.pop(block))
+            self.decodable.discard(block)
+            self._rows_seen.pop(block, None)
+        elif len(self._parity[block]) >= lacks:
+            self.decodable.add(block)
+
+    def parity_for(self, block: int) -> tuple[list[int], list[int], list[bytes]]:
+        """What decodes ``block``: its missing positions, and as many rows and their symbols."""
+        missing = self.block_missing(block)
+        held = self._parity.get(block, {})
+        rows = sorted(held)[: len(missing)]
+        return missing, rows, [held[r] for r in rows]
+
+    def on_decoded(self, block: int, missing: list[int], now: float) -> list[tuple[int, int]]:
+        """The driver restored and wrote ``missing`` of ``block``: they are held now. Returns
+        the runs it marked."""
+        assert self.end_adus is not None and self.total_bytes is not None
+        first, _k = fec.block_span(block, self.end_adus)
+        self._parity.pop(block, None)
+        self.decodable.discard(block)
+        self._rows_seen.pop(block, None)
+        runs: list[tuple[int, int]] = []
+        for j in missing:
+            i = first + j
+            if runs and runs[-1][1] == i:
+                runs[-1] = (runs[-1][0], i + 1)
+            else:
+                runs.append((i, i + 1))
+        for a, b in runs:
+            self.gaps.add_run(a, b - a)
+        got = len(missing)
+        self.stats.adus_decoded += got
+        self.stats.adus_received += got
+        nbytes = got * self.adu
+        if runs and runs[-1][1] == self.end_adus:
+            nbytes -= self.end_adus * self.adu - self.total_bytes
+        self.stats.bytes_received += nbytes
+        if self.gaps.highest > self._frontier:
+            self._frontier = self.gaps.highest
+        return runs
+
+    def _nak_plan(self, missing: list[Span]) -> tuple[list[tuple[int, int, int]], list[Span]]:
+        """§16: what a round asks for: NEEDs (block, symbols) for the blocks whose holes, less
+        the symbols held, are few; the ADUs themselves for the others (a group of one, or a
+        block mostly missing: as many of its holes as it needs). Drops the parity of blocks
+        held whole meanwhile."""
+        for block in list(self._parity):
+            self._check_decodable(block)
+        for block in [b for b in self._rows_seen if b not in self._parity and not self.block_missing(b)]:
+            del self._rows_seen[block]
+        by_block: dict[int, list[tuple[int, int]]] = {}
+        for a, b in missing:
+            while a < b:
+                end = min(b, (fec.block_of(a) + 1) * fec.BLOCK)
+                by_block.setdefault(fec.block_of(a), []).append((a, end))
+                a = end
+        needs: list[tuple[int, int, int]] = []
+        ranges: list[tuple[int, int]] = []
+        many = self._group_size >= 2
+        for block, holes in by_block.items():
+            need = sum(b - a for a, b in holes) - len(self._parity.get(block, ()))
+            if need <= 0:
+                continue
+            if many and need <= FEC_MAX_NEED:
+                needs.append((block, need, self._rows_seen.get(block, 0)))
+                continue
+            for a, b in holes:  # the first ``need`` of its holes
+                b = min(b, a + need)
+                need -= b - a
+                if ranges and ranges[-1][1] == a:
+                    ranges[-1] = (ranges[-1][0], b)
+                else:
+                    ranges.append((a, b))
+                if not need:
+                    break
+        return needs, ranges
 
     def _short_adu_ok(self, index: int, length: int) -> bool:
         if not 0 < length < self.adu:
@@ -443,6 +575,8 @@ class Receiver:
         self.peers.add(addr)
         self.multipath = bool(msg.features & wire.FEATURE_MULTIPATH)
         self.multicast = bool(msg.features & wire.FEATURE_MULTICAST)
+        offered = bool(msg.features & wire.FEATURE_FEC) and msg.kind == wire.Kind.FILE
+        self.fec = self.cfg.fec and self.multicast and offered
         self.hello = msg
         self.began = now
         self.adu = msg.adu_size
@@ -490,7 +624,9 @@ class Receiver:
 
     def _accept(self, msg: wire.Hello) -> bytes:
         self._advertised = self.window_limit
-        return wire.encode_accept(wire.Accept(self.session_id, msg.timestamp_us, self._advertised, msg.token))
+        return wire.encode_accept(
+            wire.Accept(self.session_id, msg.timestamp_us, self._advertised, msg.token, fec=self.fec)
+        )
 
     def _on_probe(self, msg: wire.Probe, now: float, arrived: float, addr: Addr) -> None:
         srtt = msg.srtt_us / 1e6
@@ -653,9 +789,15 @@ class Receiver:
             if below is not None:
                 self._nak_below = below  # the same holes, once credit comes
             return
-        datagrams, covered = wire.encode_naks(self.session_id, missing, allowed)
+        needs: list[tuple[int, int, int]] = []
+        if self.fec:
+            needs, missing = self._nak_plan(missing)
+            if not needs and not missing:
+                return
+        datagrams, covered = wire.encode_naks(self.session_id, missing, allowed, needs)
         self.stats.nak_rounds += 1
         self.stats.naks_sent += len(datagrams)
+        self.stats.naks_need += len(needs)
         self.stats.adus_nakked += sum(b - a for a, b in missing[:covered])
         for d in datagrams:
             self._nak_credit -= len(d)

@@ -20,7 +20,7 @@ from enum import Enum
 from typing import NamedTuple
 
 import cc
-from alf import stripe, wire
+from alf import fec, stripe, wire
 from alf.errors import ExitCode, Outcome, aborted_by
 from alf.events import Ended, Event, EventLog, FallBack, Finished, Joined, PeerAborted, SendFailed
 from alf.pacing import Pacer, bucket_bytes
@@ -77,22 +77,27 @@ class SenderConfig:
     backup: tuple[int, ...] = ()  # the paths that carry data only while no other is up
     stripe: str = "prefer"  # alf.stripe's policy for new data
     path_rates: tuple[float | None, ...] = ()  # a path's own ceiling below rate_bps (None: none)
+    fec: bool = False  # §16: a group's file may be repaired with parity (the driver has a codec)
 
 
 @dataclass(frozen=True)
 class Run:
-    """Send ADUs [first, first+count) on path ``path``."""
+    """Send ADUs [first, first+count) on path ``path``; or (``row`` >= 0, §16) ``count``
+    parity symbols, rows ``row`` on, of the block whose first ADU is ``first``."""
 
     first: int
     count: int
     path: int
     repair: bool
+    row: int = -1
 
 
 @dataclass
 class SenderStats:
     adus_new: int = 0
-    adus_repair: int = 0
+    adus_repair: int = 0  # repairs sent: ADUs again, and parity symbols (§16)
+    adus_parity: int = 0  # ... of which parity symbols
+    blocks_resent: int = 0  # §16: blocks whose parity rows ran out, sent again whole
     wire_bytes: int = 0  # datagram bytes handed to the socket, headers and repairs included
     naks_received: int = 0
     adus_nak_requested: int = 0
@@ -250,6 +255,8 @@ class Sender:
         self.digest: bytes | None = None
         self.next_new = 0
         self._repairs: list[tuple[int, int]] = []  # sorted, disjoint [a, b)
+        self._parity: dict[int, int] = {}  # §16: block -> parity symbols queued for it
+        self._parity_row: dict[int, int] = {}  # block -> its next fresh parity row
         self._shared_repair = 0  # ADUs sent as repairs while new data waited too
         self._shared_new = 0  # ADUs of new data sent while repairs waited too
         self._out: list[Datagram] = []
@@ -516,14 +523,18 @@ class Sender:
         if self.state not in (State.SENDING, State.FINISHING) or self.outcome is not None:
             return None
         new_limit = self._new_limit()
-        new_first = bool(
-            self._repairs and self.next_new < new_limit and self._shared_repair > 3 * self._shared_new
-        )
-        repair = bool(self._repairs) and not new_first
+        queued = bool(self._repairs or self._parity)
+        new_first = bool(queued and self.next_new < new_limit and self._shared_repair > 3 * self._shared_new)
+        repair = queued and not new_first
         if not repair and self.next_new >= new_limit:
             self._nothing_to_send(now)
             return None
-        need = (self._repairs[0][1] - self._repairs[0][0]) if repair else new_limit - self.next_new
+        if repair and self._parity:
+            need = next(iter(self._parity.values()))
+        elif repair:
+            need = self._repairs[0][1] - self._repairs[0][0]
+        else:
+            need = new_limit - self.next_new
         path, n = self._pick(now, max_count, repair, on, need)
         if path is None and repair and self.multipath and self.next_new < new_limit:
             # the healthiest path is busy for a moment: the repair waits for it, and new data
@@ -541,6 +552,8 @@ class Sender:
             return run
         if not repair:
             return self._new_run(now, n, new_limit, path)
+        if self._parity:
+            return self._parity_run(now, n, path, new_limit)
         a, b = self._repairs[0]
         count = min(n, b - a)
         if a + count == b:
@@ -555,6 +568,25 @@ class Sender:
         if self.multipath:
             for i in range(a, a + count):
                 self._repaired_on[i] = path
+        return self._issued(run, now)
+
+    def _parity_run(self, now: float, n: int, path: int, new_limit: int) -> Run:
+        """§16: fresh parity symbols of the first block queued, as many as it needs and the
+        pacer allows (rows were checked to last when they were queued)."""
+        block, want = next(iter(self._parity.items()))
+        count = min(n, want)
+        if count == want:
+            del self._parity[block]
+        else:
+            self._parity[block] = want - count
+        row = self._parity_row.get(block, 0)
+        self._parity_row[block] = row + count
+        run = Run(block * fec.BLOCK, count, path, True, row)
+        self.stats.adus_repair += count
+        self.stats.adus_parity += count
+        self.paths[path].repair_adus += count
+        if self.next_new < new_limit:
+            self._shared_repair += count
         return self._issued(run, now)
 
     def _pick(
@@ -669,7 +701,12 @@ class Sender:
 
     def _ends_short(self, run: Run) -> bool:
         total = self.total_bytes
-        return total is not None and total % self.adu != 0 and run.first + run.count == self.end_adus
+        return (
+            run.row < 0
+            and total is not None
+            and total % self.adu != 0
+            and run.first + run.count == self.end_adus
+        )
 
     def _new_run(self, now: float, n: int, new_limit: int, path: int = 0) -> Run:
         count = min(n, new_limit - self.next_new)
@@ -685,7 +722,8 @@ class Sender:
     def _issued(self, run: Run, now: float) -> Run:
         on = self.paths[run.path]
         on.issued_adus += run.count
-        on.in_flight.append(run)
+        if run.row < 0:  # (parity names no ADU a dead path would owe)
+            on.in_flight.append(run)
         nbytes = run.count * self._dgram
         on.pacer.consume(nbytes, now)
         if self._total is not None:
@@ -700,7 +738,7 @@ class Sender:
         return limit if self.end_adus is None else min(limit, self.end_adus)
 
     def has_data_to_send(self) -> bool:
-        return bool(self._repairs) or self.next_new < self._new_limit()
+        return bool(self._repairs or self._parity) or self.next_new < self._new_limit()
 
     def pending_count(self) -> int:
         """ADUs waiting to go: queued repairs and new data within every limit."""
@@ -993,7 +1031,7 @@ class Sender:
         return None
 
     def repair_pending(self) -> int:
-        return sum(b - a for a, b in self._repairs)
+        return sum(b - a for a, b in self._repairs) + sum(self._parity.values())
 
     def _rtt_sample(self, path: PathState, now: float, echo_us: int, delay_us: int) -> float | None:
         """A round-trip sample of ``path``, folded into its smoothed RTT (RFC 6298 weights)."""

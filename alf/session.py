@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from alf import wire
+from alf import fec, wire
 from alf.content import MAX_RUN, Buffer, Sink, SinkError, Source, source_failure
 from alf.digest import NAMES as digest_names
 from alf.events import Event, Verifying
@@ -29,6 +29,7 @@ from alf.receiver import State as RState
 from alf.sender import Datagram, Run, Sender
 
 _DATA = wire.MsgType.DATA
+_PARITY = wire.MsgType.PARITY
 _HDR = wire.DATA_HEADER
 _HDR_SIZE = wire.DATA_HEADER_SIZE
 
@@ -108,6 +109,7 @@ class SendSession:
         self._headers = bytearray(max_run * _HDR_SIZE)
         hv = memoryview(self._headers)
         self._header_views = [hv[k * _HDR_SIZE : (k + 1) * _HDR_SIZE] for k in range(max_run)]
+        self._block: tuple[int, int, bytearray] | None = None  # §16: the block parity was last made from
 
     def on_datagram(
         self, buf: Buffer, now: float, arrived: float | None = None, path: int = 0, addr: object | None = None
@@ -160,11 +162,16 @@ class SendSession:
         payloads: list[Buffer] = []
         try:
             for run in runs:
-                payloads += self.source.read(run.first, run.count, len(payloads))
-        except (OSError, KeyError) as e:
+                if run.row >= 0:
+                    payloads += self._parity(run)
+                else:
+                    payloads += self.source.read(run.first, run.count, len(payloads))
+        except (OSError, KeyError, ValueError) as e:
             err = self.source.error() or f"cannot read the input: {e}"
             s.cancel(wire.AbortCode.LOCAL_IO, err, source_failure(err))
             return None
+        if any(run.row >= 0 for run in runs):
+            return self._mixed_batch(runs, payloads)
         first = runs[0].first  # one run (new data, a burst of loss) needs no list of its indices
         indices: Sequence[int] = (
             range(first, first + len(payloads))
@@ -177,6 +184,57 @@ class SendSession:
             checksums = [crc(i, p) for i, p in zip(indices, payloads, strict=True)]
         wire.pack_data_headers_into(self._headers, s.session_id, indices, checksums)
         return DataBatch(runs, self._header_views[: len(payloads)], payloads)
+
+    def _parity(self, run: Run) -> list[Buffer]:
+        """§16: the parity symbols of ``run``, encoded from its block (read once for the runs
+        of one block: a block's symbols often go in several runs as the pacer allows)."""
+        s = self.sender
+        codec = fec.codec()
+        if codec is None or s.end_adus is None:
+            raise ValueError("parity without a codec")
+        block = run.first // fec.BLOCK
+        if self._block is None or self._block[0] != block:
+            first, k = fec.block_span(block, s.end_adus)
+            data = self.source.block(first, k)
+            whole = data if isinstance(data, bytearray) else bytearray(data)
+            whole += bytes(k * s.adu - len(whole))  # the short last ADU, padded with zeros
+            self._block = (block, k, whole)
+        _b, k, whole = self._block
+        out = codec.encode(whole, k, s.adu, range(run.row, run.row + run.count))
+        view = memoryview(out)
+        return [view[i * s.adu : (i + 1) * s.adu] for i in range(run.count)]
+
+    def _mixed_batch(self, runs: list[Run], payloads: list[Buffer]) -> DataBatch:
+        """A batch with parity in it: each run's headers in turn (DATA or PARITY, §16)."""
+        s = self.sender
+        pos = 0
+        view = memoryview(self._headers)
+        sid = s.session_id
+        for run in runs:
+            if run.row >= 0:
+                block = run.first // fec.BLOCK
+                for i in range(run.count):
+                    wire.PARITY_HEADER.pack_into(
+                        self._headers,
+                        (pos + i) * _HDR_SIZE,
+                        wire.VERSION,
+                        _PARITY,
+                        0,
+                        0,
+                        run.row + i,
+                        sid,
+                        block,
+                    )
+            else:
+                indices = range(run.first, run.first + run.count)
+                checksums = None
+                if s.cfg.checksum:
+                    crc = wire.data_checksum
+                    mine = payloads[pos : pos + run.count]
+                    checksums = [crc(i, p) for i, p in zip(indices, mine, strict=True)]
+                wire.pack_data_headers_into(view[pos * _HDR_SIZE :], sid, indices, checksums)
+            pos += run.count
+        return DataBatch(runs, self._header_views[:pos], payloads)
 
     def step(self, now: float) -> tuple[list[Datagram], DataBatch | None]:
         """Control datagrams due now, and at most one batch of DATA (no smart batching)."""
@@ -330,10 +388,16 @@ class RecvSession:
             st.datagrams += 1
             n = len(buf)
             is_data = n > _HDR_SIZE and buf[1] == _DATA
-            if is_data:
+            if is_data or n > _HDR_SIZE and buf[1] == _PARITY:
                 st.wire_bytes += n
             if drop is not None and drop():
                 st.dropped_injected += 1
+                continue
+            if not is_data and n > _HDR_SIZE and buf[1] == _PARITY:
+                if run:
+                    self._flush(run_first, run, now)
+                    run = []
+                self._on_parity(buf, addr, now)
                 continue
             if not is_data:
                 if run:
@@ -372,6 +436,44 @@ class RecvSession:
             self._flush(run_first, run, now)
         self._after(now)
 
+    def _on_parity(self, buf: Buffer, addr: Addr, now: float) -> None:
+        """§16: a PARITY symbol; once its block holds as many symbols as it lacks ADUs, the
+        block is read back from the output, decoded and the ADUs it lacked written."""
+        r = self.receiver
+        try:
+            msg = wire.decode_untrusted(buf)
+        except wire.BadPacket:
+            r.stats.malformed += 1
+            return
+        assert isinstance(msg, wire.Parity)
+        if msg.session_id != r.session_id or addr not in r.peers or r.hello is None:
+            r.stats.foreign += 1
+            return
+        r.on_parity(msg.block, msg.row, msg.payload, now)
+
+    def _decode(self, now: float) -> None:
+        """§16: each block that holds as many parity symbols as it lacks ADUs is read back from
+        the output, decoded, and the ADUs it lacked written."""
+        r = self.receiver
+        codec = fec.codec()
+        assert codec is not None and r.end_adus is not None and r.total_bytes is not None
+        adu = r.adu
+        while r.decodable:
+            block = r.decodable.pop()
+            missing, rows, symbols = r.parity_for(block)
+            first, k = fec.block_span(block, r.end_adus)
+            try:
+                data = self.sink.read_block(first, k)
+                codec.decode(data, k, adu, missing, rows, symbols)
+                view = memoryview(data)
+                end = r.total_bytes - first * adu  # the content's last ADU may be short
+                for j in missing:
+                    self.sink.write_run(first + j, [view[j * adu : min((j + 1) * adu, end)]])
+            except SinkError as e:
+                r.fail_local(str(e), now)
+                return
+            r.on_decoded(block, missing, now)
+
     def _start(self, now: float) -> None:
         r = self.receiver
         assert r.hello is not None
@@ -394,6 +496,8 @@ class RecvSession:
         r = self.receiver
         if r.state != RState.RECEIVING or not self._started:
             return
+        if r.decodable:
+            self._decode(now)
         try:
             r.set_consumed(self.sink.advance(r.gaps.cum))
             if r.needs_verification and not self._verifying:

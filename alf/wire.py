@@ -48,6 +48,7 @@ class MsgType(IntEnum):
     DONE = 7
     CLOSE = 8
     ABORT = 9
+    PARITY = 10
 
 
 class Kind(IntEnum):
@@ -80,6 +81,7 @@ class AbortCode(IntEnum):
 class NakKind(IntEnum):
     RANGE = 1
     BITMAP = 2
+    NEED = 3  # §16: a block (start) still needs count parity symbols; nbytes: the rows it has seen
 
 
 DATA_FLAG_CHECKSUM = 0x01
@@ -96,17 +98,21 @@ COMMON = struct.Struct("!BBBBIQ")
 # §5 DATA: common header + index u64; the payload follows
 DATA_HEADER = struct.Struct("!BBBBIQQ")
 DATA_HEADER_SIZE = DATA_HEADER.size  # 24
+# §16 PARITY: common header (aux = the parity row) + block u64; an ADU-sized symbol follows
+PARITY_HEADER = DATA_HEADER
 # §4.1 HELLO body: adu_size u32 | kind u8 | digest_alg u8 | data_flags u8 | reserved u8 |
 #                  total_bytes u64 | timestamp_us u64 | checkphrase tag 16s | features u64 ;
 #                  | token u64 (§4.3: the receiver's address-validation token, echoed) ; then padding
 HELLO_BODY = struct.Struct("!IBBBBQQ16sQQ")
 FEATURE_MULTIPATH = 1 << 0  # §14: several paths, each joined as the session was bound
 FEATURE_MULTICAST = 1 << 1  # §15: the sender serves a group of receivers
-KNOWN_FEATURES = FEATURE_MULTIPATH | FEATURE_MULTICAST  # §4.4: the feature bits this version serves
+FEATURE_FEC = 1 << 2  # §16: the sender repairs with parity to the receivers that decode it
+KNOWN_FEATURES = FEATURE_MULTIPATH | FEATURE_MULTICAST | FEATURE_FEC  # §4.4: the bits this version serves
 # §4.2 ACCEPT body: echo_timestamp_us u64 | window_limit u64 | token u64
 ACCEPT_BODY = struct.Struct("!QQQ")
 ACCEPT_FLAG_RETRY = 0x01  # §4.3: "send your HELLO again with this token": not yet accepted
 ACCEPT_FLAG_JOIN = 0x02  # §15: a RETRY answering a group's announcement, padded to HELLO_SIZE
+ACCEPT_FLAG_FEC = 0x04  # §16: the receiver decodes parity (only when the HELLO offered FEC)
 MAX_TOTAL_BYTES = (1 << 63) - 1  # §4.1: the longest file content (an offset must fit an off_t)
 # §6 STATUS body: cum_ack | highest | received | window_limit | receive_rate | echo_ts (u64 each)
 #                 | echo_delay_us u32 | reserved u32 (0)
@@ -194,6 +200,7 @@ class Accept:
     token: int = 0  # §4.3: with ``retry``, what the sender's next HELLO must carry
     retry: bool = False  # §4.3: the receiver has not accepted yet: it asks for its token back
     join: bool = False  # §15: (with ``retry``) it answers a multicast announcement: padded
+    fec: bool = False  # §16: it decodes parity
 
 
 @dataclass(frozen=True)
@@ -210,10 +217,13 @@ class Status:
 
 @dataclass(frozen=True)
 class Nak:
-    """Missing ADUs as sorted, disjoint half-open ranges [start, stop)."""
+    """Missing ADUs as sorted, disjoint half-open ranges [start, stop); ``needs``: (block,
+    parity symbols it still needs, one past the highest parity row of it received), in
+    increasing block order (§16)."""
 
     session_id: int
     ranges: tuple[tuple[int, int], ...]
+    needs: tuple[tuple[int, int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -258,7 +268,17 @@ class Data:
     checksum: int | None = None
 
 
-Message = Hello | Unsupported | Accept | Status | Nak | Probe | Done | Close | Abort | Data
+@dataclass(frozen=True)
+class Parity:
+    """A decoded PARITY datagram (§16): symbol ``row`` of block ``block``."""
+
+    session_id: int
+    block: int
+    row: int
+    payload: bytes
+
+
+Message = Hello | Unsupported | Accept | Status | Nak | Probe | Done | Close | Abort | Data | Parity
 
 
 # ---------------------------------------------------------------- encoders
@@ -282,7 +302,11 @@ def encode_hello(m: Hello) -> bytes:
 
 
 def encode_accept(m: Accept) -> bytes:
-    flags = (ACCEPT_FLAG_RETRY if m.retry else 0) | (ACCEPT_FLAG_JOIN if m.join else 0)
+    flags = (
+        (ACCEPT_FLAG_RETRY if m.retry else 0)
+        | (ACCEPT_FLAG_JOIN if m.join else 0)
+        | (ACCEPT_FLAG_FEC if m.fec else 0)
+    )
     out = COMMON.pack(VERSION, MsgType.ACCEPT, flags, 0, 0, m.session_id) + ACCEPT_BODY.pack(
         m.echo_timestamp_us, m.window_limit, m.token
     )
@@ -334,6 +358,15 @@ def encode_data(m: Data) -> bytes:
     return pack_data_header(m.session_id, m.index, m.checksum) + m.payload
 
 
+def encode_parity(m: Parity) -> bytes:
+    return pack_parity_header(m.session_id, m.block, m.row) + m.payload
+
+
+def pack_parity_header(session_id: int, block: int, row: int) -> bytes:
+    """§16: the 24-byte head of the PARITY symbol ``row`` of ``block``."""
+    return PARITY_HEADER.pack(VERSION, MsgType.PARITY, 0, 0, row, session_id, block)
+
+
 def pack_data_header(session_id: int, index: int, checksum: int | None) -> bytes:
     if checksum is None:
         return DATA_HEADER.pack(VERSION, MsgType.DATA, 0, 0, 0, session_id, index)
@@ -347,7 +380,7 @@ def _headers_format(count: int, checksum: bool) -> struct.Struct:
 
 
 def pack_data_headers_into(
-    buf: bytearray, session_id: int, indices: Sequence[int], checksums: list[int] | None
+    buf: bytearray | memoryview, session_id: int, indices: Sequence[int], checksums: list[int] | None
 ) -> None:
     """§5 headers of DATA ``indices`` (a range, or any list) into ``buf``, 24 bytes each, in
     one call."""
@@ -365,18 +398,30 @@ def pack_data_headers_into(
 
 
 def encode_naks(
-    session_id: int, ranges: list[tuple[int, int]], max_datagrams: int
+    session_id: int,
+    ranges: list[tuple[int, int]],
+    max_datagrams: int,
+    needs: Sequence[tuple[int, int, int]] = (),
 ) -> tuple[list[bytes], int]:
-    """§7.1: encode sorted disjoint missing ranges into at most ``max_datagrams`` NAKs.
+    """§7.1: encode sorted disjoint missing ranges into at most ``max_datagrams`` NAKs, after
+    the NEED blocks of ``needs`` ((block, symbols, rows seen), in block order, §16).
 
     Returns the datagrams and how many of the ranges they cover completely (the rest wait a
-    round). Consecutive ranges share one BITMAP block whenever that is smaller than naming
-    each as a RANGE.
+    round; NEEDs that do not fit are left out: the next round asks again). Consecutive ranges
+    share one BITMAP block whenever that is smaller than naming each as a RANGE.
     """
     todo = list(ranges)
     out: list[bytes] = []
     blocks: list[bytes] = []
     size = _HEAD
+    for number, symbols, seen in needs:
+        if size + NAK_BLOCK.size > MAX_NAK_SIZE:
+            out.append(_nak_datagram(session_id, blocks))
+            blocks, size = [], _HEAD
+            if len(out) == max_datagrams:
+                return out, 0
+        blocks.append(NAK_BLOCK.pack(NakKind.NEED, 0, seen, symbols, number))
+        size += NAK_BLOCK.size
     i, n = 0, len(todo)
     max_bits = (MAX_NAK_SIZE - _HEAD - NAK_BLOCK.size) * 8
     while i < n:
@@ -438,10 +483,12 @@ def encode(m: Message) -> bytes:
         return encode_abort(m)
     if isinstance(m, Data):
         return encode_data(m)
+    if isinstance(m, Parity):
+        return encode_parity(m)
     if isinstance(m, Unsupported):
         raise ValueError("an unsupported offer is only ever decoded")
-    datagrams, covered = encode_naks(m.session_id, list(m.ranges), 1)
-    if covered != len(m.ranges):
+    datagrams, covered = encode_naks(m.session_id, list(m.ranges), 1, m.needs)
+    if covered != len(m.ranges) or len(datagrams) != 1:
         raise ValueError("NAK does not fit one datagram")
     return datagrams[0]
 
@@ -458,7 +505,7 @@ def peek_header_untrusted(buf: bytes | bytearray | memoryview) -> tuple[int, int
         raise BadPacket(f"unknown version {version}")
     if reserved != 0:
         raise BadPacket("reserved header byte is not zero")
-    if not 1 <= mtype <= 9:
+    if not 1 <= mtype <= 10:
         raise BadPacket(f"unknown type {mtype}")
     return mtype, session
 
@@ -496,6 +543,15 @@ def decode_untrusted(buf: bytes | bytearray | memoryview) -> Message:
         return Data(session, index, bytes(buf[DATA_HEADER_SIZE:]), aux if flags else None)
     if mtype == MsgType.NAK:
         return _decode_nak(buf, flags, aux, session)
+    if mtype == MsgType.PARITY:
+        if n <= DATA_HEADER_SIZE or n - DATA_HEADER_SIZE > MAX_ADU_SIZE:
+            raise BadPacket("PARITY length")
+        if flags:
+            raise BadPacket("PARITY flags")
+        if aux >= 256:
+            raise BadPacket("PARITY row beyond 255")
+        (block,) = struct.unpack_from("!Q", buf, _HEAD)
+        return Parity(session, block, aux, bytes(buf[DATA_HEADER_SIZE:]))
     if mtype == MsgType.ABORT:
         if flags:
             raise BadPacket("ABORT flags")
@@ -554,7 +610,7 @@ def decode_untrusted(buf: bytes | bytearray | memoryview) -> Message:
     if mtype == MsgType.ACCEPT:
         join = bool(flags & ACCEPT_FLAG_JOIN)
         size = HELLO_SIZE if join else _HEAD + ACCEPT_BODY.size
-        if flags & ~(ACCEPT_FLAG_RETRY | ACCEPT_FLAG_JOIN) or n != size:
+        if flags & ~(ACCEPT_FLAG_RETRY | ACCEPT_FLAG_JOIN | ACCEPT_FLAG_FEC) or n != size:
             raise BadPacket("bad ACCEPT")
         ts, limit, token = ACCEPT_BODY.unpack_from(buf, _HEAD)
         retry = bool(flags & ACCEPT_FLAG_RETRY)
@@ -562,7 +618,7 @@ def decode_untrusted(buf: bytes | bytearray | memoryview) -> Message:
             raise BadPacket("RETRY without a token, or JOIN without RETRY")
         if join and any(buf[_HEAD + ACCEPT_BODY.size :]):
             raise BadPacket("JOIN padding not zero")
-        return Accept(session, ts, limit, token, retry, join)
+        return Accept(session, ts, limit, token, retry, join, bool(flags & ACCEPT_FLAG_FEC))
     if mtype == MsgType.STATUS:
         if flags or n != _HEAD + STATUS_BODY.size:
             raise BadPacket("bad STATUS")
@@ -596,6 +652,7 @@ def _decode_nak(buf: bytes | bytearray | memoryview, flags: int, nblocks: int, s
         raise BadPacket("NAK too long")
     pos = _HEAD
     ranges: list[tuple[int, int]] = []
+    needs: list[tuple[int, int, int]] = []
     last_stop = -1
     for _ in range(nblocks):
         if pos + NAK_BLOCK.size > n:
@@ -604,6 +661,11 @@ def _decode_nak(buf: bytes | bytearray | memoryview, flags: int, nblocks: int, s
         pos += NAK_BLOCK.size
         if res or count == 0:
             raise BadPacket("bad NAK block head")
+        if kind == NakKind.NEED:
+            if nbytes > 255 or count > 255 or needs and start <= needs[-1][0]:
+                raise BadPacket("bad NEED block")
+            needs.append((start, count, nbytes))
+            continue
         if start < last_stop:
             raise BadPacket("NAK blocks overlap or are unordered")
         if start + count > ALL_ONES_64:
@@ -626,7 +688,7 @@ def _decode_nak(buf: bytes | bytearray | memoryview, flags: int, nblocks: int, s
         last_stop = start + count
     if pos != n:
         raise BadPacket("trailing bytes after NAK blocks")
-    return Nak(session, tuple(ranges))
+    return Nak(session, tuple(ranges), tuple(needs))
 
 
 def _append_range(ranges: list[tuple[int, int]], a: int, b: int) -> None:

@@ -4,16 +4,21 @@ this tool makes (lossy-net's Segment), the same input, every output hashed.
     python -P tools/multicast_lab.py --size 200M --runs 3 --tools alf,uftp
     python -P tools/multicast_lab.py --size 200M --runs 3 --tools alf --pipe
     python -P tools/multicast_lab.py --size 200M --runs 3 --tools uni,alf --loss 0,0,0,0,0,0,0,0 --rate 1G
+    python -P tools/multicast_lab.py --size 200M --runs 3 --tools alf,alf-arq
 
 ``--loss`` gives each receiver's random loss (nftables at its ingress; default the issue's
 0/0/1/1/3/3/10/10%), ``--rate`` each receiver's bridge port a tbf limit. ``alf`` is `alf send
-GROUP --receivers N` to every receiver, ``uni`` alf unicast to the first receiver alone (the
+GROUP --receivers N` to every receiver (its default ``--fec auto``: a file's repairs are
+erasure-coded parity), ``alf-arq`` the same with ``--fec off`` (repairs resend what was lost),
+``uni`` alf unicast to the first receiver alone (the
 same segment), ``uftp`` Debian's uftp/uftpd with ``--uftp-args`` (its knobs; the default is
 the best of the search in docs/performance.md). Each run prints one JSON line: the wall time
 from the sender's start to its exit, how many outputs are intact, and the multicast datagrams
 the sender sent beyond the content's (alf: its own counts of DATA, repairs, PROBEs and HELLOs,
 since GSO makes the interface count a run as one packet; uftp: the sender's interface's
-packets). Needs root; sends only inside the namespaces it makes, and removes them.
+packets), and for alf its repair datagrams against the worst receiver's need, p/(1-p) of the
+content's datagrams (docs/performance.md). Needs root; sends only inside the namespaces it
+makes, and removes them.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lossy-net"))
 from lossynet import Lab  # noqa: E402
@@ -48,19 +54,30 @@ def _sha(path: str) -> str | None:
     return h.hexdigest()
 
 
+def _last_json(path: str) -> dict[str, Any]:
+    try:
+        with open(path) as f:
+            lines = f.read().strip().splitlines()
+    except OSError:
+        return {}
+    return dict(json.loads(lines[-1])) if lines else {}
+
+
 def _tx_packets(lab: Lab, ns: str) -> int:
     out = lab.run(ns, "ip", "-j", "-s", "link", "show", "eth0").stdout
     return int(json.loads(out)[0]["stats64"]["tx"]["packets"])
 
 
 def _run_alf(
-    lab: Lab, seg: Segment, src: str, tmp: str, group: bool, pipe: bool
-) -> tuple[float, list[str], int]:
+    lab: Lab, seg: Segment, src: str, tmp: str, group: bool, pipe: bool, extra: str = ""
+) -> tuple[float, list[str], int, dict[str, Any]]:
     hosts = seg.r if group else seg.r[:1]
     procs = []
     outs = [os.path.join(tmp, f"out{k}.bin") for k in range(len(hosts))]
-    for ns, out in zip(hosts, outs, strict=True):
+    rstats = [os.path.join(tmp, f"r{k}.json") for k in range(len(hosts))]
+    for ns, out, rs in zip(hosts, outs, rstats, strict=True):
         cmd = [PY, "-m", "alf", "recv", str(PORT), "--timeout", "30", "--no-progress", "-q"]
+        cmd += ["--stats-json", rs]
         cmd += ["--group", GROUP] if group else []
         if pipe:
             with open(out, "wb") as f:
@@ -71,7 +88,7 @@ def _run_alf(
         wait_port(lab, ns, PORT)
     stats = os.path.join(tmp, "s.json")
     dest = f"{GROUP} {PORT} --receivers {len(hosts)}" if group else f"{seg.addr(10)} {PORT}"
-    send = f"{PY} -m alf send {dest} --no-progress -q --timeout 30 --stats-json {stats}"
+    send = f"{PY} -m alf send {dest} --no-progress -q --timeout 30 --stats-json {stats} {extra}"
     t = time.monotonic()
     s = lab.start(seg.s, f"cat {src} | {send}" if pipe else f"{send} {src}")
     s.wait(timeout=600)
@@ -81,7 +98,10 @@ def _run_alf(
     with open(stats) as f:
         last = json.loads(f.read().strip().splitlines()[-1])
     sent = last["adus_new"] + last["adus_repair"] + last["probes_sent"] + last["hellos_sent"]
-    return seconds, outs, sent
+    counts = {"repairs": last["adus_repair"], "parity": last.get("adus_parity", 0)}
+    for key in ("socket_overflows", "adus_decoded"):  # each receiver's, in receiver order
+        counts[key] = [_last_json(rs).get(key, 0) for rs in rstats]
+    return seconds, outs, sent, counts
 
 
 def _run_uftp(lab: Lab, seg: Segment, src: str, tmp: str, args: str) -> tuple[float, list[str], int]:
@@ -139,11 +159,15 @@ def main() -> None:
         for run in range(a.runs):
             for tool in a.tools.split(","):
                 _clear_outputs(a.dir, src)
+                repairs: dict[str, Any] = {}
                 if tool == "uftp":
                     seconds, outs, sent = _run_uftp(lab, seg, src, a.dir, a.uftp_args)
                     block = int(a.uftp_args.split("-b ")[1].split()[0]) if "-b " in a.uftp_args else 1300
                 else:
-                    seconds, outs, sent = _run_alf(lab, seg, src, a.dir, tool == "alf", a.pipe)
+                    extra = "--fec off" if tool == "alf-arq" else ""
+                    seconds, outs, sent, repairs = _run_alf(
+                        lab, seg, src, a.dir, tool != "uni", a.pipe, extra
+                    )
                     block = ALF_ADU
                 content = -(-size // block)
                 row = {
@@ -156,6 +180,11 @@ def main() -> None:
                     "datagrams": sent,
                     "beyond_content": round(sent / content - 1, 4),
                 }
+                worst = max(losses) if tool != "uni" else losses[0]
+                if repairs and worst > 0:
+                    row.update(repairs)
+                    need = worst / (1 - worst) * content
+                    row["repair_vs_worst_need"] = round(repairs["repairs"] / need, 3)
                 if tool == "uftp":
                     row["uftp_args"] = a.uftp_args
                 print(json.dumps(row), flush=True)

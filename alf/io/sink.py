@@ -67,6 +67,17 @@ class FileBackend:
                     done += os.pwrite(self.fd, blob[done:], offset + done)
             offset += total
 
+    def preadinto(self, buf: bytearray, offset: int) -> int:
+        """Fill ``buf`` from ``offset`` as far as the file reaches (the rest stays as it is)."""
+        done = 0
+        view = memoryview(buf)
+        while done < len(buf):
+            n = os.preadv(self._rfd, [view[done:]], offset + done)
+            if n <= 0:
+                break
+            done += n
+        return done
+
     def hash_range(self, update: Callable[[Buffer], object], offset: int, n: int) -> None:
         """Feed bytes ``[offset, offset+n)`` of the output to ``update`` through a read-only
         mapping of the page cache, mapped whole at once (MAP_POPULATE): no copy. 1 GiB took

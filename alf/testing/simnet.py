@@ -425,12 +425,14 @@ def run_group_transfer(
     max_events: int = 3_000_000,
     receiver_buffer: int = 0,
     slow: str = "catch-up",
+    receiver_configs: list[ReceiverConfig] | None = None,
 ) -> GroupSimResult:
     """Send ``data`` from one sender to a group of receivers, one per (forward, backward) link
     pair in ``members``: receiver ``k`` is node ("receiver", k) and joins the group; it starts
     at ``start_at[k]`` and vanishes at ``kill_at[k]``. ``upstream_loss`` drops DATA once, before
     the fan-out, so every receiver misses the same datagrams (loss upstream of a bridge).
-    ``receiver_buffer``: each receiver's read buffer, so its window follows §6's flow rule."""
+    ``receiver_buffer``: each receiver's read buffer, so its window follows §6's flow rule.
+    ``receiver_configs``: each receiver's own configuration (else ``receiver_config`` for all)."""
     from alf.group import GroupSender
 
     net = Network(seed)
@@ -475,7 +477,7 @@ def run_group_transfer(
         events += 1
         for k in range(n):
             if rxs[k] is None and now >= starts[k] and now < kills[k]:
-                rx = Receiver(rcfg, now, secret=bytes([k]) * 8)
+                rx = Receiver(receiver_configs[k] if receiver_configs else rcfg, now, secret=bytes([k]) * 8)
                 if receiver_buffer:  # the read buffer each receiver is told it has (its flow window)
                     rx.set_read_buffer(receiver_buffer)
                 store: MemoryWriter | MemoryBackend
