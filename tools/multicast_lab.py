@@ -142,6 +142,7 @@ def main() -> None:
     ap.add_argument("--rate", default=None, help="each receiver's port limit (RATE)")
     ap.add_argument("--pipe", action="store_true", help="alf: cat FILE | alf send, receivers to stdout")
     ap.add_argument("--uftp-args", default=UFTP_BEST)
+    ap.add_argument("--alf-args", default="", help="more options for alf's sender (all alf tools)")
     ap.add_argument("--dir", default="/dev/shm/alf-multicast-lab")
     a = ap.parse_args()
     size = parse_size(a.size)
@@ -164,7 +165,7 @@ def main() -> None:
                     seconds, outs, sent = _run_uftp(lab, seg, src, a.dir, a.uftp_args)
                     block = int(a.uftp_args.split("-b ")[1].split()[0]) if "-b " in a.uftp_args else 1300
                 else:
-                    extra = "--fec off" if tool == "alf-arq" else ""
+                    extra = ("--fec off " if tool == "alf-arq" else "") + a.alf_args
                     seconds, outs, sent, repairs = _run_alf(
                         lab, seg, src, a.dir, tool != "uni", a.pipe, extra
                     )
@@ -187,6 +188,8 @@ def main() -> None:
                     row["repair_vs_worst_need"] = round(repairs["repairs"] / need, 3)
                 if tool == "uftp":
                     row["uftp_args"] = a.uftp_args
+                elif a.alf_args:
+                    row["alf_args"] = a.alf_args
                 print(json.dumps(row), flush=True)
 
 
