@@ -182,8 +182,8 @@ def main() -> None:
                     "beyond_content": round(sent / content - 1, 4),
                 }
                 worst = max(losses) if tool != "uni" else losses[0]
+                row.update(repairs)
                 if repairs and worst > 0:
-                    row.update(repairs)
                     need = worst / (1 - worst) * content
                     row["repair_vs_worst_need"] = round(repairs["repairs"] / need, 3)
                 if tool == "uftp":
