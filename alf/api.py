@@ -415,9 +415,11 @@ def send(
     rates are bits/s (or "800M"), sizes bytes (or "256M"). A multicast ``host`` (224.0.0.0/4)
     sends to the receivers that join that group (docs/usage.md, Multicast): ``receivers``,
     ``wait`` and ``quorum`` say when it starts and what counts as success; ``fec`` "auto"
-    repairs a group's file with parity for the receivers that decode it, "off" resends."""
+    repairs a group's file with parity for the receivers that decode it (and sends parity with
+    a unicast file's last blocks on a long lossy path), a ratio such as "0.05" sends that share
+    of parity with every block (unicast), "off" only resends."""
     _choice("transport", transport, TRANSPORTS)
-    _choice("fec", fec, list(FEC_CHOICES))
+    fec_ratio = _fec_ratio(fec)
     _choice("cc", cc, _cc_names())
     _choice("digest", digest, list(DIGESTS))
     _choice("if_changed", if_changed, ["fail", "warn"])
@@ -441,6 +443,8 @@ def send(
     group = _group_options(host, transport, paths, chaos_bytes, receivers, wait, quorum, ttl, interface, slow)
     if group is not None:
         transport = "udp"
+        if fec_ratio is not None:
+            raise UsageError("fec: a ratio is for unicast (a group's parity follows what its receivers lack)")
     try:
         tcp_paths = [Path(host, port)] + [parse_path(p, port) for p in paths]
     except ValueError as e:
@@ -471,7 +475,8 @@ def send(
         backup=tuple(k for k, p in enumerate(tcp_paths) if p.backup),
         stripe=stripe,
         path_rates=tuple(p.rate_bps for p in tcp_paths),
-        fec=fec == "auto" and group is not None and codec() is not None,
+        fec=fec != "off" and codec() is not None,
+        fec_ratio=fec_ratio,
     )
     # TCP is paced only at a rate given: its own congestion control does the rest.
     tcp = _TcpOptions(tcp_paths, streams, chaos_bytes or 0, rate_bps, stripe)
@@ -508,6 +513,19 @@ class _GroupOptions:
     ttl: int
     interface: str | None
     slow: str
+
+
+def _fec_ratio(fec: str) -> float | None:
+    """--fec: "auto" or "off" (None), or a ratio of parity to data in (0, 1]."""
+    if fec in FEC_CHOICES:
+        return None
+    try:
+        ratio = float(fec)
+    except ValueError:
+        ratio = 0.0
+    if not 0 < ratio <= 1:
+        raise UsageError(f"fec: auto, off or a ratio of parity to data in (0, 1], not {fec!r}")
+    return ratio
 
 
 def _group_options(

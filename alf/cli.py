@@ -261,6 +261,7 @@ HELP_SECTIONS: dict[str, list[str]] = {
     ],
     "Rate control": ["cc_name", "rate", "min_rate"],
     "Reliability and integrity": [
+        "fec",
         "digest",
         "checksum",
         "window",
@@ -270,7 +271,7 @@ HELP_SECTIONS: dict[str, list[str]] = {
         "keep_partial",
     ],
     "Paths and TCP": ["bind", "extra_paths", "stripe", "streams", "gso"],
-    "Multicast": ["group", "receivers", "wait", "quorum", "slow", "fec", "ttl", "interface"],
+    "Multicast": ["group", "receivers", "wait", "quorum", "slow", "ttl", "interface"],
     "Diagnostics and fault injection": ["stats_json", "stats_interval", "drop", "seed", "chaos"],
 }
 UNITS_HELP = """\b
@@ -515,11 +516,12 @@ def main() -> None:
 )
 @click.option(
     "--fec",
-    type=click.Choice(["auto", "off"]),
+    metavar="auto|off|RATIO",
     default="auto",
     show_default=True,
-    help="Multicast: repair a FILE with erasure-coded parity (one parity datagram fills a different "
-    "hole at each receiver) for the receivers that decode it; off: resend the lost datagrams.",
+    help="Parity (erasure coding) for a FILE: auto repairs a group with parity (one parity datagram "
+    "fills a different hole at each receiver) and sends parity with a unicast file's last blocks on a "
+    "long lossy path; RATIO (unicast, e.g. 0.05) sends that share with every block; off only resends.",
 )
 @click.option(
     "--ttl",
@@ -653,7 +655,7 @@ def host_port_file(host: str, port: str | None, file: str | None) -> tuple[str, 
     type=click.Choice(["auto", "off"]),
     default="auto",
     show_default=True,
-    help="With --group and -o FILE: decode the sender's parity (off: ask for resends only).",
+    help="With -o FILE: decode the sender's parity (off: ask for resends only).",
 )
 @_common_options
 def recv(

@@ -149,9 +149,8 @@ class GroupSender(Sender):
             raise ValueError("receivers and quorum: at least 1")
         if receivers is not None and quorum is not None and quorum > receivers:
             raise ValueError("the quorum cannot exceed the receivers expected")
-        offer = wire.FEATURE_FEC if config.fec and kind == wire.Kind.FILE else 0
         super().__init__(
-            replace(config, features=config.features | wire.FEATURE_MULTICAST | offer),
+            replace(config, features=config.features | wire.FEATURE_MULTICAST),
             session_id,
             kind,
             total_bytes,

@@ -576,7 +576,7 @@ class Receiver:
         self.multipath = bool(msg.features & wire.FEATURE_MULTIPATH)
         self.multicast = bool(msg.features & wire.FEATURE_MULTICAST)
         offered = bool(msg.features & wire.FEATURE_FEC) and msg.kind == wire.Kind.FILE
-        self.fec = self.cfg.fec and self.multicast and offered
+        self.fec = self.cfg.fec and offered
         self.hello = msg
         self.began = now
         self.adu = msg.adu_size

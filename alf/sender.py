@@ -44,6 +44,18 @@ PATH_DOWN_MIN = 0.3
 REVIVE_FIRST = 0.2  # a down path is probed after this, doubling ...
 REVIVE_MAX = 1.0  # ... up to this: a path back is back within a second
 REPAIR_WAIT = 0.005  # a repair waits this long at most for the healthiest path's pacer
+# §16 --fec auto, unicast: parity goes with the last round trips' blocks on a path whose round
+# trip is at least FEC_AUTO_RTT and that lost at least FEC_AUTO_LOSS of what was sent (after
+# FEC_AUTO_HISTORY ADUs), at FEC_AUTO_GAIN times that loss (at most FEC_AUTO_MAX), plus
+# FEC_AUTO_EXTRA symbols (losses come in bursts: a block's share varies far more than a
+# Bernoulli loss's would)
+FEC_AUTO_RTT = 0.1
+FEC_AUTO_LOSS = 0.002
+FEC_AUTO_HISTORY = 1000
+FEC_AUTO_MAX = 0.25
+FEC_AUTO_GAIN = 6.0
+FEC_AUTO_EXTRA = 2
+FEC_AUTO_TAIL_RTTS = 6.0  # ... for the blocks of the last this many round trips
 PATH_JOIN_WAIT = 5.0  # a further path whose HELLOs get no ACCEPT in this long is dropped
 
 
@@ -77,7 +89,8 @@ class SenderConfig:
     backup: tuple[int, ...] = ()  # the paths that carry data only while no other is up
     stripe: str = "prefer"  # alf.stripe's policy for new data
     path_rates: tuple[float | None, ...] = ()  # a path's own ceiling below rate_bps (None: none)
-    fec: bool = False  # §16: a group's file may be repaired with parity (the driver has a codec)
+    fec: bool = False  # §16: a file may be repaired with parity (the driver has a codec)
+    fec_ratio: float | None = None  # §16: unicast, parity sent with every block; None: "auto"
 
 
 @dataclass(frozen=True)
@@ -98,6 +111,7 @@ class SenderStats:
     adus_repair: int = 0  # repairs sent: ADUs again, and parity symbols (§16)
     adus_parity: int = 0  # ... of which parity symbols
     blocks_resent: int = 0  # §16: blocks whose parity rows ran out, sent again whole
+    parity_proactive: int = 0  # §16: parity symbols sent unasked, with their blocks (unicast)
     wire_bytes: int = 0  # datagram bytes handed to the socket, headers and repairs included
     naks_received: int = 0
     adus_nak_requested: int = 0
@@ -191,6 +205,7 @@ class PeerState:
     window_limit: int = 0  # it may be sent ADU indices below this (protocol §6)
     acked: int = 0  # it holds every ADU below this
     received: int = 0  # the most distinct ADUs it reported holding
+    highest: int = 0  # one past the highest index it reported holding
     progress_at: float = 0.0  # when it last showed it got more of our data
     verdict: Outcome | None = None  # what its DONE said
 
@@ -238,6 +253,9 @@ class Sender:
             self.paths[b].backup = True
         self.multipath = config.paths > 1
         self._features = config.features | (wire.FEATURE_MULTIPATH if self.multipath else 0)
+        if config.fec and kind == wire.Kind.FILE and not self.multipath:
+            self._features |= wire.FEATURE_FEC
+        self.peer_fec = False  # §16: the receiver decodes parity (its ACCEPT said so)
         # --rate caps the sum of the paths' rates (each path's controller has it as its ceiling)
         self._total = Pacer(config.rate_bps, self._burst(config.rate_bps), now) if self.multipath else None
         self._shares = stripe.Shares(config.paths)
@@ -717,7 +735,50 @@ class Sender:
         self.next_new += count
         self.stats.adus_new += count
         self.paths[path].new_adus += count
+        if self.peer_fec and self.end_adus is not None:
+            self._proactive(run.first, self.next_new)
         return self._issued(run, now)
+
+    def _proactive(self, before: int, after: int) -> None:
+        """§16: parity for each block that [before, after) completed, unasked (unicast): with
+        ``--fec RATIO`` that share of every block; with "auto" only for the blocks of the last
+        few round trips of a long, lossy path, whose holes would otherwise cost NAK rounds after
+        the end (the repairs of earlier blocks overlap the sending of later ones)."""
+        assert self.end_adus is not None
+        end = self.end_adus
+        for block in range(fec.block_of(before), fec.block_of(after - 1) + 1):
+            first, k = fec.block_span(block, end)
+            if first + k > after:
+                break  # not complete yet
+            if first + k <= before:
+                continue
+            n = self._proactive_count(first, k)
+            if n:
+                self._parity[block] = self._parity.get(block, 0) + n
+                self.stats.parity_proactive += n
+
+    def _proactive_count(self, first: int, k: int) -> int:
+        ratio = self.cfg.fec_ratio
+        if ratio is not None:
+            return min(fec.max_rows(k), -(-int(ratio * k * 1000) // 1000))
+        srtt = self.path.srtt
+        peer = self.peer
+        assert self.end_adus is not None
+        if srtt is None or srtt < FEC_AUTO_RTT or peer.highest < FEC_AUTO_HISTORY:
+            return 0
+        # the share lost so far: the holes its STATUS shows below its highest, and those repaired
+        # (NAKs come a round or two later than the holes: on a 600 ms path a short transfer ends
+        # before its first NAK)
+        holes = peer.highest - peer.received + self.stats.adus_repair - self.stats.adus_parity
+        loss = max(self.stats.adus_nak_requested / self.stats.adus_new, holes / peer.highest)
+        if loss < FEC_AUTO_LOSS:
+            return 0
+        # the data whose holes would be NAKed after the end: a hole waits up to two NAK rounds of
+        # two round trips each before it is named, and its repair one more round trip
+        tail = FEC_AUTO_TAIL_RTTS * self.path.pacer.rate_Bps * srtt / self._dgram
+        if first + k < self.end_adus - tail:
+            return 0
+        return min(fec.max_rows(k), int(k * min(FEC_AUTO_MAX, FEC_AUTO_GAIN * loss)) + FEC_AUTO_EXTRA)
 
     def _issued(self, run: Run, now: float) -> Run:
         on = self.paths[run.path]
@@ -927,6 +988,7 @@ class Sender:
                     p.probe_at = now
             return
         peer.addr = addr  # the ACCEPT echoed our session id: this address is the peer's
+        self.peer_fec = msg.fec and bool(self._features & wire.FEATURE_FEC)
         peer.last_heard = now
         peer.window_limit = msg.window_limit
         self.state = State.SENDING
@@ -942,6 +1004,7 @@ class Sender:
             return
         if msg.received > self.peer.received:
             self.peer.progress_at, self.peer.received = now, msg.received
+        self.peer.highest = max(self.peer.highest, msg.highest)
         if msg.cum_ack > self.peer.acked:
             acked = self.peer.acked = msg.cum_ack
             self.stats.acked_adus = acked
