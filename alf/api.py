@@ -475,7 +475,7 @@ def send(
         backup=tuple(k for k, p in enumerate(tcp_paths) if p.backup),
         stripe=stripe,
         path_rates=tuple(p.rate_bps for p in tcp_paths),
-        fec=fec != "off" and codec() is not None,
+        fec=fec != "off" and transport != "tcp" and codec() is not None,
         fec_ratio=fec_ratio,
     )
     # TCP is paced only at a rate given: its own congestion control does the rest.
