@@ -27,6 +27,7 @@ from alf import fec, wire
 from alf.errors import ExitCode, Outcome
 from alf.events import Joined, MemberEnded, MemberSlow
 from alf.ranges import merge_ranges, subtract_ranges, trim_ranges
+from alf.receiver import FEC_MAX_NEED
 from alf.sender import CLOSE_COPIES, Datagram, Run, Sender, SenderConfig, State, rtt_sample, smooth_rtt
 from alf.verdict import verdict_outcome
 
@@ -169,6 +170,7 @@ class GroupSender(Sender):
         self._recent: deque[tuple[float, int, int]] = deque()  # repairs sent: (when, a, b)
         # §16: per block, its parity runs sent as (when, the rows sent by then)
         self._parity_sent: dict[int, list[tuple[float, int]]] = {}
+        self._resent_at: dict[int, float] = {}  # §16: blocks sent again whole, and when
         self._sent_mark = (now, 0)  # (when, stats.wire_bytes then): for _sent_rate
         self._sent_bps = float("inf")
         if slow not in SLOW_POLICIES:
@@ -199,7 +201,7 @@ class GroupSender(Sender):
         peer.window_limit = max(peer.window_limit, min(m.window_limit for m in pace))
         peer.received = min(m.received for m in live)
         trim_ranges(self._repairs, acked)
-        for table in (self._parity, self._parity_sent):
+        for table in (self._parity, self._parity_sent, self._resent_at):
             if table:
                 for block in [b for b in table if (b + 1) * fec.BLOCK <= acked]:
                     del table[block]
@@ -619,7 +621,10 @@ class GroupSender(Sender):
         for block, need, seen in needs:
             first, k = fec.block_span(block, self.end_adus)
             sent = self._parity_row.get(block, 0)
-            if not 0 < need <= k or seen > sent or first + k <= m.acked or first >= self.next_new:
+            if need > FEC_MAX_NEED or seen > sent:
+                self.stats.unexpected += 1  # more than §16 lets a member ask for, or rows never sent
+                continue
+            if not 0 < need <= k or first + k <= m.acked or first >= self.next_new:
                 continue
             m.nakked_adus += need
             arrived = seen  # rows it has seen, or that had time to arrive
@@ -634,7 +639,12 @@ class GroupSender(Sender):
             want = queued + need - coming
             if sent + want > fec.max_rows(k):
                 # the rows run out (a member that loses most of what it is sent): the block's
-                # ADUs, all of them, as plain repairs
+                # ADUs, all of them, as plain repairs, once within PARITY_LATE (a NEED that
+                # crossed that resend asks for nothing more)
+                if self._resent_at.get(block, float("-inf")) >= late:
+                    self.repairs_held += need
+                    continue
+                self._resent_at[block] = now
                 self._parity.pop(block, None)
                 self._repairs = merge_ranges([*self._repairs, (first, first + k)])
                 self.stats.adus_nak_requested += k

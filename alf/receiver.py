@@ -170,6 +170,7 @@ class Receiver:
         self.fec = False  # we decode the session's parity (§16)
         self._parity: dict[int, dict[int, bytes]] = {}  # block -> row -> symbol, while it lacks ADUs
         self.decodable: set[int] = set()  # blocks that hold as many symbols as they lack ADUs
+        self._parity_bytes = 0  # the symbols held, at most window_bytes
         self._rows_seen: dict[int, int] = {}  # block -> one past the highest parity row received
         self._group_size = 1  # the members receiving, as the latest PROBE said (§15)
         self._backoff_rng = random.Random(self._secret)
@@ -297,15 +298,23 @@ class Receiver:
         """A PARITY symbol of the session arrived (the driver checked header, session and
         address). Keeps it while the block lacks more ADUs than it holds symbols; once it
         holds as many, the block is in ``decodable`` (``parity_for`` has what it needs)."""
-        if self.state != State.RECEIVING or not self.fec or self.end_adus is None:
-            self.stats.violations += 1
+        if self.state != State.RECEIVING:
+            self.stats.duplicates += 1
             return
         self._last_heard = now
         self._data_since_status = True
         self.stats.parity_received += 1
+        if not self.fec or self.end_adus is None:
+            self.stats.parity_unused += 1  # a group's parity, to a member that does not decode
+            return
         first, k = fec.block_span(block, self.end_adus)
         if k == 0 or row >= fec.max_rows(k) or len(payload) != self.adu:
             self.stats.violations += 1
+            return
+        if first >= self.window_limit or self._parity_bytes + len(payload) > self.cfg.window_bytes:
+            # beyond the window, as DATA would be; or more held than the window's worth (a
+            # member whose NAKs wait, --slow catch-up, holds the group's parity): asked again later
+            self.stats.parity_unused += 1
             return
         held = self._parity.setdefault(block, {})
         lacks = k - self.gaps.held_in(first, first + k)
@@ -317,16 +326,27 @@ class Receiver:
                 del self._parity[block]
             return
         held[row] = payload
+        self._parity_bytes += len(payload)
         if len(held) >= lacks:
             self.decodable.add(block)
+
+    def _drop_parity(self, block: int) -> dict[int, bytes]:
+        """Forget the symbols held for ``block`` (it is whole, or they could not decode it)."""
+        held = self._parity.pop(block, {})
+        self._parity_bytes -= sum(len(p) for p in held.values())
+        self.decodable.discard(block)
+        return held
+
+    def undecodable(self, block: int) -> None:
+        """The codec refused ``block``'s symbols: they are dropped, its holes asked for again."""
+        self.stats.parity_unused += len(self._drop_parity(block))
 
     def _check_decodable(self, block: int) -> None:
         assert self.end_adus is not None
         first, k = fec.block_span(block, self.end_adus)
         lacks = k - self.gaps.held_in(first, first + k)
         if not lacks:
-            self.stats.parity_unused += len(self._parity.pop(block))
-            self.decodable.discard(block)
+            self.stats.parity_unused += len(self._drop_parity(block))
             self._rows_seen.pop(block, None)
         elif len(self._parity[block]) >= lacks:
             self.decodable.add(block)
@@ -343,8 +363,7 @@ class Receiver:
         the runs it marked."""
         assert self.end_adus is not None and self.total_bytes is not None
         first, _k = fec.block_span(block, self.end_adus)
-        self._parity.pop(block, None)
-        self.decodable.discard(block)
+        self._drop_parity(block)
         self._rows_seen.pop(block, None)
         runs: list[tuple[int, int]] = []
         for j in missing:

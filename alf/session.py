@@ -464,14 +464,19 @@ class RecvSession:
             first, k = fec.block_span(block, r.end_adus)
             try:
                 data = self.sink.read_block(first, k)
+                end = r.total_bytes - first * adu  # the content's last ADU may be short
+                if end < len(data):
+                    data[end:] = bytes(len(data) - end)  # coded as zeros (a device holds old bytes there)
                 codec.decode(data, k, adu, missing, rows, symbols)
                 view = memoryview(data)
-                end = r.total_bytes - first * adu  # the content's last ADU may be short
                 for j in missing:
                     self.sink.write_run(first + j, [view[j * adu : min((j + 1) * adu, end)]])
             except SinkError as e:
                 r.fail_local(str(e), now)
                 return
+            except ValueError:  # the codec refused what it was given: its holes go by resend
+                r.undecodable(block)
+                continue
             r.on_decoded(block, missing, now)
 
     def _start(self, now: float) -> None:

@@ -305,3 +305,17 @@ def test_fec_option_is_checked() -> None:
         api.send("239.1.2.3", 9, "/dev/null", fec="0.1")
     with pytest.raises(api.UsageError, match="fec"):
         api.receive(9, "/dev/null", fec="0.1")
+
+
+def test_a_need_beyond_what_section_16_allows_is_ignored() -> None:
+    """A NEED of more than 32 symbols, or one claiming rows never sent, queues nothing."""
+    cfg = SenderConfig(adu_size=100, fec=True)
+    s = GroupSender(cfg, 5, wire.Kind.FILE, 100 * 1000, 0.0, GROUP_ADDR, receivers=2)
+    s.next_new = 1000
+    m = type("M", (), {})()
+    m.slow, m.acked, m.nakked_adus = False, 0, 0
+    s._on_needs(((1, 33, 0), (2, 4, 9)), m, 1.0)  # type: ignore[arg-type]
+    assert not s._parity and not s._repairs
+    assert s.stats.unexpected == 2
+    s._on_needs(((1, 32, 0),), m, 1.0)  # type: ignore[arg-type]
+    assert s._parity == {1: 32}
