@@ -10,6 +10,14 @@ def ceil_div(n: int, d: int) -> int:
     return -(-n // d)
 
 
+def append_range(ranges: list[tuple[int, int]], a: int, b: int) -> None:
+    """Add [a, b) at the end of sorted ``ranges``, joining the last range it continues."""
+    if ranges and ranges[-1][1] == a:
+        ranges[-1] = (ranges[-1][0], b)
+    else:
+        ranges.append((a, b))
+
+
 def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """The union of half-open ranges as sorted, disjoint ranges (a repair or resend queue)."""
     out: list[tuple[int, int]] = []

@@ -45,7 +45,7 @@ from alf.events import (
     SendFailed,
 )
 from alf.gapmap import GapMap
-from alf.ranges import ceil_div
+from alf.ranges import append_range, ceil_div
 from alf.verdict import FINAL_CONTRADICTS, INCONSISTENT_FINAL, final_contradicts, judge, unsupported_reason
 
 MIN_ROUND = 0.010
@@ -367,11 +367,7 @@ class Receiver:
         self._rows_seen.pop(block, None)
         runs: list[tuple[int, int]] = []
         for j in missing:
-            i = first + j
-            if runs and runs[-1][1] == i:
-                runs[-1] = (runs[-1][0], i + 1)
-            else:
-                runs.append((i, i + 1))
+            append_range(runs, first + j, first + j + 1)
         for a, b in runs:
             self.gaps.add_run(a, b - a)
         got = len(missing)
@@ -413,10 +409,7 @@ class Receiver:
             for a, b in holes:  # the first ``need`` of its holes
                 b = min(b, a + need)
                 need -= b - a
-                if ranges and ranges[-1][1] == a:
-                    ranges[-1] = (ranges[-1][0], b)
-                else:
-                    ranges.append((a, b))
+                append_range(ranges, a, b)
                 if not need:
                     break
         return needs, ranges

@@ -760,7 +760,7 @@ class Sender:
     def _proactive_count(self, first: int, k: int) -> int:
         ratio = self.cfg.fec_ratio
         if ratio is not None:
-            return min(fec.max_rows(k), -(-int(ratio * k * 1000) // 1000))
+            return min(fec.max_rows(k), ceil_div(int(ratio * k * 1000), 1000))
         srtt = self.path.srtt
         peer = self.peer
         assert self.end_adus is not None

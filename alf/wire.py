@@ -19,6 +19,8 @@ from enum import IntEnum
 from bitarray import bitarray
 from bitarray.util import intervals
 
+from alf.ranges import append_range
+
 VERSION = 1
 ALL_ONES_64 = 2**64 - 1
 UNKNOWN_LENGTH = ALL_ONES_64
@@ -673,7 +675,7 @@ def _decode_nak(buf: bytes | bytearray | memoryview, flags: int, nblocks: int, s
         if kind == NakKind.RANGE:
             if nbytes:
                 raise BadPacket("RANGE with bytes")
-            _append_range(ranges, start, start + count)
+            append_range(ranges, start, start + count)
         elif kind == NakKind.BITMAP:
             if nbytes != (count + 7) // 8 or pos + nbytes > n:
                 raise BadPacket("BITMAP length")
@@ -691,20 +693,13 @@ def _decode_nak(buf: bytes | bytearray | memoryview, flags: int, nblocks: int, s
     return Nak(session, tuple(ranges), tuple(needs))
 
 
-def _append_range(ranges: list[tuple[int, int]], a: int, b: int) -> None:
-    if ranges and ranges[-1][1] == a:
-        ranges[-1] = (ranges[-1][0], b)
-    else:
-        ranges.append((a, b))
-
-
 def _bitmap_ranges(ranges: list[tuple[int, int]], start: int, bits: bytes, count: int) -> None:
     ba = bitarray(endian="big")
     ba.frombytes(bits)
     del ba[count:]
     for value, a, b in intervals(ba):
         if value:
-            _append_range(ranges, start + a, start + b)
+            append_range(ranges, start + a, start + b)
 
 
 # ---------------------------------------------------------------- §13 TCP framing
