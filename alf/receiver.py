@@ -271,9 +271,10 @@ class Receiver:
         if not self.gaps.count:
             self.events.add(DataArrived())
         new = self.gaps.add_run(first, stop - first)
-        if self._parity and new:  # a block with parity held may lack no more than it holds now
+        if (self._parity or self._rows_seen) and new:
+            # a block with parity held may lack no more than it holds now, or be whole
             for block in range(fec.block_of(new[0][0]), fec.block_of(new[-1][1] - 1) + 1):
-                if block in self._parity:
+                if block in self._parity or block in self._rows_seen:
                     self._check_decodable(block)
         got = sum(b - a for a, b in new)
         self.stats.duplicates += stop - first - got
@@ -317,7 +318,7 @@ class Receiver:
             self.stats.parity_unused += 1
             return
         held = self._parity.setdefault(block, {})
-        lacks = k - self.gaps.held_in(first, first + k)
+        lacks = self._lacks(first, k)
         if lacks and row >= self._rows_seen.get(block, 0):
             self._rows_seen[block] = row + 1  # (the NEED says so: what the sender sent since is on its way)
         if lacks == 0 or row in held or len(held) >= lacks:
@@ -341,14 +342,19 @@ class Receiver:
         """The codec refused ``block``'s symbols: they are dropped, its holes asked for again."""
         self.stats.parity_unused += len(self._drop_parity(block))
 
+    def _lacks(self, first: int, k: int) -> int:
+        """How many ADUs the block of ``k`` from ``first`` lacks."""
+        return k - self.gaps.held_in(first, first + k)
+
     def _check_decodable(self, block: int) -> None:
+        """After DATA for ``block``: whole, it lets go of its parity; else it may decode now."""
         assert self.end_adus is not None
         first, k = fec.block_span(block, self.end_adus)
-        lacks = k - self.gaps.held_in(first, first + k)
+        lacks = self._lacks(first, k)
         if not lacks:
             self.stats.parity_unused += len(self._drop_parity(block))
             self._rows_seen.pop(block, None)
-        elif len(self._parity[block]) >= lacks:
+        elif len(self._parity.get(block, ())) >= lacks:
             self.decodable.add(block)
 
     def parity_for(self, block: int) -> tuple[list[int], list[int], list[bytes]]:
@@ -384,12 +390,7 @@ class Receiver:
     def _nak_plan(self, missing: list[Span]) -> tuple[list[tuple[int, int, int]], list[Span]]:
         """§16: what a round asks for: NEEDs (block, symbols) for the blocks whose holes, less
         the symbols held, are few; the ADUs themselves for the others (a group of one, or a
-        block mostly missing: as many of its holes as it needs). Drops the parity of blocks
-        held whole meanwhile."""
-        for block in list(self._parity):
-            self._check_decodable(block)
-        for block in [b for b in self._rows_seen if b not in self._parity and not self.block_missing(b)]:
-            del self._rows_seen[block]
+        block mostly missing: as many of its holes as it needs)."""
         by_block: dict[int, list[tuple[int, int]]] = {}
         for a, b in missing:
             while a < b:

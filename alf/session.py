@@ -178,12 +178,18 @@ class SendSession:
             if len(runs) == 1
             else [i for run in runs for i in range(run.first, run.first + run.count)]
         )
+        self._data_headers(self._headers, indices, payloads)
+        return DataBatch(runs, self._header_views[: len(payloads)], payloads)
+
+    def _data_headers(
+        self, buf: bytearray | memoryview, indices: Sequence[int], payloads: Sequence[Buffer]
+    ) -> None:
+        """The DATA headers of ``indices`` into ``buf`` (with ``--checksum``, each payload's CRC)."""
         checksums = None
-        if s.cfg.checksum:
+        if self.sender.cfg.checksum:
             crc = wire.data_checksum
             checksums = [crc(i, p) for i, p in zip(indices, payloads, strict=True)]
-        wire.pack_data_headers_into(self._headers, s.session_id, indices, checksums)
-        return DataBatch(runs, self._header_views[: len(payloads)], payloads)
+        wire.pack_data_headers_into(buf, self.sender.session_id, indices, checksums)
 
     def _parity(self, run: Run) -> list[Buffer]:
         """§16: the parity symbols of ``run``, encoded from its block (read once for the runs
@@ -227,12 +233,7 @@ class SendSession:
                     )
             else:
                 indices = range(run.first, run.first + run.count)
-                checksums = None
-                if s.cfg.checksum:
-                    crc = wire.data_checksum
-                    mine = payloads[pos : pos + run.count]
-                    checksums = [crc(i, p) for i, p in zip(indices, mine, strict=True)]
-                wire.pack_data_headers_into(view[pos * _HDR_SIZE :], sid, indices, checksums)
+                self._data_headers(view[pos * _HDR_SIZE :], indices, payloads[pos : pos + run.count])
             pos += run.count
         return DataBatch(runs, self._header_views[:pos], payloads)
 
@@ -387,13 +388,14 @@ class RecvSession:
         for buf, addr in items:
             st.datagrams += 1
             n = len(buf)
-            is_data = n > _HDR_SIZE and buf[1] == _DATA
-            if is_data or n > _HDR_SIZE and buf[1] == _PARITY:
+            kind = buf[1] if n > _HDR_SIZE else 0
+            is_data = kind == _DATA
+            if is_data or kind == _PARITY:
                 st.wire_bytes += n
             if drop is not None and drop():
                 st.dropped_injected += 1
                 continue
-            if not is_data and n > _HDR_SIZE and buf[1] == _PARITY:
+            if kind == _PARITY:
                 if run:
                     self._flush(run_first, run, now)
                     run = []
