@@ -352,8 +352,24 @@ class _TcpOptions:
     stripe: str = "prefer"  # alf.stripe's policy
 
 
+def _loopback(sock: socket.socket) -> bool:
+    """Whether ``sock`` sends to this host (a connected socket's peer is a loopback address)."""
+    try:
+        host = sock.getpeername()[0]
+        addr = ipaddress.ip_address(host.split("%")[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    mapped = getattr(addr, "ipv4_mapped", None)
+    return bool(addr.is_loopback or (mapped is not None and mapped.is_loopback))
+
+
 def fit_adu(
-    sock: socket.socket, adu_size: int, given: bool, say: Callable[[str], None], mtu: int | None = None
+    sock: socket.socket,
+    adu_size: int,
+    given: bool,
+    say: Callable[[str], None],
+    mtu: int | None = None,
+    overhead: int = 0,
 ) -> int:
     """The ADU size for a UDP transfer over ``sock``: the default shrinks to fit the route's MTU
     (a tunnel's 1420, PPPoE's 1492), so DATA is never fragmented and GSO stays possible; a size
@@ -362,7 +378,7 @@ def fit_adu(
     mtu = mtu if mtu is not None else route_mtu(sock)
     if mtu is None:
         return adu_size
-    fit = fitting_adu_size(mtu, sock.family)
+    fit = fitting_adu_size(mtu, sock.family, overhead)
     if not given:
         return max(MIN_FITTED_ADU, min(adu_size, fit))
     if adu_size > fit:
@@ -408,6 +424,7 @@ def send(
     interface: str | None = None,
     slow: str = "catch-up",
     fec: str = "auto",
+    key: str | bytes | None = None,
 ) -> Result:
     """Send ``source`` (a path, a binary file object, or None / "-" for stdin) to a receiver
     at ``host`` ``port``. A regular file goes as a file (its length known, repairs read from it
@@ -417,9 +434,11 @@ def send(
     ``wait`` and ``quorum`` say when it starts and what counts as success; ``fec`` "auto"
     repairs a group's file with parity for the receivers that decode it (and sends parity with
     a unicast file's last blocks on a long lossy path), a ratio such as "0.05" sends that share
-    of parity with every block (unicast), "off" only resends."""
+    of parity with every block (unicast), "off" only resends. ``key``: a key file (or its 32
+    bytes): the transfer is sealed, and goes over UDP only (docs/usage.md, Encryption)."""
     _choice("transport", transport, TRANSPORTS)
     fec_ratio = _fec_ratio(fec)
+    psk = _key(key, transport)
     _choice("cc", cc, _cc_names())
     _choice("digest", digest, list(DIGESTS))
     _choice("if_changed", if_changed, ["fail", "warn"])
@@ -441,6 +460,10 @@ def send(
     if transport == "tcp" and checksum:
         raise UsageError("checksum is for UDP (TCP checksums every segment itself)")
     group = _group_options(host, transport, paths, chaos_bytes, receivers, wait, quorum, ttl, interface, slow)
+    if group is not None and psk is not None:
+        raise UsageError("key: a multicast group cannot be sealed yet (--key is for one receiver)")
+    if psk is not None:
+        transport = "udp"  # (the TCP fallback is not sealed yet: no falling back to it in clear)
     if group is not None:
         transport = "udp"
         if fec_ratio is not None:
@@ -455,14 +478,15 @@ def send(
         raise UsageError(f"paths: at most {MAX_PATHS - 1} besides HOST PORT")
     seen = set()
     for p in tcp_paths:
-        key = (p.host, p.port, p.local, p.device)
-        if key in seen:
+        named = (p.host, p.port, p.local, p.device)
+        if named in seen:
             raise UsageError(f"paths: {p.describe()} is given twice")
-        seen.add(key)
+        seen.add(named)
     ceiling = rate_bps if rate_bps is not None else DEFAULT_RATE_BPS if cc == "fixed" else DEFAULT_CEILING_BPS
     patience = timeout or DEFAULT_TIMEOUT
+    overhead = wire.SEAL_OVERHEAD if psk is not None else 0
     cfg = SenderConfig(
-        adu_size=adu_size or wire.DEFAULT_ADU_SIZE,
+        adu_size=adu_size or wire.DEFAULT_ADU_SIZE - overhead,
         rate_bps=ceiling,
         checkphrase=checkphrase,
         checksum=checksum,
@@ -477,6 +501,7 @@ def send(
         path_rates=tuple(p.rate_bps for p in tcp_paths),
         fec=fec != "off" and transport != "tcp" and codec() is not None,
         fec_ratio=fec_ratio,
+        key=psk,
     )
     # TCP is paced only at a rate given: its own congestion control does the rest.
     tcp = _TcpOptions(tcp_paths, streams, chaos_bytes or 0, rate_bps, stripe)
@@ -513,6 +538,24 @@ class _GroupOptions:
     ttl: int
     interface: str | None
     slow: str
+
+
+def _key(key: str | bytes | None, transport: str) -> bytes | None:
+    """--key: the pre-shared key from a key file (or given as its 32 bytes)."""
+    if key is None:
+        return None
+    if transport == "tcp":
+        raise UsageError("key: the TCP transport is not sealed yet (--key works over UDP)")
+    if isinstance(key, bytes):
+        if len(key) != 32:
+            raise UsageError("key: a key is 32 bytes (or a key file: alf keygen > FILE)")
+        return key
+    from alf import seal  # (cryptography costs 70 ms to import: only with a key)
+
+    try:
+        return seal.read_key_file(key)
+    except seal.KeyFileError as e:
+        raise UsageError(f"key: {e}") from None
 
 
 def _fec_ratio(fec: str) -> float | None:
@@ -695,7 +738,10 @@ def _send(
         raise
     if socks:
         # the ADU fits every path's MTU: any ADU can go, or be repaired, on any path
-        fitted = min(fit_adu(s, cfg.adu_size, adu_given is not None, obs.say, mtu) for s in socks)
+        over = wire.SEAL_OVERHEAD if cfg.key is not None else 0
+        fitted = min(fit_adu(s, cfg.adu_size, adu_given is not None, obs.say, mtu, over) for s in socks)
+        if cfg.key is None and not _loopback(socks[0]):
+            obs.say("note: this transfer is not encrypted (--key seals it; alf keygen makes a key)")
         cfg = replace(cfg, adu_size=fitted)
     else:
         cfg = replace(cfg, paths=1, backup=())  # TCP: its driver stripes itself
@@ -811,15 +857,22 @@ def receive(
     group: str | None = None,
     interface: str | None = None,
     fec: str = "auto",
+    key: str | bytes | None = None,
 ) -> Result:
     """Receive one transfer on ``port`` (0: any free one, the same for UDP and TCP) into
     ``output``: a path (written at offsets through PATH.alf-partial, renamed once verified), a
     binary file object, or None / "-" for stdout (both in order). Blocks until the transfer
     ends; without ``timeout`` it waits for its first sender without limit. ``group``: also
     listen on that IPv4 multicast group (on ``interface``), for a group sender (UDP only);
-    ``fec`` "auto" decodes its parity (a file output), "off" asks for resends only."""
+    ``fec`` "auto" decodes its parity (a file output), "off" asks for resends only. ``key``: a
+    key file (or its 32 bytes): only a sender with the same key is served, sealed, over UDP."""
     _choice("transport", transport, TRANSPORTS)
     _choice("fec", fec, list(FEC_CHOICES))
+    psk = _key(key, transport)
+    if psk is not None:
+        if group is not None:
+            raise UsageError("key: a multicast group cannot be sealed yet (--key is for one sender)")
+        transport = "udp"
     if group is not None:
         if not is_multicast(group) or ipaddress.ip_address(group).version != 4:
             raise UsageError(f"group: {group} is not an IPv4 multicast address (224.0.0.0/4)")
@@ -839,7 +892,7 @@ def receive(
     timeout = _seconds("timeout", timeout)
     obs = observer or _Callbacks(progress, cancel, progress_interval)
     return _Receive(port, output, force, fsync, keep_partial, window_bytes, transport, bind,
-                    checkphrase, timeout, drop, seed, gso, obs, group, interface, fec).run()  # fmt: skip
+                    checkphrase, timeout, drop, seed, gso, obs, group, interface, fec, psk).run()  # fmt: skip
 
 
 class _Receive:
@@ -850,9 +903,9 @@ class _Receive:
         self, port: int, output: str | IO[bytes] | None, force: bool, fsync: bool, keep_partial: bool,
         window: int, transport: str, bind: str | None, checkphrase: str, timeout: float | None,
         drop: float, seed: int, gso: bool, obs: Observer, group: str | None = None,
-        interface: str | None = None, fec: str = "auto",
+        interface: str | None = None, fec: str = "auto", key: bytes | None = None,
     ) -> None:  # fmt: skip
-        self.group, self.interface, self.fec = group, interface, fec
+        self.group, self.interface, self.fec, self.key = group, interface, fec, key
         self.port, self.output, self.force, self.fsync = port, output, force, fsync
         self.requested_port = port
         self.keep_partial, self.window, self.transport, self.bind = keep_partial, window, transport, bind
@@ -964,6 +1017,7 @@ class _Receive:
                 timeout=wait,
                 wait_timeout=self.timeout,
                 fec=self.fec == "auto" and not sink.in_order and codec() is not None,
+                key=self.key,
             )
             receiver = Receiver(cfg, start)
             session = RecvSession(receiver, sink, Dropper(self.drop, self.seed) if self.drop else None)

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import signal
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -32,7 +33,7 @@ Exit status:
   1    internal error (a bug in alf)
   2    usage error (wrong options or arguments)
   3    peer unreachable: no answer, or silent for --timeout
-  4    aborted by the peer (checkphrase mismatch, busy, its own error)
+  4    aborted by the peer (checkphrase or key mismatch, busy, its own error)
   5    verification failed (length or digest mismatch)
   6    local I/O error (input missing, output exists, disk full)
   7    the input file changed while it was being sent: nothing delivered
@@ -88,12 +89,13 @@ class Common:
     checkphrase: str
     gso: bool
     stats_interval: float
+    key: str | None
 
     def api(self) -> dict[str, Any]:
         """The options both ``api.send`` and ``api.receive`` take, as the CLI was given them."""
         return dict(
             transport=self.transport, checkphrase=self.checkphrase, timeout=self.timeout,
-            drop=self.drop, seed=self.seed, gso=self.gso,
+            drop=self.drop, seed=self.seed, gso=self.gso, key=self.key,
         )  # fmt: skip
 
 
@@ -252,6 +254,7 @@ HELP_SECTIONS: dict[str, list[str]] = {
         "output",
         "force",
         "transport",
+        "key",
         "checkphrase",
         "timeout",
         "verbose",
@@ -313,7 +316,18 @@ def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
             "--checkphrase",
             default="",
             metavar="WORD",
-            help="Both sides must give the same word (guards against a stale or wrong peer; not security).",
+            help="Both sides must give the same word (guards against a stale or wrong peer; not security: "
+            "that is --key).",
+        ),
+        click.option(
+            "--key",
+            metavar="FILE",
+            default=None,
+            envvar="ALF_KEY_FILE",
+            show_envvar=True,
+            help="Encrypt and authenticate the transfer with the key in FILE (make one with "
+            "alf keygen > FILE; both sides give the same; mode 600). UDP only; the other side must "
+            "have it too (else exit 4).",
         ),
         click.option(
             "-v",
@@ -771,6 +785,21 @@ def demo(size: int, drop: float, rate: float, pipe: bool, wan: bool, wan_only: b
     if wan_only and not wan:
         raise click.UsageError("--wan-only and --no-wan leave nothing to run")
     sys.exit(run_demo(size, drop, rate, pipe, wan=wan, wan_only=wan_only, wan_size=wan_size))
+
+
+@main.command()
+def keygen() -> None:
+    """Print a new random key (256 bits) for --key: alf keygen > transfer.key
+
+    Written to a file, the file is made private to its owner (mode 600) before the key goes in;
+    copy it to the other side over a channel you trust (scp, a password manager).
+    """
+    from alf import seal
+
+    st = os.fstat(sys.stdout.fileno())
+    if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077:
+        os.fchmod(sys.stdout.fileno(), 0o600)
+    click.echo(seal.new_key())
 
 
 @main.command("man", hidden=True)

@@ -146,6 +146,8 @@ class GroupSender(Sender):
     ) -> None:
         if config.paths != 1:
             raise ValueError("a group sender has one path, to the group")
+        if config.key is not None:
+            raise ValueError("a group is not sealed yet (§17 covers one receiver)")
         if receivers is not None and receivers < 1 or quorum is not None and quorum < 1:
             raise ValueError("receivers and quorum: at least 1")
         if receivers is not None and quorum is not None and quorum > receivers:

@@ -28,8 +28,9 @@ import math
 import random
 import secrets
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from alf import fec, wire
 from alf.errors import ExitCode, Outcome, aborted_by
@@ -67,6 +68,9 @@ NAK_BACKOFF_MIN = 0.005  # §15 rule 8: a group member's NAK waits up to max(thi
 NAK_BACKOFF_RTTS = 3.0  # ... K = this x (ln N + 1), N the members receiving
 FEC_MAX_NEED = 32  # §16: a block that needs more symbols than this asks for its ADUs instead
 
+if TYPE_CHECKING:
+    from alf import seal
+
 Addr = Hashable
 Span = tuple[int, int]
 
@@ -79,6 +83,7 @@ class ReceiverConfig:
     timeout: float = 30.0
     wait_timeout: float | None = None  # bound on the wait for the first HELLO; None: forever
     fec: bool = False  # §16: decode parity when a group's sender offers it (the driver has a codec)
+    key: bytes | None = None  # §17: the pre-shared key: only a sealed session is served
 
 
 @dataclass
@@ -113,6 +118,7 @@ class ReceiverStats:
     parity_unused: int = 0  # ... of a block held whole, or beyond what it lacked
     adus_decoded: int = 0  # ADUs restored from parity
     naks_need: int = 0  # NEED blocks sent (§16): symbols asked for by count, not by index
+    unauthenticated: int = 0  # §17: datagrams that failed to open under the session's keys: dropped
 
 
 class State(Enum):
@@ -168,6 +174,12 @@ class Receiver:
         self.multipath = False  # the session asked for MULTIPATH (§14)
         self.multicast = False  # the session is a group's (§15)
         self.fec = False  # we decode the session's parity (§16)
+        self.keys: seal.Keys | None = None  # §17: the bound session's keys
+        self._responder: seal.Responder | None = None
+        if config.key is not None:
+            from alf import seal as _seal  # (cryptography costs 70 ms to import: only with a key)
+
+            self._responder = _seal.Responder(config.key)
         self._parity: dict[int, dict[int, bytes]] = {}  # block -> row -> symbol, while it lacks ADUs
         self.decodable: set[int] = set()  # blocks that hold as many symbols as they lack ADUs
         self._parity_bytes = 0  # the symbols held, at most window_bytes
@@ -499,12 +511,21 @@ class Receiver:
     ) -> None:
         """A control datagram read at ``now``; ``arrived``, if the driver knows it, is when it
         reached our host (before it waited in our socket): a PROBE's echo counts from then."""
+        if self.keys is not None and len(buf) > 1 and buf[1] != wire.MsgType.HELLO:
+            opened = self.keys.into.open(buf, wire.HEADER_SIZE)  # §17: sealed, or not ours
+            if opened is None:
+                self.stats.unauthenticated += 1
+                return
+            buf = opened
         try:
             msg = wire.decode_untrusted(buf)
         except wire.BadPacket:
             self.stats.malformed += 1
             return
         if isinstance(msg, wire.Hello):
+            if self.keys is not None and not self._binds(msg):
+                self.stats.unauthenticated += 1
+                return
             self._on_hello(msg, addr, now)
             return
         if isinstance(msg, wire.Unsupported):
@@ -563,6 +584,8 @@ class Receiver:
         return int.from_bytes(h.digest(), "big") or 1
 
     def _on_hello(self, msg: wire.Hello, addr: Addr, now: float) -> None:
+        if self.state == State.CLOSED and self.hello is None:
+            return  # refused (§17 rule 4) and ending: the refused sender's HELLO copies are not news
         if self.state != State.IDLE:
             if msg.session_id == self.session_id and addr in self.peers:
                 self._last_heard = now  # (a group's announcements go on while it waits to start)
@@ -581,6 +604,8 @@ class Receiver:
             )
             return
         if not self._address_proven(msg, addr, now):
+            return
+        if not self._key_agrees(msg, addr, now):
             return
         self.state = State.RECEIVING
         self.session_id = msg.session_id
@@ -602,6 +627,39 @@ class Receiver:
         self._rate_since = now
         self._send(self._accept(msg))
         self.events.add(Joined(addr, msg.session_id))
+
+    def _binds(self, msg: wire.Hello) -> bool:
+        """§17: the HELLO carries a binder only a holder of our key can make."""
+        assert self._responder is not None
+        return bool(msg.features & wire.FEATURE_KEY) and self._responder.binds(
+            wire.encode_hello(msg), msg.binder
+        )
+
+    def _key_agrees(self, msg: wire.Hello, addr: Addr, now: float) -> bool:
+        """§17 rule 4: a HELLO from a proven address whose key is not ours (or that has none
+        where we have one, or the other way round) ends the wait: ABORT KEY_MISMATCH, exit 4
+        on both sides, nothing written. A matching one gives the session's keys."""
+        keyed = bool(msg.features & wire.FEATURE_KEY)
+        if self._responder is None and not keyed:
+            return True
+        if self._responder is None:
+            reason = "the sender uses a key (--key) and this receiver has none"
+        elif not keyed:
+            reason = "this receiver requires a key (--key) and the sender has none"
+        elif not self._binds(msg):
+            reason = "the sender's key is not this receiver's key"
+        else:
+            self.keys = self._responder.respond(wire.encode_hello(msg), msg.share)
+            if self.keys is not None:
+                return True
+            self.stats.unauthenticated += 1  # a share no key can come from: forged
+            return False
+        self.stats.rejected_hellos += 1
+        self.events.add(Rejected(addr, reason))
+        self._send_abort_to(msg.session_id, addr, wire.AbortCode.KEY_MISMATCH, reason)
+        self._end(Outcome(ExitCode.PEER_ABORTED, f"refused the sender: {reason}"))
+        self.state = State.CLOSED
+        return False
 
     def _address_proven(self, msg: wire.Hello, addr: Addr, now: float) -> bool:
         """§4.3: the HELLO carries the token only ``addr`` can have read (this epoch's or the
@@ -626,7 +684,12 @@ class Receiver:
         joins as the session was bound (a RETRY first, then the HELLO with its token)."""
         bound = self.hello
         assert bound is not None
-        if self.state != State.RECEIVING or _terms(msg) != _terms(bound) or len(self.peers) >= MAX_PATHS:
+        if (
+            self.state != State.RECEIVING
+            or _terms(msg) != _terms(bound)
+            or msg.share != bound.share
+            or len(self.peers) >= MAX_PATHS
+        ):
             self.stats.foreign += 1
             return
         if not self._address_proven(msg, addr, now):
@@ -637,9 +700,11 @@ class Receiver:
 
     def _accept(self, msg: wire.Hello) -> bytes:
         self._advertised = self.window_limit
-        return wire.encode_accept(
-            wire.Accept(self.session_id, msg.timestamp_us, self._advertised, msg.token, fec=self.fec)
-        )
+        accept = wire.Accept(self.session_id, msg.timestamp_us, self._advertised, msg.token, fec=self.fec)
+        if self._responder is None:
+            return wire.encode_accept(accept)
+        head = wire.encode_accept(replace(accept, share=self._responder.share))[: -wire.MAC_SIZE]
+        return head + self._responder.finished(head)  # §17: the transcript's finished MAC
 
     def _on_probe(self, msg: wire.Probe, now: float, arrived: float, addr: Addr) -> None:
         srtt = msg.srtt_us / 1e6
@@ -685,6 +750,14 @@ class Receiver:
         if self.outcome is None or self.state == State.FINISHED:
             self._timers(now)
         out, self._out = self._out, []
+        if self.keys is not None:  # §17: the session's own datagrams go sealed, but ACCEPTs
+            seal_control, sid = self.keys.out.seal, self.session_id
+            out = [
+                (d, a)
+                if d[1] == wire.MsgType.ACCEPT or int.from_bytes(d[8:16], "big") != sid
+                else (seal_control(d, wire.HEADER_SIZE), a)
+                for d, a in out
+            ]
         if self.state == State.CLOSED:
             self.events.add(Ended())  # the last DONE, ABORT or STATUS are in ``out``
         return out

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import cc
 from alf import fec, stripe, wire
@@ -26,6 +26,9 @@ from alf.events import Ended, Event, EventLog, FallBack, Finished, Joined, PeerA
 from alf.pacing import Pacer, bucket_bytes
 from alf.ranges import ceil_div, merge_ranges, trim_ranges
 from alf.verdict import verdict_outcome
+
+if TYPE_CHECKING:
+    from alf import seal
 
 DEFAULT_RATE_BPS = 800e6  # --cc fixed
 DEFAULT_CEILING_BPS = 10e9  # --cc adaptive
@@ -91,6 +94,7 @@ class SenderConfig:
     path_rates: tuple[float | None, ...] = ()  # a path's own ceiling below rate_bps (None: none)
     fec: bool = False  # §16: a file may be repaired with parity (the driver has a codec)
     fec_ratio: float | None = None  # §16: unicast, parity sent with every block; None: "auto"
+    key: bytes | None = None  # §17: the pre-shared key: the session is sealed (None: in clear)
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,7 @@ class SenderStats:
     malformed: int = 0
     foreign: int = 0
     unexpected: int = 0
+    unauthenticated: int = 0  # §17: datagrams that failed to open under the session's keys: dropped
     dropped_injected: int = 0
     srtt_ms: float = 0.0
     acked_adus: int = 0
@@ -243,7 +248,9 @@ class Sender:
         self._refused_since: float | None = None  # the handshake met 'port unreachable' since then
         self.stats = SenderStats()
         self.adu = config.adu_size
-        self._dgram = wire.DATA_HEADER_SIZE + config.adu_size
+        # §17: sealed, every DATA carries a packet number and a tag as well
+        self.overhead = wire.SEAL_OVERHEAD if config.key is not None else 0
+        self._dgram = wire.DATA_HEADER_SIZE + self.overhead + config.adu_size
         if config.paths < 1 or any(not 0 <= b < config.paths for b in config.backup):
             raise ValueError("paths: at least one; backups among them")
         # Paths and peers: every run records its path, every answer is judged against its peer
@@ -256,6 +263,14 @@ class Sender:
         if config.fec and kind == wire.Kind.FILE and not self.multipath:
             self._features |= wire.FEATURE_FEC
         self.peer_fec = False  # §16: the receiver decodes parity (its ACCEPT said so)
+        self.keys: seal.Keys | None = None  # §17: the session's keys, once an ACCEPT proved them
+        self._initiator: seal.Initiator | None = None
+        self._server_share = b""
+        if config.key is not None:
+            from alf import seal as _seal  # (cryptography costs 70 ms to import: only with a key)
+
+            self._initiator = _seal.Initiator(config.key)
+            self._features |= wire.FEATURE_KEY
         # --rate caps the sum of the paths' rates (each path's controller has it as its ceiling)
         self._total = Pacer(config.rate_bps, self._burst(config.rate_bps), now) if self.multipath else None
         self._shares = stripe.Shares(config.paths)
@@ -345,6 +360,14 @@ class Sender:
         if self.outcome is None:
             self._timers(now)
         out, self._out = self._out, []
+        if self.keys is not None:  # §17: all but HELLOs go sealed once the keys are known
+            seal_control = self.keys.out.seal
+            out = [
+                d
+                if d.data[1] == wire.MsgType.HELLO
+                else d._replace(data=seal_control(d.data, wire.HEADER_SIZE))
+                for d in out
+            ]
         if self.outcome is not None:
             self.events.add(Ended())  # the last ABORT or CLOSE copies are in ``out``
         return out
@@ -474,11 +497,13 @@ class Sender:
             wire.to_us(now),
             self._tag,
             self.cfg.digest,
-            self.cfg.checksum,
+            self.cfg.checksum and not self.overhead,  # §17: sealed, the tag is the check
             self._features,
             token,
+            self._initiator.share if self._initiator is not None else b"",
         )
-        return wire.encode_hello(hello)
+        encoded = wire.encode_hello(hello)
+        return encoded if self._initiator is None else self._initiator.bind(encoded)
 
     def _path_timers(self, now: float) -> None:
         """§14: further paths join; a path silent with data outstanding goes down."""
@@ -914,6 +939,18 @@ class Sender:
         address than the peer's is foreign; the first ACCEPT fixes that address."""
         got = now if arrived is None else min(arrived, now)
         self._carrier_list = None  # (the window, the RTTs and the paths may all move)
+        if self._initiator is not None and len(buf) > 1 and buf[1] != wire.MsgType.ACCEPT:
+            # §17: once keyed, only a sealed datagram counts; before, an ABORT may end the
+            # handshake (a receiver without our key cannot seal it: rule 4)
+            if self.keys is not None:
+                opened = self.keys.into.open(buf, wire.HEADER_SIZE)
+                if opened is None:
+                    self.stats.unauthenticated += 1
+                    return
+                buf = opened
+            elif buf[1] != wire.MsgType.ABORT:
+                self.stats.unauthenticated += 1
+                return
         try:
             msg = wire.decode_untrusted(buf)
         except wire.BadPacket:
@@ -972,6 +1009,9 @@ class Sender:
             on.extra_hellos = 1  # two copies: one lost HELLO costs a HELLO gap
             self.stats.retries_received += 1
             return
+        if self._initiator is not None and not self._keyed(msg):
+            self.stats.unauthenticated += 1
+            return
         further = self.state != State.HANDSHAKE  # a further path joins the session (§14)
         if further:
             self._shares.level([p.id for p in self.paths if p.up])  # it joins level with the rest
@@ -997,6 +1037,22 @@ class Sender:
         for other in self.paths[1:]:  # the other paths join now (§14)
             other.hello_at = other.hello_since = now
         self.events.add(Joined(addr, self.session_id))
+
+    def _keyed(self, msg: wire.Accept) -> bool:
+        """§17: whether an ACCEPT's finished MAC proves the receiver holds our key and answers
+        our HELLO; the first one that does gives the session's keys, and every further path's
+        ACCEPT must carry the same share."""
+        assert self._initiator is not None
+        if not msg.share:
+            return False
+        head = wire.encode_accept(replace(msg, mac=b""))[: -wire.MAC_SIZE]
+        if self.keys is None:
+            self.keys = self._initiator.complete(self._hello(0.0, 0), head, msg.share, msg.mac)
+            self._server_share = msg.share
+            return self.keys is not None
+        from alf import seal as _seal
+
+        return msg.share == self._server_share and _seal.proves(self.keys, head, msg.mac)
 
     def _on_status(self, msg: wire.Status, now: float, arrived: float, on: PathState) -> None:
         if msg.cum_ack > self.next_new or msg.highest > self.next_new:

@@ -32,6 +32,7 @@ _DATA = wire.MsgType.DATA
 _PARITY = wire.MsgType.PARITY
 _HDR = wire.DATA_HEADER
 _HDR_SIZE = wire.DATA_HEADER_SIZE
+_PN, _TAG = 8, 16  # §17: a sealed datagram's packet number (after its header) and tag (at its end)
 
 
 class Dropper:
@@ -110,6 +111,13 @@ class SendSession:
         hv = memoryview(self._headers)
         self._header_views = [hv[k * _HDR_SIZE : (k + 1) * _HDR_SIZE] for k in range(max_run)]
         self._block: tuple[int, int, bytearray] | None = None  # §16: the block parity was last made from
+        self._stride = _HDR_SIZE + sender.adu + sender.overhead  # a sealed datagram's room (§17)
+        self._sealed = bytearray(max_run * self._stride) if sender.overhead else bytearray()
+
+    @property
+    def segment(self) -> int:
+        """The size of a full DATA datagram on the wire (the GSO segment)."""
+        return self._stride
 
     def on_datagram(
         self, buf: Buffer, now: float, arrived: float | None = None, path: int = 0, addr: object | None = None
@@ -171,7 +179,7 @@ class SendSession:
             s.cancel(wire.AbortCode.LOCAL_IO, err, source_failure(err))
             return None
         if any(run.row >= 0 for run in runs):
-            return self._mixed_batch(runs, payloads)
+            return self._sealed_batch(self._mixed_batch(runs, payloads))
         first = runs[0].first  # one run (new data, a burst of loss) needs no list of its indices
         indices: Sequence[int] = (
             range(first, first + len(payloads))
@@ -179,14 +187,24 @@ class SendSession:
             else [i for run in runs for i in range(run.first, run.first + run.count)]
         )
         self._data_headers(self._headers, indices, payloads)
-        return DataBatch(runs, self._header_views[: len(payloads)], payloads)
+        return self._sealed_batch(DataBatch(runs, self._header_views[: len(payloads)], payloads))
+
+    def _sealed_batch(self, batch: DataBatch) -> DataBatch:
+        """§17: with a key, the batch sealed (each datagram's header and packet number in
+        clear, its payload encrypted with its tag), in the session's own buffer."""
+        keys = self.sender.keys
+        if keys is None or keys.data is None:
+            return batch
+        clear, sealed = keys.data.seal_into(self._sealed, self._stride, batch.headers, batch.payloads)
+        return DataBatch(batch.runs, clear, list(sealed))
 
     def _data_headers(
         self, buf: bytearray | memoryview, indices: Sequence[int], payloads: Sequence[Buffer]
     ) -> None:
-        """The DATA headers of ``indices`` into ``buf`` (with ``--checksum``, each payload's CRC)."""
+        """The DATA headers of ``indices`` into ``buf`` (with ``--checksum``, each payload's CRC;
+        sealed, §17, the tag is the check)."""
         checksums = None
-        if self.sender.cfg.checksum:
+        if self.sender.cfg.checksum and not self.sender.overhead:
             crc = wire.data_checksum
             checksums = [crc(i, p) for i, p in zip(indices, payloads, strict=True)]
         wire.pack_data_headers_into(buf, self.sender.session_id, indices, checksums)
@@ -323,13 +341,18 @@ class RecvSession:
         r = self.receiver
         n = len(buf)
         count = ceil_div(n, segment)
+        at, tail = 0, 0  # where each datagram's plain form starts in its segment, and what follows it
+        if r.keys is not None:
+            if not self._open_coalesced(buf, segment, addr, now):
+                return
+            at, tail = _PN, _TAG  # §17: each segment opened where it lies, its header moved up
         if (
             self._prefix
             and addr in r.peers
-            and segment == r.adu + _HDR_SIZE
-            and n - (count - 1) * segment > _HDR_SIZE
+            and segment == r.adu + _HDR_SIZE + at + tail
+            and n - (count - 1) * segment > _HDR_SIZE + at + tail
         ):
-            fields = _headers_struct(segment, count).unpack_from(buf, 0)
+            fields = _headers_struct(segment, count).unpack_from(buf, at)
             indices = fields[1::2]
             first = indices[0]
             if fields[0::2].count(self._prefix) == count and indices == tuple(range(first, first + count)):
@@ -341,7 +364,9 @@ class RecvSession:
                 key = (slot, segment, count) if slot is not None and n == count * segment else None
                 views = self._views.get(key) if key else None
                 if views is None:
-                    views = [buf[k + _HDR_SIZE : k + segment] for k in range(0, n, segment)]
+                    views = [
+                        buf[k + at + _HDR_SIZE : min(k + segment, n) - tail] for k in range(0, n, segment)
+                    ]
                     if key:
                         self._views[key] = views
                 payloads: list[Buffer] = views[:]  # a copy: _gather may extend it
@@ -356,7 +381,35 @@ class RecvSession:
                         self._gather(first + start, payloads[start:k], now)
                     start = k + 1
                 return
-        self.on_datagrams([(buf[k : k + segment], addr) for k in range(0, n, segment)], now)
+        items = [(buf[k + at : min(k + segment, n) - tail], addr) for k in range(0, n, segment)]
+        self.on_datagrams(items, now, opened=True)
+
+    def _open_coalesced(self, buf: memoryview, segment: int, addr: Addr, now: float) -> bool:
+        """§17: opens every DATA and PARITY segment of a GRO buffer in place; True when all
+        of them (the buffer is only DATA or PARITY) opened. Otherwise what opened and any
+        control in it are handled here, one by one, and the failures counted."""
+        r = self.receiver
+        assert r.keys is not None and r.keys.data_in is not None
+        open_in_place = r.keys.data_in.open_in_place
+        n = len(buf)
+        good: list[tuple[Buffer, Addr]] = []
+        failed = False
+        for k in range(0, n, segment):
+            piece = buf[k : min(k + segment, n)]
+            kind = piece[1] if len(piece) > 1 else 0
+            if kind == _DATA or kind == _PARITY:
+                if open_in_place(piece, _HDR_SIZE):
+                    good.append((piece[_PN : len(piece) - _TAG], addr))
+                    continue
+                r.stats.unauthenticated += 1
+            else:
+                good.append((piece, addr))  # control: opened by the core (or dropped there)
+            failed = True
+        if not failed:
+            return True
+        r.stats.datagrams += ceil_div(n, segment) - len(good)  # the failed ones arrived too
+        self.on_datagrams(good, now, opened=True)
+        return False
 
     def _gather(self, first: int, payloads: list[Buffer], now: float) -> None:
         """Add consecutive ADUs to the gathered run, or hand that on and start a new one."""
@@ -375,9 +428,14 @@ class RecvSession:
             self._after(now)
 
     def on_datagrams(
-        self, items: Sequence[tuple[Buffer, Addr]], now: float, arrived: float | None = None
+        self,
+        items: Sequence[tuple[Buffer, Addr]],
+        now: float,
+        arrived: float | None = None,
+        opened: bool = False,
     ) -> None:
-        """Datagrams read at ``now``; ``arrived``: when they reached the host, if known."""
+        """Datagrams read at ``now``; ``arrived``: when they reached the host, if known.
+        ``opened``: their DATA and PARITY are plain already (§17: opened by on_coalesced)."""
         self.flush(now)  # what came before goes first
         r = self.receiver
         st = r.stats
@@ -385,6 +443,7 @@ class RecvSession:
         run_first = -1
         run: list[Buffer] = []
         adu = r.adu
+        keys = r.keys if not opened else None
         for buf, addr in items:
             st.datagrams += 1
             n = len(buf)
@@ -395,6 +454,12 @@ class RecvSession:
             if drop is not None and drop():
                 st.dropped_injected += 1
                 continue
+            if keys is not None and (is_data or kind == _PARITY):
+                plain = self._opened(buf)  # §17
+                if plain is None:
+                    st.unauthenticated += 1
+                    continue
+                buf, n = plain, len(plain)
             if kind == _PARITY:
                 if run:
                     self._flush(run_first, run, now)
@@ -437,6 +502,18 @@ class RecvSession:
         if run:
             self._flush(run_first, run, now)
         self._after(now)
+
+    def _opened(self, buf: Buffer) -> memoryview | None:
+        """§17: a sealed DATA or PARITY opened in place (in a copy, if ``buf`` is read-only),
+        as its plain datagram; None if it fails."""
+        keys = self.receiver.keys
+        assert keys is not None and keys.data_in is not None
+        view = memoryview(buf)
+        if view.readonly:
+            view = memoryview(bytearray(view))
+        if not keys.data_in.open_in_place(view, _HDR_SIZE):
+            return None
+        return view[_PN : len(view) - _TAG]
 
     def _on_parity(self, buf: Buffer, addr: Addr, now: float) -> None:
         """§16: a PARITY symbol; once its block holds as many symbols as it lacks ADUs, the

@@ -78,6 +78,7 @@ class AbortCode(IntEnum):
     PROTOCOL = 5
     LOCAL_IO = 6
     TIMEOUT = 7
+    KEY_MISMATCH = 8  # §17: the peers hold different keys, or one has none
 
 
 class NakKind(IntEnum):
@@ -109,12 +110,18 @@ HELLO_BODY = struct.Struct("!IBBBBQQ16sQQ")
 FEATURE_MULTIPATH = 1 << 0  # §14: several paths, each joined as the session was bound
 FEATURE_MULTICAST = 1 << 1  # §15: the sender serves a group of receivers
 FEATURE_FEC = 1 << 2  # §16: the sender repairs with parity to the receivers that decode it
-KNOWN_FEATURES = FEATURE_MULTIPATH | FEATURE_MULTICAST | FEATURE_FEC  # §4.4: the bits this version serves
+FEATURE_KEY = 1 << 3  # §17: the session is sealed with keys from a pre-shared key
+KNOWN_FEATURES = FEATURE_MULTIPATH | FEATURE_MULTICAST | FEATURE_FEC | FEATURE_KEY  # §4.4: the bits served
+SHARE_SIZE = 64  # §17: a random and an X25519 public key
+MAC_SIZE = 32  # §17: the HELLO's binder, the ACCEPT's finished MAC
+HELLO_SHARE_AT = 72  # §17: with FEATURE_KEY the HELLO's share, then its binder, follow the token
 # §4.2 ACCEPT body: echo_timestamp_us u64 | window_limit u64 | token u64
 ACCEPT_BODY = struct.Struct("!QQQ")
 ACCEPT_FLAG_RETRY = 0x01  # §4.3: "send your HELLO again with this token": not yet accepted
 ACCEPT_FLAG_JOIN = 0x02  # §15: a RETRY answering a group's announcement, padded to HELLO_SIZE
 ACCEPT_FLAG_FEC = 0x04  # §16: the receiver decodes parity (only when the HELLO offered FEC)
+ACCEPT_FLAG_KEY = 0x08  # §17: the receiver's share and finished MAC follow (never with RETRY)
+ACCEPT_KEY_SIZE = 16 + 24 + SHARE_SIZE + MAC_SIZE  # 136
 MAX_TOTAL_BYTES = (1 << 63) - 1  # §4.1: the longest file content (an offset must fit an off_t)
 # §6 STATUS body: cum_ack | highest | received | window_limit | receive_rate | echo_ts (u64 each)
 #                 | echo_delay_us u32 | reserved u32 (0)
@@ -130,6 +137,8 @@ DONE_BODY = struct.Struct("!Q32s")
 ABORT_BODY = struct.Struct("!H")
 
 _HEAD = COMMON.size  # 16
+HEADER_SIZE = _HEAD
+SEAL_OVERHEAD = 24  # §17: a sealed datagram's packet number (8) and tag (16)
 
 
 PROBE_MIN, PROBE_MAX = 0.005, 0.2  # §8: PROBEs go every clamp(srtt, these)
@@ -166,6 +175,12 @@ def checkphrase_tag(phrase: str) -> bytes:
     return hashlib.blake2b(phrase.encode(), digest_size=16, person=b"alf-checkphrase").digest()
 
 
+def sealed_head(mtype: int) -> int:
+    """§17: how many bytes of a datagram of type ``mtype`` stay in clear when sealed: the DATA
+    and PARITY headers (their index or block too), the common header of any other."""
+    return DATA_HEADER_SIZE if mtype in (MsgType.DATA, MsgType.PARITY) else _HEAD
+
+
 def data_checksum(index: int, payload: bytes | bytearray | memoryview) -> int:
     """§5: CRC-32 of the payload seeded with the index, so a misplaced payload fails too."""
     return zlib.crc32(payload, index & 0xFFFFFFFF)
@@ -183,6 +198,8 @@ class Hello:
     checksum: bool = False
     features: int = 0  # §4.4: bits of optional capabilities asked for
     token: int = 0  # §4.3: the token of the receiver's RETRY ACCEPT, echoed; 0 before one came
+    share: bytes = b""  # §17 (FEATURE_KEY): the sender's random and X25519 public key
+    binder: bytes = b""  # §17: HMAC of the HELLO's first 136 bytes under a key from the PSK
 
 
 @dataclass(frozen=True)
@@ -203,6 +220,8 @@ class Accept:
     retry: bool = False  # §4.3: the receiver has not accepted yet: it asks for its token back
     join: bool = False  # §15: (with ``retry``) it answers a multicast announcement: padded
     fec: bool = False  # §16: it decodes parity
+    share: bytes = b""  # §17: (without retry) the receiver's random and X25519 public key
+    mac: bytes = b""  # §17: the finished MAC over the transcript and the ACCEPT before it
 
 
 @dataclass(frozen=True)
@@ -300,6 +319,8 @@ def encode_hello(m: Hello) -> bytes:
         m.token,
     )
     out = COMMON.pack(VERSION, MsgType.HELLO, 0, 0, 0, m.session_id) + body
+    if m.features & FEATURE_KEY:
+        out += m.share.ljust(SHARE_SIZE, b"\0")[:SHARE_SIZE] + m.binder.ljust(MAC_SIZE, b"\0")[:MAC_SIZE]
     return out + bytes(HELLO_SIZE - len(out))
 
 
@@ -308,10 +329,13 @@ def encode_accept(m: Accept) -> bytes:
         (ACCEPT_FLAG_RETRY if m.retry else 0)
         | (ACCEPT_FLAG_JOIN if m.join else 0)
         | (ACCEPT_FLAG_FEC if m.fec else 0)
+        | (ACCEPT_FLAG_KEY if m.share else 0)
     )
     out = COMMON.pack(VERSION, MsgType.ACCEPT, flags, 0, 0, m.session_id) + ACCEPT_BODY.pack(
         m.echo_timestamp_us, m.window_limit, m.token
     )
+    if m.share:
+        out += m.share + m.mac.ljust(MAC_SIZE, b"\0")[:MAC_SIZE]
     return out + bytes(HELLO_SIZE - len(out)) if m.join else out
 
 
@@ -589,8 +613,12 @@ def decode_untrusted(buf: bytes | bytearray | memoryview) -> Message:
         adu, kind, alg, dflags, res, total, ts, tag, features, token = HELLO_BODY.unpack_from(buf, _HEAD)
         if res:
             raise BadPacket("HELLO reserved byte")
-        if any(buf[_HEAD + HELLO_BODY.size :]):
+        keyed = bool(features & FEATURE_KEY)
+        pad = HELLO_SHARE_AT + SHARE_SIZE + MAC_SIZE if keyed else _HEAD + HELLO_BODY.size
+        if any(buf[pad:]):
             raise BadPacket("HELLO padding is not zero")
+        share = bytes(buf[HELLO_SHARE_AT : HELLO_SHARE_AT + SHARE_SIZE]) if keyed else b""
+        binder = bytes(buf[HELLO_SHARE_AT + SHARE_SIZE : pad]) if keyed else b""
         if kind not in set(Kind):
             return Unsupported(session, f"content kind {kind}")
         if alg not in set(DigestAlg):
@@ -608,19 +636,25 @@ def decode_untrusted(buf: bytes | bytearray | memoryview) -> Message:
             raise BadPacket("file without a length")
         if kind_e == Kind.FILE and total > MAX_TOTAL_BYTES:
             return Unsupported(session, f"a content of {total} bytes (at most 2^63-1)")
-        return Hello(session, adu, kind_e, total, ts, tag, alg_e, bool(dflags), features, token)
+        return Hello(
+            session, adu, kind_e, total, ts, tag, alg_e, bool(dflags), features, token, share, binder
+        )
     if mtype == MsgType.ACCEPT:
         join = bool(flags & ACCEPT_FLAG_JOIN)
-        size = HELLO_SIZE if join else _HEAD + ACCEPT_BODY.size
-        if flags & ~(ACCEPT_FLAG_RETRY | ACCEPT_FLAG_JOIN | ACCEPT_FLAG_FEC) or n != size:
+        keyed = bool(flags & ACCEPT_FLAG_KEY)
+        size = HELLO_SIZE if join else ACCEPT_KEY_SIZE if keyed else _HEAD + ACCEPT_BODY.size
+        if flags & ~(ACCEPT_FLAG_RETRY | ACCEPT_FLAG_JOIN | ACCEPT_FLAG_FEC | ACCEPT_FLAG_KEY) or n != size:
             raise BadPacket("bad ACCEPT")
         ts, limit, token = ACCEPT_BODY.unpack_from(buf, _HEAD)
         retry = bool(flags & ACCEPT_FLAG_RETRY)
-        if retry and not token or join and not retry:
-            raise BadPacket("RETRY without a token, or JOIN without RETRY")
+        if retry and not token or join and not retry or keyed and (retry or join):
+            raise BadPacket("RETRY without a token, JOIN without RETRY, or a share with either")
         if join and any(buf[_HEAD + ACCEPT_BODY.size :]):
             raise BadPacket("JOIN padding not zero")
-        return Accept(session, ts, limit, token, retry, join, bool(flags & ACCEPT_FLAG_FEC))
+        at = _HEAD + ACCEPT_BODY.size
+        share = bytes(buf[at : at + SHARE_SIZE]) if keyed else b""
+        mac = bytes(buf[at + SHARE_SIZE : at + SHARE_SIZE + MAC_SIZE]) if keyed else b""
+        return Accept(session, ts, limit, token, retry, join, bool(flags & ACCEPT_FLAG_FEC), share, mac)
     if mtype == MsgType.STATUS:
         if flags or n != _HEAD + STATUS_BODY.size:
             raise BadPacket("bad STATUS")

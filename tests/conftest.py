@@ -3,6 +3,7 @@ drive a receiver core through its handshake."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -35,9 +36,7 @@ def handshake(receiver: Any, hello: wire.Hello, addr: object, now: float = 0.0) 
     retry = wire.decode_untrusted(out[-1][0]) if out else None
     if not isinstance(retry, wire.Accept) or not retry.retry:
         return list(out)  # refused at once (checkphrase, busy): no token to echo
-    echo = wire.Hello(
-        *[getattr(hello, f) for f in hello.__dataclass_fields__ if f != "token"], token=retry.token
-    )
+    echo = dataclasses.replace(hello, token=retry.token)
     receiver.handle_control(wire.encode_hello(echo), addr, now)
     return list(receiver.poll(now))
 

@@ -201,6 +201,21 @@ def _samples() -> list[bytes]:
         wire.encode_close(wire.Close(SID)),
         wire.encode_abort(wire.Abort(SID, wire.AbortCode.PROTOCOL, "bad")),
         wire.encode_data(wire.Data(SID, 1, b"payload", wire.data_checksum(1, b"payload"))),
+        # §17: the keyed HELLO (share and binder) and ACCEPT (share and finished MAC)
+        wire.encode_hello(
+            wire.Hello(
+                SID,
+                1404,
+                wire.Kind.FILE,
+                5,
+                1,
+                tag,
+                features=wire.FEATURE_KEY,
+                share=b"s" * 64,
+                binder=b"b" * 32,
+            )
+        ),
+        wire.encode_accept(wire.Accept(SID, 1, 2, share=b"s" * 64, mac=b"m" * 32)),
     ]
     out.extend(wire.encode_naks(SID, [(1, 3), (5, 6), (40, 41), (9000, 9100)], 1)[0])
     return out

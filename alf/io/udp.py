@@ -168,9 +168,10 @@ def route_mtu(sock: socket.socket) -> int | None:
         return None
 
 
-def fitting_adu_size(mtu: int, family: socket.AddressFamily) -> int:
-    """The largest ADU whose DATA datagram fits an ``mtu``-byte packet unfragmented."""
-    return mtu - (40 if family == socket.AF_INET6 else 20) - 8 - wire.DATA_HEADER_SIZE
+def fitting_adu_size(mtu: int, family: socket.AddressFamily, overhead: int = 0) -> int:
+    """The largest ADU whose DATA datagram (``overhead`` more when sealed, §17) fits an
+    ``mtu``-byte packet unfragmented."""
+    return mtu - (40 if family == socket.AF_INET6 else 20) - 8 - wire.DATA_HEADER_SIZE - overhead
 
 
 def gso_batch_limit(datagram_size: int) -> int:
@@ -428,7 +429,7 @@ def run_sender(
     perf = time.perf_counter
     buf = bytearray(SLOT_SIZE)
     view = memoryview(buf)
-    segment = wire.DATA_HEADER_SIZE + sender.adu
+    segment = session.segment  # header, ADU (and sealed, §17, packet number and tag)
     paths = [
         _PathSocket(s, segment, gso, group) for s in ([socks] if isinstance(socks, socket.socket) else socks)
     ]

@@ -282,7 +282,7 @@ def run_transfer(
     first_pass_at: float | None = None
     sender_done_at: float | None = None
 
-    slot_size = GRO_MAX * (scfg.adu_size + wire.DATA_HEADER_SIZE)
+    slot_size = GRO_MAX * send.segment
     slots: list[memoryview] = []  # reusable receive buffers, as the driver's
 
     def deliver(arrivals: list[tuple[Node, bytes]], t: float) -> None:

@@ -1,0 +1,408 @@
+"""Authenticated encryption with a pre-shared key (docs/protocol.md §17).
+
+The key schedule follows TLS 1.3 and QUIC: HKDF from the PSK, an ephemeral X25519 exchange
+for forward secrecy, a binder that proves the HELLO's sender holds the key, a finished MAC
+over the transcript in the ACCEPT, and AES-256-GCM keys per direction and for data and
+control. Every sealed datagram carries an explicit 64-bit packet number: its nonce is the
+direction's IV XOR that number, so a repair of an ADU never reuses a nonce, and the key
+changes every 2^22 packets (RFC 9001 §6.6 allows 2^23 under one AES-GCM key).
+
+Invariants: ``open``/``open_in_place`` return nothing for a datagram that fails, and change
+no state for it; a packet number is never sealed twice under one key; control packet numbers
+are accepted once (a replay window).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import stat
+from collections.abc import Sequence
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+
+from alf import wire
+
+KEY_SIZE = 32  # the PSK: 256 random bits
+SHARE_SIZE = wire.SHARE_SIZE  # a random (32) and an X25519 public key (32), in HELLO and ACCEPT
+MAC_SIZE = wire.MAC_SIZE  # the HELLO's binder and the ACCEPT's finished MAC: HMAC-SHA256
+PN_SIZE = 8
+TAG_SIZE = 16
+OVERHEAD = wire.SEAL_OVERHEAD  # what sealing adds to a datagram: PN_SIZE + TAG_SIZE
+EPOCH_BITS = 22  # a fresh key every 2^22 packets of a direction
+REPLAY_WINDOW = 4096  # control packet numbers this far below the highest are still taken once
+_WINDOW_MASK = (1 << REPLAY_WINDOW) - 1
+KEY_PREFIX = "alf-key-1:"
+ENV_KEY_FILE = "ALF_KEY_FILE"
+
+# HELLO offsets (§17): the share and the binder follow the §4.1 fields
+HELLO_SHARE_AT = wire.HELLO_SHARE_AT
+HELLO_BINDER_AT = HELLO_SHARE_AT + SHARE_SIZE  # 136
+HELLO_SEALED_END = HELLO_BINDER_AT + MAC_SIZE  # 168
+_TS = slice(32, 40)  # the HELLO's timestamp and token: they differ between copies of it
+_TOKEN = slice(64, 72)
+
+
+class KeyFileError(ValueError):
+    """A key file that cannot be used, with the reason for the user."""
+
+
+def format_key(raw: bytes) -> str:
+    """A key as its printable form (one line)."""
+    if len(raw) != KEY_SIZE:
+        raise ValueError("a key is 32 bytes")
+    return KEY_PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def new_key() -> str:
+    """``alf keygen``: 256 random bits from the system's CSPRNG, printable."""
+    return format_key(secrets.token_bytes(KEY_SIZE))
+
+
+def parse_key(text: str) -> bytes:
+    """The 32 bytes of a printable key; KeyFileError if it is not one."""
+    line = text.strip()
+    if not line.startswith(KEY_PREFIX):
+        raise KeyFileError(f"not an alf key (it should start with {KEY_PREFIX}; make one with alf keygen)")
+    body = line[len(KEY_PREFIX) :]
+    try:
+        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    except ValueError:
+        raw = b""
+    if len(raw) != KEY_SIZE or format_key(raw) != line:
+        raise KeyFileError("the key is damaged (it is not 32 bytes of base64url)")
+    return raw
+
+
+def read_key_file(path: str) -> bytes:
+    """The key in ``path``. Refused, as ssh refuses a private key, when others may read or
+    write it (group or other permission bits), or when it is not a regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as e:
+        raise KeyFileError(f"cannot read the key file {path}: {e.strerror or e}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise KeyFileError(f"the key file {path} is not a regular file")
+        if st.st_mode & 0o077:
+            raise KeyFileError(
+                f"the key file {path} is open to others (mode {stat.S_IMODE(st.st_mode):04o}): "
+                f"run chmod 600 {path}"
+            )
+        data = os.read(fd, 4096)
+    finally:
+        os.close(fd)
+    try:
+        return parse_key(data.decode("ascii"))
+    except UnicodeDecodeError:
+        raise KeyFileError(f"the key file {path} is not an alf key") from None
+    except KeyFileError as e:
+        raise KeyFileError(f"the key file {path}: {e}") from None
+
+
+# ---------------------------------------------------------------- key schedule
+
+
+def _extract(salt: bytes, ikm: bytes) -> bytes:
+    """HKDF-Extract (RFC 5869) with SHA-256; an empty salt is 32 zero bytes."""
+    return hmac.new(salt or bytes(32), ikm, hashlib.sha256).digest()
+
+
+def expand_label(secret: bytes, label: str, context: bytes, length: int) -> bytes:
+    """TLS 1.3's HKDF-Expand-Label (RFC 8446 §7.1) with the label prefix ``alf1 ``."""
+    full = b"alf1 " + label.encode()
+    info = length.to_bytes(2, "big") + bytes([len(full)]) + full + bytes([len(context)]) + context
+    return HKDFExpand(hashes.SHA256(), length, info).derive(secret)
+
+
+def early_secret(psk: bytes) -> bytes:
+    return _extract(b"", psk)
+
+
+def binder(psk: bytes, hello_head: bytes) -> bytes:
+    """The HELLO's binder: HMAC under a key only the PSK gives, of the HELLO's first 136
+    bytes (everything before the binder, timestamp and token included)."""
+    key = expand_label(early_secret(psk), "binder", b"", 32)
+    return hmac.new(key, hello_head, hashlib.sha256).digest()
+
+
+def hello_core(hello_head: bytes) -> bytes:
+    """The HELLO's first 136 bytes without its timestamp and token: what every copy of one
+    session's HELLO (resent, tokened, on another path) has in common."""
+    core = bytearray(hello_head[:HELLO_BINDER_AT])
+    core[_TS] = bytes(8)
+    core[_TOKEN] = bytes(8)
+    return bytes(core)
+
+
+def transcript(hello_head: bytes, server_share: bytes) -> bytes:
+    """The transcript hash the keys are bound to: the HELLO's core and the receiver's share."""
+    return hashlib.sha256(b"alf1 transcript" + hello_core(hello_head) + server_share).digest()
+
+
+def session_secret(psk: bytes, shared: bytes) -> bytes:
+    early = early_secret(psk)
+    derived = expand_label(early, "derived", hashlib.sha256(b"").digest(), 32)
+    return _extract(derived, shared)
+
+
+def finished(secret: bytes, th: bytes, accept_head: bytes) -> bytes:
+    """The ACCEPT's finished MAC over the transcript and the ACCEPT before it."""
+    key = expand_label(secret, "finished", th, 32)
+    return hmac.new(key, hashlib.sha256(th + accept_head).digest(), hashlib.sha256).digest()
+
+
+def new_share() -> tuple[X25519PrivateKey, bytes]:
+    """An ephemeral X25519 key and the share that carries it: 32 random bytes, then the
+    public key."""
+    private = X25519PrivateKey.generate()
+    return private, secrets.token_bytes(32) + private.public_key().public_bytes_raw()
+
+
+def exchange(private: X25519PrivateKey, peer_share: bytes) -> bytes | None:
+    """The X25519 shared secret with the peer's share (None: a low-order or invalid point)."""
+    try:
+        return private.exchange(X25519PublicKey.from_public_bytes(peer_share[32:64]))
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------- record protection
+
+S2R_DATA = "s2r data"  # DATA and PARITY, sender to receiver
+S2R_CONTROL = "s2r ctrl"  # PROBE, CLOSE, ABORT
+R2S_CONTROL = "r2s ctrl"  # STATUS, NAK, DONE, ABORT
+
+
+class _Direction:
+    """One direction's keys: an AES-256-GCM key per epoch of 2^22 packet numbers, one IV."""
+
+    def __init__(self, secret: bytes, th: bytes, label: str) -> None:
+        self._secret, self._th, self._label = secret, th, label
+        self._iv = int.from_bytes(expand_label(secret, label + " iv", th, 12), "big")
+        self._keys: dict[int, AESGCM] = {}
+
+    def aead(self, epoch: int) -> AESGCM:
+        aead = self._keys.get(epoch)
+        if aead is None:
+            key = expand_label(self._secret, f"{self._label} key", self._th + epoch.to_bytes(8, "big"), 32)
+            aead = AESGCM(key)
+            self._keys[epoch] = aead
+            for old in [e for e in self._keys if e < epoch - 1]:
+                del self._keys[old]  # (an epoch two behind is never opened again)
+        return aead
+
+    def nonce(self, pn: int) -> bytes:
+        return (self._iv ^ pn).to_bytes(12, "big")
+
+
+class Sealer(_Direction):
+    """Seals what one side sends in one direction; the packet number only grows."""
+
+    def __init__(self, secret: bytes, th: bytes, label: str) -> None:
+        super().__init__(secret, th, label)
+        self.pn = 0
+
+    def seal(self, plain: bytes | bytearray | memoryview, head: int) -> bytes:
+        """``plain``'s first ``head`` bytes in clear, then the packet number, then the rest
+        encrypted and its tag; the clear bytes and the number are authenticated."""
+        pn = self.pn
+        self.pn += 1
+        aad = bytes(plain[:head]) + pn.to_bytes(PN_SIZE, "big")
+        return aad + self.aead(pn >> EPOCH_BITS).encrypt(self.nonce(pn), bytes(plain[head:]), aad)
+
+    def seal_into(
+        self,
+        out: bytearray,
+        stride: int,
+        heads: Sequence[bytes | bytearray | memoryview],
+        bodies: Sequence[bytes | bytearray | memoryview],
+    ) -> tuple[list[memoryview], list[memoryview]]:
+        """A batch: datagram k sealed into ``out`` at ``k * stride`` (head, number, body
+        encrypted with its tag); returns the views of each one's clear part (head and number)
+        and of its sealed body, for a scatter-gather send."""
+        view = memoryview(out)
+        pn = self.pn
+        self.pn += len(heads)
+        epoch = pn >> EPOCH_BITS
+        aead = self.aead(epoch)
+        encrypt = aead.encrypt_into
+        iv = self._iv
+        clear: list[memoryview] = []
+        sealed: list[memoryview] = []
+        at = 0
+        for head, body in zip(heads, bodies, strict=True):
+            h = len(head)
+            if pn >> EPOCH_BITS != epoch:
+                epoch = pn >> EPOCH_BITS
+                encrypt = self.aead(epoch).encrypt_into
+            end = at + h + PN_SIZE
+            out[at : at + h] = head
+            out[at + h : end] = pn.to_bytes(PN_SIZE, "big")
+            aad = view[at:end]
+            ct = view[end : end + len(body) + TAG_SIZE]
+            encrypt((iv ^ pn).to_bytes(12, "big"), body, aad, ct)
+            clear.append(aad)
+            sealed.append(ct)
+            pn += 1
+            at += stride
+        return clear, sealed
+
+
+class Opener(_Direction):
+    """Opens what the peer sent in one direction. With ``replay``, a packet number is taken
+    once (within REPLAY_WINDOW below the highest; older ones are refused)."""
+
+    def __init__(self, secret: bytes, th: bytes, label: str, replay: bool) -> None:
+        super().__init__(secret, th, label)
+        self._replay = replay
+        self.highest = -1
+        self._seen = 0  # bit k: highest - k was taken
+
+    def _fresh(self, pn: int) -> bool:
+        if not self._replay or pn > self.highest:
+            return True
+        back = self.highest - pn
+        return back < REPLAY_WINDOW and not self._seen >> back & 1
+
+    def _take(self, pn: int) -> None:
+        if pn > self.highest:
+            shift = pn - self.highest
+            if not self._replay or shift >= REPLAY_WINDOW:
+                self._seen = 1
+            else:
+                self._seen = ((self._seen << shift) | 1) & _WINDOW_MASK
+            self.highest = pn
+        elif self._replay:
+            self._seen |= 1 << (self.highest - pn)
+
+    def _epoch_ok(self, pn: int) -> bool:
+        """Only this epoch, the one before and the one after: a forged number far off costs no
+        key derivation."""
+        top = max(self.highest, 0) >> EPOCH_BITS
+        return top - 1 <= pn >> EPOCH_BITS <= top + 1
+
+    def open(self, buf: bytes | bytearray | memoryview, head: int) -> bytes | None:
+        """The plain datagram (clear head, then the opened body), or None."""
+        n = len(buf)
+        if n < head + OVERHEAD:
+            return None
+        pn = int.from_bytes(buf[head : head + PN_SIZE], "big")
+        if not self._fresh(pn) or not self._epoch_ok(pn):
+            return None
+        aad = bytes(buf[: head + PN_SIZE])
+        try:
+            body = self.aead(pn >> EPOCH_BITS).decrypt(self.nonce(pn), bytes(buf[head + PN_SIZE :]), aad)
+        except Exception:  # InvalidTag: forged, damaged, or under another key
+            return None
+        self._take(pn)
+        return aad[:head] + body
+
+    def open_in_place(self, buf: memoryview, head: int) -> bool:
+        """Opens ``buf`` where it lies: afterwards ``buf[PN_SIZE : len(buf) - TAG_SIZE]`` is the
+        plain datagram (its head moved up over the packet number). False: it failed, and
+        ``buf`` may hold anything."""
+        n = len(buf)
+        if n < head + OVERHEAD:
+            return False
+        pn = int.from_bytes(buf[head : head + PN_SIZE], "big")
+        if not self._epoch_ok(pn) or not self._fresh(pn):
+            return False
+        start = head + PN_SIZE
+        try:
+            self.aead(pn >> EPOCH_BITS).decrypt_into(
+                self.nonce(pn), buf[start:], buf[:start], buf[start : n - TAG_SIZE]
+            )
+        except Exception:  # InvalidTag
+            return False
+        self._take(pn)
+        buf[PN_SIZE:start] = bytes(buf[:head])
+        return True
+
+
+class Keys:
+    """One side's keys of a session, from the handshake's secret and transcript."""
+
+    def __init__(self, secret: bytes, th: bytes, sender: bool) -> None:
+        self.secret, self.th = secret, th
+        if sender:
+            self.data: Sealer | None = Sealer(secret, th, S2R_DATA)
+            self.data_in: Opener | None = None
+            self.out = Sealer(secret, th, S2R_CONTROL)
+            self.into = Opener(secret, th, R2S_CONTROL, replay=True)
+        else:
+            self.data = None
+            self.data_in = Opener(secret, th, S2R_DATA, replay=False)  # a replayed ADU is a duplicate
+            self.out = Sealer(secret, th, R2S_CONTROL)
+            self.into = Opener(secret, th, S2R_CONTROL, replay=True)
+
+
+def proves(keys: Keys, accept_head: bytes, mac: bytes) -> bool:
+    """Whether ``mac`` is the finished MAC of another ACCEPT of the session ``keys`` are of
+    (a further path's, §14)."""
+    return hmac.compare_digest(finished(keys.secret, keys.th, accept_head), mac)
+
+
+class Initiator:
+    """The sender's half of the handshake: its share, the binder of each HELLO it sends, and
+    the keys once an ACCEPT's finished MAC checks."""
+
+    def __init__(self, psk: bytes) -> None:
+        self.psk = psk
+        self._private, self.share = new_share()
+        self._binder_key = expand_label(early_secret(psk), "binder", b"", 32)
+
+    def bind(self, hello: bytes) -> bytes:
+        """``hello`` (encoded with a zero binder) with its binder in place."""
+        mac = hmac.new(self._binder_key, hello[:HELLO_BINDER_AT], hashlib.sha256).digest()
+        return hello[:HELLO_BINDER_AT] + mac + hello[HELLO_SEALED_END:]
+
+    def complete(self, hello: bytes, accept_head: bytes, server_share: bytes, mac: bytes) -> Keys | None:
+        """The session's keys if the ACCEPT (``accept_head``: its bytes before the MAC) proves
+        the receiver holds the PSK and answers this HELLO; None if not."""
+        shared = exchange(self._private, server_share)
+        if shared is None:
+            return None
+        secret = session_secret(self.psk, shared)
+        th = transcript(hello, server_share)
+        if not hmac.compare_digest(finished(secret, th, accept_head), mac):
+            return None
+        return Keys(secret, th, sender=True)
+
+
+class Responder:
+    """The receiver's half: it checks a HELLO's binder, and makes its share and keys once per
+    session (every ACCEPT of the session, on every path, carries the same share)."""
+
+    def __init__(self, psk: bytes) -> None:
+        self.psk = psk
+        self._binder_key = expand_label(early_secret(psk), "binder", b"", 32)
+        self.share = b""
+        self.keys: Keys | None = None
+
+    def binds(self, hello: bytes, mac: bytes) -> bool:
+        """Whether ``mac`` is the binder of ``hello`` (its first 136 bytes) under our PSK."""
+        want = hmac.new(self._binder_key, hello[:HELLO_BINDER_AT], hashlib.sha256).digest()
+        return hmac.compare_digest(want, mac)
+
+    def respond(self, hello: bytes, client_share: bytes) -> Keys | None:
+        """Our share and keys for the session ``hello`` opens (None: its share is unusable)."""
+        private, share = new_share()
+        shared = exchange(private, client_share)
+        if shared is None:
+            return None
+        secret = session_secret(self.psk, shared)
+        self.share = share
+        self.keys = Keys(secret, transcript(hello, share), sender=False)
+        return self.keys
+
+    def finished(self, accept_head: bytes) -> bytes:
+        assert self.keys is not None
+        return finished(self.keys.secret, self.keys.th, accept_head)

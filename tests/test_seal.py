@@ -1,0 +1,341 @@
+"""§17: the key schedule (golden vectors, and an independent HKDF), sealed layouts, tampering,
+replay, key files, and sealed transfers in the simulator: intact, or refused on both sides."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import os
+import random
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from alf import seal, wire
+from alf.errors import ExitCode
+from alf.receiver import Receiver, ReceiverConfig
+from alf.sender import SenderConfig
+from alf.testing.simnet import Link, run_transfer
+
+SID = 0x1122334455667788
+PSK = bytes(range(32))
+C_PRIV = X25519PrivateKey.from_private_bytes(bytes([1] * 32))
+S_PRIV = X25519PrivateKey.from_private_bytes(bytes([2] * 32))
+C_SHARE = bytes([0xC0] * 32) + C_PRIV.public_key().public_bytes_raw()
+S_SHARE = bytes([0x5E] * 32) + S_PRIV.public_key().public_bytes_raw()
+TAG = wire.checkphrase_tag("")
+
+
+def _hello(token: int = 5, ts: int = 77) -> bytes:
+    h = wire.Hello(
+        SID, 1404, wire.Kind.FILE, 1000, ts, TAG, features=wire.FEATURE_KEY, token=token, share=C_SHARE
+    )
+    return wire.encode_hello(h)
+
+
+# ---------------------------------------------------------------- an independent key schedule
+
+
+def _hkdf_expand(prk: bytes, info: bytes, n: int) -> bytes:  # RFC 5869 §2.3, by hand
+    out, t, i = b"", b"", 1
+    while len(out) < n:
+        t = hmac.new(prk, t + info + bytes([i]), hashlib.sha256).digest()
+        out += t
+        i += 1
+    return out[:n]
+
+
+def _label(secret: bytes, label: str, context: bytes, n: int) -> bytes:  # RFC 8446 §7.1
+    full = b"alf1 " + label.encode()
+    info = n.to_bytes(2, "big") + bytes([len(full)]) + full + bytes([len(context)]) + context
+    return _hkdf_expand(secret, info, n)
+
+
+def test_key_schedule_matches_an_independent_hkdf_and_the_golden_vectors() -> None:
+    hello = _hello()
+    early = hmac.new(bytes(32), PSK, hashlib.sha256).digest()
+    binder_key = _label(early, "binder", b"", 32)
+    binder = hmac.new(binder_key, hello[:136], hashlib.sha256).digest()
+    assert seal.binder(PSK, hello[:136]) == binder
+    shared = C_PRIV.exchange(S_PRIV.public_key())
+    derived = _label(early, "derived", hashlib.sha256(b"").digest(), 32)
+    secret = hmac.new(derived, shared, hashlib.sha256).digest()
+    assert seal.session_secret(PSK, shared) == secret
+    core = bytearray(hello[:136])
+    core[32:40] = bytes(8)
+    core[64:72] = bytes(8)
+    th = hashlib.sha256(b"alf1 transcript" + bytes(core) + S_SHARE).digest()
+    assert seal.transcript(hello, S_SHARE) == th
+    # the HELLO's timestamp and token (which differ between its copies) are not in the transcript
+    assert seal.transcript(_hello(token=0, ts=12345), S_SHARE) == th
+    data_key = _label(secret, "s2r data key", th + (0).to_bytes(8, "big"), 32)
+    data_iv = _label(secret, "s2r data iv", th, 12)
+    # golden vectors: a change to any of these breaks every peer of another version
+    assert binder.hex() == "9058e2c1458649f3e15bbda8721b8f7f30755acb8ecf88982637a9151159ba1e"
+    assert secret.hex() == "05a9356d977bb061c193704ffa55357741cc09a6184b01fbf566e4a5911da4da"
+    assert th.hex() == "36b3061144fcbba743fb68e5a70c2f2c1c0c28998e5030d6293338b3b81b04f4"
+    assert data_key.hex() == GOLDEN["data_key"]
+    assert data_iv.hex() == GOLDEN["data_iv"]
+    # the sealed DATA layout: header and packet number in clear, then AES-256-GCM of the payload
+    keys = seal.Keys(secret, th, sender=True)
+    assert keys.data is not None
+    keys.data.pn = 3
+    header = wire.pack_data_header(SID, 9, None)
+    clear, body = keys.data.seal_into(bytearray(200), 200, [header], [b"hello, sealed world"])
+    datagram = bytes(clear[0]) + bytes(body[0])
+    nonce = (int.from_bytes(data_iv, "big") ^ 3).to_bytes(12, "big")
+    aad = header + (3).to_bytes(8, "big")
+    assert datagram == aad + AESGCM(data_key).encrypt(nonce, b"hello, sealed world", aad)
+    assert datagram.hex() == GOLDEN["data"]
+    # a sealed STATUS: the common header in clear, the body encrypted under the r2s control key
+    rkeys = seal.Keys(secret, th, sender=False)
+    status = wire.encode_status(wire.Status(SID, 1, 5, 3, 9, 1, 2, 3))
+    sealed = rkeys.out.seal(status, wire.HEADER_SIZE)
+    ctl_key = _label(secret, "r2s ctrl key", th + (0).to_bytes(8, "big"), 32)
+    ctl_iv = _label(secret, "r2s ctrl iv", th, 12)
+    aad = status[:16] + bytes(8)
+    assert sealed == aad + AESGCM(ctl_key).encrypt(ctl_iv, status[16:], aad)
+    assert sealed.hex() == GOLDEN["status"]
+    assert keys.into.open(sealed, wire.HEADER_SIZE) == status
+    accept_head = wire.encode_accept(wire.Accept(SID, 77, 1000, 5, share=S_SHARE))[:-32]
+    fin_key = _label(secret, "finished", th, 32)
+    mac = hmac.new(fin_key, hashlib.sha256(th + accept_head).digest(), hashlib.sha256).digest()
+    assert seal.finished(secret, th, accept_head) == mac
+    assert mac.hex() == GOLDEN["finished"]
+
+
+GOLDEN = {
+    "data_key": "a5d83025f91ae17676c012ba70b64fc98ba92525061e1dcc9626b6749ce0acea",
+    "data_iv": "854055229dfb93682ed9dd96",
+    "data": (
+        "0103000000000000112233445566778800000000000000090000000000000003b4c002634cbbb2a0"
+        "6bb18d37268d72cefb9a6faf458d14c06bc7690c19edcdc47521df"
+    ),
+    "status": (
+        "0104000000000000112233445566778800000000000000002cd918159dd5dadafed13b2f0386240d"
+        "7998f3a50b91118372cc7587bfe0e7d57f48a90c9c36e9b5734215db22193dcec7199eeadb7d1233"
+        "89d5b0376a9e0bad6c017c8886387128"
+    ),
+    "finished": "fa61521638fe2682a2c27ecbaa6dc810616093b6ca0086238d2dbc271056734c",
+}
+
+
+# ---------------------------------------------------------------- the handshake's two halves
+
+
+def test_initiator_and_responder_agree_and_a_wrong_key_never_does() -> None:
+    ini = seal.Initiator(PSK)
+    hello = wire.encode_hello(
+        wire.Hello(SID, 1404, wire.Kind.FILE, 10, 1, TAG, features=wire.FEATURE_KEY, share=ini.share)
+    )
+    hello = ini.bind(hello)
+    msg = wire.decode_untrusted(hello)
+    assert isinstance(msg, wire.Hello) and msg.binder == hello[136:168]
+    res = seal.Responder(PSK)
+    assert res.binds(wire.encode_hello(msg), msg.binder)
+    assert not seal.Responder(os.urandom(32)).binds(hello, msg.binder)
+    rkeys = res.respond(hello, msg.share)
+    assert rkeys is not None
+    head = wire.encode_accept(wire.Accept(SID, 1, 99, share=res.share))[:-32]
+    skeys = ini.complete(hello, head, res.share, res.finished(head))
+    assert skeys is not None and skeys.secret == rkeys.secret and skeys.th == rkeys.th
+    # a finished MAC over another ACCEPT (another window, a replayed one) does not complete
+    other = wire.encode_accept(wire.Accept(SID, 1, 100, share=res.share))[:-32]
+    assert ini.complete(hello, other, res.share, res.finished(head)) is None
+    # a receiver with another key: its MAC never checks
+    liar = seal.Responder(os.urandom(32))
+    liar.respond(hello, msg.share)
+    head2 = wire.encode_accept(wire.Accept(SID, 1, 99, share=liar.share))[:-32]
+    assert ini.complete(hello, head2, liar.share, liar.finished(head2)) is None
+
+
+# ---------------------------------------------------------------- records
+
+
+def _keys() -> tuple[seal.Keys, seal.Keys]:
+    secret, th = os.urandom(32), os.urandom(32)
+    return seal.Keys(secret, th, sender=True), seal.Keys(secret, th, sender=False)
+
+
+def test_every_byte_of_a_sealed_datagram_is_protected() -> None:
+    s, r = _keys()
+    assert s.data is not None and r.data_in is not None
+    header = wire.pack_data_header(SID, 7, None)
+    clear, body = s.data.seal_into(bytearray(100), 100, [header], [b"x" * 40])
+    data = bytes(clear[0]) + bytes(body[0])
+    for k in range(len(data)):
+        for bit in (0x01, 0x80):
+            b = bytearray(data)
+            b[k] ^= bit
+            assert not r.data_in.open_in_place(memoryview(b), wire.DATA_HEADER_SIZE), k
+    for cut in range(len(data)):
+        assert not r.data_in.open_in_place(memoryview(bytearray(data[:cut])), wire.DATA_HEADER_SIZE)
+    ok = bytearray(data)
+    assert r.data_in.open_in_place(memoryview(ok), wire.DATA_HEADER_SIZE)
+    assert bytes(ok[8:-16]) == header + b"x" * 40
+    status = wire.encode_status(wire.Status(SID, 1, 5, 3, 9, 1, 2, 3))
+    sealed = r.out.seal(status, wire.HEADER_SIZE)
+    for k in range(len(sealed)):
+        b = bytearray(sealed)
+        b[k] ^= 0x04
+        assert s.into.open(bytes(b), wire.HEADER_SIZE) is None, k
+    assert s.into.open(sealed[:-1], wire.HEADER_SIZE) is None
+    # the directions and the kinds have keys of their own: nothing opens under another's
+    assert r.into.open(sealed, wire.HEADER_SIZE) is None
+    assert s.into.open(data, wire.HEADER_SIZE) is None
+
+
+def test_control_is_taken_once_and_data_replays_are_only_duplicates() -> None:
+    s, r = _keys()
+    probes = [s.out.seal(wire.encode_close(wire.Close(SID)), wire.HEADER_SIZE) for _ in range(5)]
+    assert r.into.open(probes[3], wire.HEADER_SIZE) is not None
+    assert r.into.open(probes[3], wire.HEADER_SIZE) is None  # a replay
+    assert r.into.open(probes[1], wire.HEADER_SIZE) is not None  # late, but new
+    assert r.into.open(probes[1], wire.HEADER_SIZE) is None
+    s.out.pn += seal.REPLAY_WINDOW + 10
+    assert r.into.open(s.out.seal(wire.encode_close(wire.Close(SID)), wire.HEADER_SIZE), 16) is not None
+    assert r.into.open(probes[4], wire.HEADER_SIZE) is None  # older than the window: refused
+
+
+def test_keys_change_every_epoch_and_both_sides_follow() -> None:
+    s, r = _keys()
+    assert s.data is not None and r.data_in is not None
+    header = wire.pack_data_header(SID, 1, None)
+    s.data.pn = (1 << seal.EPOCH_BITS) - 2  # the batch crosses into epoch 1
+    out = bytearray(4 * 64)
+    clear, body = s.data.seal_into(out, 64, [header] * 4, [b"abcd"] * 4)
+    got = []
+    for c, b in zip(clear, body, strict=True):
+        d = bytearray(bytes(c) + bytes(b))
+        assert r.data_in.open_in_place(memoryview(d), wire.DATA_HEADER_SIZE)
+        got.append(int.from_bytes(bytes(c)[24:32], "big"))
+    assert got == [(1 << seal.EPOCH_BITS) + k for k in (-2, -1, 0, 1)]
+    # under epoch 0's key, a datagram of epoch 1 does not open
+    assert s.data.aead(0) is not s.data.aead(1)
+    # a number from an epoch far ahead is refused without deriving its key
+    far = bytearray(bytes(clear[0]) + bytes(body[0]))
+    far[24:32] = (50 << seal.EPOCH_BITS).to_bytes(8, "big")
+    assert not r.data_in.open_in_place(memoryview(far), wire.DATA_HEADER_SIZE)
+
+
+@given(st.binary(min_size=0, max_size=300))
+@settings(max_examples=300)
+def test_random_bytes_never_open(blob: bytes) -> None:
+    _s, r = _keys()
+    assert r.into.open(blob, wire.HEADER_SIZE) is None
+    assert r.data_in is not None and not r.data_in.open_in_place(memoryview(bytearray(blob)), 24)
+
+
+# ---------------------------------------------------------------- key files
+
+
+def test_key_files(tmp_path: object) -> None:
+    path = os.path.join(str(tmp_path), "k")
+    text = seal.new_key()
+    assert text.startswith(seal.KEY_PREFIX) and len(text) == len(seal.KEY_PREFIX) + 43
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    os.write(fd, (text + "\n").encode())
+    os.close(fd)
+    assert seal.format_key(seal.read_key_file(path)) == text
+    os.chmod(path, 0o640)
+    with pytest.raises(seal.KeyFileError, match="open to others .mode 0640.: run chmod 600"):
+        seal.read_key_file(path)
+    os.chmod(path, 0o600)
+    for bad in ("", "hello", seal.KEY_PREFIX + "short", text[:-1] + ("A" if text[-1] != "A" else "B") + "x"):
+        with open(path, "w") as f:
+            f.write(bad)
+        with pytest.raises(seal.KeyFileError):
+            seal.read_key_file(path)
+    with pytest.raises(seal.KeyFileError, match="cannot read"):
+        seal.read_key_file(path + ".missing")
+    with pytest.raises(seal.KeyFileError, match="not a regular file"):
+        seal.read_key_file(str(tmp_path))
+
+
+# ---------------------------------------------------------------- sealed transfers (simulated)
+
+
+def _configs(skey: bytes | None, rkey: bytes | None) -> tuple[SenderConfig, ReceiverConfig]:
+    return (
+        SenderConfig(adu_size=488, rate_bps=50e6, timeout=5.0, key=skey),
+        ReceiverConfig(in_order=False, timeout=5.0, window_bytes=1 << 20, key=rkey),
+    )
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_sealed_transfer_with_loss_is_intact(stream: bool) -> None:
+    data = random.Random(3).randbytes(300_000)
+    scfg, rcfg = _configs(PSK, PSK)
+    rcfg = dataclasses.replace(rcfg, in_order=stream)
+    res = run_transfer(
+        data,
+        stream=stream,
+        forward=Link(delay=0.01, loss=0.05),
+        backward=Link(delay=0.01, loss=0.05),
+        sender_config=scfg,
+        receiver_config=rcfg,
+        seed=4,
+    )
+    assert res.sender is not None and res.sender.ok and res.receiver is not None and res.receiver.ok
+    assert res.output == data
+    assert res.sender_stats["unauthenticated"] == 0 and res.receiver_stats["unauthenticated"] == 0
+    assert res.sender_stats["adus_repair"] > 0  # the repairs were sealed and opened too
+    assert res.sender_stats["adu_size"] == 488
+
+
+@pytest.mark.parametrize(
+    ("skey", "rkey", "why"),
+    [
+        (PSK, bytes(32), "the sender's key is not this receiver's key"),
+        (None, PSK, "this receiver requires a key"),
+        (PSK, None, "the sender uses a key"),
+    ],
+)
+def test_a_key_mismatch_ends_both_sides_with_exit_4(skey: bytes | None, rkey: bytes | None, why: str) -> None:
+    scfg, rcfg = _configs(skey, rkey)
+    res = run_transfer(b"z" * 50_000, sender_config=scfg, receiver_config=rcfg, seed=1)
+    assert res.sender is not None and res.receiver is not None
+    assert res.sender.code == res.receiver.code == ExitCode.PEER_ABORTED
+    assert why in res.sender.message and why in res.receiver.message
+    assert res.output == b"" and res.receiver_stats["adus_received"] == 0
+
+
+def test_forged_and_replayed_control_change_nothing() -> None:
+    """A bound, keyed receiver: PROBE, CLOSE and ABORT in clear, a sealed one replayed, and
+    one sealed under another session's keys are counted and dropped; none is answered."""
+    r = Receiver(ReceiverConfig(in_order=False, key=PSK), 0.0, secret=b"s" * 8)
+    ini = seal.Initiator(PSK)
+    hello = wire.Hello(SID, 1404, wire.Kind.FILE, 100_000, 1, TAG, features=wire.FEATURE_KEY, share=ini.share)
+    addr = ("10.0.0.1", 5)
+    r.handle_control(ini.bind(wire.encode_hello(hello)), addr, 0.0)
+    retry = wire.decode_untrusted(r.poll(0.0)[-1][0])
+    assert isinstance(retry, wire.Accept) and retry.retry
+    hello = dataclasses.replace(hello, token=retry.token)  # the binder covers the token: made again
+    r.handle_control(ini.bind(wire.encode_hello(hello)), addr, 0.0)
+    accept = wire.decode_untrusted(r.poll(0.0)[-1][0])
+    assert isinstance(accept, wire.Accept) and accept.share
+    head = wire.encode_accept(dataclasses.replace(accept, mac=b""))[:-32]
+    keys = ini.complete(ini.bind(wire.encode_hello(hello)), head, accept.share, accept.mac)
+    assert keys is not None
+    forged = [
+        wire.encode_probe(wire.Probe(SID, 10, 1, 1000, True, 100_000, b"\x01" * 32)),
+        wire.encode_close(wire.Close(SID)),
+        wire.encode_abort(wire.Abort(SID, wire.AbortCode.CANCELLED, "forged")),
+    ]
+    before = r.stats.unauthenticated
+    for d in forged:
+        r.handle_control(d, addr, 1.0)
+    assert r.stats.unauthenticated == before + 3
+    probe = keys.out.seal(wire.encode_probe(wire.Probe(SID, 10, 1, 1000)), wire.HEADER_SIZE)
+    r.handle_control(probe, addr, 1.0)
+    answered = r.poll(1.0)
+    assert answered and all(len(d) > 16 for d, _a in answered)  # the STATUS, sealed
+    r.handle_control(probe, addr, 1.1)  # the same PROBE again: a replay
+    other = seal.Keys(os.urandom(32), os.urandom(32), sender=True)  # an older session's keys
+    r.handle_control(other.out.seal(wire.encode_close(wire.Close(SID)), wire.HEADER_SIZE), addr, 1.1)
+    assert r.stats.unauthenticated == before + 5
+    assert r.poll(1.1) == [] and r.outcome is None and r.final_digest is None
