@@ -15,11 +15,13 @@ are accepted once (a replay window).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import os
 import secrets
 import stat
+import struct
 from collections.abc import Sequence
 
 from cryptography.hazmat.primitives import hashes
@@ -209,6 +211,7 @@ class Sealer(_Direction):
     def __init__(self, secret: bytes, th: bytes, label: str) -> None:
         super().__init__(secret, th, label)
         self.pn = 0
+        self._slots: dict[tuple[int, int, int], tuple[list[memoryview], list[memoryview]]] = {}
 
     def seal(self, plain: bytes | bytearray | memoryview, head: int) -> bytes:
         """``plain``'s first ``head`` bytes in clear, then the packet number, then the rest
@@ -227,33 +230,61 @@ class Sealer(_Direction):
     ) -> tuple[list[memoryview], list[memoryview]]:
         """A batch: datagram k sealed into ``out`` at ``k * stride`` (head, number, body
         encrypted with its tag); returns the views of each one's clear part (head and number)
-        and of its sealed body, for a scatter-gather send."""
-        view = memoryview(out)
+        and of its sealed body, for a scatter-gather send. Every head has one length."""
+        n = len(heads)
+        if not n:
+            return [], []
         pn = self.pn
-        self.pn += len(heads)
-        epoch = pn >> EPOCH_BITS
-        aead = self.aead(epoch)
-        encrypt = aead.encrypt_into
+        if pn >> EPOCH_BITS != (pn + n - 1) >> EPOCH_BITS:  # the batch crosses into a new key
+            split = ((pn >> EPOCH_BITS) + 1 << EPOCH_BITS) - pn
+            c1, s1 = self.seal_into(out, stride, heads[:split], bodies[:split])
+            c2, s2 = self._seal_at(out, stride, split, heads[split:], bodies[split:])
+            return c1 + c2, s1 + s2
+        return self._seal_at(out, stride, 0, heads, bodies)
+
+    def _seal_at(
+        self,
+        out: bytearray,
+        stride: int,
+        first: int,
+        heads: Sequence[bytes | bytearray | memoryview],
+        bodies: Sequence[bytes | bytearray | memoryview],
+    ) -> tuple[list[memoryview], list[memoryview]]:
+        n = len(heads)
+        h = len(heads[0])
+        clear_views, body_views = self._views(out, stride, h)
+        pn = self.pn
+        self.pn += n
+        encrypt = self.aead(pn >> EPOCH_BITS).encrypt_into
         iv = self._iv
-        clear: list[memoryview] = []
-        sealed: list[memoryview] = []
-        at = 0
-        for head, body in zip(heads, bodies, strict=True):
-            h = len(head)
-            if pn >> EPOCH_BITS != epoch:
-                epoch = pn >> EPOCH_BITS
-                encrypt = self.aead(epoch).encrypt_into
-            end = at + h + PN_SIZE
-            out[at : at + h] = head
-            out[at + h : end] = pn.to_bytes(PN_SIZE, "big")
-            aad = view[at:end]
-            ct = view[end : end + len(body) + TAG_SIZE]
-            encrypt((iv ^ pn).to_bytes(12, "big"), body, aad, ct)
-            clear.append(aad)
-            sealed.append(ct)
+        full = stride - h - PN_SIZE
+        sealed = body_views[first : first + n]
+        clear = clear_views[first : first + n]
+        for k in range(n):
+            c = clear[k]
+            c[:h] = heads[k]
+            c[h:] = pn.to_bytes(PN_SIZE, "big")
+            body = bodies[k]
+            ct = sealed[k]
+            if len(body) + TAG_SIZE != full:  # a short last ADU
+                ct = sealed[k] = ct[: len(body) + TAG_SIZE]
+            encrypt((iv ^ pn).to_bytes(12, "big"), body, c, ct)
             pn += 1
-            at += stride
         return clear, sealed
+
+    def _views(self, out: bytearray, stride: int, h: int) -> tuple[list[memoryview], list[memoryview]]:
+        """The clear and sealed views of every slot of ``out``, made once per buffer."""
+        key = (id(out), stride, h)
+        got = self._slots.get(key)
+        if got is None:
+            view = memoryview(out)
+            edges = range(0, len(out) - stride + 1, stride)
+            got = (
+                [view[a : a + h + PN_SIZE] for a in edges],
+                [view[a + h + PN_SIZE : a + stride] for a in edges],
+            )
+            self._slots = {key: got}
+        return got
 
 
 class Opener(_Direction):
@@ -263,6 +294,7 @@ class Opener(_Direction):
     def __init__(self, secret: bytes, th: bytes, label: str, replay: bool) -> None:
         super().__init__(secret, th, label)
         self._replay = replay
+        self._views: dict[tuple[int, int, int, int], tuple[list[memoryview], ...]] = {}
         self.highest = -1
         self._seen = 0  # bit k: highest - k was taken
 
@@ -325,6 +357,61 @@ class Opener(_Direction):
         self._take(pn)
         buf[PN_SIZE:start] = bytes(buf[:head])
         return True
+
+    def open_segments(self, buf: memoryview, segment: int, head: int, slot: int | None = None) -> list[int]:
+        """Opens in place every datagram of a GRO buffer (``segment`` bytes each, the last
+        perhaps shorter), leaving each one's head where it is: its plain body then lies
+        between its number and its tag. Returns the offsets of those that failed. ``slot``
+        names the driver's reusable buffer ``buf`` lies at the start of: the views into it
+        are then made once."""
+        assert not self._replay
+        n = len(buf)
+        count = -(-n // segment)
+        start = head + PN_SIZE
+        if n - (count - 1) * segment < start + TAG_SIZE:
+            return [k for k in range(0, n, segment) if min(k + segment, n) - k < start + TAG_SIZE] + (
+                self.open_segments(buf[: (count - 1) * segment], segment, head) if count > 1 else []
+            )
+        key = (slot, segment, count, head) if slot is not None and n == count * segment else None
+        views = self._views.get(key) if key is not None else None
+        if views is None:
+            edges = range(0, n, segment)
+            views = (
+                [buf[k + start : min(k + segment, n)] for k in edges],
+                [buf[k : k + start] for k in edges],
+                [buf[k + start : min(k + segment, n) - TAG_SIZE] for k in edges],
+            )
+            if key is not None:
+                if len(self._views) > 64:
+                    self._views.clear()
+                self._views[key] = views
+        sealed, clear, plain = views
+        numbers = _numbers(segment, count, head).unpack_from(buf, 0)
+        failed: list[int] = []
+        iv = self._iv
+        epoch = -1
+        decrypt = None
+        for i, pn in enumerate(numbers):
+            if pn >> EPOCH_BITS != epoch or decrypt is None:
+                if not self._epoch_ok(pn):
+                    failed.append(i * segment)
+                    continue
+                epoch = pn >> EPOCH_BITS
+                decrypt = self.aead(epoch).decrypt_into
+            try:
+                decrypt((iv ^ pn).to_bytes(12, "big"), sealed[i], clear[i], plain[i])
+            except Exception:  # InvalidTag
+                failed.append(i * segment)
+                continue
+            if pn > self.highest:
+                self.highest = pn
+        return failed
+
+
+@functools.lru_cache(maxsize=256)
+def _numbers(segment: int, count: int, head: int) -> struct.Struct:
+    """Reads the packet numbers of ``count`` sealed datagrams ``segment`` bytes apart."""
+    return struct.Struct("!" + f"{head}xQ{segment - head - PN_SIZE}x" * (count - 1) + f"{head}xQ")
 
 
 class Keys:

@@ -341,18 +341,18 @@ class RecvSession:
         r = self.receiver
         n = len(buf)
         count = ceil_div(n, segment)
-        at, tail = 0, 0  # where each datagram's plain form starts in its segment, and what follows it
+        at, tail = _HDR_SIZE, 0  # where each payload starts in its segment, and what follows it
         if r.keys is not None:
-            if not self._open_coalesced(buf, segment, addr, now):
+            if not self._open_coalesced(buf, segment, addr, now, slot):
                 return
-            at, tail = _PN, _TAG  # §17: each segment opened where it lies, its header moved up
+            at, tail = _HDR_SIZE + _PN, _TAG  # §17: opened where it lies: header, number, payload, tag
         if (
             self._prefix
             and addr in r.peers
-            and segment == r.adu + _HDR_SIZE + at + tail
-            and n - (count - 1) * segment > _HDR_SIZE + at + tail
+            and segment == r.adu + at + tail
+            and n - (count - 1) * segment > at + tail
         ):
-            fields = _headers_struct(segment, count).unpack_from(buf, at)
+            fields = _headers_struct(segment, count).unpack_from(buf, 0)
             indices = fields[1::2]
             first = indices[0]
             if fields[0::2].count(self._prefix) == count and indices == tuple(range(first, first + count)):
@@ -364,9 +364,7 @@ class RecvSession:
                 key = (slot, segment, count) if slot is not None and n == count * segment else None
                 views = self._views.get(key) if key else None
                 if views is None:
-                    views = [
-                        buf[k + at + _HDR_SIZE : min(k + segment, n) - tail] for k in range(0, n, segment)
-                    ]
+                    views = [buf[k + at : min(k + segment, n) - tail] for k in range(0, n, segment)]
                     if key:
                         self._views[key] = views
                 payloads: list[Buffer] = views[:]  # a copy: _gather may extend it
@@ -381,34 +379,43 @@ class RecvSession:
                         self._gather(first + start, payloads[start:k], now)
                     start = k + 1
                 return
-        items = [(buf[k + at : min(k + segment, n) - tail], addr) for k in range(0, n, segment)]
+        if r.keys is None:
+            self.on_datagrams([(buf[k : k + segment], addr) for k in range(0, n, segment)], now)
+            return
+        items: list[tuple[Buffer, Addr]] = []
+        for k in range(0, n, segment):  # opened: each header moves up over its number
+            end = min(k + segment, n)
+            buf[k + _PN : k + _PN + _HDR_SIZE] = buf[k : k + _HDR_SIZE]
+            items.append((buf[k + _PN : end - _TAG], addr))
         self.on_datagrams(items, now, opened=True)
 
-    def _open_coalesced(self, buf: memoryview, segment: int, addr: Addr, now: float) -> bool:
-        """§17: opens every DATA and PARITY segment of a GRO buffer in place; True when all
-        of them (the buffer is only DATA or PARITY) opened. Otherwise what opened and any
-        control in it are handled here, one by one, and the failures counted."""
+    def _open_coalesced(
+        self, buf: memoryview, segment: int, addr: Addr, now: float, slot: int | None
+    ) -> bool:
+        """§17: opens every segment of a GRO buffer in place (each stays header, number,
+        payload, tag); True when all opened. Otherwise those that opened (their headers moved
+        up to their payloads) and any control among them go on one by one from here, and the
+        DATA and PARITY that did not open are counted."""
         r = self.receiver
         assert r.keys is not None and r.keys.data_in is not None
-        open_in_place = r.keys.data_in.open_in_place
-        n = len(buf)
-        good: list[tuple[Buffer, Addr]] = []
-        failed = False
-        for k in range(0, n, segment):
-            piece = buf[k : min(k + segment, n)]
-            kind = piece[1] if len(piece) > 1 else 0
-            if kind == _DATA or kind == _PARITY:
-                if open_in_place(piece, _HDR_SIZE):
-                    good.append((piece[_PN : len(piece) - _TAG], addr))
-                    continue
-                r.stats.unauthenticated += 1
-            else:
-                good.append((piece, addr))  # control: opened by the core (or dropped there)
-            failed = True
+        failed = r.keys.data_in.open_segments(buf, segment, _HDR_SIZE, slot)
         if not failed:
             return True
-        r.stats.datagrams += ceil_div(n, segment) - len(good)  # the failed ones arrived too
-        self.on_datagrams(good, now, opened=True)
+        n = len(buf)
+        bad = set(failed)
+        items: list[tuple[Buffer, Addr]] = []
+        for k in range(0, n, segment):
+            end = min(k + segment, n)
+            kind = buf[k + 1] if end - k > 1 else 0
+            if k not in bad:
+                buf[k + _PN : k + _PN + _HDR_SIZE] = buf[k : k + _HDR_SIZE]
+                items.append((buf[k + _PN : end - _TAG], addr))
+            elif kind == _DATA or kind == _PARITY:
+                r.stats.datagrams += 1
+                r.stats.unauthenticated += 1
+            else:
+                items.append((buf[k:end], addr))  # control: the core opens it (or drops it)
+        self.on_datagrams(items, now, opened=True)
         return False
 
     def _gather(self, first: int, payloads: list[Buffer], now: float) -> None:

@@ -365,6 +365,11 @@ def main() -> int:
         action="store_true",
         help="alf rows run alternately as they are and with --progress, stderr a pty (the display's cost)",
     )
+    ap.add_argument(
+        "--key-ab",
+        action="store_true",
+        help="alf's UDP rows run alternately as they are and sealed (--key on both sides, a fresh key)",
+    )
     args = ap.parse_args()
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     size = int(float(args.size[:-1]) * units[args.size[-1]]) if args.size[-1] in units else int(args.size)
@@ -379,6 +384,11 @@ def main() -> int:
     inp = os.path.join(work, "input.bin")
     random_file(inp, size)
     INPUT_HASH[inp] = file_hash(inp)  # also warms the page cache for every tool alike
+    key = os.path.join(work, "bench.key")
+    if args.key_ab:
+        fd = os.open(key, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+        os.write(fd, subprocess.run([*shlex.split(alf), "keygen"], capture_output=True, check=True).stdout)
+        os.close(fd)
     rows = []
     try:
         for k, cfg in enumerate(configs(alf, args.rate)):
@@ -395,6 +405,10 @@ def main() -> int:
             pair = [cfg]
             if against and cfg.name.startswith("alf"):
                 pair.append(dataclasses.replace(against[k], name=f"{cfg.name} [against]"))
+            if args.key_ab and cfg.name.startswith("alf") and "tcp" not in cfg.name:
+                sealed = f" --key {shlex.quote(key)}"
+                keyed = dict(receiver=cfg.receiver + sealed, sender=cfg.sender + sealed)
+                pair.append(dataclasses.replace(cfg, name=f"{cfg.name} [--key]", **keyed))
             if args.progress_ab and cfg.name.startswith("alf"):
                 shown = dict(receiver=cfg.receiver + " --progress", sender=cfg.sender + " --progress")
                 pair.append(
