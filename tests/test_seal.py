@@ -339,3 +339,26 @@ def test_forged_and_replayed_control_change_nothing() -> None:
     r.handle_control(other.out.seal(wire.encode_close(wire.Close(SID)), wire.HEADER_SIZE), addr, 1.1)
     assert r.stats.unauthenticated == before + 5
     assert r.poll(1.1) == [] and r.outcome is None and r.final_digest is None
+
+
+def test_a_sealed_transfer_over_two_paths_uses_both() -> None:
+    """§17 rule 7 with §14: both paths join with the session's share and keys (each ACCEPT's
+    finished MAC checks), and each carries sealed data; one loses 3%."""
+    data = random.Random(5).randbytes(600_000)
+    scfg = SenderConfig(adu_size=488, rate_bps=40e6, timeout=5.0, key=PSK, paths=2, stripe="weighted")
+    rcfg = ReceiverConfig(in_order=False, timeout=5.0, window_bytes=1 << 20, key=PSK)
+    res = run_transfer(
+        data,
+        forward=Link(delay=0.01, rate_bps=25e6),
+        backward=Link(delay=0.01),
+        more_paths=[(Link(delay=0.02, rate_bps=25e6, loss=0.03), Link(delay=0.02))],
+        sender_config=scfg,
+        receiver_config=rcfg,
+        seed=6,
+    )
+    assert res.sender is not None and res.sender.ok and res.receiver is not None and res.receiver.ok
+    assert res.output == data
+    paths = res.sender_stats["paths"]
+    assert len(paths) == 2 and all(p["bytes_new"] > 50_000 for p in paths)
+    assert res.sender_stats["paths_joined"] == 1 and res.receiver_stats["paths_joined"] == 1
+    assert res.sender_stats["unauthenticated"] == 0 and res.receiver_stats["unauthenticated"] == 0
