@@ -435,10 +435,10 @@ def send(
     repairs a group's file with parity for the receivers that decode it (and sends parity with
     a unicast file's last blocks on a long lossy path), a ratio such as "0.05" sends that share
     of parity with every block (unicast), "off" only resends. ``key``: a key file (or its 32
-    bytes): the transfer is sealed, and goes over UDP only (docs/usage.md, Encryption)."""
+    bytes): the transfer is sealed (docs/usage.md, Encryption)."""
     _choice("transport", transport, TRANSPORTS)
     fec_ratio = _fec_ratio(fec)
-    psk = _key(key, transport)
+    psk = _key(key)
     _choice("cc", cc, _cc_names())
     _choice("digest", digest, list(DIGESTS))
     _choice("if_changed", if_changed, ["fail", "warn"])
@@ -462,8 +462,6 @@ def send(
     group = _group_options(host, transport, paths, chaos_bytes, receivers, wait, quorum, ttl, interface, slow)
     if group is not None and psk is not None:
         raise UsageError("key: a multicast group cannot be sealed yet (--key is for one receiver)")
-    if psk is not None:
-        transport = "udp"  # (the TCP fallback is not sealed yet: no falling back to it in clear)
     if group is not None:
         transport = "udp"
         if fec_ratio is not None:
@@ -540,12 +538,10 @@ class _GroupOptions:
     slow: str
 
 
-def _key(key: str | bytes | None, transport: str) -> bytes | None:
+def _key(key: str | bytes | None) -> bytes | None:
     """--key: the pre-shared key from a key file (or given as its 32 bytes)."""
     if key is None:
         return None
-    if transport == "tcp":
-        raise UsageError("key: the TCP transport is not sealed yet (--key works over UDP)")
     if isinstance(key, bytes):
         if len(key) != 32:
             raise UsageError("key: a key is 32 bytes (or a key file: alf keygen > FILE)")
@@ -801,7 +797,7 @@ def _send(
                 outcome, udp_refused = None, tap.fallback.refused_since
         if outcome is None:
             tcfg = TcpSenderConfig(
-                adu_size=adu_size, checkphrase=cfg.checkphrase, digest=alg, timeout=cfg.timeout
+                adu_size=adu_size, checkphrase=cfg.checkphrase, digest=alg, timeout=cfg.timeout, key=cfg.key
             )
             if tcp.rate_bps:
                 tcfg.frame_bytes = paced_frame_bytes(tcp.rate_bps, adu_size)
@@ -865,14 +861,12 @@ def receive(
     ends; without ``timeout`` it waits for its first sender without limit. ``group``: also
     listen on that IPv4 multicast group (on ``interface``), for a group sender (UDP only);
     ``fec`` "auto" decodes its parity (a file output), "off" asks for resends only. ``key``: a
-    key file (or its 32 bytes): only a sender with the same key is served, sealed, over UDP."""
+    key file (or its 32 bytes): only a sender with the same key is served, sealed."""
     _choice("transport", transport, TRANSPORTS)
     _choice("fec", fec, list(FEC_CHOICES))
-    psk = _key(key, transport)
-    if psk is not None:
-        if group is not None:
-            raise UsageError("key: a multicast group cannot be sealed yet (--key is for one sender)")
-        transport = "udp"
+    psk = _key(key)
+    if psk is not None and group is not None:
+        raise UsageError("key: a multicast group cannot be sealed yet (--key is for one sender)")
     if group is not None:
         if not is_multicast(group) or ipaddress.ip_address(group).version != 4:
             raise UsageError(f"group: {group} is not an IPv4 multicast address (224.0.0.0/4)")
@@ -1064,7 +1058,7 @@ class _Receive:
                     return self.finish(Outcome(ExitCode.LOCAL_IO, str(e)))
         if self.listener is not None:
             tcore = TcpReceiver(
-                TcpReceiverConfig(self.checkphrase, self.window, wait, self.timeout), sink, start
+                TcpReceiverConfig(self.checkphrase, self.window, wait, self.timeout, self.key), sink, start
             )
             tdriver = TcpRecvDriver(tcore, self.listener, hooks)
             for s in self.adopted:

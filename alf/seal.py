@@ -221,6 +221,14 @@ class Sealer(_Direction):
         aad = bytes(plain[:head]) + pn.to_bytes(PN_SIZE, "big")
         return aad + self.aead(pn >> EPOCH_BITS).encrypt(self.nonce(pn), bytes(plain[head:]), aad)
 
+    def seal_body(self, head: bytes, body: bytes | bytearray | memoryview) -> tuple[bytes, bytes]:
+        """One datagram or frame sealed as two parts: its clear head with the packet number,
+        and its body encrypted with the tag (a large body is not copied first)."""
+        pn = self.pn
+        self.pn += 1
+        aad = bytes(head) + pn.to_bytes(PN_SIZE, "big")
+        return aad, self.aead(pn >> EPOCH_BITS).encrypt(self.nonce(pn), body, aad)
+
     def seal_into(
         self,
         out: bytearray,

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from alf import wire
 from alf.content import Buffer, Sink, SinkError, Source, source_failure
@@ -45,6 +46,9 @@ from alf.verdict import (
     unsupported_reason,
     verdict_outcome,
 )
+
+if TYPE_CHECKING:
+    from alf import seal
 
 FRAME_BYTES = 1 << 20  # payload bytes per DATA frame the sender aims for
 MAX_FRAME_PAYLOAD = 16 << 20  # the receiver refuses longer frames (memory bound per connection)
@@ -76,6 +80,7 @@ class TcpSenderStats:
     acked_bytes: int = 0
     connection_losses: int = 0
     unexpected: int = 0
+    unauthenticated: int = 0  # §17: frames that did not open under the session's keys
 
 
 @dataclass
@@ -86,6 +91,7 @@ class TcpSenderConfig:
     frame_bytes: int = FRAME_BYTES
     features: int = 0  # §4.4: what the HELLO asks for (none is defined yet: tests offer bits)
     timeout: float = 30.0  # silence (or no answer at all) for this long ends the transfer
+    key: bytes | None = None  # §17: the pre-shared key: every frame is sealed (§13 with §17)
 
 
 class TcpSender:
@@ -136,24 +142,51 @@ class TcpSender:
         self._resend: list[tuple[int, int]] = []  # sorted, disjoint
         self._final_sent: set[int] = set()
         self._tag = wire.checkphrase_tag(cfg.checkphrase)
+        self.keys: seal.Keys | None = None  # §17: once an ACCEPT's finished MAC checked
+        self._initiator: seal.Initiator | None = None
+        self._server_share = b""
+        self._features = cfg.features
+        if cfg.key is not None:
+            from alf import seal as _seal  # (cryptography costs 70 ms to import: only with a key)
+
+            self._initiator = _seal.Initiator(cfg.key)
+            self._features |= wire.FEATURE_KEY
 
     # -- connections
-    def hello(self, now: float) -> bytes:
+    def _hello(self, now: float) -> bytes:
         total = self.total if self.total is not None else wire.UNKNOWN_LENGTH
-        return wire.frame(
-            wire.encode_hello(
-                wire.Hello(
-                    self.session_id,
-                    self.adu,
-                    self.kind,
-                    total,
-                    wire.to_us(now),
-                    self._tag,
-                    self.cfg.digest,
-                    features=self.cfg.features,
-                )
-            )
+        share = self._initiator.share if self._initiator is not None else b""
+        hello = wire.Hello(
+            self.session_id,
+            self.adu,
+            self.kind,
+            total,
+            wire.to_us(now),
+            self._tag,
+            self.cfg.digest,
+            features=self._features,
+            share=share,
         )
+        encoded = wire.encode_hello(hello)
+        return encoded if self._initiator is None else self._initiator.bind(encoded)
+
+    def hello(self, now: float) -> bytes:
+        return wire.frame(self._hello(now))
+
+    def _control(self, msg: bytes) -> bytes:
+        """A control message as its frame: sealed once the keys are known (§17)."""
+        if self.keys is not None:
+            msg = self.keys.out.seal(msg, wire.HEADER_SIZE)
+        return wire.frame(msg)
+
+    def _data_frame(self, first: int, data: Buffer) -> tuple[bytes, Buffer]:
+        """§13's DATA frame head and payload; sealed (§17), the head carries the packet number
+        and the payload is the run encrypted with its tag (one AES-GCM call per frame)."""
+        if self.keys is None or self.keys.data is None:
+            return wire.frame_data_head(self.session_id, first, len(data)), data
+        head = wire.frame_data_head(self.session_id, first, len(data) + wire.SEAL_OVERHEAD)
+        clear, sealed = self.keys.data.seal_body(head[wire.FRAME_HEAD :], data)
+        return head + clear[wire.DATA_HEADER_SIZE :], sealed
 
     def conn_opened(self, cid: int) -> None:
         self._inflight[cid] = deque()
@@ -229,7 +262,7 @@ class TcpSender:
             self.stats.bytes_resent += len(data)
             self.stats.frames_resent += 1
             runs.append((a, count))
-            return wire.frame_data_head(self.session_id, a, len(data)), data
+            return self._data_frame(a, data)
         count = self._new_count()
         if count:
             first = self.next_new
@@ -239,7 +272,7 @@ class TcpSender:
             self.stats.bytes_sent += len(data)
             self.stats.frames_sent += 1
             runs.append((first, count))
-            return wire.frame_data_head(self.session_id, first, len(data)), data
+            return self._data_frame(first, data)
         return None
 
     def _next_final(self, cid: int, now: float) -> tuple[bytes, Buffer | None] | None:
@@ -251,12 +284,22 @@ class TcpSender:
             self._final_sent.add(cid)
             end = ceil_div(total, self.adu)
             probe = wire.Probe(self.session_id, end, wire.to_us(now), 0, True, total, digest)
-            return wire.frame(wire.encode_probe(probe)), None
+            return self._control(wire.encode_probe(probe)), None
         return None
 
     # -- what the receiver says
     def on_message(self, cid: int, buf: bytes | bytearray | memoryview, now: float) -> None:
         """A control frame from the receiver; raises ``wire.BadPacket`` for one that is not."""
+        if self._initiator is not None and len(buf) > 1 and buf[1] != wire.MsgType.ACCEPT:
+            if self.keys is not None:  # §17: sealed, or not the receiver's
+                opened = self.keys.into.open(buf, wire.HEADER_SIZE)
+                if opened is None:
+                    self.stats.unauthenticated += 1
+                    return
+                buf = opened
+            elif buf[1] != wire.MsgType.ABORT:  # (a receiver without our key cannot seal it)
+                self.stats.unauthenticated += 1
+                return
         try:
             msg = wire.decode_untrusted(buf)
             if msg.session_id != self.session_id:
@@ -268,6 +311,9 @@ class TcpSender:
             return
         self._last_heard = now
         if isinstance(msg, wire.Accept):
+            if self._initiator is not None and not self._keyed(msg):
+                self.stats.unauthenticated += 1
+                return
             if cid in self._inflight and cid not in self._joined:
                 self._joined.add(cid)
                 self.events.add(Joined(cid, self.session_id))
@@ -288,6 +334,21 @@ class TcpSender:
             self._end(aborted_by("receiver", msg.code.name, msg.reason))
         else:
             self.stats.unexpected += 1
+
+    def _keyed(self, msg: wire.Accept) -> bool:
+        """§17 over TCP: the first ACCEPT whose finished MAC checks gives the keys; every
+        further connection's must carry the same share and a MAC that checks."""
+        assert self._initiator is not None
+        if not msg.share:
+            return False
+        head = wire.encode_accept(replace(msg, mac=b""))[: -wire.MAC_SIZE]
+        if self.keys is None:
+            self.keys = self._initiator.complete(self._hello(0.0), head, msg.share, msg.mac)
+            self._server_share = msg.share
+            return self.keys is not None
+        from alf import seal as _seal
+
+        return msg.share == self._server_share and _seal.proves(self.keys, head, msg.mac)
 
     def bad_frame(self) -> None:
         """The driver could not even frame what a connection sent (its length is wrong)."""
@@ -314,7 +375,7 @@ class TcpSender:
             self._abort(code, reason, Outcome(exit_code, reason))
 
     def _abort(self, code: wire.AbortCode, reason: str, outcome: Outcome) -> None:
-        self._goodbye = wire.frame(wire.encode_abort(wire.Abort(self.session_id, code, reason)))
+        self._goodbye = self._control(wire.encode_abort(wire.Abort(self.session_id, code, reason)))
         self._end(outcome)
 
     def _end(self, outcome: Outcome) -> None:
@@ -336,7 +397,7 @@ class TcpSender:
             return []
         self.events.add(Ended())
         if self.outcome.ok:
-            return [(ALL, wire.frame(wire.encode_close(wire.Close(self.session_id))))]
+            return [(ALL, self._control(wire.encode_close(wire.Close(self.session_id))))]
         return [(ALL, self._goodbye)] if self._goodbye is not None else []
 
     def _timers(self, now: float) -> None:
@@ -385,6 +446,7 @@ class TcpReceiverStats:
     rejected_hellos: int = 0
     malformed: int = 0
     violations: int = 0
+    unauthenticated: int = 0  # §17: frames that did not open under the session's keys
 
 
 @dataclass
@@ -393,6 +455,7 @@ class TcpReceiverConfig:
     window_bytes: int = 256 << 20
     timeout: float = 30.0
     wait_timeout: float | None = None
+    key: bytes | None = None  # §17: only a sealed session is served
 
 
 @dataclass
@@ -433,6 +496,12 @@ class TcpReceiver:
         self._out = _Replies()
         self._last_conn = ANY
         self._verifying = False
+        self.keys: seal.Keys | None = None  # §17: the session's keys
+        self._responder: seal.Responder | None = None
+        if cfg.key is not None:
+            from alf import seal as _seal  # (cryptography costs 70 ms to import: only with a key)
+
+            self._responder = _seal.Responder(cfg.key)
 
     @property
     def finished(self) -> bool:
@@ -448,7 +517,7 @@ class TcpReceiver:
     def max_frame(self, cid: int) -> int:
         """The longest frame acceptable now on connection ``cid`` (before a HELLO: a HELLO)."""
         if cid in self.joined:
-            return wire.DATA_HEADER_SIZE + MAX_FRAME_PAYLOAD
+            return wire.DATA_HEADER_SIZE + MAX_FRAME_PAYLOAD + (wire.SEAL_OVERHEAD if self.keys else 0)
         return wire.MAX_CONTROL
 
     def on_frame(self, cid: int, body: memoryview, now: float) -> bool:
@@ -457,7 +526,20 @@ class TcpReceiver:
         if self.outcome is not None and not self.finished:
             return False  # aborted: nothing more to do
         mtype = body[1] if len(body) > 1 else 0
-        if mtype == wire.MsgType.DATA and cid in self.joined:
+        if self.keys is not None and mtype != wire.MsgType.HELLO:  # §17: sealed, or refused
+            if mtype == wire.MsgType.DATA and cid in self.joined:
+                assert self.keys.data_in is not None
+                if self.keys.data_in.open_in_place(body, wire.DATA_HEADER_SIZE):
+                    return self._on_data(cid, body[8 : len(body) - 16], now)
+                opened = None
+            else:
+                opened = self.keys.into.open(body, wire.HEADER_SIZE)
+            if opened is None:
+                self.stats.unauthenticated += 1
+                self._out.close.add(cid)  # a stream that carries a forgery is not trusted again
+                return False
+            body = memoryview(opened)
+        elif mtype == wire.MsgType.DATA and cid in self.joined:
             return self._on_data(cid, body, now)
         try:
             msg = wire.decode_untrusted(body)
@@ -493,6 +575,8 @@ class TcpReceiver:
             if msg.tag != self._tag:
                 self._reject(cid, msg.session_id, wire.AbortCode.CHECKPHRASE_MISMATCH, "checkphrase mismatch")
                 return
+            if not self._key_agrees(cid, msg):
+                return
             self.hello, self.session_id, self.adu = msg, msg.session_id, msg.adu_size
             self.began = now
             if msg.kind == wire.Kind.FILE:
@@ -514,15 +598,53 @@ class TcpReceiver:
         ):
             self._reject(cid, msg.session_id, wire.AbortCode.PROTOCOL, "HELLO differs from the session's")
             return
+        elif self._responder is not None and (msg.share != self.hello.share or not self._binds(msg)):
+            self.stats.unauthenticated += 1  # §17: another connection of the session proves the key
+            self._out.close.add(cid)
+            return
         self.joined.add(cid)
         self._waiting.pop(cid, None)
         self.stats.joins += 1
         self._last_heard = now
         self.events.add(Joined(cid, self.session_id))
         accept = wire.Accept(self.session_id, msg.timestamp_us, self.window_limit)
-        self._out.items.append((cid, wire.frame(wire.encode_accept(accept))))
+        if self._responder is None:
+            self._out.items.append((cid, wire.frame(wire.encode_accept(accept))))
+        else:  # §17: the share and the transcript's finished MAC
+            head = wire.encode_accept(replace(accept, share=self._responder.share))[: -wire.MAC_SIZE]
+            self._out.items.append((cid, wire.frame(head + self._responder.finished(head))))
         if self._done is not None:
             self._out.items.append((cid, wire.frame(self._done)))
+
+    def _binds(self, msg: wire.Hello) -> bool:
+        assert self._responder is not None
+        keyed = bool(msg.features & wire.FEATURE_KEY)
+        return keyed and self._responder.binds(wire.encode_hello(msg), msg.binder)
+
+    def _key_agrees(self, cid: int, msg: wire.Hello) -> bool:
+        """§17 rule 4 over TCP (the connection proved the address): a HELLO whose key is not
+        ours, or that has none where we have one or the other way round, ends the wait with
+        ABORT KEY_MISMATCH, exit 4 on both sides; a matching one gives the keys."""
+        keyed = bool(msg.features & wire.FEATURE_KEY)
+        if self._responder is None and not keyed:
+            return True
+        if self._responder is None:
+            reason = "the sender uses a key (--key) and this receiver has none"
+        elif not keyed:
+            reason = "this receiver requires a key (--key) and the sender has none"
+        elif not self._binds(msg):
+            reason = "the sender's key is not this receiver's key"
+        else:
+            self.keys = self._responder.respond(wire.encode_hello(msg), msg.share)
+            if self.keys is not None:
+                return True
+            self.stats.unauthenticated += 1
+            self._out.close.add(cid)
+            return False
+        self._reject(cid, msg.session_id, wire.AbortCode.KEY_MISMATCH, reason)
+        self._end(Outcome(ExitCode.PEER_ABORTED, f"refused the sender: {reason}"))
+        self._closed = True
+        return False
 
     def _reject(self, cid: int, session_id: int, code: wire.AbortCode, reason: str) -> None:
         self.stats.rejected_hellos += 1
@@ -720,6 +842,14 @@ class TcpReceiver:
 
     def _take(self) -> _Replies:
         out, self._out = self._out, _Replies()
+        if self.keys is not None:  # §17: the session's own frames go sealed, but ACCEPTs
+            seal_control, sid = self.keys.out.seal, self.session_id.to_bytes(8, "big")
+            out.items = [
+                (c, f)
+                if f[5] == wire.MsgType.ACCEPT or f[12:20] != sid
+                else (c, wire.frame(seal_control(f[wire.FRAME_HEAD :], wire.HEADER_SIZE)))
+                for c, f in out.items
+            ]
         if self._closed:
             self.events.add(Ended())  # the last DONE or ABORT is in ``out``
         return out
@@ -762,5 +892,6 @@ class TcpReceiver:
             "rejected_hellos": self.stats.rejected_hellos,
             "malformed": self.stats.malformed,
             "violations": self.stats.violations,
+            "unauthenticated": self.stats.unauthenticated,
             "cum_ack_adus": self.gaps.cum,
         }

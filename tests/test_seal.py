@@ -362,3 +362,48 @@ def test_a_sealed_transfer_over_two_paths_uses_both() -> None:
     assert len(paths) == 2 and all(p["bytes_new"] > 50_000 for p in paths)
     assert res.sender_stats["paths_joined"] == 1 and res.receiver_stats["paths_joined"] == 1
     assert res.sender_stats["unauthenticated"] == 0 and res.receiver_stats["unauthenticated"] == 0
+
+
+def test_tcp_cores_sealed_refuse_forged_frames() -> None:
+    """§17 over TCP: a keyed HELLO and ACCEPT give both cores the keys; a sealed DATA frame
+    opens and is written; a DATA, FINAL or ABORT frame in clear, and a sealed one altered,
+    are counted, change nothing, and close the connection they came on."""
+    from alf.content import BytesSource, MemoryBackend, OffsetSink
+    from alf.tcp import TcpReceiver, TcpReceiverConfig, TcpSender, TcpSenderConfig
+
+    data = random.Random(2).randbytes(5000)
+    snd = TcpSender(TcpSenderConfig(adu_size=100, frame_bytes=1000, key=PSK), SID, wire.Kind.FILE, 5000,
+                    BytesSource(data, 100))  # fmt: skip
+    backend = MemoryBackend()
+    rcv = TcpReceiver(TcpReceiverConfig(key=PSK), OffsetSink(backend), 0.0)
+    snd.conn_opened(1)
+    rcv.conn_opened(1, 0.0)
+    assert not rcv.on_frame(1, memoryview(bytearray(snd.hello(0.0)[4:])), 0.0)
+    ((cid, accept),) = rcv.poll(0.0).items
+    snd.on_message(1, accept[4:], 0.0)
+    assert snd.keys is not None and rcv.keys is not None and snd.accepted
+    head, payload = snd.next_frame(1, 0.0) or (b"", None)
+    assert payload is not None
+    frame = bytearray(head[4:] + bytes(payload))
+    assert bytes(data[:1000]) not in bytes(frame)
+    rcv.on_frame(1, memoryview(frame), 0.0)
+    assert rcv.stats.bytes_received == 1000 and rcv.stats.unauthenticated == 0
+    forged = [
+        wire.frame_data_head(SID, 10, 100)[4:] + b"x" * 100,
+        wire.encode_probe(wire.Probe(SID, 50, 1, 0, True, 5000, b"\x01" * 32)),
+        wire.encode_abort(wire.Abort(SID, wire.AbortCode.CANCELLED, "forged")),
+    ]
+    head, payload = snd.next_frame(1, 0.0) or (b"", None)
+    altered = bytearray(head[4:] + bytes(payload or b""))
+    altered[40] ^= 1
+    for k, f in enumerate([*forged, bytes(altered)], start=2):
+        rcv.conn_opened(k, 0.0)
+        rcv.joined.add(k)  # (as if it had joined: the forgery comes on a connection of the session)
+        assert not rcv.on_frame(k, memoryview(bytearray(f)), 0.0)
+    replies = rcv.poll(0.0)
+    assert rcv.stats.unauthenticated == 4 and {2, 3, 4, 5} <= replies.close
+    assert rcv.outcome is None and rcv.final_digest is None and rcv.stats.bytes_received == 1000
+    # the sender: a forged DONE (OK) and STATUS in clear are dropped
+    snd.on_message(1, wire.encode_done(wire.Done(SID, wire.Verdict.OK, 5000, b"\x02" * 32)), 0.1)
+    snd.on_message(1, wire.encode_status(wire.Status(SID, 50, 50, 50, 50, 0, 0, 0)), 0.1)
+    assert snd.stats.unauthenticated == 2 and snd.outcome is None and snd.acked == 0

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from alf import seal, wire
-from tests.conftest import Procs, last_json, wait_listening
+from tests.conftest import Procs, last_json, wait_listening, wait_listening_tcp
 
 MARKER = b"ALF-MARKER-0123456789-SECRET-"
 
@@ -29,41 +29,46 @@ def _key(path: Path) -> str:
     return str(path)
 
 
-def _capture(procs: Procs, tmp_path: Path, port: int, key: str | None) -> bytes:
-    """Every loopback UDP packet to or from ``port`` while a marker file goes across, as raw
+def _capture(procs: Procs, tmp_path: Path, port: int, key: str | None, transport: str) -> bytes:
+    """Every loopback packet to or from ``port`` while a marker file goes across, as raw
     bytes (also written as a pcap next to the test's files)."""
-    from scapy.all import UDP, AsyncSniffer, raw, wrpcap
+    from scapy.all import TCP, UDP, AsyncSniffer, raw, wrpcap
+
+    layer = TCP if transport == "tcp" else UDP
 
     src = tmp_path / "marked.bin"
     src.write_bytes(MARKER * 40_000)  # 1.1 MiB: 800 datagrams, each full of the marker
     out = tmp_path / "out.bin"
-    sealed = ["--key", key] if key else []
+    sealed = ["--transport", transport] + (["--key", key] if key else [])
     sniffer = AsyncSniffer(
-        iface="lo", store=True, lfilter=lambda p: UDP in p and port in (p[UDP].sport, p[UDP].dport)
+        iface="lo", store=True, lfilter=lambda p: layer in p and port in (p[layer].sport, p[layer].dport)
     )
     sniffer.start()
     time.sleep(0.5)
     recv = procs.start(
         "recv", str(port), "--bind", "127.0.0.1", "-o", str(out), "--force", "--timeout", "20", *sealed
     )
-    wait_listening(port)
+    (wait_listening_tcp if transport == "tcp" else wait_listening)(port)
     send = procs.run(
         "send", "127.0.0.1", str(port), str(src), "--cc", "fixed", "--rate", "8M", "--timeout", "20", *sealed
     )
     recv.communicate(timeout=30)
     time.sleep(0.3)
     packets = sniffer.stop()
-    wrpcap(str(tmp_path / ("sealed.pcap" if key else "clear.pcap")), packets)
+    wrpcap(str(tmp_path / f"{transport}-{'sealed' if key else 'clear'}.pcap"), packets)
     assert send.returncode == 0 and recv.returncode == 0, send.stderr
     assert out.read_bytes() == src.read_bytes()
-    assert len(packets) > 500, "the capture missed most of the transfer"
+    assert len(packets) > (500 if transport == "udp" else 20), "the capture missed most of the transfer"
     return b"".join(raw(p) for p in packets)
 
 
-def test_a_capture_of_a_sealed_transfer_holds_no_content(procs: Procs, tmp_path: Path, port: int) -> None:
-    clear = _capture(procs, tmp_path, port, None)
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_a_capture_of_a_sealed_transfer_holds_no_content(
+    procs: Procs, tmp_path: Path, port: int, transport: str
+) -> None:
+    clear = _capture(procs, tmp_path, port, None, transport)
     assert MARKER in clear  # the capture works: in clear the content is on the wire
-    sealed = _capture(procs, tmp_path, port, _key(tmp_path / "k"))
+    sealed = _capture(procs, tmp_path, port, _key(tmp_path / "k"), transport)
     assert MARKER not in sealed and MARKER[:12] not in sealed
 
 
@@ -220,7 +225,8 @@ def test_an_on_path_attacker_never_gets_a_wrong_output_past_exit_0(
     assert sc == 0, "the transfer should survive this much tampering"
 
 
-def test_key_mismatches_and_bad_key_files(procs: Procs, tmp_path: Path, port: int) -> None:
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_key_mismatches_and_bad_key_files(procs: Procs, tmp_path: Path, port: int, transport: str) -> None:
     k1, k2 = _key(tmp_path / "k1"), _key(tmp_path / "k2")
     src = tmp_path / "in.bin"
     src.write_bytes(os.urandom(100_000))
@@ -232,11 +238,11 @@ def test_key_mismatches_and_bad_key_files(procs: Procs, tmp_path: Path, port: in
     ]:
         recv = procs.start(
             "recv", str(port), "--bind", "127.0.0.1", "-o", str(out), "--timeout", "10",
-            *(["--key", rkey] if rkey else []),
+            "--transport", transport, *(["--key", rkey] if rkey else []),
         )  # fmt: skip
-        wait_listening(port)
+        (wait_listening_tcp if transport == "tcp" else wait_listening)(port)
         send = procs.run(
-            "send", "127.0.0.1", str(port), str(src), "--timeout", "10", "--transport", "udp",
+            "send", "127.0.0.1", str(port), str(src), "--timeout", "10", "--transport", transport,
             *(["--key", skey] if skey else []),
         )  # fmt: skip
         _o, rerr = recv.communicate(timeout=20)
@@ -253,8 +259,6 @@ def test_key_mismatches_and_bad_key_files(procs: Procs, tmp_path: Path, port: in
     env = dict(os.environ, ALF_KEY_FILE=str(tmp_path / "junk"))
     bad = procs.run("send", "127.0.0.1", str(port), str(src), env=env)
     assert bad.returncode == 2 and b"not an alf key" in bad.stderr
-    bad = procs.run("send", "127.0.0.1", str(port), str(src), "--key", k2, "--transport", "tcp")
-    assert bad.returncode == 2 and b"TCP transport is not sealed yet" in bad.stderr
     bad = procs.run("recv", str(port), "-o", str(out), "--key", k2, "--group", "239.1.2.3")
     assert bad.returncode == 2 and b"multicast group cannot be sealed yet" in bad.stderr
 
@@ -273,6 +277,7 @@ def test_keygen_writes_a_private_key(procs: Procs, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("pipe", [False, True])
 def test_sealed_loopback_with_loss(procs: Procs, tmp_path: Path, port: int, pipe: bool) -> None:
+    """UDP with 3% of datagrams dropped at the receiver, a file and a pipe: intact."""
     key = _key(tmp_path / "k")
     data = os.urandom(8 << 20)
     src = tmp_path / "in.bin"
@@ -295,3 +300,31 @@ def test_sealed_loopback_with_loss(procs: Procs, tmp_path: Path, port: int, pipe
     stats = last_json(str(rj))
     assert stats["dropped_injected"] > 100 and stats["unauthenticated"] == 0
     assert stats["datapath"] == "gro"
+
+
+@pytest.mark.parametrize("pipe", [False, True])
+def test_sealed_tcp_with_connection_resets(procs: Procs, tmp_path: Path, port: int, pipe: bool) -> None:
+    """The TCP transport sealed: one connection reset every 2 MiB (--chaos), its runs resent
+    on the others under new packet numbers; intact, and nothing failed to open."""
+    key = _key(tmp_path / "k")
+    data = os.urandom(12 << 20)
+    src = tmp_path / "in.bin"
+    src.write_bytes(data)
+    out = tmp_path / "out.bin"
+    rj, sj = tmp_path / "r.json", tmp_path / "s.json"
+    sink = open(out, "wb")  # noqa: SIM115 (the pipe receiver's stdout, closed below)
+    recv = procs.start(
+        "recv", str(port), "--bind", "127.0.0.1", *(["-o", str(out), "--force"] if not pipe else []),
+        "--timeout", "20", "--key", key, "--transport", "tcp", "--stats-json", str(rj), stdout=sink,
+    )  # fmt: skip
+    wait_listening_tcp(port)
+    args = ["send", "127.0.0.1", str(port), "-" if pipe else str(src), "--key", key, "--timeout", "20"]
+    with open(src, "rb") as f:
+        send = procs.run(*args, "--transport", "tcp", "--chaos", "2M", "--stats-json", str(sj), stdin=f)
+    _o, err = recv.communicate(timeout=30)
+    sink.close()
+    assert send.returncode == 0 and recv.returncode == 0, (send.stderr, err)
+    assert out.read_bytes() == data
+    s, r = last_json(str(sj)), last_json(str(rj))
+    assert s["chaos_resets"] >= 2 and s["bytes_resent"] > 0
+    assert s["unauthenticated"] == 0 and r["unauthenticated"] == 0

@@ -368,7 +368,7 @@ def main() -> int:
     ap.add_argument(
         "--key-ab",
         action="store_true",
-        help="alf's UDP rows run alternately as they are and sealed (--key on both sides, a fresh key)",
+        help="alf's rows run alternately as they are and sealed (--key on both sides, a fresh key)",
     )
     args = ap.parse_args()
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -405,7 +405,7 @@ def main() -> int:
             pair = [cfg]
             if against and cfg.name.startswith("alf"):
                 pair.append(dataclasses.replace(against[k], name=f"{cfg.name} [against]"))
-            if args.key_ab and cfg.name.startswith("alf") and "tcp" not in cfg.name:
+            if args.key_ab and cfg.name.startswith("alf"):
                 sealed = f" --key {shlex.quote(key)}"
                 keyed = dict(receiver=cfg.receiver + sealed, sender=cfg.sender + sealed)
                 pair.append(dataclasses.replace(cfg, name=f"{cfg.name} [--key]", **keyed))

@@ -551,6 +551,7 @@ class TcpSendDriver:
             "acked_bytes": c.stats.acked_bytes,
             "frames_sent": c.stats.frames_sent,
             "frames_resent": c.stats.frames_resent,
+            "unauthenticated": c.stats.unauthenticated,
             "connections": len(live),
             "connects": self.stats.connects,
             "reconnects": self.stats.reconnects,
@@ -598,7 +599,7 @@ def listener_socket(bind: str | None, port: int) -> socket.socket:
 
 class TcpRecvDriver:
     def __init__(self, core: TcpReceiver, listener: socket.socket, hooks: Hooks) -> None:
-        self.pool = FramePool(wire.DATA_HEADER_SIZE + FRAME_BYTES)
+        self.pool = FramePool(wire.DATA_HEADER_SIZE + wire.SEAL_OVERHEAD + FRAME_BYTES)  # (sealed, §17)
         writer = getattr(core.sink, "writer", None)
         if writer is not None and hasattr(writer, "recycle"):
             writer.recycle = self.pool.put
