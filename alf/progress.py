@@ -223,6 +223,8 @@ def summary(stats: Mapping[str, Any], ok: bool, message: str, seconds: float | N
                 joined = sum(1 for m in group if m.get("state") != "joining")
                 by = f"{verified} of {joined} receivers"
             tail = f"verified by {by} ({stats.get('digest', 'digest')})"
+        if stats.get("sealed"):
+            tail += "; encrypted (--key)"
         more = [f"{head} {x}" for x in receiver_lines(stats, False)]
         return [f"{line}{'; ' + repair if repair else ''}; {tail}", *more]
     lines = [f"{head} error: {message}"]

@@ -281,6 +281,7 @@ class SendSession:
             total_adus=s.end_adus,
             repair_pending=s.repair_pending(),
             ceiling_bps=s.cfg.rate_bps,
+            sealed=s.keys is not None,
         )
         out.update(s.path.cc.snapshot())
         members = s.member_stats()
@@ -637,5 +638,6 @@ class RecvSession:
             highest=r.gaps.highest,
             total_adus=r.end_adus,
             consumed=r.consumed,
+            sealed=r.keys is not None,
         )
         return out

@@ -893,5 +893,6 @@ class TcpReceiver:
             "malformed": self.stats.malformed,
             "violations": self.stats.violations,
             "unauthenticated": self.stats.unauthenticated,
+            "sealed": self.keys is not None,
             "cum_ack_adus": self.gaps.cum,
         }

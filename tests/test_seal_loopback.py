@@ -297,7 +297,10 @@ def test_sealed_loopback_with_loss(procs: Procs, tmp_path: Path, port: int, pipe
     sink.close()
     assert send.returncode == 0 and recv.returncode == 0, err
     assert out.read_bytes() == data
+    assert b"verified (xxh3-128); encrypted (--key)" in err  # the summary says so
+    assert b"; encrypted (--key)" in send.stderr
     stats = last_json(str(rj))
+    assert stats["sealed"] is True
     assert stats["dropped_injected"] > 100 and stats["unauthenticated"] == 0
     assert stats["datapath"] == "gro"
 

@@ -552,6 +552,7 @@ class TcpSendDriver:
             "frames_sent": c.stats.frames_sent,
             "frames_resent": c.stats.frames_resent,
             "unauthenticated": c.stats.unauthenticated,
+            "sealed": c.keys is not None,
             "connections": len(live),
             "connects": self.stats.connects,
             "reconnects": self.stats.reconnects,
