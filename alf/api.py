@@ -352,15 +352,17 @@ class _TcpOptions:
     stripe: str = "prefer"  # alf.stripe's policy
 
 
-def _loopback(sock: socket.socket) -> bool:
-    """Whether ``sock`` sends to this host (a connected socket's peer is a loopback address)."""
+def _loopback(host: str) -> bool:
+    """Whether ``host`` names this host: every address it resolves to is a loopback one."""
     try:
-        host = sock.getpeername()[0]
-        addr = ipaddress.ip_address(host.split("%")[0])
-    except (OSError, ValueError, IndexError):
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+        addrs = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+    except (OSError, ValueError, UnicodeError):
         return False
-    mapped = getattr(addr, "ipv4_mapped", None)
-    return bool(addr.is_loopback or (mapped is not None and mapped.is_loopback))
+    mapped = [getattr(a, "ipv4_mapped", None) for a in addrs]
+    return bool(addrs) and all(
+        a.is_loopback or (m is not None and m.is_loopback) for a, m in zip(addrs, mapped, strict=True)
+    )
 
 
 def fit_adu(
@@ -736,11 +738,16 @@ def _send(
         # the ADU fits every path's MTU: any ADU can go, or be repaired, on any path
         over = wire.SEAL_OVERHEAD if cfg.key is not None else 0
         fitted = min(fit_adu(s, cfg.adu_size, adu_given is not None, obs.say, mtu, over) for s in socks)
-        if cfg.key is None and not _loopback(socks[0]):
-            obs.say("note: this transfer is not encrypted (--key seals it; alf keygen makes a key)")
+
         cfg = replace(cfg, adu_size=fitted)
     else:
         cfg = replace(cfg, paths=1, backup=())  # TCP: its driver stripes itself
+    if cfg.key is None and not _loopback(host):  # (said once, whichever transport carries it)
+        obs.say(
+            "note: this transfer is not encrypted (a multicast group cannot be sealed yet)"
+            if group is not None
+            else "note: this transfer is not encrypted (--key seals it; alf keygen makes a key)"
+        )
     adu_size = cfg.adu_size
     source: Source
     if path is not None:

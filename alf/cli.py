@@ -91,6 +91,10 @@ class Common:
     stats_interval: float
     key: str | None
 
+    def __post_init__(self) -> None:
+        if self.key is None and os.environ.get("ALF_KEY_FILE", None) == "":
+            raise click.UsageError("ALF_KEY_FILE is set but empty: name a key file, or unset it")
+
     def api(self) -> dict[str, Any]:
         """The options both ``api.send`` and ``api.receive`` take, as the CLI was given them."""
         return dict(
@@ -788,18 +792,32 @@ def demo(size: int, drop: float, rate: float, pipe: bool, wan: bool, wan_only: b
 
 
 @main.command()
-def keygen() -> None:
-    """Print a new random key (256 bits) for --key: alf keygen > transfer.key
+@click.argument("file", required=False, metavar="[FILE]")
+def keygen(file: str | None) -> None:
+    """Make a new random key (256 bits) for --key: alf keygen transfer.key
 
-    Written to a file, the file is made private to its owner (mode 600) before the key goes in;
-    copy it to the other side over a channel you trust (scp, a password manager).
+    FILE is created private to its owner (mode 600) and must not exist. Without FILE the key
+    is printed (alf keygen > transfer.key: a file stdout names is made mode 600 before the key
+    goes in, but whoever opened it before that keeps access; FILE leaves no such moment).
+    Copy the key to the other side over a channel you trust (scp, a password manager).
     """
     from alf import seal
 
-    st = os.fstat(sys.stdout.fileno())
-    if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077:
-        os.fchmod(sys.stdout.fileno(), 0o600)
-    click.echo(seal.new_key())
+    line = seal.new_key() + "\n"
+    if file is None:
+        st = os.fstat(sys.stdout.fileno())
+        if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077:
+            os.fchmod(sys.stdout.fileno(), 0o600)
+        click.echo(line, nl=False)
+        return
+    try:
+        fd = os.open(file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except OSError as e:
+        sys.exit(_fail("keygen", Outcome(ExitCode.LOCAL_IO, f"cannot create {file}: {e.strerror}")))
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
 
 
 @main.command("man", hidden=True)

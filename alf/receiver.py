@@ -175,6 +175,7 @@ class Receiver:
         self.multicast = False  # the session is a group's (§15)
         self.fec = False  # we decode the session's parity (§16)
         self.keys: seal.Keys | None = None  # §17: the bound session's keys
+        self.sender_keyed = False  # §17: a sealed datagram from the sender opened: it has them too
         self._responder: seal.Responder | None = None
         if config.key is not None:
             from alf import seal as _seal  # (cryptography costs 70 ms to import: only with a key)
@@ -517,6 +518,7 @@ class Receiver:
                 self.stats.unauthenticated += 1
                 return
             buf = opened
+            self.sender_keyed = True
         try:
             msg = wire.decode_untrusted(buf)
         except wire.BadPacket:
@@ -529,6 +531,9 @@ class Receiver:
             self._on_hello(msg, addr, now)
             return
         if isinstance(msg, wire.Unsupported):
+            if self.keys is not None and msg.session_id == self.session_id:
+                self.stats.unauthenticated += 1  # §17: no answer carries the session's id for it
+                return
             self._reject(msg.session_id, addr, wire.AbortCode.UNSUPPORTED, unsupported_reason(msg), now)
             return
         if self.state == State.IDLE or msg.session_id != self.session_id or addr not in self.peers:
@@ -656,7 +661,8 @@ class Receiver:
             return False
         self.stats.rejected_hellos += 1
         self.events.add(Rejected(addr, reason))
-        self._send_abort_to(msg.session_id, addr, wire.AbortCode.KEY_MISMATCH, reason)
+        for _ in range(ABORT_COPIES):  # (it ends us: one lost copy must not leave the sender waiting)
+            self._send_abort_to(msg.session_id, addr, wire.AbortCode.KEY_MISMATCH, reason)
         self._end(Outcome(ExitCode.PEER_ABORTED, f"refused the sender: {reason}"))
         self.state = State.CLOSED
         return False
@@ -750,14 +756,6 @@ class Receiver:
         if self.outcome is None or self.state == State.FINISHED:
             self._timers(now)
         out, self._out = self._out, []
-        if self.keys is not None:  # §17: the session's own datagrams go sealed, but ACCEPTs
-            seal_control, sid = self.keys.out.seal, self.session_id
-            out = [
-                (d, a)
-                if d[1] == wire.MsgType.ACCEPT or int.from_bytes(d[8:16], "big") != sid
-                else (seal_control(d, wire.HEADER_SIZE), a)
-                for d, a in out
-            ]
         if self.state == State.CLOSED:
             self.events.add(Ended())  # the last DONE, ABORT or STATUS are in ``out``
         return out
@@ -914,7 +912,7 @@ class Receiver:
             echo_ts,
             min(delay_us, 0xFFFFFFFF),
         )
-        self._out.append((wire.encode_status(status), target))
+        self._out.append((self._own(wire.encode_status(status)), target))
         self.stats.status_sent += 1
         self._status_at = now + STATUS_EVERY * self._answer_every()
         self._data_since_status = False
@@ -946,9 +944,17 @@ class Receiver:
                 t = now
         return t
 
+    def _own(self, datagram: bytes) -> bytes:
+        """§17: a message of the bound session, sealed once the keys are known (an ACCEPT
+        never is). Answers to HELLOs that bind nothing (RETRY, rejections) do not come here:
+        they stay in clear, so nothing sealed is ever made because of a datagram in clear."""
+        if self.keys is None or datagram[1] == wire.MsgType.ACCEPT:
+            return datagram
+        return self.keys.out.seal(datagram, wire.HEADER_SIZE)
+
     def _send(self, datagram: bytes) -> None:
         assert self.peer is not None
-        self._out.append((datagram, self.peer))
+        self._out.append((self._own(datagram), self.peer))
 
     def _send_abort_to(self, session_id: int, addr: Addr, code: wire.AbortCode, reason: str) -> None:
         self._out.append((wire.encode_abort(wire.Abort(session_id, code, reason)), addr))
@@ -956,7 +962,9 @@ class Receiver:
     def _abort(self, code: wire.AbortCode, reason: str, outcome: Outcome) -> None:
         if self.peer is not None:
             d = wire.encode_abort(wire.Abort(self.session_id, code, reason))
-            self._out.extend([(d, self.peer)] * ABORT_COPIES)
+            self._out.extend([(self._own(d), self.peer) for _ in range(ABORT_COPIES)])
+            if self.keys is not None and not self.sender_keyed:  # it may not have the keys yet
+                self._out.extend([(d, self.peer)] * ABORT_COPIES)
         self._end(outcome)
         self.state = State.CLOSED
 

@@ -86,7 +86,7 @@ def read_key_file(path: str) -> bytes:
     """The key in ``path``. Refused, as ssh refuses a private key, when others may read or
     write it (group or other permission bits), or when it is not a regular file."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # (a FIFO must not block us)
     except OSError as e:
         raise KeyFileError(f"cannot read the key file {path}: {e.strerror or e}") from None
     try:
@@ -400,6 +400,10 @@ class Opener(_Direction):
         epoch = -1
         decrypt = None
         for i, pn in enumerate(numbers):
+            kind = buf[i * segment + 1]
+            if kind != wire.MsgType.DATA and kind != wire.MsgType.PARITY:
+                failed.append(i * segment)  # (control: opened under its own key by the caller)
+                continue
             if pn >> EPOCH_BITS != epoch or decrypt is None:
                 if not self._epoch_ok(pn):
                     failed.append(i * segment)

@@ -1009,8 +1009,8 @@ class Sender:
             on.extra_hellos = 1  # two copies: one lost HELLO costs a HELLO gap
             self.stats.retries_received += 1
             return
-        if self._initiator is not None and not self._keyed(msg):
-            self.stats.unauthenticated += 1
+        if self._initiator is not None and (msg.token != on.token or not self._keyed(msg)):
+            self.stats.unauthenticated += 1  # (§17: an ACCEPT echoes the token of its own path's HELLO)
             return
         further = self.state != State.HANDSHAKE  # a further path joins the session (§14)
         if further:

@@ -343,8 +343,10 @@ class RecvSession:
         n = len(buf)
         count = ceil_div(n, segment)
         at, tail = _HDR_SIZE, 0  # where each payload starts in its segment, and what follows it
-        if r.keys is not None:
-            if not self._open_coalesced(buf, segment, addr, now, slot):
+        if r.cfg.key is not None:  # §17: nothing of it counts unless it opens
+            if r.keys is None or not self._open_coalesced(buf, segment, addr, now, slot):
+                if r.keys is None:
+                    self.on_datagrams([(buf[k : k + segment], addr) for k in range(0, n, segment)], now)
                 return
             at, tail = _HDR_SIZE + _PN, _TAG  # §17: opened where it lies: header, number, payload, tag
         if (
@@ -380,7 +382,7 @@ class RecvSession:
                         self._gather(first + start, payloads[start:k], now)
                     start = k + 1
                 return
-        if r.keys is None:
+        if r.cfg.key is None:
             self.on_datagrams([(buf[k : k + segment], addr) for k in range(0, n, segment)], now)
             return
         items: list[tuple[Buffer, Addr]] = []
@@ -400,6 +402,8 @@ class RecvSession:
         r = self.receiver
         assert r.keys is not None and r.keys.data_in is not None
         failed = r.keys.data_in.open_segments(buf, segment, _HDR_SIZE, slot)
+        if len(failed) < ceil_div(len(buf), segment):
+            r.sender_keyed = True
         if not failed:
             return True
         n = len(buf)
@@ -451,19 +455,19 @@ class RecvSession:
         run_first = -1
         run: list[Buffer] = []
         adu = r.adu
-        keys = r.keys if not opened else None
+        sealed = r.cfg.key is not None and not opened  # §17: DATA and PARITY must open first
         for buf, addr in items:
             st.datagrams += 1
             n = len(buf)
             kind = buf[1] if n > _HDR_SIZE else 0
             is_data = kind == _DATA
             if is_data or kind == _PARITY:
-                st.wire_bytes += n
+                st.wire_bytes += n + (wire.SEAL_OVERHEAD if opened else 0)
             if drop is not None and drop():
                 st.dropped_injected += 1
                 continue
-            if keys is not None and (is_data or kind == _PARITY):
-                plain = self._opened(buf)  # §17
+            if sealed and (is_data or kind == _PARITY):
+                plain = self._opened(buf) if r.keys is not None else None  # §17 (keys come with a HELLO)
                 if plain is None:
                     st.unauthenticated += 1
                     continue
@@ -521,6 +525,7 @@ class RecvSession:
             view = memoryview(bytearray(view))
         if not keys.data_in.open_in_place(view, _HDR_SIZE):
             return None
+        self.receiver.sender_keyed = True
         return view[_PN : len(view) - _TAG]
 
     def _on_parity(self, buf: Buffer, addr: Addr, now: float) -> None:

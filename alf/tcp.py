@@ -375,7 +375,7 @@ class TcpSender:
             self._abort(code, reason, Outcome(exit_code, reason))
 
     def _abort(self, code: wire.AbortCode, reason: str, outcome: Outcome) -> None:
-        self._goodbye = self._control(wire.encode_abort(wire.Abort(self.session_id, code, reason)))
+        self._goodbye = wire.encode_abort(wire.Abort(self.session_id, code, reason))
         self._end(outcome)
 
     def _end(self, outcome: Outcome) -> None:
@@ -397,8 +397,15 @@ class TcpSender:
             return []
         self.events.add(Ended())
         if self.outcome.ok:
-            return [(ALL, self._control(wire.encode_close(wire.Close(self.session_id))))]
-        return [(ALL, self._goodbye)] if self._goodbye is not None else []
+            return self._to_all(wire.encode_close(wire.Close(self.session_id)))
+        return self._to_all(self._goodbye) if self._goodbye is not None else []
+
+    def _to_all(self, msg: bytes) -> list[tuple[int, bytes]]:
+        """``msg`` on every connection: sealed (§17), one record for each joined one (a record
+        sent twice is a replay)."""
+        if self.keys is None:
+            return [(ALL, wire.frame(msg))]
+        return [(cid, self._control(msg)) for cid in sorted(self._joined)]
 
     def _timers(self, now: float) -> None:
         refused_for = None if self._refused_since is None else now - self._refused_since
@@ -498,6 +505,7 @@ class TcpReceiver:
         self._verifying = False
         self.keys: seal.Keys | None = None  # §17: the session's keys
         self._responder: seal.Responder | None = None
+        self._sender_keyed = False  # a sealed frame from the sender opened: it has the keys too
         if cfg.key is not None:
             from alf import seal as _seal  # (cryptography costs 70 ms to import: only with a key)
 
@@ -530,6 +538,7 @@ class TcpReceiver:
             if mtype == wire.MsgType.DATA and cid in self.joined:
                 assert self.keys.data_in is not None
                 if self.keys.data_in.open_in_place(body, wire.DATA_HEADER_SIZE):
+                    self._sender_keyed = True
                     return self._on_data(cid, body[8 : len(body) - 16], now)
                 opened = None
             else:
@@ -539,6 +548,7 @@ class TcpReceiver:
                 self._out.close.add(cid)  # a stream that carries a forgery is not trusted again
                 return False
             body = memoryview(opened)
+            self._sender_keyed = True
         elif mtype == wire.MsgType.DATA and cid in self.joined:
             return self._on_data(cid, body, now)
         try:
@@ -614,7 +624,7 @@ class TcpReceiver:
             head = wire.encode_accept(replace(accept, share=self._responder.share))[: -wire.MAC_SIZE]
             self._out.items.append((cid, wire.frame(head + self._responder.finished(head))))
         if self._done is not None:
-            self._out.items.append((cid, wire.frame(self._done)))
+            self._own(cid, self._done)
 
     def _binds(self, msg: wire.Hello) -> bool:
         assert self._responder is not None
@@ -712,7 +722,7 @@ class TcpReceiver:
 
     def _on_final(self, msg: wire.Probe, now: float) -> None:
         if self._done is not None:
-            self._out.items.append((ALL, wire.frame(self._done)))
+            self._own(ALL, self._done)
             return
         end = ceil_div(msg.total_bytes, self.adu)
         if final_contradicts(msg, self.adu, self.total_bytes, self.gaps.highest, self.final_digest) or (
@@ -753,7 +763,7 @@ class TcpReceiver:
         verdict, outcome = judge(nbytes, digest, self.total_bytes, self.final_digest)
         self._end(outcome)
         self._done = wire.encode_done(wire.Done(self.session_id, verdict, nbytes, digest))
-        self._out.items.append((ALL, wire.frame(self._done)))
+        self._own(ALL, self._done)
         self._last_heard = now
 
     def _end(self, outcome: Outcome) -> None:
@@ -763,10 +773,20 @@ class TcpReceiver:
 
     def _abort(self, code: wire.AbortCode, reason: str, outcome: Outcome) -> None:
         self._end(outcome)
-        self._out.items.append(
-            (ALL, wire.frame(wire.encode_abort(wire.Abort(self.session_id, code, reason))))
-        )
+        self._own(ALL, wire.encode_abort(wire.Abort(self.session_id, code, reason)))
         self._closed = True
+
+    def _own(self, target: int, msg: bytes) -> None:
+        """§17: a message of the session to ``target``: sealed once the keys are known, one
+        record per joined connection for ``ALL`` (a record sent twice is a replay). An ABORT
+        goes in clear as well while the sender has shown no keys (it may have none yet)."""
+        if self.keys is None:
+            self._out.items.append((target, wire.frame(msg)))
+            return
+        for c in sorted(self.joined) if target == ALL else [target]:
+            self._out.items.append((c, wire.frame(self.keys.out.seal(msg, wire.HEADER_SIZE))))
+        if msg[1] == wire.MsgType.ABORT and not self._sender_keyed:
+            self._out.items.append((target, wire.frame(msg)))
 
     def fail_local(self, reason: str) -> None:
         self._abort(wire.AbortCode.LOCAL_IO, reason, Outcome(ExitCode.LOCAL_IO, reason))
@@ -835,21 +855,13 @@ class TcpReceiver:
                         0,
                     )
                     target = self._last_conn if self._last_conn in self.joined else ANY
-                    self._out.items.append((target, wire.frame(wire.encode_status(status))))
+                    self._own(target, wire.encode_status(status))
         elif self.finished and not self._closed and now - self._last_heard >= wire.linger_time(0.0):
             self._closed = True  # the sender never said CLOSE: it has what it needs or will time out
         return self._take()
 
     def _take(self) -> _Replies:
         out, self._out = self._out, _Replies()
-        if self.keys is not None:  # §17: the session's own frames go sealed, but ACCEPTs
-            seal_control, sid = self.keys.out.seal, self.session_id.to_bytes(8, "big")
-            out.items = [
-                (c, f)
-                if f[5] == wire.MsgType.ACCEPT or f[12:20] != sid
-                else (c, wire.frame(seal_control(f[wire.FRAME_HEAD :], wire.HEADER_SIZE)))
-                for c, f in out.items
-            ]
         if self._closed:
             self.events.add(Ended())  # the last DONE or ABORT is in ``out``
         return out

@@ -175,12 +175,6 @@ def checkphrase_tag(phrase: str) -> bytes:
     return hashlib.blake2b(phrase.encode(), digest_size=16, person=b"alf-checkphrase").digest()
 
 
-def sealed_head(mtype: int) -> int:
-    """§17: how many bytes of a datagram of type ``mtype`` stay in clear when sealed: the DATA
-    and PARITY headers (their index or block too), the common header of any other."""
-    return DATA_HEADER_SIZE if mtype in (MsgType.DATA, MsgType.PARITY) else _HEAD
-
-
 def data_checksum(index: int, payload: bytes | bytearray | memoryview) -> int:
     """§5: CRC-32 of the payload seeded with the index, so a misplaced payload fails too."""
     return zlib.crc32(payload, index & 0xFFFFFFFF)

@@ -297,11 +297,69 @@ def test_sealed_transfer_with_loss_is_intact(stream: bool) -> None:
 )
 def test_a_key_mismatch_ends_both_sides_with_exit_4(skey: bytes | None, rkey: bytes | None, why: str) -> None:
     scfg, rcfg = _configs(skey, rkey)
+    # the refusal goes in three copies: two of them lost, the sender still hears why
     res = run_transfer(b"z" * 50_000, sender_config=scfg, receiver_config=rcfg, seed=1)
     assert res.sender is not None and res.receiver is not None
     assert res.sender.code == res.receiver.code == ExitCode.PEER_ABORTED
     assert why in res.sender.message and why in res.receiver.message
     assert res.output == b"" and res.receiver_stats["adus_received"] == 0
+
+
+def _bind(r: Receiver, addr: tuple[str, int]) -> tuple[seal.Keys, bytes]:
+    """A keyed sender's handshake with the receiver core ``r``: its keys and tokened HELLO."""
+    ini = seal.Initiator(PSK)
+    hello = wire.Hello(SID, 1404, wire.Kind.FILE, 100_000, 1, TAG, features=wire.FEATURE_KEY, share=ini.share)
+    r.handle_control(ini.bind(wire.encode_hello(hello)), addr, 0.0)
+    retry = wire.decode_untrusted(r.poll(0.0)[-1][0])
+    assert isinstance(retry, wire.Accept) and retry.retry
+    tokened = ini.bind(wire.encode_hello(dataclasses.replace(hello, token=retry.token)))
+    r.handle_control(tokened, addr, 0.0)
+    accept = wire.decode_untrusted(r.poll(0.0)[-1][0])
+    assert isinstance(accept, wire.Accept) and accept.share
+    head = wire.encode_accept(dataclasses.replace(accept, mac=b""))[:-32]
+    keys = ini.complete(tokened, head, accept.share, accept.mac)
+    assert keys is not None
+    return keys, tokened
+
+
+def test_clear_data_behind_the_binding_hello_is_refused() -> None:
+    """The HELLO that binds and a forged DATA in clear right behind it, in one batch (or one
+    GRO read): the DATA does not count, as none in clear ever does at a keyed receiver."""
+    from alf.content import MemoryBackend, OffsetSink
+    from alf.session import RecvSession
+
+    r = Receiver(ReceiverConfig(in_order=False, key=PSK), 0.0, secret=b"s" * 8)
+    sess = RecvSession(r, OffsetSink(MemoryBackend()))
+    addr = ("10.0.0.1", 5)
+    ini = seal.Initiator(PSK)
+    hello = wire.Hello(SID, 1404, wire.Kind.FILE, 100_000, 1, TAG, features=wire.FEATURE_KEY, share=ini.share)
+    sess.on_datagrams([(ini.bind(wire.encode_hello(hello)), addr)], 0.0)
+    retry = wire.decode_untrusted(sess.poll(0.0)[-1][0])
+    assert isinstance(retry, wire.Accept)
+    tokened = ini.bind(wire.encode_hello(dataclasses.replace(hello, token=retry.token)))
+    evil = wire.encode_data(wire.Data(SID, 0, b"EVIL" * 351))
+    sess.on_datagrams([(tokened, addr), (evil, addr)], 0.0)
+    assert r.hello is not None and r.keys is not None
+    assert r.stats.adus_received == 0 and r.stats.unauthenticated == 1
+    sess.on_coalesced(memoryview(bytearray(evil * 3)), len(evil), addr, 0.0)
+    assert r.stats.adus_received == 0 and r.stats.unauthenticated == 4
+
+
+def test_no_answer_to_a_datagram_in_clear_is_sealed() -> None:
+    """Once keyed, an offer this version cannot read that carries the session's id gets no
+    answer, and the BUSY that a replayed HELLO from elsewhere gets goes in clear, which the
+    sender does not take: a forger cannot have the receiver seal an ABORT for it."""
+    r = Receiver(ReceiverConfig(in_order=False, key=PSK), 0.0, secret=b"s" * 8)
+    addr = ("10.0.0.1", 5)
+    keys, tokened = _bind(r, addr)
+    other_version = bytearray(wire.encode_hello(wire.Hello(SID, 1404, wire.Kind.FILE, 5, 1, TAG)))
+    other_version[0] = 2
+    r.handle_control(bytes(other_version), ("10.9.9.9", 7), 1.0)
+    assert r.poll(1.0) == []
+    r.handle_control(tokened, ("10.9.9.9", 7), 1.0)  # the sender's HELLO, replayed from elsewhere
+    ((busy, to),) = r.poll(1.0)
+    assert to == ("10.9.9.9", 7) and isinstance(wire.decode_untrusted(busy), wire.Abort)  # in clear
+    assert keys.into.open(busy, wire.HEADER_SIZE) is None
 
 
 def test_forged_and_replayed_control_change_nothing() -> None:
@@ -407,3 +465,39 @@ def test_tcp_cores_sealed_refuse_forged_frames() -> None:
     snd.on_message(1, wire.encode_done(wire.Done(SID, wire.Verdict.OK, 5000, b"\x02" * 32)), 0.1)
     snd.on_message(1, wire.encode_status(wire.Status(SID, 50, 50, 50, 50, 0, 0, 0)), 0.1)
     assert snd.stats.unauthenticated == 2 and snd.outcome is None and snd.acked == 0
+
+
+def test_only_a_destination_on_this_host_goes_without_the_note() -> None:
+    """Without a key the sender says the transfer is not encrypted unless its receiver is on
+    this host (every address the name resolves to is a loopback one)."""
+    from alf.api import _loopback
+
+    assert _loopback("127.0.0.1") and _loopback("::1") and _loopback("127.3.4.5") and _loopback("localhost")
+    assert _loopback("::ffff:127.0.0.1")
+    assert (
+        not _loopback("10.1.0.2") and not _loopback("2001:db8::1") and not _loopback("no-such-host.invalid")
+    )
+
+
+def test_tcp_close_to_every_connection_is_one_record_each() -> None:
+    """The TCP sender's CLOSE (and ABORT) to all its connections: each copy sealed on its own,
+    so the receiver opens every one (one record sent twice would be a replay)."""
+    from alf.content import BytesSource
+    from alf.tcp import ALL, TcpSender, TcpSenderConfig
+
+    snd = TcpSender(
+        TcpSenderConfig(adu_size=100, key=PSK), SID, wire.Kind.FILE, 100, BytesSource(b"x" * 100, 100)
+    )
+    res = seal.Responder(PSK)
+    hello = snd.hello(0.0)[4:]
+    rkeys = res.respond(hello, wire.decode_untrusted(hello).share)  # type: ignore[union-attr]
+    assert rkeys is not None
+    for cid in (1, 2, 3):
+        snd.conn_opened(cid)
+        head = wire.encode_accept(wire.Accept(SID, 1, 10, share=res.share))[:-32]
+        snd.on_message(cid, head + res.finished(head), 0.0)
+    snd.cancel(wire.AbortCode.CANCELLED, "stop", ExitCode.CANCELLED)
+    frames = snd.poll(0.0)
+    assert sorted(c for c, _f in frames) == [1, 2, 3] and all(c != ALL for c, _f in frames)
+    for _c, f in frames:
+        assert rkeys.into.open(f[4:], wire.HEADER_SIZE) is not None

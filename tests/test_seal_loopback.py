@@ -331,3 +331,15 @@ def test_sealed_tcp_with_connection_resets(procs: Procs, tmp_path: Path, port: i
     s, r = last_json(str(sj)), last_json(str(rj))
     assert s["chaos_resets"] >= 2 and s["bytes_resent"] > 0
     assert s["unauthenticated"] == 0 and r["unauthenticated"] == 0
+
+
+def test_keygen_file_is_made_private_and_never_overwritten(procs: Procs, tmp_path: Path) -> None:
+    path = tmp_path / "new.key"
+    made = procs.run("keygen", str(path))
+    assert made.returncode == 0 and path.stat().st_mode & 0o777 == 0o600
+    first = path.read_text()
+    again = procs.run("keygen", str(path))
+    assert again.returncode == 6 and b"File exists" in again.stderr and path.read_text() == first
+    env = dict(os.environ, ALF_KEY_FILE="")
+    empty = procs.run("send", "127.0.0.1", "9", str(path), env=env)
+    assert empty.returncode == 2 and b"ALF_KEY_FILE is set but empty" in empty.stderr
