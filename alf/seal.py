@@ -429,7 +429,7 @@ def _numbers(segment: int, count: int, head: int) -> struct.Struct:
 class Keys:
     """One side's keys of a session, from the handshake's secret and transcript."""
 
-    def __init__(self, secret: bytes, th: bytes, sender: bool) -> None:
+    def __init__(self, secret: bytes, th: bytes, sender: bool, data_replay: bool = False) -> None:
         self.secret, self.th = secret, th
         if sender:
             self.data: Sealer | None = Sealer(secret, th, S2R_DATA)
@@ -438,7 +438,9 @@ class Keys:
             self.into = Opener(secret, th, R2S_CONTROL, replay=True)
         else:
             self.data = None
-            self.data_in = Opener(secret, th, S2R_DATA, replay=False)  # a replayed ADU is a duplicate
+            # a replayed ADU is a duplicate over UDP; over TCP (``data_replay``) a frame is
+            # taken once, so a replay cannot make another connection look live
+            self.data_in = Opener(secret, th, S2R_DATA, replay=data_replay)
             self.out = Sealer(secret, th, R2S_CONTROL)
             self.into = Opener(secret, th, S2R_CONTROL, replay=True)
 
@@ -491,7 +493,7 @@ class Responder:
         want = hmac.new(self._binder_key, hello[:HELLO_BINDER_AT], hashlib.sha256).digest()
         return hmac.compare_digest(want, mac)
 
-    def respond(self, hello: bytes, client_share: bytes) -> Keys | None:
+    def respond(self, hello: bytes, client_share: bytes, data_replay: bool = False) -> Keys | None:
         """Our share and keys for the session ``hello`` opens (None: its share is unusable)."""
         private, share = new_share()
         shared = exchange(private, client_share)
@@ -499,7 +501,7 @@ class Responder:
             return None
         secret = session_secret(self.psk, shared)
         self.share = share
-        self.keys = Keys(secret, transcript(hello, share), sender=False)
+        self.keys = Keys(secret, transcript(hello, share), sender=False, data_replay=data_replay)
         return self.keys
 
     def finished(self, accept_head: bytes) -> bytes:

@@ -506,6 +506,7 @@ class TcpReceiver:
         self.keys: seal.Keys | None = None  # §17: the session's keys
         self._responder: seal.Responder | None = None
         self._sender_keyed = False  # a sealed frame from the sender opened: it has the keys too
+        self._sink_started = False
         if cfg.key is not None:
             from alf import seal as _seal  # (cryptography costs 70 ms to import: only with a key)
 
@@ -538,7 +539,8 @@ class TcpReceiver:
             if mtype == wire.MsgType.DATA and cid in self.joined:
                 assert self.keys.data_in is not None
                 if self.keys.data_in.open_in_place(body, wire.DATA_HEADER_SIZE):
-                    self._sender_keyed = True
+                    if not self._sender_keyed and not self._proven(cid):
+                        return False
                     return self._on_data(cid, body[8 : len(body) - 16], now)
                 opened = None
             else:
@@ -548,7 +550,8 @@ class TcpReceiver:
                 self._out.close.add(cid)  # a stream that carries a forgery is not trusted again
                 return False
             body = memoryview(opened)
-            self._sender_keyed = True
+            if not self._sender_keyed and not self._proven(cid):
+                return False
         elif mtype == wire.MsgType.DATA and cid in self.joined:
             return self._on_data(cid, body, now)
         try:
@@ -592,12 +595,11 @@ class TcpReceiver:
             if msg.kind == wire.Kind.FILE:
                 self.total_bytes = msg.total_bytes
                 self.end_adus = ceil_div(msg.total_bytes, msg.adu_size)
-            try:
-                self.sink.start(msg.adu_size, self.total_bytes, msg.digest_alg)
-            except SinkError as e:
-                self.joined.add(cid)
-                self._abort(wire.AbortCode.LOCAL_IO, str(e), Outcome(ExitCode.LOCAL_IO, str(e)))
+            if self._responder is None and not self._start_sink(cid):
                 return
+        elif self._displaces(msg):
+            self._on_hello(cid, msg, now)  # (the HELLO held the place of an older one, replayed)
+            return
         elif msg.session_id != self.session_id or self.outcome is not None and not self.finished:
             self._reject(cid, msg.session_id, wire.AbortCode.BUSY, "receiver is busy with another transfer")
             return
@@ -626,6 +628,40 @@ class TcpReceiver:
         if self._done is not None:
             self._own(cid, self._done)
 
+    def _proven(self, cid: int) -> bool:
+        """The first sealed frame from the sender opened: it holds the keys of this session,
+        made with our fresh share, so the session is its and the output starts."""
+        self._sender_keyed = True
+        return self._sink_started or self._start_sink(cid)
+
+    def _start_sink(self, cid: int) -> bool:
+        """The output starts: at the first HELLO, or (§17) once the sender proved it holds the
+        session's keys, so a replayed HELLO of an older session reserves nothing."""
+        assert self.hello is not None
+        self._sink_started = True
+        try:
+            self.sink.start(self.hello.adu_size, self.total_bytes, self.hello.digest_alg)
+        except SinkError as e:
+            self.joined.add(cid)
+            self._abort(wire.AbortCode.LOCAL_IO, str(e), Outcome(ExitCode.LOCAL_IO, str(e)))
+            return False
+        return True
+
+    def _displaces(self, msg: wire.Hello) -> bool:
+        """§17 over TCP: a HELLO has no token to show it is fresh, so a session stays open to
+        another one until its sender has sealed something: a HELLO of another session whose
+        binder checks takes its place (the one held may be a replay of an older session's),
+        and the connections of the one held are closed."""
+        if self._responder is None or self._sender_keyed or self.outcome is not None:
+            return False
+        if msg.session_id == self.session_id or msg.tag != self._tag or not self._binds(msg):
+            return False
+        self._out.close.update(self.joined)
+        self.joined.clear()
+        self.hello, self.keys, self.session_id, self.total_bytes, self.end_adus = None, None, 0, None, None
+        self.stats.unauthenticated += 1  # (the one held never proved it was fresh)
+        return True
+
     def _binds(self, msg: wire.Hello) -> bool:
         assert self._responder is not None
         keyed = bool(msg.features & wire.FEATURE_KEY)
@@ -645,7 +681,7 @@ class TcpReceiver:
         elif not self._binds(msg):
             reason = "the sender's key is not this receiver's key"
         else:
-            self.keys = self._responder.respond(wire.encode_hello(msg), msg.share)
+            self.keys = self._responder.respond(wire.encode_hello(msg), msg.share, data_replay=True)
             if self.keys is not None:
                 return True
             self.stats.unauthenticated += 1
@@ -834,7 +870,7 @@ class TcpReceiver:
             elif now - self._last_heard >= self.cfg.timeout and not self.output_pending:
                 msg = f"the sender went silent for {self.cfg.timeout:g} s"
                 self._abort(wire.AbortCode.TIMEOUT, msg, Outcome(ExitCode.PEER_UNREACHABLE, msg))
-            elif self.joined:
+            elif self.joined and self._sink_started:
                 try:  # the writer thread moves on while no data arrives: the window with it
                     self.consumed = self.sink.advance(self.gaps.cum)
                 except SinkError as e:

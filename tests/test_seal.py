@@ -501,3 +501,43 @@ def test_tcp_close_to_every_connection_is_one_record_each() -> None:
     assert sorted(c for c, _f in frames) == [1, 2, 3] and all(c != ALL for c, _f in frames)
     for _c, f in frames:
         assert rkeys.into.open(f[4:], wire.HEADER_SIZE) is not None
+
+
+def test_tcp_a_replayed_hello_of_an_older_session_holds_no_place() -> None:
+    """§17 over TCP: a HELLO has no token, so an attacker may replay one recorded from an older
+    session (same key). It binds nothing for good: the output does not start, and the real
+    sender's HELLO takes its place; a sealed DATA frame replayed on another connection is
+    refused and that connection closed."""
+    from alf.content import BytesSource, MemoryBackend, OffsetSink
+    from alf.tcp import TcpReceiver, TcpReceiverConfig, TcpSender, TcpSenderConfig
+
+    data = random.Random(3).randbytes(3000)
+
+    def sender(sid: int) -> TcpSender:
+        cfg = TcpSenderConfig(adu_size=100, frame_bytes=1000, key=PSK)
+        return TcpSender(cfg, sid, wire.Kind.FILE, 3000, BytesSource(data, 100))
+
+    old = sender(0x0BAD).hello(0.0)[4:]  # recorded from an older session
+    backend = MemoryBackend()
+    rcv = TcpReceiver(TcpReceiverConfig(key=PSK), OffsetSink(backend), 0.0)
+    rcv.conn_opened(9, 0.0)
+    rcv.on_frame(9, memoryview(bytearray(old)), 0.0)  # the replay comes first
+    assert rcv.session_id == 0x0BAD and rcv.poll(0.0).items  # (its ACCEPT goes to the attacker)
+    snd = sender(SID)
+    snd.conn_opened(1)
+    rcv.conn_opened(1, 0.0)
+    rcv.on_frame(1, memoryview(bytearray(snd.hello(0.0)[4:])), 0.0)
+    replies = rcv.poll(0.0)
+    assert rcv.session_id == SID and 9 in replies.close
+    accept = next(f for c, f in replies.items if c == 1)
+    snd.on_message(1, accept[4:], 0.0)
+    assert snd.keys is not None
+    while (item := snd.next_frame(1, 0.0)) is not None and item[1] is not None:
+        frame = bytearray(item[0][4:] + bytes(item[1]))
+        replay = bytearray(frame)
+        rcv.on_frame(1, memoryview(frame), 0.0)
+    assert rcv.stats.bytes_received == 3000
+    rcv.conn_opened(2, 0.0)
+    rcv.joined.add(2)  # (as if the attacker's connection had joined with a replayed HELLO)
+    rcv.on_frame(2, memoryview(replay), 0.0)
+    assert 2 in rcv.poll(0.0).close and rcv.stats.unauthenticated >= 2

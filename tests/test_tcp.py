@@ -254,7 +254,13 @@ def test_foreign_connections_during_a_transfer(procs: Procs, port: int, tmp_path
     recv = _recv(procs, port, "--transport", "tcp", "-o", dst, "--stats-json", rstats)
     feeder = _paused(src, 2)
     send = procs.start("send", "127.0.0.1", str(port), "--transport", "tcp", stdin=feeder.stdout)
-    time.sleep(0.3)
+    # the sender's HELLO first (a foreign one before it would be the session's): until the
+    # receiver's statistics name a session (a second, at most 10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if os.path.exists(rstats) and '"receiving"' in open(rstats).read():
+            break
+        time.sleep(0.05)
     silent = socket.create_connection(("127.0.0.1", port))
     noise = random.Random(7).randbytes(6200)
     for junk in [

@@ -519,7 +519,6 @@ class TcpSendDriver:
         them all gracefully (``close_gracefully``)."""
         outcome = self.core.outcome
         assert outcome is not None
-        goodbye = b"".join(data for _target, data in frames) or None
         joined = []
         for slot in self.slots:
             conn = slot.conn
@@ -528,7 +527,10 @@ class TcpSendDriver:
             if slot.connecting or not conn.joined:
                 conn.sock.close()
                 continue
-            if goodbye is not None:
+            # each frame to its own connection, or to all (a sealed goodbye is one record per
+            # connection: the same record on two would be a replay, protocol §17 rule 7)
+            goodbye = b"".join(data for target, data in frames if target in (ALL, conn.id))
+            if goodbye:
                 conn.queue(goodbye)
             joined.append(conn)
         close_gracefully(joined, time.monotonic() + GOODBYE_WAIT)
