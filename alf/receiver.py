@@ -47,7 +47,14 @@ from alf.events import (
 )
 from alf.gapmap import GapMap
 from alf.ranges import append_range, ceil_div
-from alf.verdict import FINAL_CONTRADICTS, INCONSISTENT_FINAL, final_contradicts, judge, unsupported_reason
+from alf.verdict import (
+    FINAL_CONTRADICTS,
+    INCONSISTENT_FINAL,
+    final_contradicts,
+    judge,
+    key_mismatch,
+    unsupported_reason,
+)
 
 MIN_ROUND = 0.010
 STATUS_EVERY = 0.050
@@ -645,15 +652,11 @@ class Receiver:
         where we have one, or the other way round) ends the wait: ABORT KEY_MISMATCH, exit 4
         on both sides, nothing written. A matching one gives the session's keys."""
         keyed = bool(msg.features & wire.FEATURE_KEY)
-        if self._responder is None and not keyed:
+        reason = key_mismatch(self._responder is not None, keyed, lambda: self._binds(msg))
+        if reason is None and self._responder is None:
             return True
-        if self._responder is None:
-            reason = "the sender uses a key (--key) and this receiver has none"
-        elif not keyed:
-            reason = "this receiver requires a key (--key) and the sender has none"
-        elif not self._binds(msg):
-            reason = "the sender's key is not this receiver's key"
-        else:
+        if reason is None:
+            assert self._responder is not None
             self.keys = self._responder.respond(wire.encode_hello(msg), msg.share)
             if self.keys is not None:
                 return True

@@ -43,6 +43,7 @@ from alf.verdict import (
     INCONSISTENT_FINAL,
     final_contradicts,
     judge,
+    key_mismatch,
     unsupported_reason,
     verdict_outcome,
 )
@@ -672,15 +673,11 @@ class TcpReceiver:
         ours, or that has none where we have one or the other way round, ends the wait with
         ABORT KEY_MISMATCH, exit 4 on both sides; a matching one gives the keys."""
         keyed = bool(msg.features & wire.FEATURE_KEY)
-        if self._responder is None and not keyed:
+        reason = key_mismatch(self._responder is not None, keyed, lambda: self._binds(msg))
+        if reason is None and self._responder is None:
             return True
-        if self._responder is None:
-            reason = "the sender uses a key (--key) and this receiver has none"
-        elif not keyed:
-            reason = "this receiver requires a key (--key) and the sender has none"
-        elif not self._binds(msg):
-            reason = "the sender's key is not this receiver's key"
-        else:
+        if reason is None:
+            assert self._responder is not None
             self.keys = self._responder.respond(wire.encode_hello(msg), msg.share, data_replay=True)
             if self.keys is not None:
                 return True

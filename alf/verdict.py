@@ -5,6 +5,8 @@ sender. The UDP and TCP cores both call these; neither has a rule of its own.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from alf import wire
 from alf.errors import ExitCode, Outcome
 from alf.ranges import ceil_div
@@ -55,3 +57,13 @@ def verdict_outcome(msg: wire.Done) -> Outcome:
 def unsupported_reason(offer: wire.Unsupported) -> str:
     """The ABORT UNSUPPORTED reason for an offer (§4.4), the same over UDP and TCP."""
     return f"this receiver does not support {offer.what}"
+
+
+def key_mismatch(ours: bool, theirs: bool, binds: Callable[[], bool]) -> str | None:
+    """§17 rule 4: why a HELLO's key does not match the receiver's (``ours``: it has a key;
+    ``theirs``: the HELLO offers one; ``binds``: its binder checks), or None if it does."""
+    if not ours:
+        return "the sender uses a key (--key) and this receiver has none" if theirs else None
+    if not theirs:
+        return "this receiver requires a key (--key) and the sender has none"
+    return None if binds() else "the sender's key is not this receiver's key"

@@ -134,6 +134,13 @@ class Relay(threading.Thread):
         ]
 
     def run(self) -> None:
+        try:
+            self._relay()
+        finally:
+            self.front.close()
+            self.back.close()
+
+    def _relay(self) -> None:
         end = time.monotonic() + self.limit
         to_r: list[bytes] = []
         to_s: list[bytes] = []
@@ -143,31 +150,29 @@ class Relay(threading.Thread):
             for s in ready:
                 try:
                     d, addr = s.recvfrom(70000)
-                except OSError:
-                    continue
-                count += 1
-                if s is self.front:
-                    self.sender = addr
-                    if d[1] == wire.MsgType.HELLO:
-                        sid = int.from_bytes(d[8:16], "big")
-                    elif d[1] == wire.MsgType.DATA:
-                        self.session = sid  # (forgeries start after the handshake: §17 rule 4)
-                    self.recorded.append(d)
-                    for x in self._mangle(d, to_r[-500:]):
-                        self.back.send(x)
-                    to_r.append(d)
-                    if self.session and count % 300 == 0:
-                        for x in self._forged_to_receiver():
+                    count += 1
+                    if s is self.front:
+                        self.sender = addr
+                        if d[1] == wire.MsgType.HELLO:
+                            sid = int.from_bytes(d[8:16], "big")
+                        elif d[1] == wire.MsgType.DATA:
+                            self.session = sid  # (forgeries start after the handshake: §17 rule 4)
+                        self.recorded.append(d)
+                        for x in self._mangle(d, to_r[-500:]):
                             self.back.send(x)
-                elif self.sender is not None:
-                    for x in self._mangle(d, to_s[-50:]):
-                        self.front.sendto(x, self.sender)
-                    to_s.append(d)
-                    if self.session and len(to_s) % 10 == 1:
-                        for x in self._forged_to_sender():
+                        to_r.append(d)
+                        if self.session and count % 300 == 0:
+                            for x in self._forged_to_receiver():
+                                self.back.send(x)
+                    elif self.sender is not None:
+                        for x in self._mangle(d, to_s[-50:]):
                             self.front.sendto(x, self.sender)
-        self.front.close()
-        self.back.close()
+                        to_s.append(d)
+                        if self.session and len(to_s) % 10 == 1:
+                            for x in self._forged_to_sender():
+                                self.front.sendto(x, self.sender)
+                except OSError:  # (a side that has ended: its port refuses)
+                    continue
 
 
 def _through_relay(
