@@ -207,3 +207,23 @@ def test_multicast_options_are_checked_before_anything_is_sent(call: Any, says: 
     mistake is a usage error (exit 2 on the command line), raised before a socket exists."""
     with pytest.raises(alf.UsageError, match=says):
         call()
+
+
+def test_the_library_seals_with_a_key_given_as_bytes(tmp_path: Any) -> None:
+    """key=: the 32 bytes themselves (or a key file's path); a key of another length is a
+    UsageError before anything is sent."""
+    key = os.urandom(32)
+    src = random_file(os.path.join(tmp_path, "in.bin"), 2_000_000, seed=60)
+    dst = os.path.join(tmp_path, "out.bin")
+    port = alf.free_port()
+    got: dict[str, alf.Result] = {}
+    t = threading.Thread(target=lambda: got.update(r=alf.receive(port, dst, timeout=20, key=key)))
+    t.start()
+    wait_listening(port)
+    sent = alf.send("127.0.0.1", port, src, timeout=20, key=key)
+    t.join(timeout=30)
+    assert sent.ok and got["r"].ok, (sent.message, got["r"].message)
+    assert sent.stats["sealed"] and got["r"].stats["sealed"]
+    assert sha256_file(src) == sha256_file(dst)
+    with pytest.raises(alf.UsageError, match="a key is 32 bytes"):
+        alf.send("127.0.0.1", port, src, key=b"short")
