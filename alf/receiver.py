@@ -28,7 +28,7 @@ import math
 import random
 import secrets
 from collections.abc import Hashable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
@@ -532,7 +532,7 @@ class Receiver:
             self.stats.malformed += 1
             return
         if isinstance(msg, wire.Hello):
-            if self.keys is not None and not self._binds(msg):
+            if self.keys is not None and not self._binds_hello(msg):
                 self.stats.unauthenticated += 1
                 return
             self._on_hello(msg, addr, now)
@@ -640,19 +640,16 @@ class Receiver:
         self._send(self._accept(msg))
         self.events.add(Joined(addr, msg.session_id))
 
-    def _binds(self, msg: wire.Hello) -> bool:
-        """§17: the HELLO carries a binder only a holder of our key can make."""
+    def _binds_hello(self, msg: wire.Hello) -> bool:
         assert self._responder is not None
-        return bool(msg.features & wire.FEATURE_KEY) and self._responder.binds(
-            wire.encode_hello(msg), msg.binder
-        )
+        return self._responder.binds_hello(msg)
 
     def _key_agrees(self, msg: wire.Hello, addr: Addr, now: float) -> bool:
         """§17 rule 4: a HELLO from a proven address whose key is not ours (or that has none
         where we have one, or the other way round) ends the wait: ABORT KEY_MISMATCH, exit 4
         on both sides, nothing written. A matching one gives the session's keys."""
         keyed = bool(msg.features & wire.FEATURE_KEY)
-        reason = key_mismatch(self._responder is not None, keyed, lambda: self._binds(msg))
+        reason = key_mismatch(self._responder is not None, keyed, lambda: self._binds_hello(msg))
         if reason is None and self._responder is None:
             return True
         if reason is None:
@@ -712,8 +709,7 @@ class Receiver:
         accept = wire.Accept(self.session_id, msg.timestamp_us, self._advertised, msg.token, fec=self.fec)
         if self._responder is None:
             return wire.encode_accept(accept)
-        head = wire.encode_accept(replace(accept, share=self._responder.share))[: -wire.MAC_SIZE]
-        return head + self._responder.finished(head)  # §17: the transcript's finished MAC
+        return self._responder.accept(accept)  # §17: our share, the transcript's finished MAC
 
     def _on_probe(self, msg: wire.Probe, now: float, arrived: float, addr: Addr) -> None:
         srtt = msg.srtt_us / 1e6

@@ -15,6 +15,7 @@ are accepted once (a replay window).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import hashlib
 import hmac
@@ -34,8 +35,8 @@ from alf import wire
 KEY_SIZE = 32  # the PSK: 256 random bits
 SHARE_SIZE = wire.SHARE_SIZE  # a random (32) and an X25519 public key (32), in HELLO and ACCEPT
 MAC_SIZE = wire.MAC_SIZE  # the HELLO's binder and the ACCEPT's finished MAC: HMAC-SHA256
-PN_SIZE = 8
-TAG_SIZE = 16
+PN_SIZE = wire.SEAL_PN
+TAG_SIZE = wire.SEAL_TAG
 OVERHEAD = wire.SEAL_OVERHEAD  # what sealing adds to a datagram: PN_SIZE + TAG_SIZE
 EPOCH_BITS = 22  # a fresh key every 2^22 packets of a direction
 REPLAY_WINDOW = 4096  # control packet numbers this far below the highest are still taken once
@@ -459,11 +460,26 @@ class Initiator:
         self.psk = psk
         self._private, self.share = new_share()
         self._binder_key = expand_label(early_secret(psk), "binder", b"", 32)
+        self.keys: Keys | None = None  # once an ACCEPT proved itself (``accepts``)
+        self._server_share = b""
 
     def bind(self, hello: bytes) -> bytes:
         """``hello`` (encoded with a zero binder) with its binder in place."""
         mac = hmac.new(self._binder_key, hello[:HELLO_BINDER_AT], hashlib.sha256).digest()
         return hello[:HELLO_BINDER_AT] + mac + hello[HELLO_SEALED_END:]
+
+    def accepts(self, hello: bytes, msg: wire.Accept) -> Keys | None:
+        """The session's keys if the ACCEPT ``msg`` (to ``hello``, any copy of the session's)
+        proves itself: the first one gives the keys; every later one (another path's, another
+        connection's) must carry the same share and a finished MAC that checks. None if not."""
+        if not msg.share:
+            return None
+        head = wire.encode_accept(dataclasses.replace(msg, mac=b""))[: -wire.MAC_SIZE]
+        if self.keys is None:
+            self.keys = self.complete(hello, head, msg.share, msg.mac)
+            self._server_share = msg.share
+            return self.keys
+        return self.keys if msg.share == self._server_share and proves(self.keys, head, msg.mac) else None
 
     def complete(self, hello: bytes, accept_head: bytes, server_share: bytes, mac: bytes) -> Keys | None:
         """The session's keys if the ACCEPT (``accept_head``: its bytes before the MAC) proves
@@ -507,3 +523,12 @@ class Responder:
     def finished(self, accept_head: bytes) -> bytes:
         assert self.keys is not None
         return finished(self.keys.secret, self.keys.th, accept_head)
+
+    def binds_hello(self, msg: wire.Hello) -> bool:
+        """Whether the HELLO ``msg`` offers a key and its binder checks under ours."""
+        return bool(msg.features & wire.FEATURE_KEY) and self.binds(wire.encode_hello(msg), msg.binder)
+
+    def accept(self, msg: wire.Accept) -> bytes:
+        """The keyed ACCEPT (§17): ``msg`` with our share, and the transcript's finished MAC."""
+        head = wire.encode_accept(dataclasses.replace(msg, share=self.share))[: -wire.MAC_SIZE]
+        return head + self.finished(head)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -265,7 +265,6 @@ class Sender:
         self.peer_fec = False  # §16: the receiver decodes parity (its ACCEPT said so)
         self.keys: seal.Keys | None = None  # §17: the session's keys, once an ACCEPT proved them
         self._initiator: seal.Initiator | None = None
-        self._server_share = b""
         if config.key is not None:
             from alf import seal as _seal  # (cryptography costs 70 ms to import: only with a key)
 
@@ -1009,9 +1008,11 @@ class Sender:
             on.extra_hellos = 1  # two copies: one lost HELLO costs a HELLO gap
             self.stats.retries_received += 1
             return
-        if self._initiator is not None and (msg.token != on.token or not self._keyed(msg)):
-            self.stats.unauthenticated += 1  # (§17: an ACCEPT echoes the token of its own path's HELLO)
-            return
+        if self._initiator is not None:  # §17: the finished MAC, and the token of this path's HELLO
+            if msg.token != on.token or self._initiator.accepts(self._hello(0.0, 0), msg) is None:
+                self.stats.unauthenticated += 1
+                return
+            self.keys = self._initiator.keys
         further = self.state != State.HANDSHAKE  # a further path joins the session (§14)
         if further:
             self._shares.level([p.id for p in self.paths if p.up])  # it joins level with the rest
@@ -1037,22 +1038,6 @@ class Sender:
         for other in self.paths[1:]:  # the other paths join now (§14)
             other.hello_at = other.hello_since = now
         self.events.add(Joined(addr, self.session_id))
-
-    def _keyed(self, msg: wire.Accept) -> bool:
-        """§17: whether an ACCEPT's finished MAC proves the receiver holds our key and answers
-        our HELLO; the first one that does gives the session's keys, and every further path's
-        ACCEPT must carry the same share."""
-        assert self._initiator is not None
-        if not msg.share:
-            return False
-        head = wire.encode_accept(replace(msg, mac=b""))[: -wire.MAC_SIZE]
-        if self.keys is None:
-            self.keys = self._initiator.complete(self._hello(0.0, 0), head, msg.share, msg.mac)
-            self._server_share = msg.share
-            return self.keys is not None
-        from alf import seal as _seal
-
-        return msg.share == self._server_share and _seal.proves(self.keys, head, msg.mac)
 
     def _on_status(self, msg: wire.Status, now: float, arrived: float, on: PathState) -> None:
         if msg.cum_ack > self.next_new or msg.highest > self.next_new:

@@ -32,7 +32,7 @@ _DATA = wire.MsgType.DATA
 _PARITY = wire.MsgType.PARITY
 _HDR = wire.DATA_HEADER
 _HDR_SIZE = wire.DATA_HEADER_SIZE
-_PN, _TAG = 8, 16  # §17: a sealed datagram's packet number (after its header) and tag (at its end)
+_PN, _TAG = wire.SEAL_PN, wire.SEAL_TAG  # §17: a sealed datagram's packet number and tag
 
 
 class Dropper:
@@ -385,11 +385,9 @@ class RecvSession:
         if r.cfg.key is None:
             self.on_datagrams([(buf[k : k + segment], addr) for k in range(0, n, segment)], now)
             return
-        items: list[tuple[Buffer, Addr]] = []
-        for k in range(0, n, segment):  # opened: each header moves up over its number
-            end = min(k + segment, n)
-            buf[k + _PN : k + _PN + _HDR_SIZE] = buf[k : k + _HDR_SIZE]
-            items.append((buf[k + _PN : end - _TAG], addr))
+        items: list[tuple[Buffer, Addr]] = [
+            (wire.sealed_plain(buf, k, min(k + segment, n)), addr) for k in range(0, n, segment)
+        ]
         self.on_datagrams(items, now, opened=True)
 
     def _open_coalesced(
@@ -413,8 +411,7 @@ class RecvSession:
             end = min(k + segment, n)
             kind = buf[k + 1] if end - k > 1 else 0
             if k not in bad:
-                buf[k + _PN : k + _PN + _HDR_SIZE] = buf[k : k + _HDR_SIZE]
-                items.append((buf[k + _PN : end - _TAG], addr))
+                items.append((wire.sealed_plain(buf, k, end), addr))
             elif kind == _DATA or kind == _PARITY:
                 r.stats.datagrams += 1
                 r.stats.unauthenticated += 1

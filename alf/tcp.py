@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from alf import wire
@@ -145,7 +145,6 @@ class TcpSender:
         self._tag = wire.checkphrase_tag(cfg.checkphrase)
         self.keys: seal.Keys | None = None  # §17: once an ACCEPT's finished MAC checked
         self._initiator: seal.Initiator | None = None
-        self._server_share = b""
         self._features = cfg.features
         if cfg.key is not None:
             from alf import seal as _seal  # (cryptography costs 70 ms to import: only with a key)
@@ -312,9 +311,11 @@ class TcpSender:
             return
         self._last_heard = now
         if isinstance(msg, wire.Accept):
-            if self._initiator is not None and not self._keyed(msg):
-                self.stats.unauthenticated += 1
-                return
+            if self._initiator is not None:  # §17: the finished MAC, with the session's share
+                if self._initiator.accepts(self._hello(0.0), msg) is None:
+                    self.stats.unauthenticated += 1
+                    return
+                self.keys = self._initiator.keys
             if cid in self._inflight and cid not in self._joined:
                 self._joined.add(cid)
                 self.events.add(Joined(cid, self.session_id))
@@ -335,21 +336,6 @@ class TcpSender:
             self._end(aborted_by("receiver", msg.code.name, msg.reason))
         else:
             self.stats.unexpected += 1
-
-    def _keyed(self, msg: wire.Accept) -> bool:
-        """§17 over TCP: the first ACCEPT whose finished MAC checks gives the keys; every
-        further connection's must carry the same share and a MAC that checks."""
-        assert self._initiator is not None
-        if not msg.share:
-            return False
-        head = wire.encode_accept(replace(msg, mac=b""))[: -wire.MAC_SIZE]
-        if self.keys is None:
-            self.keys = self._initiator.complete(self._hello(0.0), head, msg.share, msg.mac)
-            self._server_share = msg.share
-            return self.keys is not None
-        from alf import seal as _seal
-
-        return msg.share == self._server_share and _seal.proves(self.keys, head, msg.mac)
 
     def bad_frame(self) -> None:
         """The driver could not even frame what a connection sent (its length is wrong)."""
@@ -624,8 +610,7 @@ class TcpReceiver:
         if self._responder is None:
             self._out.items.append((cid, wire.frame(wire.encode_accept(accept))))
         else:  # §17: the share and the transcript's finished MAC
-            head = wire.encode_accept(replace(accept, share=self._responder.share))[: -wire.MAC_SIZE]
-            self._out.items.append((cid, wire.frame(head + self._responder.finished(head))))
+            self._out.items.append((cid, wire.frame(self._responder.accept(accept))))
         if self._done is not None:
             self._own(cid, self._done)
 
@@ -665,8 +650,7 @@ class TcpReceiver:
 
     def _binds(self, msg: wire.Hello) -> bool:
         assert self._responder is not None
-        keyed = bool(msg.features & wire.FEATURE_KEY)
-        return keyed and self._responder.binds(wire.encode_hello(msg), msg.binder)
+        return self._responder.binds_hello(msg)
 
     def _key_agrees(self, cid: int, msg: wire.Hello) -> bool:
         """§17 rule 4 over TCP (the connection proved the address): a HELLO whose key is not

@@ -138,7 +138,11 @@ ABORT_BODY = struct.Struct("!H")
 
 _HEAD = COMMON.size  # 16
 HEADER_SIZE = _HEAD
-SEAL_OVERHEAD = 24  # §17: a sealed datagram's packet number (8) and tag (16)
+SEAL_PN, SEAL_TAG = (
+    8,
+    16,
+)  # §17: a sealed datagram's packet number (after its clear head) and tag (at its end)
+SEAL_OVERHEAD = SEAL_PN + SEAL_TAG
 
 
 PROBE_MIN, PROBE_MAX = 0.005, 0.2  # §8: PROBEs go every clamp(srtt, these)
@@ -173,6 +177,13 @@ def linger_time(srtt: float) -> float:
 def checkphrase_tag(phrase: str) -> bytes:
     """§4.1: a 16-byte tag of the checkphrase (a guard against the wrong peer, not security)."""
     return hashlib.blake2b(phrase.encode(), digest_size=16, person=b"alf-checkphrase").digest()
+
+
+def sealed_plain(buf: memoryview, start: int, end: int) -> memoryview:
+    """§17: the DATA or PARITY opened in place at ``buf[start:end]`` as its plain datagram:
+    its header moved up over the packet number, the tag left out."""
+    buf[start + SEAL_PN : start + SEAL_PN + DATA_HEADER_SIZE] = buf[start : start + DATA_HEADER_SIZE]
+    return buf[start + SEAL_PN : end - SEAL_TAG]
 
 
 def data_checksum(index: int, payload: bytes | bytearray | memoryview) -> int:
