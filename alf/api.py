@@ -26,7 +26,7 @@ from typing import IO, Any
 import cc
 from alf import stripe as stripe_policies
 from alf import wire
-from alf.content import OffsetSink, OrderedSink, Sink, SinkError, Source
+from alf.content import NotResumable, OffsetSink, OrderedSink, Sink, SinkError, Source
 from alf.errors import ExitCode, Outcome
 from alf.events import DataArrived, Event, FallBack, Joined, PeerAborted, Rejected
 from alf.fec import FEC_CHOICES, codec
@@ -53,6 +53,7 @@ from alf.io.udp import (
 )
 from alf.progress import human_bytes
 from alf.receiver import FLOW_FLOOR, MAX_PATHS, Receiver, ReceiverConfig
+from alf.resume import Kept
 from alf.sender import DEFAULT_CEILING_BPS, DEFAULT_RATE_BPS, Sender, SenderConfig
 from alf.session import Dropper, RecvSession, SendSession
 from alf.tcp import TcpReceiver, TcpReceiverConfig, TcpSender, TcpSenderConfig, paced_frame_bytes
@@ -219,6 +220,18 @@ def _size(name: str, value: int | str | None) -> int | None:
         return None if value is None else parse_size(value)
     except ValueError as e:
         raise UsageError(f"{name}: {e}") from None
+
+
+def _byte_count(name: str, value: int | str | None) -> int | None:
+    """An exact count of bytes (0 allowed: an offset), or a SIZE such as '512M'."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) or str(value).isdigit():
+        count = int(value)
+        if count < 0:
+            raise UsageError(f"{name}: a count of bytes is not negative, not {value}")
+        return count
+    return _size(name, value)
 
 
 def _seconds(name: str, value: float | None) -> float | None:
@@ -427,6 +440,8 @@ def send(
     slow: str = "catch-up",
     fec: str = "auto",
     key: str | bytes | None = None,
+    offset: int | str | None = None,
+    length: int | str | None = None,
 ) -> Result:
     """Send ``source`` (a path, a binary file object, or None / "-" for stdin) to a receiver
     at ``host`` ``port``. A regular file goes as a file (its length known, repairs read from it
@@ -437,7 +452,9 @@ def send(
     repairs a group's file with parity for the receivers that decode it (and sends parity with
     a unicast file's last blocks on a long lossy path), a ratio such as "0.05" sends that share
     of parity with every block (unicast), "off" only resends. ``key``: a key file (or its 32
-    bytes): the transfer is sealed (docs/usage.md, Encryption)."""
+    bytes): the transfer is sealed (docs/usage.md, Encryption). ``offset``, ``length``: send
+    only that byte range of a file; the receiver writes it at the same offset of its output
+    (docs/usage.md, Byte ranges)."""
     _choice("transport", transport, TRANSPORTS)
     fec_ratio = _fec_ratio(fec)
     psk = _key(key)
@@ -464,6 +481,13 @@ def send(
     group = _group_options(host, transport, paths, chaos_bytes, receivers, wait, quorum, ttl, interface, slow)
     if group is not None and psk is not None:
         raise UsageError("key: a multicast group cannot be sealed yet (--key is for one receiver)")
+    span = (
+        None
+        if offset is None and length is None
+        else (_byte_count("offset", offset) or 0, _byte_count("length", length))
+    )
+    if span is not None and group is not None:
+        raise UsageError("offset/length: a byte range goes to one receiver, not to a group")
     if group is not None:
         transport = "udp"
         if fec_ratio is not None:
@@ -527,6 +551,7 @@ def send(
         adu_size,
         if_changed,
         group,
+        span,
     )
 
 
@@ -658,7 +683,9 @@ def _send(
     adu_given: int | None,
     if_changed: str = "fail",
     group: _GroupOptions | None = None,
+    span: tuple[int, int | None] | None = None,
 ) -> Result:
+    """``span``: (offset, length or None: to the end), a byte range of a file (§18)."""
     stats: Callable[[], Stats] = lambda: {"role": "send", "state": "handshake"}  # noqa: E731
 
     t0 = time.monotonic()
@@ -705,6 +732,10 @@ def _send(
             return fail(Outcome(ExitCode.LOCAL_IO, f"cannot read {given}: {e.strerror}"))
     else:
         fd, own_fd = _source_fd(given)
+    if span is not None and path is None:
+        if own_fd:
+            os.close(fd)
+        raise UsageError("offset/length: a byte range is of a file, not of a pipe or a stream")
     sock = None
     socks: list[socket.socket] = []  # one per path (§14), the first HOST PORT's
     dest: tuple[str, int] | None = None  # §15: the group DATA goes to
@@ -750,13 +781,22 @@ def _send(
         )
     adu_size = cfg.adu_size
     source: Source
+    offset: int | None = None  # §18: where the range starts (None: the whole file)
+    stamp: tuple[int, int, int] | None = None  # §18: the file, as a receiver can name it
     if path is not None:
+        warn = obs.say if if_changed == "warn" else None
         try:
-            source = FileSource(path, adu_size, alg=alg, warn=obs.say if if_changed == "warn" else None)
+            first, length = span or (0, None)
+            source = FileSource(path, adu_size, alg=alg, warn=warn, offset=first, length=length)
             kind, total = wire.Kind.FILE, source.total_bytes()
         except OSError as e:
             _close_all(socks)
             return fail(Outcome(ExitCode.LOCAL_IO, f"cannot read {path}: {e.strerror}"))
+        except ValueError as e:
+            _close_all(socks)
+            raise UsageError(f"offset/length: {e}") from None
+        offset = source.offset if span is not None else None
+        stamp = source.stamp if group is None else None
     else:
         source = StreamSource(adu_size, max(1, window // adu_size), alg)
     session_id = secrets.randbits(64) or 1
@@ -771,6 +811,8 @@ def _send(
         )
         pump.start()
     what = f"{path} ({human_bytes(total or 0)})" if path is not None else "a stream"
+    if offset is not None:
+        what = f"bytes {offset} to {offset + (total or 0)} of {path} ({human_bytes(total or 0)})"
     obs.say(f"{what} to {host} port {port}, session {session_id:016x}", detail=True)
     tap = _Tap(obs)
     hooks = Hooks(tick=obs.tick, cancelled=obs.cancelled, wake_fd=wake_r, event=tap, stalled=_stalled(obs))
@@ -779,7 +821,7 @@ def _send(
     try:
         if sock is not None:
             sender = (
-                Sender(cfg, session_id, kind, total, time.monotonic())
+                Sender(cfg, session_id, kind, total, time.monotonic(), offset, stamp)
                 if group is None
                 else GroupSender(
                     cfg,
@@ -809,7 +851,9 @@ def _send(
             if tcp.rate_bps:
                 tcfg.frame_bytes = paced_frame_bytes(tcp.rate_bps, adu_size)
             names = [p.describe() for p in tcp.paths]
-            core = TcpSender(tcfg, session_id, kind, total, source, started, names, udp_refused)
+            core = TcpSender(
+                tcfg, session_id, kind, total, source, started, names, udp_refused, offset, stamp
+            )
             driver = TcpSendDriver(
                 core, tcp.paths, tcp.streams, hooks, tcp.chaos, seed, bind, tcp.rate_bps, tcp.stripe
             )
@@ -861,6 +905,7 @@ def receive(
     interface: str | None = None,
     fec: str = "auto",
     key: str | bytes | None = None,
+    resume: str | None = None,
 ) -> Result:
     """Receive one transfer on ``port`` (0: any free one, the same for UDP and TCP) into
     ``output``: a path (written at offsets through PATH.alf-partial, renamed once verified), a
@@ -868,9 +913,18 @@ def receive(
     ends; without ``timeout`` it waits for its first sender without limit. ``group``: also
     listen on that IPv4 multicast group (on ``interface``), for a group sender (UDP only);
     ``fec`` "auto" decodes its parity (a file output), "off" asks for resends only. ``key``: a
-    key file (or its 32 bytes): only a sender with the same key is served, sealed."""
+    key file (or its 32 bytes): only a sender with the same key is served, sealed. ``resume``
+    "on": take up what an earlier, failed receive into the same ``output`` path wrote (its
+    sender sends only the rest; another content starts afresh), "strict": the same, but a
+    sender of another content is refused (docs/usage.md, Resume)."""
     _choice("transport", transport, TRANSPORTS)
     _choice("fec", fec, list(FEC_CHOICES))
+    if resume is not None:
+        _choice("resume", resume, ["on", "strict"])
+        if not isinstance(output, str) or output == "-":
+            raise UsageError("resume: takes an output file (-o FILE): a pipe cannot be taken up")
+        if group is not None:
+            raise UsageError("resume: not with a multicast group")
     psk = _key(key)
     if psk is not None and group is not None:
         raise UsageError("key: a multicast group cannot be sealed yet (--key is for one sender)")
@@ -892,8 +946,8 @@ def receive(
     window_bytes = _window(window)
     timeout = _seconds("timeout", timeout)
     obs = observer or _Callbacks(progress, cancel, progress_interval)
-    return _Receive(port, output, force, fsync, keep_partial, window_bytes, transport, bind,
-                    checkphrase, timeout, drop, seed, gso, obs, group, interface, fec, psk).run()  # fmt: skip
+    return _Receive(port, output, force, fsync, keep_partial, window_bytes, transport, bind, checkphrase,
+                    timeout, drop, seed, gso, obs, group, interface, fec, psk, resume).run()  # fmt: skip
 
 
 class _Receive:
@@ -905,8 +959,11 @@ class _Receive:
         window: int, transport: str, bind: str | None, checkphrase: str, timeout: float | None,
         drop: float, seed: int, gso: bool, obs: Observer, group: str | None = None,
         interface: str | None = None, fec: str = "auto", key: bytes | None = None,
+        resume: str | None = None,
     ) -> None:  # fmt: skip
         self.group, self.interface, self.fec, self.key = group, interface, fec, key
+        self.resume = resume
+        self.kept: Kept | None = None  # §18: what the output holds of an earlier receive
         self.port, self.output, self.force, self.fsync = port, output, force, fsync
         self.requested_port = port
         self.keep_partial, self.window, self.transport, self.bind = keep_partial, window, transport, bind
@@ -914,6 +971,7 @@ class _Receive:
         self.obs = obs
         self.stats: Callable[[], Stats] = lambda: {"role": "recv", "state": "waiting"}
         self._after_write: Callable[[], None] = lambda: None
+        self._said_kept = False  # (the output is made again when a sender moves to TCP)
         self.listener: socket.socket | None = None
         self.adopted: list[socket.socket] = []  # TCP connections with a HELLO, unread
         self._gate: HelloGate | None = None  # auto, over UDP: a sender coming over TCP
@@ -922,7 +980,12 @@ class _Receive:
     def make_sink(self) -> Sink:
         out = self.output
         if isinstance(out, str) and out != "-":
-            return OffsetSink(FileBackend(out, self.force, self.fsync), keep_partial=self.keep_partial)
+            backend = FileBackend(out, self.force, self.fsync, self.resume)
+            self.kept = backend.kept
+            if backend.kept_note and not self._said_kept:
+                self.obs.say(backend.kept_note)
+            self._said_kept = True
+            return OffsetSink(backend, keep_partial=self.keep_partial)
         stdout: IO[bytes] = sys.stdout.buffer
         fd, self._after_write = _output_fd(stdout if out is None or isinstance(out, str) else out)
         widen_pipe(fd)
@@ -937,6 +1000,8 @@ class _Receive:
         obs.attach(self.stats)
         try:
             sink = self.make_sink()
+        except NotResumable as e:
+            return self.finish(Outcome(ExitCode.NOT_RESUMABLE, str(e)))
         except SinkError as e:
             return self.finish(Outcome(ExitCode.LOCAL_IO, str(e)))
         udp: socket.socket | None = None
@@ -1019,6 +1084,8 @@ class _Receive:
                 wait_timeout=self.timeout,
                 fec=self.fec == "auto" and not sink.in_order and codec() is not None,
                 key=self.key,
+                kept=self.kept,
+                resume_strict=self.resume == "strict",
             )
             receiver = Receiver(cfg, start)
             session = RecvSession(receiver, sink, Dropper(self.drop, self.seed) if self.drop else None)
@@ -1064,9 +1131,16 @@ class _Receive:
                     self.listener.close()
                     return self.finish(Outcome(ExitCode.LOCAL_IO, str(e)))
         if self.listener is not None:
-            tcore = TcpReceiver(
-                TcpReceiverConfig(self.checkphrase, self.window, wait, self.timeout, self.key), sink, start
+            tcfg = TcpReceiverConfig(
+                self.checkphrase,
+                self.window,
+                wait,
+                self.timeout,
+                self.key,
+                self.kept,
+                self.resume == "strict",
             )
+            tcore = TcpReceiver(tcfg, sink, start)
             tdriver = TcpRecvDriver(tcore, self.listener, hooks)
             for s in self.adopted:
                 tdriver.adopt(s)
@@ -1077,7 +1151,8 @@ class _Receive:
                 outcome = tdriver.run()
             finally:
                 self.listener.close()
-                note = sink.close(outcome is not None and outcome.ok)
+                held = tcore.gaps.held_runs() if tcore.keepable else []
+                note = sink.close(outcome is not None and outcome.ok, held)
         assert outcome is not None
         self._after_write()
         if note:

@@ -37,6 +37,7 @@ Exit status:
   5    verification failed (length or digest mismatch)
   6    local I/O error (input missing, output exists, disk full)
   7    the input file changed while it was being sent: nothing delivered
+  8    --resume=strict: the kept partial output is not of the content sent
   130  interrupted (SIGINT/SIGTERM)"""
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
@@ -71,6 +72,18 @@ class SizeType(click.ParamType):  # type: ignore[type-arg]
             return parse_size(value)
         except ValueError as e:
             raise click.BadParameter(str(e)) from None
+
+
+class ResumeType(click.ParamType):  # type: ignore[type-arg]
+    name = "[=strict]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if value in ("on", "strict"):
+            return str(value)
+        raise click.BadParameter(
+            f"{value!r} is not 'strict': write --resume alone (after PORT, or --resume=on), "
+            "or --resume=strict"
+        )
 
 
 DEFAULT_TRANSPORT = "auto"
@@ -164,6 +177,14 @@ class Reporter(api.Observer):
         elif isinstance(event, events.MemberEnded):
             if event.fate != "ok":
                 self.say(f"receiver {progress.peer_name(event.peer)} {event.fate}: {event.reason}")
+        elif isinstance(event, events.Resumed):
+            if event.why is None:
+                self.say(
+                    f"resuming: {progress.human_bytes(event.held_bytes)} of "
+                    f"{progress.human_bytes(event.total_bytes)} are here already; the sender sends the rest"
+                )
+            else:
+                self.say(f"starting afresh: {event.why}")
         elif isinstance(event, events.Verifying):
             self.say("every byte is here: finishing the output and checking its digest", detail=True)
 
@@ -275,8 +296,8 @@ HELP_SECTIONS: dict[str, list[str]] = {
         "if_changed",
         "adu_size",
         "fsync",
-        "keep_partial",
     ],
+    "Resume and byte ranges": ["resume", "keep_partial", "offset", "length"],
     "Paths and TCP": ["bind", "extra_paths", "stripe", "streams", "gso"],
     "Multicast": ["group", "receivers", "wait", "quorum", "slow", "ttl", "interface"],
     "Diagnostics and fault injection": ["stats_json", "stats_interval", "drop", "seed", "chaos"],
@@ -542,6 +563,19 @@ def main() -> None:
     "long lossy path; RATIO (unicast, e.g. 0.05) sends that share with every block; off only resends.",
 )
 @click.option(
+    "--offset",
+    metavar="SIZE",
+    default=None,
+    help="Send FILE from this byte on (a SIZE); the receiver writes it at the same offset of its "
+    "output, in place, so several transfers can each fill a slice of one file.",
+)
+@click.option(
+    "--length",
+    metavar="SIZE",
+    default=None,
+    help="Send only this many bytes of FILE (a SIZE) [default: to its end].",
+)
+@click.option(
     "--ttl",
     type=click.IntRange(1, 255),
     default=1,
@@ -580,6 +614,8 @@ def send(
     interface: str | None,
     slow: str,
     fec: str,
+    offset: str | None,
+    length: str | None,
     **kw: Any,
 ) -> None:
     """Send FILE (or stdin, '-') to an `alf recv` at HOST PORT (or HOST:PORT, [IPv6]:PORT)."""
@@ -593,7 +629,7 @@ def send(
         cc=cc_name, min_rate=min_rate, rate=rate, adu_size=adu_size, checksum=checksum, digest=digest,
         window=window, streams=streams, paths=extra_paths, chaos=chaos, bind=bind, if_changed=if_changed,
         stripe=stripe, receivers=receivers, wait=wait, quorum=quorum, ttl=ttl, interface=interface,
-        slow=slow, fec=fec,
+        slow=slow, fec=fec, offset=offset, length=length,
     )  # fmt: skip
     sys.exit(
         _run(
@@ -675,6 +711,17 @@ def host_port_file(host: str, port: str | None, file: str | None) -> tuple[str, 
     show_default=True,
     help="With -o FILE: decode the sender's parity (off: ask for resends only).",
 )
+@click.option(
+    "--resume",
+    type=ResumeType(),
+    metavar="[=strict]",
+    is_flag=False,
+    flag_value="on",
+    default=None,
+    help="With -o FILE: take up what a failed receive into FILE kept (FILE.alf-partial and "
+    "FILE.alf-resume); the sender sends only the rest. A sender of another content starts it "
+    "afresh; --resume=strict refuses it instead (exit 8).",
+)
 @_common_options
 def recv(
     port: int,
@@ -687,6 +734,7 @@ def recv(
     group: str | None,
     interface: str | None,
     fec: str,
+    resume: str | None,
     **kw: Any,
 ) -> None:
     """Receive one transfer on PORT; write it to stdout (in order) or to -o FILE."""
@@ -709,7 +757,7 @@ def recv(
         sys.exit(_fail("recv", Outcome(ExitCode.LOCAL_IO, str(e))))
     options: dict[str, Any] = dict(
         force=force, fsync=fsync, keep_partial=keep_partial, window=window, bind=bind, group=group,
-        interface=interface, fec=fec,
+        interface=interface, fec=fec, resume=resume,
     )  # fmt: skip
     sys.exit(_run(reporter, lambda: api.receive(port, output, observer=reporter, **options, **common.api())))
 

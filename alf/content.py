@@ -15,7 +15,8 @@ import errno
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from alf.digest import Hasher, new_hasher
+from alf import resume
+from alf.digest import NAMES, Hasher, new_hasher
 from alf.errors import ExitCode
 from alf.ranges import ceil_div
 from alf.wire import DigestAlg
@@ -28,6 +29,10 @@ HASH_CHUNK = 8 << 20  # the output is read back for hashing through mappings of 
 
 class SinkError(Exception):
     """The output cannot be written; the message is for the user."""
+
+
+class NotResumable(SinkError):
+    """§18, --resume strict: the output holds nothing that can be taken up; why."""
 
 
 def describe(e: OSError, what: str) -> str:
@@ -55,6 +60,11 @@ class Source(Protocol):
     def total_bytes(self) -> int | None: ...
 
     def digest(self) -> bytes | None: ...
+
+    def skipping(self) -> None:
+        """§18: the first pass will pass over what the receiver holds: the digest must come
+        from reading all of the content in order all the same (without sending it)."""
+        ...
 
     def read(self, first: int, count: int, at: int = 0) -> list[Buffer]: ...
 
@@ -101,6 +111,9 @@ class BytesSource:
     def digest(self) -> bytes | None:
         return self._digest
 
+    def skipping(self) -> None:
+        pass  # (hashed whole already)
+
     def read(self, first: int, count: int, at: int = 0) -> list[Buffer]:
         a = self.adu_size
         return cut_adus(self._data[first * a : (first + count) * a], a)
@@ -119,10 +132,18 @@ class BytesSource:
 # ---------------------------------------------------------------- sinks
 
 
+Placement = resume.Placement
+WHOLE = Placement()  # a content that is all of its source, with nothing of it held
+Span = tuple[int, int]
+Kept = resume.Kept
+
+
 class Sink(Protocol):
     in_order: bool
 
-    def start(self, adu_size: int, total_bytes: int | None, alg: DigestAlg) -> None: ...
+    def start(
+        self, adu_size: int, total_bytes: int | None, alg: DigestAlg, place: Placement = WHOLE
+    ) -> None: ...
 
     def write_run(self, first: int, payloads: Sequence[Buffer]) -> None: ...
 
@@ -137,7 +158,10 @@ class Sink(Protocol):
 
     def finish(self, total_bytes: int, expected: bytes | None) -> tuple[int, bytes]: ...
 
-    def close(self, ok: bool) -> str | None: ...
+    def close(self, ok: bool, held: Sequence[Span] = ()) -> str | None:
+        """Release the output; ``held``: the ADU ranges the receiver holds (on failure, §18,
+        what a resume can take up). Returns a note for the user."""
+        ...
 
 
 class OffsetBackend(Protocol):
@@ -147,30 +171,54 @@ class OffsetBackend(Protocol):
 
     def hash_range(self, update: Callable[[Buffer], object], offset: int, n: int) -> None: ...
 
+    def place(self, place: Placement, total_bytes: int | None) -> None:
+        """§18: the content's placement, before anything is written (a range goes in place;
+        an output not taken up starts afresh). Raises SinkError."""
+        ...
+
     def reserve(self, total_bytes: int) -> None: ...
 
     def commit(self, total_bytes: int) -> None: ...
 
     def discard(self, keep: bool) -> str | None: ...
 
+    def keep_for_resume(self, state: Kept) -> str:
+        """§18: keep the partial output and the state that says what it holds; a note for the
+        user (where it is, how to go on). Raises OSError."""
+        ...
+
 
 class MemoryBackend:
-    def __init__(self) -> None:
+    def __init__(self, kept: Kept | None = None) -> None:
         self.data = bytearray()
+        self.kept = kept  # what an earlier receive left (a resume), then what this one leaves
+        self.offset = 0
+
+    def place(self, place: Placement, total_bytes: int | None) -> None:
+        self.offset = place.offset if place.ranged else 0
+        if not place.keep and not place.ranged:
+            self.data = bytearray()
+
+    def keep_for_resume(self, state: Kept) -> str:
+        self.kept = state
+        return "kept for a resume"
 
     def pwritev(self, buffers: Sequence[Buffer], offset: int) -> None:
         blob = b"".join(buffers)
+        offset += self.offset
         end = offset + len(blob)
         if end > len(self.data):
             self.data.extend(bytes(end - len(self.data)))
         self.data[offset:end] = blob
 
     def preadinto(self, buf: bytearray, offset: int) -> int:
+        offset += self.offset
         part = self.data[offset : offset + len(buf)]
         buf[: len(part)] = part
         return len(part)
 
     def hash_range(self, update: Callable[[Buffer], object], offset: int, n: int) -> None:
+        offset += self.offset
         if offset + n > len(self.data):
             raise SinkError("the output is shorter than what was written to it")
         update(bytes(self.data[offset : offset + n]))
@@ -179,7 +227,8 @@ class MemoryBackend:
         pass
 
     def commit(self, total_bytes: int) -> None:
-        del self.data[total_bytes:]
+        if not self.offset:
+            del self.data[total_bytes:]
 
     def discard(self, keep: bool) -> str | None:
         return None
@@ -202,10 +251,20 @@ class OffsetSink:
         self._hash: Hasher | None = None
         self._hashed = 0  # bytes of the content hashed so far (a prefix)
         self._end: int | None = None  # where the content ends, once a short last ADU is written
+        self._place = Placement()
+        self._total: int | None = None
+        self._alg = DigestAlg.XXH3_128
+        self._failed: list[Span] = []  # ADU ranges whose write failed: not held (§18)
+        self._mismatch = False  # the digest did not match: what is held is not to be trusted
 
-    def start(self, adu_size: int, total_bytes: int | None, alg: DigestAlg) -> None:
+    def start(self, adu_size: int, total_bytes: int | None, alg: DigestAlg, place: Placement = WHOLE) -> None:
         self.adu = adu_size
         self._hash = new_hasher(alg)
+        self._place, self._total, self._alg = place, total_bytes, alg
+        try:
+            self.backend.place(place, total_bytes)
+        except OSError as e:
+            raise SinkError(describe(e, "cannot place the output")) from None
         if total_bytes is not None:
             try:
                 self.backend.reserve(total_bytes)
@@ -236,6 +295,7 @@ class OffsetSink:
         try:
             self.backend.pwritev(buffers, offset)
         except OSError as e:
+            self._failed.append((first, first + ceil_div(size, self.adu)))
             raise SinkError(describe(e, "cannot write the output")) from None
         if short:
             self._end = offset + size
@@ -277,11 +337,30 @@ class OffsetSink:
                 self.backend.commit(total_bytes)
             except OSError as e:
                 raise SinkError(describe(e, "cannot complete the output")) from None
+        else:
+            self._mismatch = True
         return total_bytes, digest
 
-    def close(self, ok: bool) -> str | None:
+    def close(self, ok: bool, held: Sequence[Span] = ()) -> str | None:
+        """On failure the partial output is kept with its resume state (§18) when it holds
+        part of a content its sender named and its digest was not found wrong; else it is
+        deleted (``keep_partial``: kept, without a state)."""
+        if ok:
+            return None
         started = self.adu != 0  # a session began: there may be something worth keeping
-        return None if ok else self.backend.discard(self.keep_partial and started)
+        place, total = self._place, self._total
+        if started and not self._mismatch and place.source is not None and not place.ranged and total:
+            runs = resume.subtract(list(held), self._failed)
+            spans = tuple(resume.held_bytes(runs, self.adu, total))
+            if spans:
+                state = resume.Kept(total, place.offset, place.source, NAMES[self._alg], spans)
+                try:
+                    return self.backend.keep_for_resume(state)
+                except OSError as e:
+                    note = self.backend.discard(self.keep_partial)
+                    why = describe(e, "cannot keep the partial output for a resume")
+                    return f"{why}; {note}" if note else why
+        return self.backend.discard(self.keep_partial and started)
 
 
 class Writer(Protocol):
@@ -345,7 +424,7 @@ class OrderedSink:
         self._chunks: dict[int, tuple[int, Buffer]] = {}
         self._next = 0  # first index not yet handed to the writer
 
-    def start(self, adu_size: int, total_bytes: int | None, alg: DigestAlg) -> None:
+    def start(self, adu_size: int, total_bytes: int | None, alg: DigestAlg, place: Placement = WHOLE) -> None:
         self.adu = adu_size
         self.writer.set_digest(alg)
 
@@ -373,7 +452,7 @@ class OrderedSink:
     def finish(self, total_bytes: int, expected: bytes | None) -> tuple[int, bytes]:
         return self.writer.finish()  # stdout has it already: the exit status is the verdict
 
-    def close(self, ok: bool) -> str | None:
+    def close(self, ok: bool, held: Sequence[Span] = ()) -> str | None:
         if not ok:
             self.writer.stop()
         return None

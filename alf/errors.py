@@ -19,6 +19,7 @@ class ExitCode(IntEnum):
     VERIFY_FAILED = 5  # the content arrived but its length or digest does not match
     LOCAL_IO = 6  # this side cannot read its input or write its output
     INPUT_CHANGED = 7  # the sender's input file changed while it was sent: nothing is delivered
+    NOT_RESUMABLE = 8  # --resume strict: what the receiver holds is not of the content sent
     CANCELLED = 130  # stopped by the user (SIGINT/SIGTERM)
 
 

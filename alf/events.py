@@ -94,6 +94,16 @@ class MemberSlow(Event):
 
 
 @dataclass(frozen=True)
+class Resumed(Event):
+    """§18: the receiver was to take up what it holds of an earlier transfer: ``held_bytes``
+    of the content's ``total_bytes`` are there; ``why``: why nothing is (it starts afresh)."""
+
+    held_bytes: int
+    total_bytes: int
+    why: str | None
+
+
+@dataclass(frozen=True)
 class Verifying(Event):
     """The receiver holds every ADU and knows the sender's FINAL: the output is being finished
     and its digest checked (a slow consumer can make this last)."""

@@ -83,3 +83,13 @@ class GapMap:
             else:
                 out.append((tail_from, hi))
         return out
+
+    def held_runs(self) -> list[tuple[int, int]]:
+        """Sorted disjoint ranges of the indices held (what a resume can take up, §18)."""
+        out = [(0, self.cum)] if self.cum else []
+        lo = self.cum - self._base
+        if lo < len(self._bits):
+            for v, a, b in intervals(self._bits[lo:]):
+                if v:
+                    out.append((self.cum + a, self.cum + b))
+        return out

@@ -213,6 +213,9 @@ def summary(stats: Mapping[str, Any], ok: bool, message: str, seconds: float | N
             line += f" in {seconds:.2f} s ({human_rate(done / seconds)})"
         if stats.get("transport") == "tcp":
             line += " over TCP"
+        held = int(stats.get("bytes_held", 0) or 0)
+        if held:
+            line += f" ({human_bytes(held)} the receiver held already)"
         repair = repair_field(stats)
         tail = f"verified ({stats.get('digest', 'digest')})"
         group = stats.get("receivers")

@@ -55,3 +55,18 @@ def subtract_ranges(ranges: list[tuple[int, int]], minus: list[tuple[int, int]])
         if a < b:
             out.append((a, b))
     return out
+
+
+def skip_held(held: list[tuple[int, int]], i: int) -> int:
+    """Where a first pass at index ``i`` goes on, past the sorted ranges ``held`` (§18: what
+    the receiver holds already); the ranges passed leave the list."""
+    while held and held[0][0] <= i:
+        a, b = held.pop(0)
+        if b > i:
+            i = b
+    return i
+
+
+def before_held(held: list[tuple[int, int]], i: int, n: int) -> int:
+    """How many of ``n`` ADUs from ``i`` a first pass sends before the next held range."""
+    return min(n, held[0][0] - i) if held else n

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
-from alf import fec, wire
+from alf import fec, resume, wire
 from alf.errors import ExitCode, Outcome, aborted_by
 from alf.events import (
     DataArrived,
@@ -43,10 +43,12 @@ from alf.events import (
     Joined,
     PeerAborted,
     Rejected,
+    Resumed,
     SendFailed,
 )
 from alf.gapmap import GapMap
 from alf.ranges import append_range, ceil_div
+from alf.resume import Placement
 from alf.verdict import (
     FINAL_CONTRADICTS,
     INCONSISTENT_FINAL,
@@ -91,6 +93,8 @@ class ReceiverConfig:
     wait_timeout: float | None = None  # bound on the wait for the first HELLO; None: forever
     fec: bool = False  # §16: decode parity when a group's sender offers it (the driver has a codec)
     key: bytes | None = None  # §17: the pre-shared key: only a sealed session is served
+    kept: resume.Kept | None = None  # §18: what the output holds of an earlier transfer
+    resume_strict: bool = False  # §18: a sender of another content is refused, not started afresh
 
 
 @dataclass
@@ -126,6 +130,7 @@ class ReceiverStats:
     adus_decoded: int = 0  # ADUs restored from parity
     naks_need: int = 0  # NEED blocks sent (§16): symbols asked for by count, not by index
     unauthenticated: int = 0  # §17: datagrams that failed to open under the session's keys: dropped
+    adus_resumed: int = 0  # §18: ADUs the output held from an earlier transfer (not sent again)
 
 
 class State(Enum):
@@ -202,6 +207,9 @@ class Receiver:
         self._path_high: dict[Addr, tuple[int, float]] = {}
         self._path_rate: dict[Addr, tuple[int, float, int]] = {}  # (bytes, when, rate) at its last STATUS
         self.hello: wire.Hello | None = None
+        self.place = Placement()  # §18: where the bound session's content goes, what is there
+        self.keepable = True  # §18: on failure, what is held may be kept for a resume
+        self._held: tuple[Span, ...] = ()  # §18: what our ACCEPT says is held
         self.began: float | None = None  # when the sender's HELLO was taken: the transfer's start
         self.events = EventLog()  # what the driver and the library learn (alf.events)
         self.adu = 0
@@ -303,8 +311,8 @@ class Receiver:
         if new and new[-1][1] == stop and last_len != self.adu:
             nbytes += last_len - self.adu
         self.stats.bytes_received += nbytes
-        if self.gaps.highest > self._frontier:
-            self._frontier = self.gaps.highest
+        if stop > self._frontier:  # (what was sent: not what is held from before, §18)
+            self._frontier = stop
         return new
 
     # ------------------------------------------------------------ parity (§16)
@@ -561,6 +569,7 @@ class Receiver:
             self.events.add(PeerAborted(msg.code, msg.reason))
             self._end(aborted_by("sender", msg.code.name, msg.reason))
             self.state = State.CLOSED
+            self.keepable = resume.keepable_after(msg.code)
         else:
             self.stats.violations += 1  # a message only a receiver sends
 
@@ -619,6 +628,9 @@ class Receiver:
             return
         if not self._key_agrees(msg, addr, now):
             return
+        held = self._take_up(msg, addr)
+        if held is None:
+            return
         self.state = State.RECEIVING
         self.session_id = msg.session_id
         self.peer = addr
@@ -634,11 +646,35 @@ class Receiver:
         if msg.kind == wire.Kind.FILE:
             self.total_bytes = msg.total_bytes
             self.end_adus = ceil_div(msg.total_bytes, msg.adu_size)
+        for a, b in held:  # §18: what the output holds already counts as received
+            self.gaps.add_run(a, b - a)
+            self.stats.adus_resumed += b - a
+        self._held = resume.claim(held)
         self._last_heard = now
         self._round_at = now + MIN_ROUND
         self._rate_since = now
         self._send(self._accept(msg))
         self.events.add(Joined(addr, msg.session_id))
+
+    def _take_up(self, msg: wire.Hello, addr: Addr) -> list[Span] | None:
+        """§18: what the output holds of the content ``msg`` offers (ADU ranges), and where
+        the content goes; None: refused (``resume_strict``, and what is held is of another)."""
+        kept = self.cfg.kept
+        held, why = resume.take_up(kept, msg)
+        if why is not None and self.cfg.resume_strict:
+            reason, said = resume.refusal(why)
+            self.stats.rejected_hellos += 1
+            self.events.add(Rejected(addr, reason))
+            for _ in range(ABORT_COPIES):
+                self._send_abort_to(msg.session_id, addr, wire.AbortCode.NOT_RESUMABLE, reason)
+            self._end(Outcome(ExitCode.NOT_RESUMABLE, said))
+            self.state = State.CLOSED
+            return None
+        self.place = resume.placement(msg, kept is not None and why is None)
+        if kept is not None:
+            nbytes = sum(b - a for a, b in resume.held_bytes(held, msg.adu_size, msg.total_bytes))
+            self.events.add(Resumed(nbytes, msg.total_bytes, why))
+        return held
 
     def _binds_hello(self, msg: wire.Hello) -> bool:
         assert self._responder is not None
@@ -706,7 +742,9 @@ class Receiver:
 
     def _accept(self, msg: wire.Hello) -> bytes:
         self._advertised = self.window_limit
-        accept = wire.Accept(self.session_id, msg.timestamp_us, self._advertised, msg.token, fec=self.fec)
+        accept = wire.Accept(
+            self.session_id, msg.timestamp_us, self._advertised, msg.token, fec=self.fec, held=self._held
+        )
         if self._responder is None:
             return wire.encode_accept(accept)
         return self._responder.accept(accept)  # §17: our share, the transcript's finished MAC

@@ -46,8 +46,8 @@ ENV_KEY_FILE = "ALF_KEY_FILE"
 
 # HELLO offsets (§17): the share and the binder follow the §4.1 fields
 HELLO_SHARE_AT = wire.HELLO_SHARE_AT
-HELLO_BINDER_AT = HELLO_SHARE_AT + SHARE_SIZE  # 136
-HELLO_SEALED_END = HELLO_BINDER_AT + MAC_SIZE  # 168
+HELLO_BINDER_AT = HELLO_SHARE_AT + SHARE_SIZE  # 168
+HELLO_SEALED_END = HELLO_BINDER_AT + MAC_SIZE  # 200
 _TS = slice(32, 40)  # the HELLO's timestamp and token: they differ between copies of it
 _TOKEN = slice(64, 72)
 
@@ -130,14 +130,14 @@ def early_secret(psk: bytes) -> bytes:
 
 
 def binder(psk: bytes, hello_head: bytes) -> bytes:
-    """The HELLO's binder: HMAC under a key only the PSK gives, of the HELLO's first 136
+    """The HELLO's binder: HMAC under a key only the PSK gives, of the HELLO's first 168
     bytes (everything before the binder, timestamp and token included)."""
     key = expand_label(early_secret(psk), "binder", b"", 32)
     return hmac.new(key, hello_head, hashlib.sha256).digest()
 
 
 def hello_core(hello_head: bytes) -> bytes:
-    """The HELLO's first 136 bytes without its timestamp and token: what every copy of one
+    """The HELLO's first 168 bytes without its timestamp and token: what every copy of one
     session's HELLO (resent, tokened, on another path) has in common."""
     core = bytearray(hello_head[:HELLO_BINDER_AT])
     core[_TS] = bytes(8)
@@ -505,7 +505,7 @@ class Responder:
         self.keys: Keys | None = None
 
     def binds(self, hello: bytes, mac: bytes) -> bool:
-        """Whether ``mac`` is the binder of ``hello`` (its first 136 bytes) under our PSK."""
+        """Whether ``mac`` is the binder of ``hello`` (its first 168 bytes) under our PSK."""
         want = hmac.new(self._binder_key, hello[:HELLO_BINDER_AT], hashlib.sha256).digest()
         return hmac.compare_digest(want, mac)
 

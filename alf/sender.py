@@ -24,7 +24,7 @@ from alf import fec, stripe, wire
 from alf.errors import ExitCode, Outcome, aborted_by
 from alf.events import Ended, Event, EventLog, FallBack, Finished, Joined, PeerAborted, SendFailed
 from alf.pacing import Pacer, bucket_bytes
-from alf.ranges import ceil_div, merge_ranges, trim_ranges
+from alf.ranges import before_held, ceil_div, merge_ranges, skip_held, trim_ranges
 from alf.verdict import verdict_outcome
 
 if TYPE_CHECKING:
@@ -128,6 +128,8 @@ class SenderStats:
     unexpected: int = 0
     unauthenticated: int = 0  # §17: datagrams that failed to open under the session's keys: dropped
     dropped_injected: int = 0
+    adus_held: int = 0  # §18: ADUs the receiver held already (resumed): hashed, not sent
+    bytes_held: int = 0  # ... their bytes
     srtt_ms: float = 0.0
     acked_adus: int = 0
     receiver_rate_Bps: int = 0
@@ -233,7 +235,11 @@ class Sender:
         kind: wire.Kind,
         total_bytes: int | None,
         now: float,
+        offset: int | None = None,
+        source: tuple[int, int, int] | None = None,
     ) -> None:
+        """``offset``: the content is a range of its source from there (§18; None: all of it); ``source``: the
+        source file's size, mtime_ns and inode (§18: a receiver may hold part of it already)."""
         if not 1 <= config.adu_size <= wire.MAX_ADU_SIZE:
             raise ValueError("ADU size out of range")
         if (kind == wire.Kind.FILE) != (total_bytes is not None):
@@ -260,6 +266,14 @@ class Sender:
             self.paths[b].backup = True
         self.multipath = config.paths > 1
         self._features = config.features | (wire.FEATURE_MULTIPATH if self.multipath else 0)
+        self.offset = offset or 0
+        self.source = source or (0, 0, 0)
+        if offset is not None:
+            self._features |= wire.FEATURE_RANGE
+        if source is not None and kind == wire.Kind.FILE:
+            self._features |= wire.FEATURE_RESUME
+        self._held: list[tuple[int, int]] = []  # §18: what the receiver holds, not sent yet passed
+        self._held_top = 0  # one past the highest index it holds
         if config.fec and kind == wire.Kind.FILE and not self.multipath:
             self._features |= wire.FEATURE_FEC
         self.peer_fec = False  # §16: the receiver decodes parity (its ACCEPT said so)
@@ -500,6 +514,8 @@ class Sender:
             self._features,
             token,
             self._initiator.share if self._initiator is not None else b"",
+            offset=self.offset,
+            source=self.source,
         )
         encoded = wire.encode_hello(hello)
         return encoded if self._initiator is None else self._initiator.bind(encoded)
@@ -751,16 +767,16 @@ class Sender:
         )
 
     def _new_run(self, now: float, n: int, new_limit: int, path: int = 0) -> Run:
-        count = min(n, new_limit - self.next_new)
+        count = before_held(self._held, self.next_new, min(n, new_limit - self.next_new))
         run = Run(self.next_new, count, path, False)
         if self.multipath and (not self._new_paths or self._new_paths[-1] != path):
             self._new_firsts.append(self.next_new)  # (a run on the path of the one before needs none)
             self._new_paths.append(path)
-        self.next_new += count
+        self.next_new = skip_held(self._held, self.next_new + count)
         self.stats.adus_new += count
         self.paths[path].new_adus += count
         if self.peer_fec and self.end_adus is not None:
-            self._proactive(run.first, self.next_new)
+            self._proactive(run.first, run.first + count)
         return self._issued(run, now)
 
     def _proactive(self, before: int, after: int) -> None:
@@ -1032,6 +1048,14 @@ class Sender:
         self.peer_fec = msg.fec and bool(self._features & wire.FEATURE_FEC)
         peer.last_heard = now
         peer.window_limit = msg.window_limit
+        if msg.held and self._features & wire.FEATURE_RESUME and self.end_adus is not None:
+            # §18: what the receiver holds of our file is not sent (it is hashed all the same)
+            self._held = [(a, min(b, self.end_adus)) for a, b in msg.held if a < self.end_adus]
+            self.stats.adus_held = sum(b - a for a, b in self._held)
+            total = self.total_bytes or 0
+            self.stats.bytes_held = sum(min(b * self.adu, total) - a * self.adu for a, b in self._held)
+            self._held_top = self._held[-1][1] if self._held else 0
+            self.next_new = skip_held(self._held, self.next_new)
         self.state = State.SENDING
         self.began = now
         peer.progress_at = now
@@ -1040,7 +1064,8 @@ class Sender:
         self.events.add(Joined(addr, self.session_id))
 
     def _on_status(self, msg: wire.Status, now: float, arrived: float, on: PathState) -> None:
-        if msg.cum_ack > self.next_new or msg.highest > self.next_new:
+        sent = max(self.next_new, self._held_top)  # (§18: what was held counts as sent)
+        if msg.cum_ack > sent or msg.highest > sent:
             self.stats.unexpected += 1  # acknowledges what was never sent: ignore it whole
             return
         if msg.received > self.peer.received:

@@ -104,6 +104,7 @@ class SendSession:
         self.sender = sender
         self.source = source
         sender.source_window = source.window_adus
+        self._skipping = False  # the source was told the receiver holds parts of it (§18)
         self.dropper = dropper
         self.max_run = max_run
         self.datapath = ""  # how the driver moves datagrams ("gso", "per-datagram"), for the stats
@@ -131,6 +132,9 @@ class SendSession:
 
     def _sync_source(self) -> None:
         s, src = self.sender, self.source
+        if s.stats.adus_held and not self._skipping:
+            self._skipping = True
+            src.skipping()  # §18: what the receiver holds is hashed, not sent
         s.add_available(src.available())
         if s.end_adus is None:
             total = src.total_bytes()
@@ -269,7 +273,8 @@ class SendSession:
             role="send",
             state=s.state.value,
             total_bytes=total,
-            bytes_sent=s.next_new * s.adu if total is None else min(s.next_new * s.adu, total),
+            bytes_sent=(s.next_new * s.adu if total is None else min(s.next_new * s.adu, total))
+            - s.stats.bytes_held,  # (§18: what the receiver held is passed, not sent)
             bytes_resent=s.stats.adus_repair * s.adu,
             acked_bytes=s.shown_acked() * s.adu if total is None else min(s.shown_acked() * s.adu, total),
             digest=digest_names[s.cfg.digest],
@@ -573,7 +578,7 @@ class RecvSession:
         assert r.hello is not None
         self._started = True
         try:
-            self.sink.start(r.adu, r.total_bytes, r.hello.digest_alg)
+            self.sink.start(r.adu, r.total_bytes, r.hello.digest_alg, r.place)
         except SinkError as e:
             r.fail_local(str(e), now)
 
@@ -618,7 +623,8 @@ class RecvSession:
     def close(self) -> str | None:
         """Release the output; returns a note for the user (where a partial output is kept)."""
         ok = self.receiver.outcome is not None and self.receiver.outcome.ok
-        return self.sink.close(ok)
+        r = self.receiver
+        return self.sink.close(ok, r.gaps.held_runs() if r.keepable else [])
 
     def take_events(self) -> list[Event]:
         return self.receiver.take_events()

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from alf import wire
-from alf.content import Buffer, Sink, SinkError, Source, source_failure
+from alf import resume, wire
+from alf.content import WHOLE, Buffer, Sink, SinkError, Source, source_failure
 from alf.digest import NAMES as digest_names
 from alf.errors import ExitCode, Outcome, aborted_by
 from alf.events import (
@@ -34,10 +34,11 @@ from alf.events import (
     Joined,
     PeerAborted,
     Rejected,
+    Resumed,
     Verifying,
 )
 from alf.gapmap import GapMap
-from alf.ranges import ceil_div, merge_ranges, trim_ranges
+from alf.ranges import before_held, ceil_div, merge_ranges, skip_held, trim_ranges
 from alf.verdict import (
     FINAL_CONTRADICTS,
     INCONSISTENT_FINAL,
@@ -82,6 +83,8 @@ class TcpSenderStats:
     connection_losses: int = 0
     unexpected: int = 0
     unauthenticated: int = 0  # §17: frames that did not open under the session's keys
+    adus_held: int = 0  # §18: ADUs the receiver held already (resumed): hashed, not sent
+    bytes_held: int = 0  # ... their bytes
 
 
 @dataclass
@@ -115,6 +118,8 @@ class TcpSender:
         now: float = 0.0,
         paths: Sequence[str] = ("the receiver",),
         udp_refused_since: float | None = None,
+        offset: int | None = None,
+        stamp: tuple[int, int, int] | None = None,
     ) -> None:
         self.cfg = cfg
         self.session_id = session_id
@@ -151,6 +156,12 @@ class TcpSender:
 
             self._initiator = _seal.Initiator(cfg.key)
             self._features |= wire.FEATURE_KEY
+        self.offset, self.stamp = offset or 0, stamp or (0, 0, 0)  # §18, as the UDP sender's
+        if offset is not None:
+            self._features |= wire.FEATURE_RANGE
+        if stamp is not None and kind == wire.Kind.FILE:
+            self._features |= wire.FEATURE_RESUME
+        self._held: list[tuple[int, int]] = []  # §18: what the receiver holds, not yet passed
 
     # -- connections
     def _hello(self, now: float) -> bytes:
@@ -166,6 +177,8 @@ class TcpSender:
             self.cfg.digest,
             features=self._features,
             share=share,
+            offset=self.offset,
+            source=self.stamp,
         )
         encoded = wire.encode_hello(hello)
         return encoded if self._initiator is None else self._initiator.bind(encoded)
@@ -231,7 +244,7 @@ class TcpSender:
 
     def _new_count(self) -> int:
         limit = min(self.source.available(), self.window_limit)
-        return max(0, min(self.frame_adus, limit - self.next_new))
+        return max(0, before_held(self._held, self.next_new, min(self.frame_adus, limit - self.next_new)))
 
     def _final_ready(self) -> bool:
         end = self.end_adus()
@@ -268,7 +281,7 @@ class TcpSender:
             first = self.next_new
             data = self.source.block(first, count)
             count = ceil_div(len(data), self.adu)
-            self.next_new += count
+            self.next_new = skip_held(self._held, self.next_new + count)
             self.stats.bytes_sent += len(data)
             self.stats.frames_sent += 1
             runs.append((first, count))
@@ -323,6 +336,17 @@ class TcpSender:
                 self.accepted = True
                 self.began = now
                 self.window_limit = msg.window_limit
+                end = self.end_adus()
+                if msg.held and self._features & wire.FEATURE_RESUME and end is not None:
+                    # §18: what the receiver holds is hashed, not sent
+                    self._held = [(a, min(b, end)) for a, b in msg.held if a < end]
+                    self.stats.adus_held = sum(b - a for a, b in self._held)
+                    total = self.source.total_bytes() or 0
+                    self.stats.bytes_held = sum(
+                        min(b * self.adu, total) - a * self.adu for a, b in self._held
+                    )
+                    self.next_new = skip_held(self._held, self.next_new)
+                    self.source.skipping()
             return
         if isinstance(msg, wire.Status):
             self._on_status(msg)
@@ -433,6 +457,7 @@ class TcpSender:
 @dataclass
 class TcpReceiverStats:
     bytes_received: int = 0  # payload bytes new to the output
+    adus_resumed: int = 0  # §18: ADUs the output held from an earlier transfer (not sent again)
     duplicate_bytes: int = 0
     frames: int = 0
     joins: int = 0
@@ -450,6 +475,8 @@ class TcpReceiverConfig:
     timeout: float = 30.0
     wait_timeout: float | None = None
     key: bytes | None = None  # §17: only a sealed session is served
+    kept: resume.Kept | None = None  # §18: what the output holds of an earlier transfer
+    resume_strict: bool = False  # §18: a sender of another content is refused
 
 
 @dataclass
@@ -494,6 +521,9 @@ class TcpReceiver:
         self._responder: seal.Responder | None = None
         self._sender_keyed = False  # a sealed frame from the sender opened: it has the keys too
         self._sink_started = False
+        self.place = WHOLE  # §18: where the content goes, what of it is there
+        self.keepable = True  # §18: on failure, what is held may be kept for a resume
+        self._held: tuple[tuple[int, int], ...] = ()  # §18: what our ACCEPT says is held
         if cfg.key is not None:
             from alf import seal as _seal  # (cryptography costs 70 ms to import: only with a key)
 
@@ -566,6 +596,7 @@ class TcpReceiver:
             self.events.add(PeerAborted(msg.code, msg.reason))
             self._end(aborted_by("sender", msg.code.name, msg.reason))
             self._closed = True
+            self.keepable = resume.keepable_after(msg.code)
         else:
             self.stats.violations += 1
         return False
@@ -577,11 +608,19 @@ class TcpReceiver:
                 return
             if not self._key_agrees(cid, msg):
                 return
+            held = self._take_up(cid, msg)
+            if held is None:
+                return
             self.hello, self.session_id, self.adu = msg, msg.session_id, msg.adu_size
             self.began = now
             if msg.kind == wire.Kind.FILE:
                 self.total_bytes = msg.total_bytes
                 self.end_adus = ceil_div(msg.total_bytes, msg.adu_size)
+            self.gaps = GapMap()
+            for a, b in held:  # §18: what the output holds already counts as received
+                self.gaps.add_run(a, b - a)
+            self.stats.adus_resumed = sum(b - a for a, b in held)
+            self._held = resume.claim(held)
             if self._responder is None and not self._start_sink(cid):
                 return
         elif self._displaces(msg):
@@ -606,7 +645,7 @@ class TcpReceiver:
         self.stats.joins += 1
         self._last_heard = now
         self.events.add(Joined(cid, self.session_id))
-        accept = wire.Accept(self.session_id, msg.timestamp_us, self.window_limit)
+        accept = wire.Accept(self.session_id, msg.timestamp_us, self.window_limit, held=self._held)
         if self._responder is None:
             self._out.items.append((cid, wire.frame(wire.encode_accept(accept))))
         else:  # §17: the share and the transcript's finished MAC
@@ -626,12 +665,29 @@ class TcpReceiver:
         assert self.hello is not None
         self._sink_started = True
         try:
-            self.sink.start(self.hello.adu_size, self.total_bytes, self.hello.digest_alg)
+            self.sink.start(self.hello.adu_size, self.total_bytes, self.hello.digest_alg, self.place)
         except SinkError as e:
             self.joined.add(cid)
             self._abort(wire.AbortCode.LOCAL_IO, str(e), Outcome(ExitCode.LOCAL_IO, str(e)))
             return False
         return True
+
+    def _take_up(self, cid: int, msg: wire.Hello) -> list[tuple[int, int]] | None:
+        """§18 over TCP, as the UDP receiver's: what the output holds of the content (ADU
+        ranges) and where it goes; None: refused (``resume_strict``, another content)."""
+        kept = self.cfg.kept
+        held, why = resume.take_up(kept, msg)
+        if why is not None and self.cfg.resume_strict:
+            reason, said = resume.refusal(why)
+            self._reject(cid, msg.session_id, wire.AbortCode.NOT_RESUMABLE, reason)
+            self._end(Outcome(ExitCode.NOT_RESUMABLE, said))
+            self._closed = True
+            return None
+        self.place = resume.placement(msg, kept is not None and why is None)
+        if kept is not None:
+            nbytes = sum(b - a for a, b in resume.held_bytes(held, msg.adu_size, msg.total_bytes))
+            self.events.add(Resumed(nbytes, msg.total_bytes, why))
+        return held
 
     def _displaces(self, msg: wire.Hello) -> bool:
         """§17 over TCP: a HELLO has no token to show it is fresh, so a session stays open to
@@ -644,6 +700,7 @@ class TcpReceiver:
             return False
         self._out.close.update(self.joined)
         self.joined.clear()
+        self.gaps, self.stats.adus_resumed, self._held = GapMap(), 0, ()  # (taken up for the one held)
         self.hello, self.keys, self.session_id, self.total_bytes, self.end_adus = None, None, 0, None, None
         self.stats.unauthenticated += 1  # (the one held never proved it was fresh)
         return True
@@ -924,4 +981,5 @@ class TcpReceiver:
             "unauthenticated": self.stats.unauthenticated,
             "sealed": self.keys is not None,
             "cum_ack_adus": self.gaps.cum,
+            "adus_resumed": self.stats.adus_resumed,
         }

@@ -79,6 +79,7 @@ class AbortCode(IntEnum):
     LOCAL_IO = 6
     TIMEOUT = 7
     KEY_MISMATCH = 8  # §17: the peers hold different keys, or one has none
+    NOT_RESUMABLE = 9  # §18: the receiver was told to take up what it holds, and it is not of this content
 
 
 class NakKind(IntEnum):
@@ -111,17 +112,29 @@ FEATURE_MULTIPATH = 1 << 0  # §14: several paths, each joined as the session wa
 FEATURE_MULTICAST = 1 << 1  # §15: the sender serves a group of receivers
 FEATURE_FEC = 1 << 2  # §16: the sender repairs with parity to the receivers that decode it
 FEATURE_KEY = 1 << 3  # §17: the session is sealed with keys from a pre-shared key
-KNOWN_FEATURES = FEATURE_MULTIPATH | FEATURE_MULTICAST | FEATURE_FEC | FEATURE_KEY  # §4.4: the bits served
+FEATURE_RANGE = 1 << 4  # §18: the content is a byte range of its source, written at its offset
+FEATURE_RESUME = 1 << 5  # §18: the HELLO names its source; the ACCEPT may say what is held of it
+KNOWN_FEATURES = (
+    FEATURE_MULTIPATH | FEATURE_MULTICAST | FEATURE_FEC | FEATURE_KEY | FEATURE_RANGE | FEATURE_RESUME
+)  # §4.4: the bits served
 SHARE_SIZE = 64  # §17: a random and an X25519 public key
 MAC_SIZE = 32  # §17: the HELLO's binder, the ACCEPT's finished MAC
-HELLO_SHARE_AT = 72  # §17: with FEATURE_KEY the HELLO's share, then its binder, follow the token
+# §18 HELLO placement: offset u64 (RANGE) | source size u64 | mtime_ns u64 | inode u64 (RESUME)
+HELLO_PLACE = struct.Struct("!QQQQ")
+HELLO_PLACE_AT = 72
+HELLO_SHARE_AT = 104  # §17: with FEATURE_KEY the HELLO's share, then its binder, follow placement
+# §18 ACCEPT held: count u32 | reserved u32 (0) | count x (start u64, stop u64)
+HELD_HEAD = struct.Struct("!II")
+HELD_RANGE = struct.Struct("!QQ")
+MAX_HELD = 64  # §18: ranges one ACCEPT names at most (it stays within the HELLO's 1200 bytes)
 # §4.2 ACCEPT body: echo_timestamp_us u64 | window_limit u64 | token u64
 ACCEPT_BODY = struct.Struct("!QQQ")
 ACCEPT_FLAG_RETRY = 0x01  # §4.3: "send your HELLO again with this token": not yet accepted
 ACCEPT_FLAG_JOIN = 0x02  # §15: a RETRY answering a group's announcement, padded to HELLO_SIZE
 ACCEPT_FLAG_FEC = 0x04  # §16: the receiver decodes parity (only when the HELLO offered FEC)
 ACCEPT_FLAG_KEY = 0x08  # §17: the receiver's share and finished MAC follow (never with RETRY)
-ACCEPT_KEY_SIZE = 16 + 24 + SHARE_SIZE + MAC_SIZE  # 136
+ACCEPT_FLAG_HELD = 0x10  # §18: what the receiver holds of the content follows (never with RETRY)
+ACCEPT_KEY_SIZE = SHARE_SIZE + MAC_SIZE  # 96 bytes after the body (and after the held ranges)
 MAX_TOTAL_BYTES = (1 << 63) - 1  # §4.1: the longest file content (an offset must fit an off_t)
 # §6 STATUS body: cum_ack | highest | received | window_limit | receive_rate | echo_ts (u64 each)
 #                 | echo_delay_us u32 | reserved u32 (0)
@@ -204,7 +217,9 @@ class Hello:
     features: int = 0  # §4.4: bits of optional capabilities asked for
     token: int = 0  # §4.3: the token of the receiver's RETRY ACCEPT, echoed; 0 before one came
     share: bytes = b""  # §17 (FEATURE_KEY): the sender's random and X25519 public key
-    binder: bytes = b""  # §17: HMAC of the HELLO's first 136 bytes under a key from the PSK
+    binder: bytes = b""  # §17: HMAC of the HELLO's first 168 bytes under a key from the PSK
+    offset: int = 0  # §18 (FEATURE_RANGE): where the content starts in its source and its output
+    source: tuple[int, int, int] = (0, 0, 0)  # §18 (FEATURE_RESUME): the source's size, mtime_ns, inode
 
 
 @dataclass(frozen=True)
@@ -227,6 +242,7 @@ class Accept:
     fec: bool = False  # §16: it decodes parity
     share: bytes = b""  # §17: (without retry) the receiver's random and X25519 public key
     mac: bytes = b""  # §17: the finished MAC over the transcript and the ACCEPT before it
+    held: tuple[tuple[int, int], ...] = ()  # §18: ADU ranges [a, b) the receiver already holds
 
 
 @dataclass(frozen=True)
@@ -324,6 +340,10 @@ def encode_hello(m: Hello) -> bytes:
         m.token,
     )
     out = COMMON.pack(VERSION, MsgType.HELLO, 0, 0, 0, m.session_id) + body
+    out += HELLO_PLACE.pack(
+        m.offset if m.features & FEATURE_RANGE else 0,
+        *(m.source if m.features & FEATURE_RESUME else (0, 0, 0)),
+    )
     if m.features & FEATURE_KEY:
         out += m.share.ljust(SHARE_SIZE, b"\0")[:SHARE_SIZE] + m.binder.ljust(MAC_SIZE, b"\0")[:MAC_SIZE]
     return out + bytes(HELLO_SIZE - len(out))
@@ -335,10 +355,13 @@ def encode_accept(m: Accept) -> bytes:
         | (ACCEPT_FLAG_JOIN if m.join else 0)
         | (ACCEPT_FLAG_FEC if m.fec else 0)
         | (ACCEPT_FLAG_KEY if m.share else 0)
+        | (ACCEPT_FLAG_HELD if m.held else 0)
     )
     out = COMMON.pack(VERSION, MsgType.ACCEPT, flags, 0, 0, m.session_id) + ACCEPT_BODY.pack(
         m.echo_timestamp_us, m.window_limit, m.token
     )
+    if m.held:
+        out += HELD_HEAD.pack(len(m.held), 0) + b"".join(HELD_RANGE.pack(a, b) for a, b in m.held)
     if m.share:
         out += m.share + m.mac.ljust(MAC_SIZE, b"\0")[:MAC_SIZE]
     return out + bytes(HELLO_SIZE - len(out)) if m.join else out
@@ -619,7 +642,10 @@ def decode_untrusted(buf: bytes | bytearray | memoryview) -> Message:
         if res:
             raise BadPacket("HELLO reserved byte")
         keyed = bool(features & FEATURE_KEY)
-        pad = HELLO_SHARE_AT + SHARE_SIZE + MAC_SIZE if keyed else _HEAD + HELLO_BODY.size
+        pad = HELLO_SHARE_AT + SHARE_SIZE + MAC_SIZE if keyed else HELLO_SHARE_AT
+        offset, *source = HELLO_PLACE.unpack_from(buf, HELLO_PLACE_AT)
+        if offset and not features & FEATURE_RANGE or any(source) and not features & FEATURE_RESUME:
+            raise BadPacket("HELLO placement without its feature")
         if any(buf[pad:]):
             raise BadPacket("HELLO padding is not zero")
         share = bytes(buf[HELLO_SHARE_AT : HELLO_SHARE_AT + SHARE_SIZE]) if keyed else b""
@@ -641,25 +667,54 @@ def decode_untrusted(buf: bytes | bytearray | memoryview) -> Message:
             raise BadPacket("file without a length")
         if kind_e == Kind.FILE and total > MAX_TOTAL_BYTES:
             return Unsupported(session, f"a content of {total} bytes (at most 2^63-1)")
+        if features & (FEATURE_RANGE | FEATURE_RESUME) and kind_e != Kind.FILE:
+            raise BadPacket("a stream with a range or a source")
+        if kind_e == Kind.FILE and offset > MAX_TOTAL_BYTES - total:
+            return Unsupported(session, f"a range that ends past 2^63-1 (offset {offset})")
         return Hello(
-            session, adu, kind_e, total, ts, tag, alg_e, bool(dflags), features, token, share, binder
-        )
+            session, adu, kind_e, total, ts, tag, alg_e, bool(dflags), features, token, share, binder,
+            offset, (source[0], source[1], source[2]),
+        )  # fmt: skip
     if mtype == MsgType.ACCEPT:
         join = bool(flags & ACCEPT_FLAG_JOIN)
         keyed = bool(flags & ACCEPT_FLAG_KEY)
-        size = HELLO_SIZE if join else ACCEPT_KEY_SIZE if keyed else _HEAD + ACCEPT_BODY.size
-        if flags & ~(ACCEPT_FLAG_RETRY | ACCEPT_FLAG_JOIN | ACCEPT_FLAG_FEC | ACCEPT_FLAG_KEY) or n != size:
+        has_held = bool(flags & ACCEPT_FLAG_HELD)
+        at = _HEAD + ACCEPT_BODY.size
+        known = ACCEPT_FLAG_RETRY | ACCEPT_FLAG_JOIN | ACCEPT_FLAG_FEC | ACCEPT_FLAG_KEY | ACCEPT_FLAG_HELD
+        if flags & ~known or n < at:
             raise BadPacket("bad ACCEPT")
         ts, limit, token = ACCEPT_BODY.unpack_from(buf, _HEAD)
         retry = bool(flags & ACCEPT_FLAG_RETRY)
-        if retry and not token or join and not retry or keyed and (retry or join):
-            raise BadPacket("RETRY without a token, JOIN without RETRY, or a share with either")
-        if join and any(buf[_HEAD + ACCEPT_BODY.size :]):
+        if retry and not token or join and not retry or (keyed or has_held) and (retry or join):
+            raise BadPacket(
+                "RETRY without a token, JOIN without RETRY, or a share or held ranges with either"
+            )
+        held: list[tuple[int, int]] = []
+        if has_held:  # §18
+            if n < at + HELD_HEAD.size:
+                raise BadPacket("truncated held ranges")
+            count, res = HELD_HEAD.unpack_from(buf, at)
+            at += HELD_HEAD.size
+            if res or not 1 <= count <= MAX_HELD or n < at + count * HELD_RANGE.size:
+                raise BadPacket("bad held ranges")
+            last = -1
+            for _ in range(count):
+                a, b = HELD_RANGE.unpack_from(buf, at)
+                at += HELD_RANGE.size
+                if a <= last or b <= a:
+                    raise BadPacket("held ranges out of order")
+                held.append((a, b))
+                last = b
+        size = HELLO_SIZE if join else at + (ACCEPT_KEY_SIZE if keyed else 0)
+        if n != size:
+            raise BadPacket("bad ACCEPT")
+        if join and any(buf[at:]):
             raise BadPacket("JOIN padding not zero")
-        at = _HEAD + ACCEPT_BODY.size
         share = bytes(buf[at : at + SHARE_SIZE]) if keyed else b""
         mac = bytes(buf[at + SHARE_SIZE : at + SHARE_SIZE + MAC_SIZE]) if keyed else b""
-        return Accept(session, ts, limit, token, retry, join, bool(flags & ACCEPT_FLAG_FEC), share, mac)
+        return Accept(
+            session, ts, limit, token, retry, join, bool(flags & ACCEPT_FLAG_FEC), share, mac, tuple(held)
+        )
     if mtype == MsgType.STATUS:
         if flags or n != _HEAD + STATUS_BODY.size:
             raise BadPacket("bad STATUS")

@@ -86,14 +86,18 @@ def _start_pair(
     return recv, send, dst
 
 
-def test_sender_killed_receiver_fails_and_removes_partial(
+def test_sender_killed_receiver_fails_and_keeps_what_it_holds(
     procs: Procs, port: int, tmp_path: os.PathLike[str]
 ) -> None:
+    """§18: what arrived is kept, with the state a resume takes up (tests/test_resume.py)."""
     recv, send, dst = _start_pair(procs, port, tmp_path)
     send.kill()
     assert recv.wait(timeout=20) == ExitCode.PEER_UNREACHABLE
-    assert recv.stderr is not None and b"the sender went silent" in recv.stderr.read()
-    assert not os.path.exists(dst) and not os.path.exists(dst + ".alf-partial")
+    assert recv.stderr is not None
+    said = recv.stderr.read()
+    assert b"the sender went silent" in said and b"alf recv --resume -o" in said, said
+    assert not os.path.exists(dst) and os.path.exists(dst + ".alf-partial")
+    assert os.path.exists(dst + ".alf-resume")
 
 
 def test_sender_killed_keep_partial(procs: Procs, port: int, tmp_path: os.PathLike[str]) -> None:

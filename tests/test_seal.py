@@ -59,13 +59,13 @@ def test_key_schedule_matches_an_independent_hkdf_and_the_golden_vectors() -> No
     hello = _hello()
     early = hmac.new(bytes(32), PSK, hashlib.sha256).digest()
     binder_key = _label(early, "binder", b"", 32)
-    binder = hmac.new(binder_key, hello[:136], hashlib.sha256).digest()
-    assert seal.binder(PSK, hello[:136]) == binder
+    binder = hmac.new(binder_key, hello[:168], hashlib.sha256).digest()
+    assert seal.binder(PSK, hello[:168]) == binder
     shared = C_PRIV.exchange(S_PRIV.public_key())
     derived = _label(early, "derived", hashlib.sha256(b"").digest(), 32)
     secret = hmac.new(derived, shared, hashlib.sha256).digest()
     assert seal.session_secret(PSK, shared) == secret
-    core = bytearray(hello[:136])
+    core = bytearray(hello[:168])
     core[32:40] = bytes(8)
     core[64:72] = bytes(8)
     th = hashlib.sha256(b"alf1 transcript" + bytes(core) + S_SHARE).digest()
@@ -75,9 +75,9 @@ def test_key_schedule_matches_an_independent_hkdf_and_the_golden_vectors() -> No
     data_key = _label(secret, "s2r data key", th + (0).to_bytes(8, "big"), 32)
     data_iv = _label(secret, "s2r data iv", th, 12)
     # golden vectors: a change to any of these breaks every peer of another version
-    assert binder.hex() == "9058e2c1458649f3e15bbda8721b8f7f30755acb8ecf88982637a9151159ba1e"
+    assert binder.hex() == "f80ffd8d349c241c314ffc5eee4509c29b999e571a290c1e82bfe5635a383357"
     assert secret.hex() == "05a9356d977bb061c193704ffa55357741cc09a6184b01fbf566e4a5911da4da"
-    assert th.hex() == "36b3061144fcbba743fb68e5a70c2f2c1c0c28998e5030d6293338b3b81b04f4"
+    assert th.hex() == "aa31dc59903464b0c12410c6e8146a15eadbb2391dcd0ebb872b44beead5cbf1"
     assert data_key.hex() == GOLDEN["data_key"]
     assert data_iv.hex() == GOLDEN["data_iv"]
     # the sealed DATA layout: header and packet number in clear, then AES-256-GCM of the payload
@@ -109,18 +109,18 @@ def test_key_schedule_matches_an_independent_hkdf_and_the_golden_vectors() -> No
 
 
 GOLDEN = {
-    "data_key": "a5d83025f91ae17676c012ba70b64fc98ba92525061e1dcc9626b6749ce0acea",
-    "data_iv": "854055229dfb93682ed9dd96",
+    "data_key": "99722d84f4c8583ea6b410f9b6c534cee9639c76eaf3395b606042eabbf0adba",
+    "data_iv": "89a6a72ada9779f40c541a70",
     "data": (
-        "0103000000000000112233445566778800000000000000090000000000000003b4c002634cbbb2a0"
-        "6bb18d37268d72cefb9a6faf458d14c06bc7690c19edcdc47521df"
+        "01030000000000001122334455667788000000000000000900000000000000039e1a008f450c6347"
+        "33ba12a3f453c9025a8bb01fcd344fdc209111fd2c2e7c8193752e"
     ),
     "status": (
-        "0104000000000000112233445566778800000000000000002cd918159dd5dadafed13b2f0386240d"
-        "7998f3a50b91118372cc7587bfe0e7d57f48a90c9c36e9b5734215db22193dcec7199eeadb7d1233"
-        "89d5b0376a9e0bad6c017c8886387128"
+        "010400000000000011223344556677880000000000000000d6533e92b4e08718770e1240e6b28b7c"
+        "863fea872d9285fa4309c5082735d58f35216648c7eda2d3be8b62cf7e8143a7cd1aca96b24530db"
+        "51bb2625cd68b1d70760b728c2cd75d6"
     ),
-    "finished": "fa61521638fe2682a2c27ecbaa6dc810616093b6ca0086238d2dbc271056734c",
+    "finished": "4c8665c61ccc2d61608ed2561c60915187a9914615b9902f9f63db1160221321",
 }
 
 
@@ -134,7 +134,7 @@ def test_initiator_and_responder_agree_and_a_wrong_key_never_does() -> None:
     )
     hello = ini.bind(hello)
     msg = wire.decode_untrusted(hello)
-    assert isinstance(msg, wire.Hello) and msg.binder == hello[136:168]
+    assert isinstance(msg, wire.Hello) and msg.binder == hello[168:200]
     res = seal.Responder(PSK)
     assert res.binds(wire.encode_hello(msg), msg.binder)
     assert not seal.Responder(os.urandom(32)).binds(hello, msg.binder)

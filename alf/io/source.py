@@ -60,14 +60,33 @@ class FileSource:
         max_run: int = MAX_RUN,
         alg: DigestAlg = DigestAlg.XXH3_128,
         warn: Callable[[str], None] | None = None,
+        offset: int = 0,
+        length: int | None = None,
     ) -> None:
+        """``offset``, ``length``: the content is that range of the file (§18; the length
+        defaults to the rest of it); a range beyond the file's end is a ``ValueError``."""
         self.adu_size = adu_size
         self._buf = bytearray(max_run * adu_size)
         self._bufview = memoryview(self._buf)
         self._views = cut_adus(self._bufview, adu_size)
         self._fd = os.open(path, os.O_RDONLY)
         st = os.fstat(self._fd)
-        self._size = st.st_size
+        if (
+            offset < 0
+            or offset > st.st_size
+            or length is not None
+            and (length < 0 or offset + length > st.st_size)
+        ):
+            os.close(self._fd)
+            raise ValueError(
+                f"{path} holds {st.st_size} bytes: bytes {offset} to "
+                f"{offset + (length or 0)} lie beyond its end"
+            )
+        self.offset = offset
+        self._size = st.st_size - offset if length is None else length
+        self.stamp = (st.st_size, st.st_mtime_ns, st.st_ino)  # §18: names it to a receiver
+        self._background: threading.Thread | None = None  # §18: hashes it all while parts are skipped
+        self._hashed_all = False
         self._stamp = _stamp(st)
         self._seen = self._stamp  # the stamp last looked at (differs from _stamp only after a warning)
         self._warn = warn
@@ -94,7 +113,41 @@ class FileSource:
         return self._size
 
     def digest(self) -> bytes | None:
+        if self._digest is None and self._hashed_all:  # (the background hash is done)
+            self._check_unchanged()
+            if self._changed is None:
+                self._digest = self._hash.digest()
         return self._digest
+
+    def skipping(self) -> None:
+        """§18: the receiver holds parts of the file, which the first pass passes over: a
+        thread reads and hashes (and marks) the whole file in order from where the first
+        pass got to, so neither the digest nor the marks miss what is not sent, and the
+        network loop never waits for the disk. From here on the first pass hashes nothing."""
+        if self._background is not None or self._digest is not None:
+            return
+        self._background = threading.Thread(target=self._hash_rest, name="alf-hash", daemon=True)
+        self._background.start()
+
+    def _hash_rest(self) -> None:
+        chunk = bytearray(max(self._block, 8 << 20) // self._block * self._block)
+        view = memoryview(chunk)
+        try:
+            while self._hashed < self._size:
+                fd = self._fd
+                if fd < 0:
+                    return  # closed: the transfer is over
+                n = min(len(chunk), self._size - self._hashed)
+                if os.preadv(fd, [view[:n]], self.offset + self._hashed) != n:
+                    self._changed = self._changed or InputChanged(f"{self._path} shrank while being sent")
+                    return
+                self._hash.update(view[:n])
+                self._marks_along(view[:n])
+                self._hashed += n
+        except OSError as e:
+            self._changed = self._changed or InputChanged(f"cannot read {self._path}: {e.strerror}")
+            return
+        self._hashed_all = True
 
     def read(self, first: int, count: int, at: int = 0) -> list[Buffer]:
         """ADUs ``first .. first+count-1``, read into the reusable buffer from slot ``at`` on
@@ -139,10 +192,10 @@ class FileSource:
             if not len(buf):
                 return
         n = len(buf)
-        if os.preadv(self._fd, [buf], offset) != n:
+        if os.preadv(self._fd, [buf], self.offset + offset) != n:
             self._check_unchanged()
             raise OSError(self._changed or f"{self._path} shrank while being sent")
-        if offset == self._hashed:
+        if offset == self._hashed and self._background is None:
             self._hash.update(buf)
             self._marks_along(buf)
             self._hashed = offset + n
@@ -185,13 +238,13 @@ class FileSource:
             start, stop = b * block, min((b + 1) * block, self._size)
             upto = min(end, stop)
             if stop > marked or b in self._checked:  # the frontier's block has no mark yet
-                got = os.preadv(self._fd, [buf[pos - offset : upto - offset]], pos)
+                got = os.preadv(self._fd, [buf[pos - offset : upto - offset]], self.offset + pos)
                 if got != upto - pos:
                     self._check_unchanged()
                     raise OSError(self._changed or f"{self._path} shrank while being sent")
             else:
                 whole = memoryview(self._scratch)[: stop - start]
-                if os.preadv(self._fd, [whole], start) != stop - start or (
+                if os.preadv(self._fd, [whole], self.offset + start) != stop - start or (
                     xxhash.xxh3_64_intdigest(whole) != self._marks[b]
                 ):
                     self._changed = InputChanged(
@@ -235,7 +288,10 @@ class FileSource:
         return self._changed
 
     def close(self) -> None:
-        os.close(self._fd)
+        fd, self._fd = self._fd, -1
+        if self._background is not None:
+            self._background.join()  # (it reads the descriptor: it closes after the thread)
+        os.close(fd)
 
 
 class StreamSource:
@@ -383,6 +439,9 @@ class StreamSource:
 
     def digest(self) -> bytes | None:
         return self._digest
+
+    def skipping(self) -> None:
+        raise ValueError("a stream names no source: nothing of it is held (§18)")
 
     def read(self, first: int, count: int, at: int = 0) -> list[Buffer]:
         a = self.adu_size

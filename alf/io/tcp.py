@@ -554,6 +554,8 @@ class TcpSendDriver:
             "frames_sent": c.stats.frames_sent,
             "frames_resent": c.stats.frames_resent,
             "unauthenticated": c.stats.unauthenticated,
+            "adus_held": c.stats.adus_held,
+            "bytes_held": c.stats.bytes_held,
             "sealed": c.keys is not None,
             "connections": len(live),
             "connects": self.stats.connects,

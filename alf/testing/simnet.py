@@ -27,6 +27,7 @@ from alf.errors import Outcome
 from alf.events import Ended, Event
 from alf.io.source import StreamSource
 from alf.receiver import Receiver, ReceiverConfig
+from alf.resume import Kept
 from alf.sender import Sender, SenderConfig
 from alf.session import Dropper, RecvSession, SendSession
 
@@ -179,6 +180,7 @@ class SimResult:
     sender_log: list[Event] = field(default_factory=list)  # the cores' events, in order
     receiver_log: list[Event] = field(default_factory=list)
     paths: list[tuple[LinkCounters, LinkCounters]] = field(default_factory=list)  # (forward, back) each
+    kept: Kept | None = None  # §18: what the receiver's output kept for a resume (or started with)
 
 
 def _feed(source: StreamSource, data: bytes, fed: int, rng: random.Random, adu_size: int) -> int:
@@ -220,6 +222,8 @@ def run_transfer(
     receiver_buffer: int = 0,
     trace: list[tuple[float, float, int]] | None = None,
     more_paths: list[tuple[Link, Link]] | None = None,
+    source_stamp: tuple[int, int, int] | None = None,
+    partial: bytes | None = None,
 ) -> SimResult:
     """Send ``data`` across the simulated network and return both outcomes and the output.
 
@@ -234,7 +238,9 @@ def run_transfer(
     given, receives (time, the sender's pacing rate, bottleneck queue drops so far) whenever
     the rate changes. ``more_paths`` adds (forward, backward) links of further paths (§14):
     path ``p`` joins sender node ("sender", 1 + p) to receiver node ("receiver", 2 + p), and
-    the sender's config must name that many paths.
+    the sender's config must name that many paths. ``source_stamp`` names the sender's file
+    (§18: a receiver may hold part of it); ``partial`` is what the receiver's output holds at
+    the start (with ``receiver_config.kept``: a resume).
     """
     net = Network(seed)
     rng = net.rng
@@ -250,10 +256,12 @@ def run_transfer(
         sender = Sender(scfg, session_id, wire.Kind.STREAM, None, now)
     else:
         source = BytesSource(data, scfg.adu_size, scfg.digest)
-        sender = Sender(scfg, session_id, wire.Kind.FILE, len(data), now)
+        sender = Sender(scfg, session_id, wire.Kind.FILE, len(data), now, source=source_stamp)
     send = SendSession(sender, source)
     writer = MemoryWriter()
-    backend = MemoryBackend()
+    backend = MemoryBackend(rcfg.kept)
+    if partial is not None:
+        backend.data = bytearray(partial)
     # a small read-back chunk, so hashing what arrived beyond holes takes many steps
     sink = OrderedSink(writer) if rcfg.in_order else OffsetSink(backend, hash_chunk=1000)
     receiver = Receiver(rcfg, now, secret=seed.to_bytes(8, "big", signed=True))
@@ -384,6 +392,7 @@ def run_transfer(
         sender_log,
         receiver_log,
         [(f.counters, b.counters) for f, b in wires],
+        backend.kept,
     )
 
 
