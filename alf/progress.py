@@ -215,7 +215,7 @@ def summary(stats: Mapping[str, Any], ok: bool, message: str, seconds: float | N
             line += " over TCP"
         held = int(stats.get("bytes_held", 0) or 0)
         if held:
-            line += f" ({human_bytes(held)} the receiver held already)"
+            line += f", {human_bytes(held)} the receiver held already"
         repair = repair_field(stats)
         tail = f"verified ({stats.get('digest', 'digest')})"
         group = stats.get("receivers")

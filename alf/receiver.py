@@ -143,7 +143,17 @@ class State(Enum):
 def _terms(h: wire.Hello) -> tuple[object, ...]:
     """What a HELLO asks for, without its timestamp and token: every path of a session asks
     for the same (§14)."""
-    return (h.adu_size, h.kind, h.total_bytes, h.tag, h.digest_alg, h.checksum, h.features)
+    return (
+        h.adu_size,
+        h.kind,
+        h.total_bytes,
+        h.tag,
+        h.digest_alg,
+        h.checksum,
+        h.features,
+        h.offset,
+        h.source,
+    )
 
 
 class _Bucket:

@@ -127,6 +127,9 @@ class FileBackend:
     def place(self, place: Placement, total_bytes: int | None) -> None:
         self._placed = True
         if place.ranged:
+            if self.kept is not None:  # (kept of the whole file: a range goes in place, that goes)
+                self.kept = None
+                self._forget_state()
             self._in_place(place.offset, total_bytes or 0)
         elif self.kept is not None and not place.keep:  # another content: start afresh
             os.ftruncate(self.fd, 0)
