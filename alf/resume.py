@@ -20,6 +20,7 @@ import json
 from dataclasses import dataclass
 
 from alf import wire
+from alf.events import Resumed
 from alf.ranges import ceil_div
 
 STATE_SUFFIX = ".alf-resume"
@@ -192,3 +193,15 @@ def keepable_after(code: wire.AbortCode) -> bool:
     ``code``: not when its input failed (LOCAL_IO: it changed while it was read, or could not be
     read; what went out may be of a version no resume would match) or it broke the protocol."""
     return code not in (wire.AbortCode.LOCAL_IO, wire.AbortCode.PROTOCOL)
+
+
+def decided(
+    kept: Kept | None, msg: wire.Hello, held: list[Span], why: str | None
+) -> tuple[Placement, Resumed | None]:
+    """Where the content of ``msg`` goes once a receiver (UDP or TCP) took it, and the event
+    that tells its user what of it was there (None: nothing was to be taken up)."""
+    place = placement(msg, kept is not None and why is None)
+    if kept is None:
+        return place, None
+    nbytes = sum(b - a for a, b in held_bytes(held, msg.adu_size, msg.total_bytes))
+    return place, Resumed(nbytes, msg.total_bytes, why)

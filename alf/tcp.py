@@ -34,7 +34,6 @@ from alf.events import (
     Joined,
     PeerAborted,
     Rejected,
-    Resumed,
     Verifying,
 )
 from alf.gapmap import GapMap
@@ -683,10 +682,9 @@ class TcpReceiver:
             self._end(Outcome(ExitCode.NOT_RESUMABLE, said))
             self._closed = True
             return None
-        self.place = resume.placement(msg, kept is not None and why is None)
-        if kept is not None:
-            nbytes = sum(b - a for a, b in resume.held_bytes(held, msg.adu_size, msg.total_bytes))
-            self.events.add(Resumed(nbytes, msg.total_bytes, why))
+        self.place, event = resume.decided(kept, msg, held, why)
+        if event is not None:
+            self.events.add(event)
         return held
 
     def _displaces(self, msg: wire.Hello) -> bool:
