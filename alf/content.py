@@ -308,7 +308,8 @@ class OffsetSink:
 
     def advance(self, cum: int) -> int:
         # Every ADU below cum is held and full, but for a short last one, whose end we know.
-        held = cum * self.adu if self._end is None else min(cum * self.adu, self._end)
+        end = self._end if self._end is not None else self._total  # (§18: a held last ADU is short too)
+        held = cum * self.adu if end is None else min(cum * self.adu, end)
         if held > self._hashed:
             self._hash_to(held)
         return cum

@@ -124,7 +124,9 @@ def mismatch(kept: Kept, hello: wire.Hello) -> str | None:
     """Why ``kept`` is not part of the content ``hello`` offers; None: it is."""
     if hello.kind != wire.Kind.FILE or not hello.features & wire.FEATURE_RESUME:
         return "the sender's input is not a file it names (a pipe, or a group)"
-    offset = hello.offset if hello.features & wire.FEATURE_RANGE else 0
+    if hello.features & wire.FEATURE_RANGE:
+        return "the sender sends a range (written in place), not the whole file that was kept"
+    offset = 0
     if offset != kept.offset:
         return f"the sender sends another range (from byte {offset}; the kept part is from {kept.offset})"
     if hello.total_bytes != kept.total_bytes or hello.source != kept.source:

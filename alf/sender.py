@@ -1064,7 +1064,8 @@ class Sender:
         self.events.add(Joined(addr, self.session_id))
 
     def _on_status(self, msg: wire.Status, now: float, arrived: float, on: PathState) -> None:
-        sent = max(self.next_new, self._held_top)  # (§18: what was held counts as sent)
+        # (§18: what the receiver holds counts as sent, named in its ACCEPT or not)
+        sent = self.end_adus if self._held_top and self.end_adus is not None else self.next_new
         if msg.cum_ack > sent or msg.highest > sent:
             self.stats.unexpected += 1  # acknowledges what was never sent: ignore it whole
             return

@@ -73,7 +73,12 @@ def test_what_is_kept_matches_only_the_content_it_is_of() -> None:
         1, 100, wire.Kind.FILE, 1000, 0, bytes(16), features=wire.FEATURE_RESUME | wire.FEATURE_RANGE,
         offset=4096, source=STAMP,
     )  # fmt: skip
-    assert "another range" in (resume.mismatch(kept, ranged) or "")
+    assert "a range" in (resume.mismatch(kept, ranged) or "")
+    whole = wire.Hello(
+        1, 100, wire.Kind.FILE, 1000, 0, bytes(16), features=wire.FEATURE_RESUME | wire.FEATURE_RANGE,
+        offset=0, source=STAMP,
+    )  # fmt: skip
+    assert "a range" in (resume.mismatch(kept, whole) or "")  # (--offset 0: written in place)
 
 
 def test_hello_placement_and_accept_held_on_the_wire() -> None:

@@ -10,6 +10,7 @@ import mmap
 import os
 import queue
 import stat
+import struct
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -154,8 +155,11 @@ class FileBackend:
                 raise SinkError(describe(e, f"cannot open {self.path}")) from None
         self.ranged, self.base = True, offset
         if length:
+            # an open-file-description lock: closing another descriptor of the file (the
+            # read-back mapping's) does not drop it, and it holds within one process too
+            flock = struct.pack("hh4xqqi4x", fcntl.F_WRLCK, os.SEEK_SET, offset, length, 0)
             try:
-                fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, length, offset, os.SEEK_SET)
+                fcntl.fcntl(self.fd, getattr(fcntl, "F_OFD_SETLK", 37), flock)
             except OSError as e:
                 if e.errno in (errno.EAGAIN, errno.EACCES):
                     raise SinkError(
