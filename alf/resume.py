@@ -126,9 +126,8 @@ def mismatch(kept: Kept, hello: wire.Hello) -> str | None:
         return "the sender's input is not a file it names (a pipe, or a group)"
     if hello.features & wire.FEATURE_RANGE:
         return "the sender sends a range (written in place), not the whole file that was kept"
-    offset = 0
-    if offset != kept.offset:
-        return f"the sender sends another range (from byte {offset}; the kept part is from {kept.offset})"
+    if kept.offset:
+        return f"the kept part is of a range (from byte {kept.offset}), the sender sends the whole file"
     if hello.total_bytes != kept.total_bytes or hello.source != kept.source:
         return "the source changed since (its size, modification time or inode differ)"
     return None
@@ -144,6 +143,13 @@ def held_adus(held: tuple[Span, ...] | list[Span], adu: int, total: int) -> list
         if stop > first:
             out.append((first, stop))
     return out
+
+
+def held_by_peer(held: tuple[Span, ...], end_adus: int, adu: int, total: int) -> tuple[list[Span], int, int]:
+    """A sender's view of the ranges an ACCEPT says are held (§18 rule 4): within the content's
+    ``end_adus``, and how many ADUs and bytes they are."""
+    runs = [(a, min(b, end_adus)) for a, b in held if a < end_adus]
+    return runs, sum(b - a for a, b in runs), sum(b - a for a, b in held_bytes(runs, adu, total))
 
 
 def held_bytes(runs: list[Span], adu: int, total: int) -> list[Span]:

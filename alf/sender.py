@@ -20,7 +20,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, NamedTuple
 
 import cc
-from alf import fec, stripe, wire
+from alf import fec, resume, stripe, wire
 from alf.errors import ExitCode, Outcome, aborted_by
 from alf.events import Ended, Event, EventLog, FallBack, Finished, Joined, PeerAborted, SendFailed
 from alf.pacing import Pacer, bucket_bytes
@@ -273,7 +273,6 @@ class Sender:
         if source is not None and kind == wire.Kind.FILE:
             self._features |= wire.FEATURE_RESUME
         self._held: list[tuple[int, int]] = []  # §18: what the receiver holds, not sent yet passed
-        self._held_top = 0  # one past the highest index it holds
         if config.fec and kind == wire.Kind.FILE and not self.multipath:
             self._features |= wire.FEATURE_FEC
         self.peer_fec = False  # §16: the receiver decodes parity (its ACCEPT said so)
@@ -1050,11 +1049,9 @@ class Sender:
         peer.window_limit = msg.window_limit
         if msg.held and self._features & wire.FEATURE_RESUME and self.end_adus is not None:
             # §18: what the receiver holds of our file is not sent (it is hashed all the same)
-            self._held = [(a, min(b, self.end_adus)) for a, b in msg.held if a < self.end_adus]
-            self.stats.adus_held = sum(b - a for a, b in self._held)
-            total = self.total_bytes or 0
-            self.stats.bytes_held = sum(min(b * self.adu, total) - a * self.adu for a, b in self._held)
-            self._held_top = self._held[-1][1] if self._held else 0
+            self._held, self.stats.adus_held, self.stats.bytes_held = resume.held_by_peer(
+                msg.held, self.end_adus, self.adu, self.total_bytes or 0
+            )
             self.next_new = skip_held(self._held, self.next_new)
         self.state = State.SENDING
         self.began = now
@@ -1065,7 +1062,7 @@ class Sender:
 
     def _on_status(self, msg: wire.Status, now: float, arrived: float, on: PathState) -> None:
         # (§18: what the receiver holds counts as sent, named in its ACCEPT or not)
-        sent = self.end_adus if self._held_top and self.end_adus is not None else self.next_new
+        sent = self.end_adus if self.stats.adus_held and self.end_adus is not None else self.next_new
         if msg.cum_ack > sent or msg.highest > sent:
             self.stats.unexpected += 1  # acknowledges what was never sent: ignore it whole
             return

@@ -338,11 +338,8 @@ class TcpSender:
                 end = self.end_adus()
                 if msg.held and self._features & wire.FEATURE_RESUME and end is not None:
                     # §18: what the receiver holds is hashed, not sent
-                    self._held = [(a, min(b, end)) for a, b in msg.held if a < end]
-                    self.stats.adus_held = sum(b - a for a, b in self._held)
-                    total = self.source.total_bytes() or 0
-                    self.stats.bytes_held = sum(
-                        min(b * self.adu, total) - a * self.adu for a, b in self._held
+                    self._held, self.stats.adus_held, self.stats.bytes_held = resume.held_by_peer(
+                        msg.held, end, self.adu, self.source.total_bytes() or 0
                     )
                     self.next_new = skip_held(self._held, self.next_new)
                     self.source.skipping()
