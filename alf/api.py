@@ -1129,7 +1129,8 @@ class _Receive:
                         s.close()
                     assert self.listener is not None
                     self.listener.close()
-                    return self.finish(Outcome(ExitCode.LOCAL_IO, str(e)))
+                    code = ExitCode.NOT_RESUMABLE if isinstance(e, NotResumable) else ExitCode.LOCAL_IO
+                    return self.finish(Outcome(code, str(e)))
         if self.listener is not None:
             tcfg = TcpReceiverConfig(
                 self.checkphrase,

@@ -307,11 +307,15 @@ class OffsetSink:
             self._hashed += size
 
     def advance(self, cum: int) -> int:
+        """Every ADU below ``cum`` is held. What of it is not hashed yet is read back, at most
+        one ``hash_chunk`` per call: a long held prefix (a hole filled late, what a resume
+        holds, §18) is hashed in steps between the loop's turns, never in one stall; ``finish``
+        hashes what is left."""
         # Every ADU below cum is held and full, but for a short last one, whose end we know.
         end = self._end if self._end is not None else self._total  # (§18: a held last ADU is short too)
         held = cum * self.adu if end is None else min(cum * self.adu, end)
         if held > self._hashed:
-            self._hash_to(held)
+            self._hash_to(min(held, self._hashed + self.hash_chunk))
         return cum
 
     def _hash_to(self, end: int) -> None:

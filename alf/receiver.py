@@ -218,6 +218,7 @@ class Receiver:
         self.hello: wire.Hello | None = None
         self.place = Placement()  # §18: where the bound session's content goes, what is there
         self.keepable = True  # §18: on failure, what is held may be kept for a resume
+        self._data_seen = False  # DATA of the session arrived
         self._held: tuple[Span, ...] = ()  # §18: what our ACCEPT says is held
         self.began: float | None = None  # when the sender's HELLO was taken: the transfer's start
         self.events = EventLog()  # what the driver and the library learn (alf.events)
@@ -272,7 +273,7 @@ class Receiver:
             limit = self.consumed + max(1, self.cfg.window_bytes // max(self.adu, 1))
         else:
             limit = self.gaps.cum + MAX_AHEAD_ADUS
-        if self._flow_adus:
+        if self._flow_adus:  # (from the highest held: a sender passing over held runs, §18, never waits)
             limit = min(limit, self.gaps.highest + self._flow_adus)
         if limit > self._limit:
             self._limit = limit
@@ -305,7 +306,8 @@ class Receiver:
             stop = limit
         if stop <= first:
             return []
-        if not self.gaps.count:
+        if not self._data_seen:  # (not gaps.count: what a resume holds is counted there, §18)
+            self._data_seen = True
             self.events.add(DataArrived())
         new = self.gaps.add_run(first, stop - first)
         if (self._parity or self._rows_seen) and new:
@@ -420,8 +422,8 @@ class Receiver:
         if runs and runs[-1][1] == self.end_adus:
             nbytes -= self.end_adus * self.adu - self.total_bytes
         self.stats.bytes_received += nbytes
-        if self.gaps.highest > self._frontier:
-            self._frontier = self.gaps.highest
+        if runs and runs[-1][1] > self._frontier:  # (what was sent, not a held tail: §18)
+            self._frontier = runs[-1][1]
         return runs
 
     def _nak_plan(self, missing: list[Span]) -> tuple[list[tuple[int, int, int]], list[Span]]:

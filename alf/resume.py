@@ -94,12 +94,16 @@ def decode_state_untrusted(data: bytes) -> Kept:
     """The state file's content; raises ``StateError`` (and nothing else) if it is not one."""
     try:
         doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # (RecursionError: nested too deep)
         raise StateError("it is not a resume state (not JSON)") from None
     if not isinstance(doc, dict) or doc.get("format") != STATE_FORMAT:
         raise StateError("it is not an alf resume state of this version")
     check = doc.pop("check", None)
-    if check != _check(doc):
+    try:
+        matches = check == _check(doc)
+    except RecursionError:  # (nested too deep to write again)
+        matches = False
+    if not matches:
         raise StateError("it is damaged (its check does not match)")
     total, offset = doc.get("total_bytes"), doc.get("offset")
     if type(total) is not int or type(offset) is not int or total < 0 or offset < 0:

@@ -1145,6 +1145,12 @@ class Sender:
         if len(self._repaired_on) > 4096:
             self._repaired_on = {i: p for i, p in self._repaired_on.items() if i >= acked}
 
+    def held_passed(self) -> int:
+        """§18: the bytes the receiver held that the first pass has passed over (not sent):
+        those held less those still ahead of it (``_held`` keeps only these)."""
+        ahead = resume.held_bytes(self._held, self.adu, self.total_bytes or 0)
+        return self.stats.bytes_held - sum(b - a for a, b in ahead)
+
     def shown_acked(self) -> int:
         """The acknowledged ADUs the statistics show (a group's: its members that keep pace)."""
         return self.peer.acked

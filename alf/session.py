@@ -274,7 +274,7 @@ class SendSession:
             state=s.state.value,
             total_bytes=total,
             bytes_sent=(s.next_new * s.adu if total is None else min(s.next_new * s.adu, total))
-            - s.stats.bytes_held,  # (§18: what the receiver held is passed, not sent)
+            - s.held_passed(),  # (§18: what the receiver held is passed, not sent)
             bytes_resent=s.stats.adus_repair * s.adu,
             acked_bytes=s.shown_acked() * s.adu if total is None else min(s.shown_acked() * s.adu, total),
             digest=digest_names[s.cfg.digest],
@@ -585,11 +585,14 @@ class RecvSession:
     def _flush(self, first: int, payloads: Sequence[Buffer], now: float) -> None:
         r = self.receiver
         new = r.on_data_run(first, len(payloads), len(payloads[-1]), now)
-        try:
-            for a, b in new:
+        failed: SinkError | None = None
+        for a, b in new:  # (each is tried: the sink records which failed, not held for a resume)
+            try:
                 self.sink.write_run(a, payloads[a - first : b - first])
-        except SinkError as e:
-            r.fail_local(str(e), now)
+            except SinkError as e:
+                failed = failed or e
+        if failed is not None:
+            r.fail_local(str(failed), now)
 
     def _after(self, now: float) -> None:
         r = self.receiver

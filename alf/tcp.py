@@ -776,10 +776,16 @@ class TcpReceiver:
                 self.sink.write_block(first, count, payload)
                 kept, fresh = self.sink.in_order, n
             else:  # a resend that overlaps what arrived: only the parts not held, copied
-                for a, b in new:
+                failed: SinkError | None = None
+                for a, b in new:  # (each is tried: the sink records which failed, §18)
                     part = payload[(a - first) * adu : min(n, (b - first) * adu)]
-                    self.sink.write_block(a, b - a, bytes(part) if self.sink.in_order else part)
+                    try:
+                        self.sink.write_block(a, b - a, bytes(part) if self.sink.in_order else part)
+                    except SinkError as e:
+                        failed = failed or e
                     fresh += len(part)
+                if failed is not None:
+                    raise failed
             self.stats.bytes_received += fresh
             self.stats.duplicate_bytes += n - fresh
             self.consumed = self.sink.advance(self.gaps.cum)

@@ -16,6 +16,7 @@ from conftest import Procs, free_udp_port, random_file, sha256_file, wait_listen
 from alf import resume, wire
 from alf.content import BytesSource
 from alf.errors import ExitCode
+from alf.events import DataArrived
 from alf.io.source import FileSource
 from alf.receiver import ReceiverConfig
 from alf.sender import SenderConfig
@@ -174,6 +175,84 @@ def test_sim_resume_sends_only_what_is_not_held(loss: float) -> None:
     assert res.sender_stats["adus_held"] == held == res.receiver_stats["adus_resumed"]
     assert res.sender_stats["adus_new"] == adus - held  # nothing held went again
     assert res.receiver_stats["duplicates"] <= res.sender_stats["adus_repair"]
+    # DATA of the session is news though the output held ADUs before it came (gaps.count > 0):
+    # the driver closes its TCP listener on it
+    assert sum(isinstance(e, DataArrived) for e in res.receiver_log) == 1
+
+
+def test_a_nested_state_is_a_state_error_not_a_crash() -> None:
+    for junk in [b"[" * 100_000, b'{"a":' * 5000 + b"1" + b"}" * 5000]:
+        with pytest.raises(resume.StateError):
+            resume.decode_state_untrusted(junk)
+
+
+def test_a_receive_without_resume_changes_what_was_kept_only_once_a_sender_comes(tmp_path: Path) -> None:
+    """A receiver started without --resume (or with a state it cannot use) into an output that
+    kept a partial: until a sender's content is placed, the partial and its state stay as they
+    were (a receiver that times out waiting loses nothing); then the content starts afresh."""
+    from alf.content import WHOLE
+    from alf.io.sink import FileBackend
+
+    out = str(tmp_path / "out")
+    Path(out + ".alf-partial").write_bytes(b"p" * 1000)
+    Path(out + ".alf-resume").write_bytes(b"state")
+    for resume_mode in (None, "on"):
+        backend = FileBackend(out, force=False, resume=resume_mode)
+        assert "afresh" in backend.kept_note
+        assert backend.discard(False) is None  # no sender came
+        assert Path(out + ".alf-partial").read_bytes() == b"p" * 1000
+        assert Path(out + ".alf-resume").read_bytes() == b"state"
+    backend = FileBackend(out, force=False)
+    backend.place(WHOLE, 10)
+    assert os.path.getsize(out + ".alf-partial") == 0 and not os.path.exists(out + ".alf-resume")
+    backend.discard(False)
+    assert not os.path.exists(out + ".alf-partial")
+    backend = FileBackend(out, force=False)  # nothing from before: what it made goes
+    backend.discard(False)
+    assert not os.path.exists(out + ".alf-partial")
+
+
+def test_every_run_of_a_batch_is_tried_and_a_failed_one_is_not_kept(tmp_path: Path) -> None:
+    """A batch of several new runs whose first write fails (a full disk): the others are
+    written all the same, and the state kept names only what was written."""
+    import dataclasses
+
+    from alf.content import OffsetSink
+    from alf.io.sink import FileBackend
+    from alf.receiver import Receiver
+    from alf.session import RecvSession
+
+    data = os.urandom(100 * 100)
+    out = str(tmp_path / "out")
+    backend = FileBackend(out, force=False)
+    real = backend.pwritev
+
+    def pwritev(buffers, offset):  # type: ignore[no-untyped-def]
+        if offset == 300:
+            raise OSError(28, "No space left on device")
+        real(buffers, offset)
+
+    backend.pwritev = pwritev  # type: ignore[method-assign]
+    r = Receiver(ReceiverConfig(in_order=False, timeout=5.0), 0.0, secret=b"fixed")
+    session = RecvSession(r, OffsetSink(backend))
+    peer = ("127.0.0.1", 9)
+    hello = wire.Hello(7, 100, wire.Kind.FILE, len(data), 1, wire.checkphrase_tag(""))
+    hello = dataclasses.replace(hello, features=wire.FEATURE_RESUME, source=STAMP)
+    session.on_datagrams([(wire.encode_hello(hello), peer)], 0.0)
+    (retry,) = [wire.decode_untrusted(x) for x, _ in session.poll(0.0)]
+    assert isinstance(retry, wire.Accept)
+    session.on_datagrams([(wire.encode_hello(dataclasses.replace(hello, token=retry.token)), peer)], 0.0)
+    session.poll(0.0)
+    adus = [data[i * 100 : (i + 1) * 100] for i in range(100)]
+    session._flush(0, adus[0:3], 0.01)
+    session._flush(5, adus[5:7], 0.01)
+    session._flush(3, adus[3:10], 0.02)  # new: 3-5 (fails) and 7-10
+    assert r.outcome is not None and r.outcome.code == ExitCode.LOCAL_IO
+    note = session.close() or ""
+    assert "kept" in note, note
+    kept = resume.decode_state_untrusted(Path(out + ".alf-resume").read_bytes())
+    assert kept.held == ((0, 300), (500, 1000))  # not 300-500; 700-1000 written all the same
+    assert Path(out + ".alf-partial").read_bytes()[500:1000] == data[500:1000]
 
 
 def test_sim_a_held_part_that_is_wrong_fails_the_digest_never_a_false_success() -> None:

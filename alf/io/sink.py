@@ -71,23 +71,24 @@ class FileBackend:
             raise SinkError(f"{path} exists; use --force to overwrite it")
         self.device = st is not None and stat.S_ISBLK(st.st_mode)
         self.work_path = path if self.device else path + ".alf-partial"
-        flags = os.O_WRONLY if self.device else os.O_RDWR | os.O_CREAT | os.O_TRUNC
+        # A partial output (and its state) from an earlier transfer is changed only once a
+        # sender's content is placed (``place``): a receiver that ends before any sender came
+        # leaves them as they were, with or without --resume.
+        self._earlier = not self.device and os.path.lexists(self.work_path)
         if not self.device:
             if resume:
                 self.kept, why = self._load_state()
-                if self.kept is not None:
-                    flags &= ~os.O_TRUNC
-                elif resume == "strict":
+                if self.kept is None and resume == "strict":
                     raise NotResumable(f"{why} (--resume strict)")
-                else:
+                if self.kept is None:
                     self.kept_note = f"{why}: starting afresh"
             elif os.path.exists(self.state_path):
                 self.kept_note = (
-                    f"{self.work_path} from an earlier transfer is started afresh (--resume takes it up)"
+                    f"{self.work_path} from an earlier transfer is started afresh when a sender comes "
+                    "(--resume takes it up)"
                 )
-                self._forget_state()
         try:
-            self.fd = os.open(self.work_path, flags, 0o644)
+            self.fd = os.open(self.work_path, os.O_WRONLY if self.device else os.O_RDWR | os.O_CREAT, 0o644)
             self._rfd = os.open(self.work_path, os.O_RDONLY)
         except OSError as e:
             raise SinkError(describe(e, f"cannot create {self.work_path}")) from None
@@ -126,16 +127,17 @@ class FileBackend:
             raise SinkError(describe(e, f"cannot remove {self.state_path}")) from None
 
     def place(self, place: Placement, total_bytes: int | None) -> None:
+        """Where the sender's content goes: a range into FILE in place (a partial output from
+        before, and its state, are left as they are); a resumed content into the partial as
+        it is; any other into the partial started afresh (what was in it, and its state, go)."""
         self._placed = True
         if place.ranged:
-            if self.kept is not None:  # (kept of the whole file: a range goes in place, that goes)
-                self.kept = None
-                self._forget_state()
             self._in_place(place.offset, total_bytes or 0)
-        elif self.kept is not None and not place.keep:  # another content: start afresh
-            os.ftruncate(self.fd, 0)
+        elif self.kept is None or not place.keep:
             self.kept = None
-            self._forget_state()
+            if self._earlier:
+                os.ftruncate(self.fd, 0)
+                self._forget_state()
 
     def _in_place(self, offset: int, length: int) -> None:
         """A range (§18): written into the file itself at ``offset``, never truncated or
@@ -143,10 +145,11 @@ class FileBackend:
         it holds the lock: refused)."""
         if not self.device:
             self._close()
-            try:
-                os.unlink(self.work_path)  # (made at start-up: the output could be written)
-            except OSError:
-                pass
+            if not self._earlier:
+                try:
+                    os.unlink(self.work_path)  # (made at start-up: the output could be written)
+                except OSError:
+                    pass
             self.work_path = self.path
             try:
                 self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -254,8 +257,16 @@ class FileBackend:
             return f"{self.path} was written in place from byte {self.base} and may hold part of the range"
         if self.device:
             return f"{self.path} was written in place and may hold part of the content"
-        if self.kept is not None and not self._placed:  # (no session took it up: as it was)
-            return f"the partial output is kept in {self.work_path}, with {self.state_path}"
+        if not self._placed:  # no session came: what was there before is left as it was
+            if self._earlier:
+                if self.kept is not None:
+                    return f"the partial output is kept in {self.work_path}, with {self.state_path}"
+                return None
+            try:
+                os.unlink(self.work_path)
+            except OSError:
+                pass
+            return None
         try:
             self._forget_state()
         except SinkError:
@@ -340,3 +351,4 @@ class FdWriter:
 
     def error(self) -> str | None:
         return self._error
+
