@@ -10,6 +10,7 @@ process.
 from __future__ import annotations
 
 import fcntl
+import functools
 import ipaddress
 import os
 import secrets
@@ -26,15 +27,26 @@ from typing import IO, Any
 import cc
 from alf import stripe as stripe_policies
 from alf import wire
-from alf.content import NotResumable, OffsetSink, OrderedSink, Sink, SinkError, Source
+from alf.compress import DEFAULT_LEVEL, Compressor
+from alf.content import (
+    BackendWriter,
+    DecompressingSink,
+    EitherSink,
+    NotResumable,
+    OffsetSink,
+    OrderedSink,
+    Sink,
+    SinkError,
+    Source,
+)
 from alf.errors import ExitCode, Outcome
 from alf.events import DataArrived, Event, FallBack, Joined, PeerAborted, Rejected
 from alf.fec import FEC_CHOICES, codec
 from alf.group import MAX_MEMBERS as MAX_MEMBERS
 from alf.group import SLOW_POLICIES, GroupSender
 from alf.io.common import DriverError, Hooks, LocalAddressError, Path, check_local_address, parse_path
-from alf.io.sink import FdWriter, FileBackend
-from alf.io.source import FileSource, StreamSource, pump_stream
+from alf.io.sink import FdWriter, FileBackend, ThreadedDecompressor
+from alf.io.source import CompressedStream, FileSource, StreamSource, pump_compressed, pump_stream
 from alf.io.tcp import HelloGate, TcpRecvDriver, TcpSendDriver, listener_socket, take_hello
 from alf.io.udp import (
     MIN_FITTED_ADU,
@@ -442,6 +454,8 @@ def send(
     key: str | bytes | None = None,
     offset: int | str | None = None,
     length: int | str | None = None,
+    compress: bool = False,
+    compress_level: int = DEFAULT_LEVEL,
 ) -> Result:
     """Send ``source`` (a path, a binary file object, or None / "-" for stdin) to a receiver
     at ``host`` ``port``. A regular file goes as a file (its length known, repairs read from it
@@ -454,7 +468,9 @@ def send(
     of parity with every block (unicast), "off" only resends. ``key``: a key file (or its 32
     bytes): the transfer is sealed (docs/usage.md, Encryption). ``offset``, ``length``: send
     only that byte range of a file; the receiver writes it at the same offset of its output
-    (docs/usage.md, Byte ranges)."""
+    (docs/usage.md, Byte ranges). ``compress``: the input goes as zstd blocks of 1 MiB (at
+    ``compress_level``), each sent as it is when it does not compress (docs/usage.md,
+    Compression)."""
     _choice("transport", transport, TRANSPORTS)
     fec_ratio = _fec_ratio(fec)
     psk = _key(key)
@@ -488,6 +504,10 @@ def send(
     )
     if span is not None and group is not None:
         raise UsageError("offset/length: a byte range goes to one receiver, not to a group")
+    if compress and (span is not None or group is not None):
+        raise UsageError("compress: not with a byte range or a multicast group yet")
+    if not isinstance(compress_level, int) or not 1 <= compress_level <= 19:
+        raise UsageError(f"compress_level must be 1-19, not {compress_level}")
     if group is not None:
         transport = "udp"
         if fec_ratio is not None:
@@ -527,6 +547,8 @@ def send(
         fec_ratio=fec_ratio,
         key=psk,
     )
+    if compress:
+        cfg = replace(cfg, features=cfg.features | wire.FEATURE_COMPRESS)
     # TCP is paced only at a rate given: its own congestion control does the rest.
     tcp = _TcpOptions(tcp_paths, streams, chaos_bytes or 0, rate_bps, stripe)
     obs = observer or _Callbacks(progress, cancel, progress_interval)
@@ -552,6 +574,7 @@ def send(
         if_changed,
         group,
         span,
+        compress_level if compress else None,
     )
 
 
@@ -663,6 +686,44 @@ def _stalled(obs: Observer) -> Callable[[float], None]:
     return say
 
 
+def _fd_stamp(fd: int) -> tuple[int, int, int, int]:
+    st = os.fstat(fd)
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+
+
+def _compression_stats(stats: Callable[[], Stats], source: Source) -> Callable[[], Stats]:
+    """A sender's statistics, with what compression did (§19) when it compresses."""
+    if not isinstance(source, CompressedStream):
+        return stats
+    counts = source.counts
+
+    def both() -> Stats:
+        out = stats()
+        out.update(
+            input_bytes=counts.bytes_in,
+            compressed_bytes=counts.bytes_out,
+            compression_ratio=round(counts.bytes_out / counts.bytes_in, 4) if counts.bytes_in else None,
+            blocks=counts.blocks,
+            blocks_raw=counts.blocks_raw,
+        )
+        return out
+
+    return both
+
+
+def _restored_stats(stats: Callable[[], Stats], sink: Sink) -> Callable[[], Stats]:
+    """A receiver's statistics, with what a compressed content restored to (§19)."""
+
+    def both() -> Stats:
+        out = stats()
+        active = sink.active if isinstance(sink, EitherSink) else sink
+        if isinstance(active, DecompressingSink):
+            out["restored_bytes"] = active.writer.restored
+        return out
+
+    return both
+
+
 def _result(outcome: Outcome, stats: Stats, start: float) -> Result:
     return Result(outcome.ok, int(outcome.code), outcome.message, snapshot(stats, time.monotonic(), start))
 
@@ -684,8 +745,10 @@ def _send(
     if_changed: str = "fail",
     group: _GroupOptions | None = None,
     span: tuple[int, int | None] | None = None,
+    level: int | None = None,
 ) -> Result:
-    """``span``: (offset, length or None: to the end), a byte range of a file (§18)."""
+    """``span``: (offset, length or None: to the end), a byte range of a file (§18); ``level``:
+    the input goes compressed at that zstd level (§19), a file as a stream."""
     stats: Callable[[], Stats] = lambda: {"role": "send", "state": "handshake"}  # noqa: E731
 
     t0 = time.monotonic()
@@ -732,6 +795,15 @@ def _send(
             return fail(Outcome(ExitCode.LOCAL_IO, f"cannot read {given}: {e.strerror}"))
     else:
         fd, own_fd = _source_fd(given)
+    input_stamp: Callable[[], object] | None = None
+    named: str | None = None  # a file sent compressed
+    if level is not None and path is not None:  # §19: a file's compressed blocks are a stream
+        try:
+            fd, own_fd = os.open(path, os.O_RDONLY), True
+        except OSError as e:
+            return fail(Outcome(ExitCode.LOCAL_IO, f"cannot read {path}: {e.strerror}"))
+        input_stamp = functools.partial(_fd_stamp, fd)
+        named, path = path, None
     if span is not None and path is None:
         if own_fd:
             os.close(fd)
@@ -797,6 +869,8 @@ def _send(
             raise UsageError(f"offset/length: {e}") from None
         offset = source.offset if span is not None else None
         stamp = source.stamp if group is None else None
+    elif level is not None:
+        source = CompressedStream(adu_size, max(1, window // adu_size), alg, Compressor(level, adu_size))
     else:
         source = StreamSource(adu_size, max(1, window // adu_size), alg)
     session_id = secrets.randbits(64) or 1
@@ -804,13 +878,20 @@ def _send(
     wake_r, wake_w, own_wake = _wake(obs)
     stop = threading.Event()
     pump: threading.Thread | None = None
-    if isinstance(source, StreamSource):
+    if isinstance(source, CompressedStream):
+        widen_pipe(fd)
+        args = (source, fd, wake_w, stop, 2, input_stamp)
+        pump = threading.Thread(target=pump_compressed, args=args, name="alf-stdin", daemon=True)
+        pump.start()
+    elif isinstance(source, StreamSource):
         widen_pipe(fd)
         pump = threading.Thread(
             target=pump_stream, args=(source, fd, wake_w, stop), name="alf-stdin", daemon=True
         )
         pump.start()
-    what = f"{path} ({human_bytes(total or 0)})" if path is not None else "a stream"
+    what = f"{path} ({human_bytes(total or 0)})" if path is not None else named or "a stream"
+    if level is not None:
+        what += f", compressed (zstd level {level})"
     if offset is not None:
         what = f"bytes {offset} to {offset + (total or 0)} of {path} ({human_bytes(total or 0)})"
     obs.say(f"{what} to {host} port {port}, session {session_id:016x}", detail=True)
@@ -837,7 +918,7 @@ def _send(
                 )
             )
             session = SendSession(sender, source, Dropper(drop, seed) if drop else None)
-            stats = session.stats
+            stats = _compression_stats(session.stats, source)
             obs.attach(stats)
             obs.starting()
             outcome = run_sender(session, socks, hooks, gso=gso, group=dest)
@@ -846,8 +927,13 @@ def _send(
                 outcome, udp_refused = None, tap.fallback.refused_since
         if outcome is None:
             tcfg = TcpSenderConfig(
-                adu_size=adu_size, checkphrase=cfg.checkphrase, digest=alg, timeout=cfg.timeout, key=cfg.key
+                adu_size=adu_size,
+                checkphrase=cfg.checkphrase,
+                digest=alg,
+                timeout=cfg.timeout,
+                key=cfg.key,
             )
+            tcfg.features |= cfg.features & wire.FEATURE_COMPRESS
             if tcp.rate_bps:
                 tcfg.frame_bytes = paced_frame_bytes(tcp.rate_bps, adu_size)
             names = [p.describe() for p in tcp.paths]
@@ -857,7 +943,7 @@ def _send(
             driver = TcpSendDriver(
                 core, tcp.paths, tcp.streams, hooks, tcp.chaos, seed, bind, tcp.rate_bps, tcp.stripe
             )
-            stats = driver.stats_dict
+            stats = _compression_stats(driver.stats_dict, source)
             obs.attach(stats)
             try:
                 obs.starting()
@@ -978,18 +1064,26 @@ class _Receive:
         self.start = time.monotonic()
 
     def make_sink(self) -> Sink:
+        """The output; a compressed content (§19) is restored into it by the sink the HELLO
+        picks (an ``EitherSink``)."""
         out = self.output
+        keep = self.keep_partial
         if isinstance(out, str) and out != "-":
             backend = FileBackend(out, self.force, self.fsync, self.resume)
             self.kept = backend.kept
             if backend.kept_note and not self._said_kept:
                 self.obs.say(backend.kept_note)
             self._said_kept = True
-            return OffsetSink(backend, keep_partial=self.keep_partial)
+
+            def restored_into_file() -> Sink:
+                return DecompressingSink(ThreadedDecompressor(BackendWriter(backend)), backend, keep)
+
+            return EitherSink(OffsetSink(backend, keep_partial=keep), restored_into_file)
         stdout: IO[bytes] = sys.stdout.buffer
         fd, self._after_write = _output_fd(stdout if out is None or isinstance(out, str) else out)
         widen_pipe(fd)
-        return OrderedSink(FdWriter(fd))
+        writer = FdWriter(fd)
+        return EitherSink(OrderedSink(writer), lambda: DecompressingSink(ThreadedDecompressor(writer)))
 
     def finish(self, outcome: Outcome) -> Result:
         self.obs.finish(outcome)
@@ -1089,8 +1183,8 @@ class _Receive:
             )
             receiver = Receiver(cfg, start)
             session = RecvSession(receiver, sink, Dropper(self.drop, self.seed) if self.drop else None)
-            self.stats = session.stats
-            obs.attach(session.stats)
+            self.stats = _restored_stats(session.stats, sink)
+            obs.attach(self.stats)
             tap = _Tap(obs)
             udp_hooks = Hooks(
                 tick=obs.tick,
@@ -1145,8 +1239,8 @@ class _Receive:
             tdriver = TcpRecvDriver(tcore, self.listener, hooks)
             for s in self.adopted:
                 tdriver.adopt(s)
-            self.stats = tdriver.stats_dict
-            obs.attach(tdriver.stats_dict)
+            self.stats = _restored_stats(tdriver.stats_dict, sink)
+            obs.attach(self.stats)
             try:
                 obs.starting()
                 outcome = tdriver.run()

@@ -12,10 +12,12 @@ output, so the verdict speaks of what was written, not of what was received.
 from __future__ import annotations
 
 import errno
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from alf import resume
+from alf.compress import BlockReader, CompressedStreamError
 from alf.digest import NAMES, Hasher, new_hasher
 from alf.errors import ExitCode
 from alf.ranges import ceil_div
@@ -139,7 +141,10 @@ Kept = resume.Kept
 
 
 class Sink(Protocol):
-    in_order: bool
+    @property
+    def in_order(self) -> bool:
+        """It takes ADUs in order (a pipe's writer): the receiver's window bounds its memory."""
+        ...
 
     def start(
         self, adu_size: int, total_bytes: int | None, alg: DigestAlg, place: Placement = WHOLE
@@ -461,3 +466,207 @@ class OrderedSink:
         if not ok:
             self.writer.stop()
         return None
+
+
+# ---------------------------------------------------------------- compressed blocks (§19)
+
+
+class BackendWriter:
+    """A Writer into a file's backend, from its start in order: where a compressed content's
+    blocks go once restored (§19)."""
+
+    def __init__(self, backend: OffsetBackend) -> None:
+        self.backend = backend
+        self._bytes = 0
+        self._adus = 0
+        self._hash: Hasher = new_hasher(DigestAlg.XXH3_128)
+
+    def set_digest(self, alg: DigestAlg) -> None:
+        self._hash = new_hasher(alg)
+
+    def submit(self, n_adus: int, data: Buffer) -> None:
+        """Write ``data`` next, and hash it as read back from the output (what the verdict
+        speaks of is what the file holds, as OffsetSink's)."""
+        try:
+            self.backend.pwritev([data], self._bytes)
+            self.backend.hash_range(self._hash.update, self._bytes, len(data))
+        except OSError as e:
+            raise SinkError(describe(e, "cannot write the output")) from None
+        self._bytes += len(data)
+        self._adus += n_adus
+
+    def written_adus(self) -> int:
+        return self._adus
+
+    def finish(self) -> tuple[int, bytes]:
+        return self._bytes, self._hash.digest()
+
+    def error(self) -> str | None:
+        return None
+
+    def stop(self) -> None:
+        pass
+
+
+class DecompressingWriter:
+    """§19: a Writer of the wire's compressed blocks: it restores them in order and hands their
+    bytes, one block at a time, to ``out`` (stdout's writer, or a file's), which hashes them:
+    the digest is of the content as the sender read it. ``written_adus`` counts the wire ADUs
+    of the blocks ``out`` has written (so a slow stdout holds the receiver's window, and the
+    verdict waits until it has all): all it was given, once ``out`` has every block handed
+    to it (a block's first ADUs included: what is in ``BlockReader`` is bounded by a block).
+    This class does the work in ``submit``; its threaded twin (alf/io/sink.py) in a thread."""
+
+    def __init__(self, out: Writer) -> None:
+        self.out = out
+        self.reader: BlockReader | None = None
+        self._adus = 0  # wire ADUs taken (fed to the reader)
+        self._blocks = 0  # blocks handed to ``out``
+        self._marks: deque[tuple[int, int]] = deque()  # (blocks handed, the wire ADU they end at)
+        self._covered = 0
+        self._error: str | None = None
+        self._stopped = False
+        self.restored = 0  # bytes the blocks restored to, so far
+        self.out_bytes = 0  # what ``out`` wrote, once finished
+
+    def set_adu(self, adu: int) -> None:
+        self.reader = BlockReader(adu)
+
+    def set_digest(self, alg: DigestAlg) -> None:
+        self.out.set_digest(alg)
+
+    def submit(self, n_adus: int, data: Buffer) -> None:
+        self._take(n_adus, data)
+
+    def _take(self, n_adus: int, data: Buffer) -> None:
+        if self._error is not None or self._stopped:
+            return
+        reader = self.reader
+        assert reader is not None
+        try:
+            for block in reader.feed(data):
+                self._before_block()
+                if self._stopped:
+                    return
+                self.out.submit(1, block)
+                self.restored += len(block)
+                self._blocks += 1
+                self._marks.append((self._blocks, reader.wire_bytes // reader.adu))
+        except CompressedStreamError as e:
+            self._error = f"cannot restore the compressed content: {e}"
+        except SinkError as e:
+            self._error = str(e)
+        except Exception as e:  # (MemoryError, a codec's own: never a silent stop)
+            self._error = f"cannot restore the compressed content: {e!r}"
+        self._adus += n_adus
+
+    def _before_block(self) -> None:
+        """(The threaded twin waits here while ``out`` is behind.)"""
+
+    def written_adus(self) -> int:
+        # read in this order: every chunk counted in ``adus`` has its blocks in ``blocks``
+        adus, blocks = self._adus, self._blocks
+        done = self.out.written_adus()
+        if done >= blocks:
+            return adus
+        while self._marks and self._marks[0][0] <= done:
+            self._covered = self._marks.popleft()[1]
+        return self._covered
+
+    def finish(self) -> tuple[int, bytes]:
+        """The wire bytes taken, and the digest of what they restored to."""
+        err = self.error()
+        if err is not None:
+            raise SinkError(err)
+        assert self.reader is not None
+        try:
+            self.reader.finish()
+        except CompressedStreamError as e:
+            raise SinkError(f"cannot restore the compressed content: {e}") from None
+        self.out_bytes, digest = self.out.finish()
+        return self.reader.wire_bytes, digest
+
+    def error(self) -> str | None:
+        return self._error or self.out.error()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self.out.stop()
+
+
+class DecompressingSink(OrderedSink):
+    """§19: a compressed content's output: the wire's blocks in order (an ordered sink, its
+    memory bounded by the receiver's window) through a ``DecompressingWriter``; into a file's
+    ``backend`` (written from its start, committed once the digest matched) or stdout."""
+
+    writer: DecompressingWriter
+
+    def __init__(
+        self, writer: DecompressingWriter, backend: OffsetBackend | None = None, keep_partial: bool = False
+    ) -> None:
+        super().__init__(writer)
+        self.backend = backend
+        self.keep_partial = keep_partial
+        self._done = False
+
+    def start(self, adu_size: int, total_bytes: int | None, alg: DigestAlg, place: Placement = WHOLE) -> None:
+        super().start(adu_size, total_bytes, alg, place)
+        self.writer.set_adu(adu_size)
+        if self.backend is not None:
+            try:
+                self.backend.place(place, None)
+            except OSError as e:
+                raise SinkError(describe(e, "cannot place the output")) from None
+
+    def finish(self, total_bytes: int, expected: bytes | None) -> tuple[int, bytes]:
+        nbytes, digest = self.writer.finish()
+        if self.backend is not None and digest == expected and nbytes == total_bytes:
+            try:
+                self.backend.commit(self.writer.out_bytes)
+            except OSError as e:
+                raise SinkError(describe(e, "cannot complete the output")) from None
+            self._done = True
+        return nbytes, digest
+
+    def close(self, ok: bool, held: Sequence[Span] = ()) -> str | None:
+        super().close(ok, held)
+        if self.backend is None or self._done:
+            return None
+        return self.backend.discard(self.keep_partial)  # (a compressed content cannot resume yet)
+
+
+class EitherSink:
+    """The output as the sender's HELLO makes it: ``plain`` takes a content as it comes; a
+    compressed one (§19) goes to the sink ``compressed()`` makes at the start, which shares
+    ``plain``'s file or writer."""
+
+    def __init__(self, plain: Sink, compressed: Callable[[], Sink]) -> None:
+        self.active = plain
+        self._compressed = compressed
+
+    @property
+    def in_order(self) -> bool:
+        return self.active.in_order
+
+    def start(self, adu_size: int, total_bytes: int | None, alg: DigestAlg, place: Placement = WHOLE) -> None:
+        if place.compressed:
+            self.active = self._compressed()
+        self.active.start(adu_size, total_bytes, alg, place)
+
+    def write_run(self, first: int, payloads: Sequence[Buffer]) -> None:
+        self.active.write_run(first, payloads)
+
+    def write_block(self, first: int, count: int, data: Buffer) -> None:
+        self.active.write_block(first, count, data)
+
+    def read_block(self, first: int, count: int) -> bytearray:
+        return self.active.read_block(first, count)
+
+    def advance(self, cum: int) -> int:
+        return self.active.advance(cum)
+
+    def finish(self, total_bytes: int, expected: bytes | None) -> tuple[int, bytes]:
+        return self.active.finish(total_bytes, expected)
+
+    def close(self, ok: bool, held: Sequence[Span] = ()) -> str | None:
+        return self.active.close(ok, held)

@@ -216,6 +216,9 @@ def summary(stats: Mapping[str, Any], ok: bool, message: str, seconds: float | N
         held = int(stats.get("bytes_held", 0) or 0)
         if held:
             line += f", {human_bytes(held)} the receiver held already"
+        raw = stats.get("input_bytes" if role == "send" else "restored_bytes")
+        if raw:  # §19: compressed
+            line += f", {human_bytes(int(raw))} compressed to {100 * done / int(raw):.0f}%"
         repair = repair_field(stats)
         tail = f"verified ({stats.get('digest', 'digest')})"
         group = stats.get("receivers")

@@ -219,6 +219,7 @@ class Receiver:
         self.place = Placement()  # §18: where the bound session's content goes, what is there
         self.keepable = True  # §18: on failure, what is held may be kept for a resume
         self._data_seen = False  # DATA of the session arrived
+        self.in_order = config.in_order  # ... and compressed blocks (§19), restored in order
         self._held: tuple[Span, ...] = ()  # §18: what our ACCEPT says is held
         self.began: float | None = None  # when the sender's HELLO was taken: the transfer's start
         self.events = EventLog()  # what the driver and the library learn (alf.events)
@@ -267,9 +268,9 @@ class Receiver:
 
     @property
     def window_limit(self) -> int:
-        if self.end_adus is not None and not self._end_tentative and not self.cfg.in_order:
+        if self.end_adus is not None and not self._end_tentative and not self.in_order:
             limit = self.end_adus
-        elif self.cfg.in_order:
+        elif self.in_order:
             limit = self.consumed + max(1, self.cfg.window_bytes // max(self.adu, 1))
         else:
             limit = self.gaps.cum + MAX_AHEAD_ADUS
@@ -648,6 +649,7 @@ class Receiver:
         self.peers.add(addr)
         self.multipath = bool(msg.features & wire.FEATURE_MULTIPATH)
         self.multicast = bool(msg.features & wire.FEATURE_MULTICAST)
+        self.in_order = self.cfg.in_order or bool(msg.features & wire.FEATURE_COMPRESS)
         offered = bool(msg.features & wire.FEATURE_FEC) and msg.kind == wire.Kind.FILE
         self.fec = self.cfg.fec and offered
         self.hello = msg

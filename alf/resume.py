@@ -38,13 +38,15 @@ class Placement:
     offset: int = 0
     source: tuple[int, int, int] | None = None  # its source as the HELLO named it (None: unnamed)
     keep: bool = False  # the output holds parts of it already (a resume): not started afresh
+    compressed: bool = False  # §19: the content is compressed blocks, restored in order
 
 
 def placement(hello: wire.Hello, keep: bool) -> Placement:
     """Where the content ``hello`` offers goes; ``keep``: what the output holds is of it."""
     ranged = bool(hello.features & wire.FEATURE_RANGE)
     named = bool(hello.features & wire.FEATURE_RESUME)
-    return Placement(ranged, hello.offset if ranged else 0, hello.source if named else None, keep)
+    compressed = bool(hello.features & wire.FEATURE_COMPRESS)
+    return Placement(ranged, hello.offset if ranged else 0, hello.source if named else None, keep, compressed)
 
 
 class StateError(ValueError):

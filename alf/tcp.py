@@ -532,7 +532,10 @@ class TcpReceiver:
 
     @property
     def window_limit(self) -> int:
-        if not self.sink.in_order:
+        # (a compressed content, §19, is restored in order: its ACCEPT, which may leave before
+        # the sink starts (§17: once the sender proved its key), must already say so)
+        compressed = self.hello is not None and bool(self.hello.features & wire.FEATURE_COMPRESS)
+        if not self.sink.in_order and not compressed:
             return wire.NO_LIMIT
         return self.consumed + max(1, self.cfg.window_bytes // max(1, self.adu))
 

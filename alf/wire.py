@@ -114,8 +114,15 @@ FEATURE_FEC = 1 << 2  # §16: the sender repairs with parity to the receivers th
 FEATURE_KEY = 1 << 3  # §17: the session is sealed with keys from a pre-shared key
 FEATURE_RANGE = 1 << 4  # §18: the content is a byte range of its source, written at its offset
 FEATURE_RESUME = 1 << 5  # §18: the HELLO names its source; the ACCEPT may say what is held of it
+FEATURE_COMPRESS = 1 << 6  # §19: the content is compressed blocks (a stream); the digest is of its input
 KNOWN_FEATURES = (
-    FEATURE_MULTIPATH | FEATURE_MULTICAST | FEATURE_FEC | FEATURE_KEY | FEATURE_RANGE | FEATURE_RESUME
+    FEATURE_MULTIPATH
+    | FEATURE_MULTICAST
+    | FEATURE_FEC
+    | FEATURE_KEY
+    | FEATURE_RANGE
+    | FEATURE_RESUME
+    | FEATURE_COMPRESS
 )  # §4.4: the bits served
 SHARE_SIZE = 64  # §17: a random and an X25519 public key
 MAC_SIZE = 32  # §17: the HELLO's binder, the ACCEPT's finished MAC
@@ -669,6 +676,8 @@ def decode_untrusted(buf: bytes | bytearray | memoryview) -> Message:
             return Unsupported(session, f"a content of {total} bytes (at most 2^63-1)")
         if features & (FEATURE_RANGE | FEATURE_RESUME) and kind_e != Kind.FILE:
             raise BadPacket("a stream with a range or a source")
+        if features & FEATURE_COMPRESS and kind_e != Kind.STREAM:
+            raise BadPacket("compressed blocks are a stream (§19)")
         if kind_e == Kind.FILE and offset > MAX_TOTAL_BYTES - total:
             return Unsupported(session, f"a range that ends past 2^63-1 (offset {offset})")
         return Hello(

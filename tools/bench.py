@@ -370,6 +370,12 @@ def main() -> int:
         action="store_true",
         help="alf's rows run alternately as they are and sealed (--key on both sides, a fresh key)",
     )
+    ap.add_argument(
+        "--compress-ab",
+        action="store_true",
+        help="alf's rows run alternately as they are and with the sender's --compress (the input is "
+        "random: what the skip rule costs)",
+    )
     args = ap.parse_args()
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     size = int(float(args.size[:-1]) * units[args.size[-1]]) if args.size[-1] in units else int(args.size)
@@ -409,6 +415,12 @@ def main() -> int:
                 sealed = f" --key {shlex.quote(key)}"
                 keyed = dict(receiver=cfg.receiver + sealed, sender=cfg.sender + sealed)
                 pair.append(dataclasses.replace(cfg, name=f"{cfg.name} [--key]", **keyed))
+            if args.compress_ab and cfg.name.startswith("alf"):
+                pair.append(
+                    dataclasses.replace(
+                        cfg, name=f"{cfg.name} [--compress]", sender=cfg.sender + " --compress"
+                    )
+                )
             if args.progress_ab and cfg.name.startswith("alf"):
                 shown = dict(receiver=cfg.receiver + " --progress", sender=cfg.sender + " --progress")
                 pair.append(

@@ -14,10 +14,13 @@ import os
 import threading
 import time
 from array import array
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import xxhash
 
+from alf.compress import BLOCK, Compressor, Counts
 from alf.content import MAX_RUN, Buffer, InputChanged, cut_adus
 from alf.digest import new_hasher
 from alf.ranges import ceil_div
@@ -517,3 +520,112 @@ def _poke(wake: int | None) -> None:
             os.write(wake, b"\0")
         except BlockingIOError:
             pass
+
+
+# ---------------------------------------------------------------- compressed (§19)
+
+
+class CompressedStream(StreamSource):
+    """§19: the stream of compressed blocks a pump (``pump_compressed``) makes of the input;
+    the ring holds wire bytes, ``digest()`` is of the input itself (what the receiver restores)
+    and ``counts`` says what compression did."""
+
+    def __init__(self, adu_size: int, window_adus: int, alg: DigestAlg, compressor: Compressor) -> None:
+        super().__init__(adu_size, window_adus, alg)
+        self.compressor = compressor
+        self.counts = Counts()
+        self.input_digest: bytes | None = None
+        self._alg = alg
+        self._hash = _NoHash()  # (the digest is of the input, hashed by the pump: not of the blocks)
+
+    def digest(self) -> bytes | None:
+        return self.input_digest if self._total is not None else None
+
+
+class _NoHash:
+    def update(self, data: Buffer) -> None:
+        pass
+
+    def digest(self) -> bytes:
+        return b""
+
+
+def pump_compressed(
+    source: CompressedStream,
+    fd: int,
+    wake: int | None,
+    stop: threading.Event,
+    threads: int = 2,
+    stamp: Callable[[], object] | None = None,
+) -> None:
+    """Read ``fd`` in blocks, compress them in ``threads`` threads, and feed the framed blocks
+    to ``source`` in order, waiting while its window is full (runs in a thread). ``stamp``: the
+    input's stamp (a file): if it differs at the end from the start, the input changed while
+    it was read, and the transfer fails."""
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="alf-compress")
+    pending: deque[Future[tuple[list[bytes], bool]]] = deque()
+    hasher = new_hasher(source._alg)
+    counts = source.counts
+    before = stamp() if stamp is not None else None
+    number, eof = 0, False
+    try:
+        while not stop.is_set():
+            while not eof and len(pending) < 2 * threads:
+                block = _read_block(fd, BLOCK)
+                if not block:
+                    eof = True
+                    break
+                hasher.update(block)
+                counts.bytes_in += len(block)
+                pending.append(pool.submit(source.compressor.frame, number, block))
+                number += 1
+            if not pending:
+                if stamp is not None and stamp() != before:
+                    source.fail(InputChanged("the input changed while it was read"))
+                    break
+                source.input_digest = hasher.digest()
+                source.feed_eof()
+                break
+            parts, packed = pending.popleft().result()
+            counts.blocks += 1
+            counts.blocks_raw += not packed
+            counts.bytes_out += sum(len(p) for p in parts)
+            if not all(_feed_all(source, p, stop) for p in parts):
+                break
+            _poke(wake)
+    except OSError as e:
+        source.fail(f"cannot read the input: {e.strerror}")
+    except Exception as e:  # (zstd's own errors: never a silent end of the input)
+        source.fail(f"cannot compress the input: {e}")
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    _poke(wake)
+
+
+def _read_block(fd: int, size: int) -> bytes:
+    """``size`` bytes of ``fd``, fewer only at its end (a pipe hands out less at a time)."""
+    parts: list[bytes] = []
+    got = 0
+    while got < size:
+        chunk = os.read(fd, size - got)
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _feed_all(source: StreamSource, data: bytes, stop: threading.Event) -> bool:
+    view = memoryview(data)
+    while view:
+        span = source.free_span()
+        if not span:
+            if stop.is_set():
+                return False
+            source.wait_for_room(0.1)
+            continue
+        n = min(len(span), len(view))
+        span[:n] = view[:n]
+        source.commit(n)
+        view = view[n:]
+    return True

@@ -18,11 +18,26 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from alf import wire
-from alf.content import BytesSource, MemoryBackend, MemoryWriter, OffsetSink, OrderedSink, Source
+from alf.compress import BLOCK, Compressor
+from alf.content import (
+    BackendWriter,
+    BytesSource,
+    DecompressingSink,
+    DecompressingWriter,
+    EitherSink,
+    MemoryBackend,
+    MemoryWriter,
+    OffsetSink,
+    OrderedSink,
+    Sink,
+    Source,
+    Writer,
+)
+from alf.digest import digest_bytes
 from alf.errors import Outcome
 from alf.events import Ended, Event
 from alf.io.source import StreamSource
@@ -224,6 +239,7 @@ def run_transfer(
     more_paths: list[tuple[Link, Link]] | None = None,
     source_stamp: tuple[int, int, int] | None = None,
     partial: bytes | None = None,
+    compress: bool = False,
 ) -> SimResult:
     """Send ``data`` across the simulated network and return both outcomes and the output.
 
@@ -240,7 +256,9 @@ def run_transfer(
     path ``p`` joins sender node ("sender", 1 + p) to receiver node ("receiver", 2 + p), and
     the sender's config must name that many paths. ``source_stamp`` names the sender's file
     (§18: a receiver may hold part of it); ``partial`` is what the receiver's output holds at
-    the start (with ``receiver_config.kept``: a resume).
+    the start (with ``receiver_config.kept``: a resume). ``compress`` (with ``stream``): the
+    content goes as compressed blocks (§19) into a file output (the receiver's ``in_order``
+    false) or an ordered one; ``output`` is what they restored to.
     """
     net = Network(seed)
     rng = net.rng
@@ -250,9 +268,19 @@ def run_transfer(
     now = 0.0
     session_id = rng.getrandbits(64) or 1
     source: Source
+    raw = data
+    if compress:  # §19: the stream is the framed blocks; the digest is of the input
+        framer = Compressor(1, scfg.adu_size)
+        data = b"".join(
+            b"".join(framer.frame(k, raw[i : i + BLOCK])[0]) for k, i in enumerate(range(0, len(raw), BLOCK))
+        )
+        scfg = replace(scfg, features=scfg.features | wire.FEATURE_COMPRESS)
     if stream:
         clock = lambda: now  # noqa: E731 (virtual time, read when the ring decides to grow)
         source = StreamSource(scfg.adu_size, stream_window_adus, scfg.digest, stream_initial_adus, clock)
+        if compress:
+            input_digest = digest_bytes(scfg.digest, raw)
+            source.digest = lambda: input_digest if source.total_bytes() is not None else None  # type: ignore[method-assign]
         sender = Sender(scfg, session_id, wire.Kind.STREAM, None, now)
     else:
         source = BytesSource(data, scfg.adu_size, scfg.digest)
@@ -263,7 +291,12 @@ def run_transfer(
     if partial is not None:
         backend.data = bytearray(partial)
     # a small read-back chunk, so hashing what arrived beyond holes takes many steps
-    sink = OrderedSink(writer) if rcfg.in_order else OffsetSink(backend, hash_chunk=1000)
+    sink: Sink = OrderedSink(writer) if rcfg.in_order else OffsetSink(backend, hash_chunk=1000)
+    # as the api's outputs: a HELLO that says its content is compressed picks the sink that
+    # restores the blocks (§19)
+    restore_to: Writer = writer if rcfg.in_order else BackendWriter(backend)
+    file_backend = None if rcfg.in_order else backend
+    sink = EitherSink(sink, lambda: DecompressingSink(DecompressingWriter(restore_to), file_backend))
     receiver = Receiver(rcfg, now, secret=seed.to_bytes(8, "big", signed=True))
     if receiver_buffer:
         receiver.set_read_buffer(receiver_buffer)

@@ -1,0 +1,160 @@
+"""§19: the compression side-chain. The sender cuts its input into blocks of ``BLOCK`` bytes,
+compresses each on its own (zstd) or, when a quick probe says it does not compress, sends it
+as it is; each block goes out as a header, its bytes, and zeros up to the next ADU boundary,
+so a block always starts an ADU. The receiver takes the blocks in order and restores them.
+The end-to-end digest is of the content as it was before compression. Pure: bytes in, bytes
+out; the threads that run this are the drivers' (alf/io/source.py, alf/io/sink.py)."""
+
+from __future__ import annotations
+
+import struct
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import zstandard
+
+BLOCK = 1 << 20  # bytes of input per block
+PROBE = 64 << 10  # a block's first bytes compressed alone decide whether it is worth compressing
+PROBE_RATIO = 0.95  # ... it is not when they shrink less than this
+HEADER = struct.Struct(">2sBBIIQ")  # magic, method, flags (0), stored bytes, input bytes, block number
+MAGIC = b"AZ"
+RAW, ZSTD = 1, 2
+MAX_STORED = BLOCK + (BLOCK >> 7) + 1024  # zstd's bound on an incompressible block, and a margin
+DEFAULT_LEVEL = 1
+
+
+class CompressedStreamError(ValueError):
+    """The compressed stream is not one the sender can have made (its framing or a block)."""
+
+
+@dataclass
+class Counts:
+    """What compression did (the sender's statistics)."""
+
+    bytes_in: int = 0  # input bytes
+    bytes_out: int = 0  # bytes the blocks took on the wire: headers and padding included
+    blocks: int = 0
+    blocks_raw: int = 0  # ... sent as they were (the probe said they do not compress)
+
+
+def padded(n: int, adu: int) -> int:
+    return -(-n // adu) * adu
+
+
+class Compressor:
+    """Frames blocks; each thread that calls ``frame`` gets its own zstd context."""
+
+    def __init__(self, level: int = DEFAULT_LEVEL, adu: int = 1) -> None:
+        if not 1 <= level <= 19:
+            raise ValueError(f"compression level must be 1-19, not {level}")
+        self.level, self.adu = level, adu
+        self._local = threading.local()
+
+    def _contexts(self) -> tuple[zstandard.ZstdCompressor, zstandard.ZstdCompressor]:
+        ctx = getattr(self._local, "ctx", None)
+        if ctx is None:
+            probe, full = zstandard.ZstdCompressor(level=1), zstandard.ZstdCompressor(level=self.level)
+            ctx = self._local.ctx = (probe, full)
+        return ctx
+
+    def frame(self, number: int, data: bytes) -> tuple[list[bytes], bool]:
+        """Block ``number`` as it goes on the wire, in parts (header, bytes, padding: a whole
+        number of ADUs, not joined: the ring takes them as they are), and whether it went
+        compressed."""
+        probe, full = self._contexts()
+        stored, method = data, RAW
+        sample = data[:PROBE]
+        if sample and len(probe.compress(sample)) < PROBE_RATIO * len(sample):
+            packed = full.compress(data)
+            if len(packed) < PROBE_RATIO * len(data):  # (the probe may be wrong about the rest)
+                stored, method = packed, ZSTD
+        head = HEADER.pack(MAGIC, method, 0, len(stored), len(data), number)
+        size = HEADER.size + len(stored)
+        return [head, stored, bytes(padded(size, self.adu) - size)], method == ZSTD
+
+
+class BlockReader:
+    """The receiver's side: the wire stream, fed in order, becomes the blocks' input bytes.
+
+    Each block's bytes are gathered into a buffer of their own, its length known from the
+    header (one copy; a raw block is then handed out as a view of it). Everything is checked
+    before it is used: a header that is not one, a block out of order or longer than a block
+    can be, a zstd frame whose header names another length than the block's (checked before
+    it is decompressed: zstd would allocate what the frame names), a frame that does not
+    restore to that length, padding that is not zero; any of it is a ``CompressedStreamError``.
+    """
+
+    def __init__(self, adu: int) -> None:
+        self.adu = adu
+        self._head = bytearray()  # a header's first bytes, while it is not whole
+        self._body: bytearray | None = None  # the block being gathered: bytes, then padding
+        self._fill = 0
+        self._method = self._stored = self._size = 0
+        self._next = 0  # the number the next block must have
+        self._dctx = zstandard.ZstdDecompressor()
+        self.wire_bytes = 0  # bytes consumed (whole blocks)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> Iterator[bytes | memoryview]:
+        """The blocks completed by ``data``, restored, in order."""
+        view = memoryview(data).cast("B")
+        pos, n = 0, len(view)
+        while pos < n:
+            if self._body is None:
+                k = min(HEADER.size - len(self._head), n - pos)
+                self._head += view[pos : pos + k]
+                pos += k
+                if len(self._head) < HEADER.size:
+                    break
+                self._start_block()
+            body = self._body
+            assert body is not None
+            k = min(len(body) - self._fill, n - pos)
+            body[self._fill : self._fill + k] = view[pos : pos + k]
+            self._fill += k
+            pos += k
+            if self._fill == len(body):
+                yield self._restore(body)
+
+    def _start_block(self) -> None:
+        magic, method, flags, stored, size, number = HEADER.unpack(self._head)
+        if magic != MAGIC or flags or method not in (RAW, ZSTD):
+            raise CompressedStreamError("a block header is not one")
+        if number != self._next:
+            raise CompressedStreamError(f"block {number} came where block {self._next} belongs")
+        if not 0 < size <= BLOCK or not 0 < stored <= MAX_STORED or method == RAW and stored != size:
+            raise CompressedStreamError(f"block {number} names impossible lengths")
+        self._method, self._stored, self._size = method, stored, size
+        self._body = bytearray(padded(HEADER.size + stored, self.adu) - HEADER.size)
+        self._fill = 0
+
+    def _restore(self, body: bytearray) -> bytes | memoryview:
+        number, stored, size = self._next, self._stored, self._size
+        whole = memoryview(body)
+        if any(whole[stored:]):
+            raise CompressedStreamError(f"block {number}'s padding is not zero")
+        part = whole[:stored]
+        if self._method == RAW:
+            out: bytes | memoryview = part
+        else:
+            try:
+                named = zstandard.frame_content_size(part)
+                if named != size:  # (-1: not named; the sender always names it)
+                    raise CompressedStreamError(
+                        f"block {number}'s zstd frame names {named} bytes, not {size}"
+                    )
+                out = self._dctx.decompress(part, max_output_size=size)
+            except zstandard.ZstdError as e:
+                raise CompressedStreamError(f"block {number} does not decompress: {e}") from None
+            if len(out) != size:
+                raise CompressedStreamError(f"block {number} restores to {len(out)} bytes, not {size}")
+        self._next += 1
+        self.wire_bytes += HEADER.size + len(body)
+        self._head.clear()
+        self._body = None
+        return out
+
+    def finish(self) -> None:
+        """The stream ended: it must not end inside a block."""
+        if self._head or self._body is not None:
+            raise CompressedStreamError("the compressed stream ends inside a block")

@@ -1,0 +1,274 @@
+"""§19: the compression side-chain: blocks framed on ADU boundaries, the probe's skip rule, a
+receiver that checks every block, in the simulator and over loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import zstandard
+from conftest import Procs, free_udp_port, random_file, sha256_file, wait_listening, wait_listening_tcp
+
+from alf import compress, wire
+from alf.compress import BLOCK, HEADER, BlockReader, CompressedStreamError, Compressor
+from alf.errors import ExitCode
+from alf.receiver import ReceiverConfig
+from alf.sender import SenderConfig
+from alf.testing.simnet import Link, run_transfer
+
+SEND = [sys.executable, "-m", "alf", "send", "127.0.0.1", "--timeout", "30"]
+TEXT = b"".join(b"line %d of a log that compresses well, said the sender\n" % i for i in range(40_000))
+
+
+def _framed(data: bytes, adu: int, level: int = 1) -> tuple[bytes, list[bool]]:
+    c = Compressor(level, adu)
+    frames = [c.frame(k, data[i : i + BLOCK]) for k, i in enumerate(range(0, len(data), BLOCK))]
+    return b"".join(b"".join(f) for f, _ in frames), [p for _, p in frames]
+
+
+def _restore(stream: bytes, adu: int, step: int = 1000) -> bytes:
+    r = BlockReader(adu)
+    out = b"".join(b for i in range(0, len(stream), step) for b in r.feed(stream[i : i + step]))
+    r.finish()
+    assert r.wire_bytes == len(stream)
+    return out
+
+
+# ---------------------------------------------------------------- the pure parts
+
+
+def test_blocks_start_on_adu_boundaries_and_restore_exactly() -> None:
+    mixed = TEXT[:BLOCK] + os.urandom(BLOCK) + TEXT[: BLOCK // 3]  # a tar mixes both
+    for adu in (1, 512, 1428):
+        stream, packed = _framed(mixed, adu)
+        assert packed == [True, False, True]  # the random block goes as it is
+        assert len(stream) % adu == 0
+        assert _restore(stream, adu) == mixed
+        at = 0
+        for k in range(3):  # each block's header starts an ADU
+            assert at % adu == 0
+            magic, method, _f, stored, size, number = HEADER.unpack_from(stream, at)
+            assert (magic, number) == (compress.MAGIC, k)
+            at += compress.padded(HEADER.size + stored, adu)
+        assert at == len(stream)
+    assert _restore(b"", 512) == b""
+
+
+def test_the_probe_skips_what_does_not_compress() -> None:
+    c = Compressor(1, 1428)
+    parts, packed = c.frame(0, os.urandom(BLOCK))
+    assert not packed and len(b"".join(parts)) < BLOCK + 1428 + HEADER.size
+    parts, packed = c.frame(0, TEXT[:BLOCK])
+    assert packed and len(b"".join(parts)) < 0.2 * BLOCK
+    # compressible at its start, random after: the probe says yes, the whole block says no
+    _, packed = c.frame(0, TEXT[: 32 << 10] + os.urandom(BLOCK - (32 << 10)))
+    assert not packed
+    with pytest.raises(ValueError):
+        Compressor(0)
+
+
+def _header(method: int, stored: int, size: int, number: int = 0, magic: bytes = compress.MAGIC) -> bytes:
+    return HEADER.pack(magic, method, 0, stored, size, number)
+
+
+def _pad(b: bytes, adu: int) -> bytes:
+    return b + bytes(compress.padded(len(b), adu) - len(b))
+
+
+def test_every_malformed_stream_is_refused() -> None:
+    adu = 512
+    good, _ = _framed(TEXT[: 3 * BLOCK], adu)
+    first = compress.padded(HEADER.size + HEADER.unpack_from(good, 0)[3], adu)
+    bomb = zstandard.ZstdCompressor().compress(bytes(BLOCK))  # a block of zeros, named as 100 bytes
+    unnamed = zstandard.ZstdCompressor(write_content_size=False).compress(bytes(1000))
+    bad = {
+        "not one": _pad(_header(compress.ZSTD, 10, 10, magic=b"XX") + bytes(10), adu),
+        "order": good[first:],  # block 1 where block 0 belongs
+        "impossible": _pad(_header(compress.RAW, 10, 20) + bytes(10), adu),
+        "too long": _pad(_header(compress.RAW, BLOCK + 1, BLOCK + 1), adu),
+        "not zero": _header(compress.RAW, 4, 4) + b"abcd" + b"\x01" * (adu - HEADER.size - 4),
+        "decompress": _pad(_header(compress.ZSTD, 10, 100) + b"0123456789", adu),
+        "restores": _pad(_header(compress.ZSTD, len(bomb), 100) + bomb, adu),  # refused before it is
+        "unnamed": _pad(_header(compress.ZSTD, len(unnamed), 1000) + unnamed, adu),
+        "inside": good[: first - 1],
+    }
+    for name, stream in bad.items():
+        with pytest.raises(CompressedStreamError):
+            _restore(stream, adu, step=97)
+        assert name
+
+
+def test_a_compressed_hello_is_a_stream() -> None:
+    tag = wire.checkphrase_tag("")
+    hello = wire.Hello(1, 512, wire.Kind.STREAM, wire.UNKNOWN_LENGTH, 1, tag, features=wire.FEATURE_COMPRESS)
+    assert wire.decode_untrusted(wire.encode_hello(hello)) == hello
+    file_hello = wire.Hello(1, 512, wire.Kind.FILE, 1000, 1, tag, features=wire.FEATURE_COMPRESS)
+    with pytest.raises(wire.BadPacket):
+        wire.decode_untrusted(wire.encode_hello(file_hello))
+
+
+# ---------------------------------------------------------------- the simulator
+
+
+@pytest.mark.parametrize("in_order", [False, True])
+@pytest.mark.parametrize("loss", [0.0, 0.05])
+def test_sim_compressed_blocks_restore_into_either_output(in_order: bool, loss: float) -> None:
+    rng = random.Random(5)
+    data = TEXT[: 2 * BLOCK] + rng.randbytes(BLOCK // 2) + TEXT[:12345]
+    res = run_transfer(
+        data,
+        stream=True,
+        compress=True,
+        in_order=in_order,
+        forward=Link(loss=loss),
+        backward=Link(loss=loss),
+        seed=11,
+        stream_window_adus=4096,
+        receiver_config=ReceiverConfig(in_order=in_order, timeout=10.0, window_bytes=4 << 20),
+    )
+    assert res.sender is not None and res.sender.ok, res.sender
+    assert res.receiver is not None and res.receiver.ok, res.receiver
+    assert res.output == data
+    wire_bytes = res.sender_stats["bytes_sent"]
+    assert wire_bytes < 0.5 * len(data)  # (the random half-block goes as it is)
+
+
+def test_sim_a_stream_that_is_not_blocks_fails_on_both_sides() -> None:
+    """A sender that says FEATURE_COMPRESS and sends anything else: the receiver cannot restore
+    it and says so; neither side reports success."""
+    cfg = SenderConfig(adu_size=512, rate_bps=50e6, timeout=5.0, features=wire.FEATURE_COMPRESS)
+    res = run_transfer(
+        os.urandom(100_000),
+        stream=True,
+        sender_config=cfg,
+        receiver_config=ReceiverConfig(in_order=False, timeout=5.0),
+    )
+    assert res.receiver is not None and not res.receiver.ok
+    assert "cannot restore the compressed content" in res.receiver.message
+    assert res.sender is not None and not res.sender.ok and res.output == b""
+
+
+# ---------------------------------------------------------------- loopback
+
+
+def _stdlib_tar(path: Path, limit: int = 40 << 20) -> bytes:
+    """Part of this Python's standard library as a tar (sources, and their .pyc: it mixes)."""
+    lib = Path(os.__file__).parent
+    with tarfile.open(path, "w") as tar:
+        for name in ("email", "json", "asyncio", "unittest", "xml", "http", "logging", "test/test_email"):
+            if (lib / name).exists():
+                tar.add(lib / name, arcname=name)
+            if path.stat().st_size > limit:
+                break
+    return path.read_bytes()
+
+
+def _stats(path: Path) -> dict[str, object]:
+    return dict(json.loads(path.read_text().strip().splitlines()[-1]))
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_a_tar_through_a_pipe_goes_compressed(procs: Procs, tmp_path: Path, transport: str) -> None:
+    port = free_udp_port()
+    src = tmp_path / "lib.tar"
+    data = _stdlib_tar(src)
+    dst = tmp_path / "out.tar"
+    stats = ["--stats-json", str(tmp_path / "r.json"), "--timeout", "30"]
+    recv = procs.start("recv", str(port), "-o", str(dst), "--transport", transport, *stats)
+    (wait_listening if transport == "udp" else wait_listening_tcp)(port)
+    with open(src, "rb") as f:
+        send = subprocess.run(
+            [*SEND, str(port), "--compress", "--transport", transport, "--stats-json", f"{tmp_path}/s.json"],
+            stdin=f, capture_output=True, timeout=60,
+        )  # fmt: skip
+    assert send.returncode == 0, send.stderr
+    assert recv.wait(timeout=30) == 0
+    assert dst.read_bytes() == data
+    s, r = _stats(tmp_path / "s.json"), _stats(tmp_path / "r.json")
+    assert s["input_bytes"] == len(data) == r["restored_bytes"]
+    assert s["bytes_sent"] == s["compressed_bytes"]
+    assert float(s["compression_ratio"]) <= 0.4, s  # type: ignore[arg-type]
+    assert b"compressed to" in send.stderr
+
+
+def test_random_data_goes_as_it_is_to_stdout(procs: Procs, tmp_path: Path) -> None:
+    port = free_udp_port()
+    src = random_file(str(tmp_path / "in.bin"), 5 * BLOCK + 777)
+    out = open(tmp_path / "out.bin", "wb")
+    recv = procs.start("recv", str(port), "--timeout", "30", stdout=out)
+    wait_listening(port)
+    send = subprocess.run(
+        [*SEND, str(port), src, "--compress", "--stats-json", str(tmp_path / "s.json")],
+        capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert send.returncode == 0, send.stderr
+    assert recv.wait(timeout=30) == 0
+    out.close()
+    assert sha256_file(str(tmp_path / "out.bin")) == sha256_file(src)
+    s = _stats(tmp_path / "s.json")
+    assert s["blocks"] == s["blocks_raw"] == 6
+
+
+def test_compress_option_errors(tmp_path: Path) -> None:
+    src = random_file(str(tmp_path / "in.bin"), 1000)
+    for extra, says in [
+        (["--offset", "10"], b"not with a byte range"),
+        (["--compress-level", "20"], b"20 is not in the range 1<=x<=19"),
+    ]:
+        run = subprocess.run(
+            [sys.executable, "-m", "alf", "send", "127.0.0.1", "9", src, "--compress", *extra],
+            capture_output=True, timeout=30,
+        )  # fmt: skip
+        assert run.returncode == ExitCode.USAGE, run.stderr
+        assert says in run.stderr, run.stderr
+
+
+def test_a_slow_consumer_holds_the_verdict_not_the_sender(procs: Procs, tmp_path: Path) -> None:
+    """Compressed blocks into a pipe read at about 2 MB/s: the receiver's window closes on
+    it, the verdict waits until stdout has it all, and both sides agree (a verdict given while
+    16 restored blocks still waited for stdout blocked the receiver's loop: its sender timed
+    out with exit 3 while the receiver said 0)."""
+    port = free_udp_port()
+    src = tmp_path / "in.txt"
+    src.write_bytes(TEXT * 4 + os.urandom(4 * BLOCK))  # ~13 MiB, of which 4 random
+    reader = "import sys, time\nwhile sys.stdin.buffer.read(65536):\n    time.sleep(0.03)\n"
+    recv = subprocess.Popen(
+        f"{sys.executable} -m alf recv {port} --timeout 5 --window 2M | {sys.executable} -c '{reader}'",
+        shell=True, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    procs.started.append(recv)
+    wait_listening(port)
+    send = subprocess.run(
+        [*SEND, str(port), str(src), "--compress", "--timeout", "5"],
+        capture_output=True, timeout=120,
+    )  # fmt: skip
+    assert recv.wait(timeout=60) == 0, recv.stderr.read() if recv.stderr else ""
+    assert send.returncode == 0, send.stderr
+
+
+def test_tcp_with_a_key_into_a_file_keeps_to_the_window(procs: Procs, tmp_path: Path) -> None:
+    """With --key the TCP receiver starts its output once the sender proved its key, after
+    its ACCEPT: the ACCEPT's window must already be the ordered one (a compressed content's),
+    or the sender overruns it (both sides failed: DATA beyond the window)."""
+    port = free_udp_port()
+    key = tmp_path / "k"
+    subprocess.run([sys.executable, "-m", "alf", "keygen", str(key)], check=True, capture_output=True)
+    src = tmp_path / "in.tar"
+    data = _stdlib_tar(src, limit=12 << 20)
+    dst = tmp_path / "out.tar"
+    opts = ["--transport", "tcp", "--key", str(key)]
+    recv = procs.start("recv", str(port), "-o", str(dst), *opts, "--window", "1M", "--timeout", "30")
+    wait_listening_tcp(port)
+    send = subprocess.run(
+        [*SEND, str(port), str(src), "--compress", *opts, "--window", "64M"],
+        capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert send.returncode == 0, send.stderr
+    assert recv.wait(timeout=30) == 0
+    assert dst.read_bytes() == data
