@@ -880,7 +880,7 @@ def _send(
     pump: threading.Thread | None = None
     if isinstance(source, CompressedStream):
         widen_pipe(fd)
-        args = (source, fd, wake_w, stop, 2, input_stamp)
+        args = (source, fd, wake_w, stop, 2, input_stamp, obs.say if if_changed == "warn" else None)
         pump = threading.Thread(target=pump_compressed, args=args, name="alf-stdin", daemon=True)
         pump.start()
     elif isinstance(source, StreamSource):
@@ -1083,7 +1083,12 @@ class _Receive:
         fd, self._after_write = _output_fd(stdout if out is None or isinstance(out, str) else out)
         widen_pipe(fd)
         writer = FdWriter(fd)
-        return EitherSink(OrderedSink(writer), lambda: DecompressingSink(ThreadedDecompressor(writer)))
+
+        def restored_to_stdout() -> Sink:
+            writer.recycle = None  # (what it is given now is restored blocks, not the TCP driver's frames)
+            return DecompressingSink(ThreadedDecompressor(writer))
+
+        return EitherSink(OrderedSink(writer), restored_to_stdout)
 
     def finish(self, outcome: Outcome) -> Result:
         self.obs.finish(outcome)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import zstandard
 
+Buffer = bytes | bytearray | memoryview
+
 BLOCK = 1 << 20  # bytes of input per block
 PROBE = 64 << 10  # a block's first bytes compressed alone decide whether it is worth compressing
 PROBE_RATIO = 0.95  # ... it is not when they shrink less than this
@@ -58,20 +60,32 @@ class Compressor:
             ctx = self._local.ctx = (probe, full)
         return ctx
 
-    def frame(self, number: int, data: bytes) -> tuple[list[bytes], bool]:
+    def worth(self, data: Buffer) -> bool:
+        """The probe: does the block's start compress (level 1 on its first ``PROBE`` bytes)?"""
+        probe, _ = self._contexts()
+        sample = data[:PROBE]
+        return bool(sample) and len(probe.compress(sample)) < PROBE_RATIO * len(sample)
+
+    def frame(self, number: int, data: Buffer, probed: bool = False) -> tuple[list[bytes], bool]:
         """Block ``number`` as it goes on the wire, in parts (header, bytes, padding: a whole
         number of ADUs, not joined: the ring takes them as they are), and whether it went
-        compressed."""
-        probe, full = self._contexts()
-        stored, method = data, RAW
-        sample = data[:PROBE]
-        if sample and len(probe.compress(sample)) < PROBE_RATIO * len(sample):
-            packed = full.compress(data)
+        compressed. ``probed``: ``worth`` said yes already."""
+        stored, method = bytes(data), RAW
+        if probed or self.worth(data):
+            packed = self._contexts()[1].compress(data)
             if len(packed) < PROBE_RATIO * len(data):  # (the probe may be wrong about the rest)
                 stored, method = packed, ZSTD
-        head = HEADER.pack(MAGIC, method, 0, len(stored), len(data), number)
         size = HEADER.size + len(stored)
+        head = header(method, len(stored), len(data), number)
         return [head, stored, bytes(padded(size, self.adu) - size)], method == ZSTD
+
+
+def header(method: int, stored: int, size: int, number: int) -> bytes:
+    return HEADER.pack(MAGIC, method, 0, stored, size, number)
+
+
+def raw_header(number: int, size: int) -> bytes:
+    return header(RAW, size, size, number)
 
 
 class BlockReader:
@@ -88,7 +102,8 @@ class BlockReader:
     def __init__(self, adu: int) -> None:
         self.adu = adu
         self._head = bytearray()  # a header's first bytes, while it is not whole
-        self._body: bytearray | None = None  # the block being gathered: bytes, then padding
+        self._body: memoryview | None = None  # the block being gathered: bytes, then padding
+        self._spare: list[bytearray] = []  # buffers handed out and given back (``give_back``)
         self._fill = 0
         self._method = self._stored = self._size = 0
         self._next = 0  # the number the next block must have
@@ -125,12 +140,23 @@ class BlockReader:
         if not 0 < size <= BLOCK or not 0 < stored <= MAX_STORED or method == RAW and stored != size:
             raise CompressedStreamError(f"block {number} names impossible lengths")
         self._method, self._stored, self._size = method, stored, size
-        self._body = bytearray(padded(HEADER.size + stored, self.adu) - HEADER.size)
+        need = padded(HEADER.size + stored, self.adu) - HEADER.size
+        cap = padded(HEADER.size + MAX_STORED, self.adu)
+        buf = self._spare.pop() if self._spare else bytearray(cap)  # (a fresh MiB costs 256 page faults)
+        self._body = memoryview(buf)[:need]
         self._fill = 0
 
-    def _restore(self, body: bytearray) -> bytes | memoryview:
+    def give_back(self, data: object) -> None:
+        """A block's bytes, written: its buffer may gather another (called from the writer's
+        thread once it wrote them; anything but this reader's buffers is ignored)."""
+        buf = data.obj if isinstance(data, memoryview) else None
+        if isinstance(buf, bytearray) and len(buf) == padded(HEADER.size + MAX_STORED, self.adu):
+            if len(self._spare) < 4:
+                self._spare.append(buf)
+
+    def _restore(self, body: memoryview) -> bytes | memoryview:
         number, stored, size = self._next, self._stored, self._size
-        whole = memoryview(body)
+        whole = body
         if any(whole[stored:]):
             raise CompressedStreamError(f"block {number}'s padding is not zero")
         part = whole[:stored]
@@ -143,11 +169,13 @@ class BlockReader:
                     raise CompressedStreamError(
                         f"block {number}'s zstd frame names {named} bytes, not {size}"
                     )
-                out = self._dctx.decompress(part, max_output_size=size)
+                out = self._dctx.decompress(part, max_output_size=size, allow_extra_data=False)
             except zstandard.ZstdError as e:
                 raise CompressedStreamError(f"block {number} does not decompress: {e}") from None
             if len(out) != size:
                 raise CompressedStreamError(f"block {number} restores to {len(out)} bytes, not {size}")
+            part.release()
+            self.give_back(body)  # (what it restored to is new bytes: its buffer is free)
         self._next += 1
         self.wire_bytes += HEADER.size + len(body)
         self._head.clear()

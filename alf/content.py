@@ -480,6 +480,7 @@ class BackendWriter:
         self._bytes = 0
         self._adus = 0
         self._hash: Hasher = new_hasher(DigestAlg.XXH3_128)
+        self.recycle: Callable[[Buffer], None] | None = None  # gets each buffer once written
 
     def set_digest(self, alg: DigestAlg) -> None:
         self._hash = new_hasher(alg)
@@ -494,6 +495,8 @@ class BackendWriter:
             raise SinkError(describe(e, "cannot write the output")) from None
         self._bytes += len(data)
         self._adus += n_adus
+        if self.recycle is not None:
+            self.recycle(data)
 
     def written_adus(self) -> int:
         return self._adus
@@ -531,6 +534,8 @@ class DecompressingWriter:
 
     def set_adu(self, adu: int) -> None:
         self.reader = BlockReader(adu)
+        if hasattr(self.out, "recycle"):  # a raw block is handed out as a view of its buffer
+            self.out.recycle = self.reader.give_back
 
     def set_digest(self, alg: DigestAlg) -> None:
         self.out.set_digest(alg)
@@ -567,10 +572,10 @@ class DecompressingWriter:
         # read in this order: every chunk counted in ``adus`` has its blocks in ``blocks``
         adus, blocks = self._adus, self._blocks
         done = self.out.written_adus()
-        if done >= blocks:
-            return adus
         while self._marks and self._marks[0][0] <= done:
-            self._covered = self._marks.popleft()[1]
+            self._covered = max(self._covered, self._marks.popleft()[1])
+        if done >= blocks:  # (never less than said before: a window never shrinks)
+            self._covered = max(self._covered, adus)
         return self._covered
 
     def finish(self) -> tuple[int, bytes]:

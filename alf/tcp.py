@@ -791,7 +791,7 @@ class TcpReceiver:
                     raise failed
             self.stats.bytes_received += fresh
             self.stats.duplicate_bytes += n - fresh
-            self.consumed = self.sink.advance(self.gaps.cum)
+            self.consumed = max(self.consumed, self.sink.advance(self.gaps.cum))  # (never back: §19)
         except SinkError as e:
             self._abort(wire.AbortCode.LOCAL_IO, str(e), Outcome(ExitCode.LOCAL_IO, str(e)))
             return kept
@@ -912,15 +912,15 @@ class TcpReceiver:
             elif now - self._last_heard >= self.cfg.timeout and not self.output_pending:
                 msg = f"the sender went silent for {self.cfg.timeout:g} s"
                 self._abort(wire.AbortCode.TIMEOUT, msg, Outcome(ExitCode.PEER_UNREACHABLE, msg))
-            elif self.joined and self._sink_started:
+            elif self._sink_started:
                 try:  # the writer thread moves on while no data arrives: the window with it
-                    self.consumed = self.sink.advance(self.gaps.cum)
+                    self.consumed = max(self.consumed, self.sink.advance(self.gaps.cum))
                 except SinkError as e:
                     self.fail_local(str(e))
                     return self._take()
-                self._maybe_verify(now)
+                self._maybe_verify(now)  # (with every connection lost too: what is held is written)
                 cum = self.gaps.cum
-                if not self.finished and now >= self._status_due():
+                if self.joined and not self.finished and now >= self._status_due():
                     self._status_at, self._status_cum, self._status_limit = now, cum, self.window_limit
                     status = wire.Status(
                         self.session_id,

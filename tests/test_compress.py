@@ -9,6 +9,8 @@ import random
 import subprocess
 import sys
 import tarfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,15 @@ from conftest import Procs, free_udp_port, random_file, sha256_file, wait_listen
 
 from alf import compress, wire
 from alf.compress import BLOCK, HEADER, BlockReader, CompressedStreamError, Compressor
+from alf.content import (
+    Buffer,
+    DecompressingSink,
+    DecompressingWriter,
+    EitherSink,
+    MemoryWriter,
+    OrderedSink,
+)
+from alf.digest import digest_bytes
 from alf.errors import ExitCode
 from alf.receiver import ReceiverConfig
 from alf.sender import SenderConfig
@@ -272,3 +283,111 @@ def test_tcp_with_a_key_into_a_file_keeps_to_the_window(procs: Procs, tmp_path: 
     assert send.returncode == 0, send.stderr
     assert recv.wait(timeout=30) == 0
     assert dst.read_bytes() == data
+
+
+# ---------------------------------------------------------------- the restorer and the pump
+
+
+class _LaggingWriter(MemoryWriter):
+    """stdout's writer, released by hand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.given = 0
+        self.done = 0
+
+    def submit(self, n_adus: int, data: Buffer) -> None:
+        super().submit(n_adus, data)
+        self.given += n_adus
+
+    def written_adus(self) -> int:
+        return self.done
+
+
+def test_what_the_restorer_says_was_written_never_goes_back() -> None:
+    """A window that shrank under data the sender was allowed to send made the TCP receiver
+    abort a correct transfer (DATA beyond the window): the count must never go down, and
+    never count a block stdout has not written."""
+    adu = 1000
+    stream, _ = _framed(os.urandom(3 * BLOCK), adu)
+    out = _LaggingWriter()
+    w = DecompressingWriter(out)
+    w.set_adu(adu)
+    seen = [w.written_adus()]
+    step = 1_048 * adu // 2  # half a block per chunk: blocks end inside chunks
+    for i in range(0, len(stream), step):
+        chunk = stream[i : i + step]
+        w.submit(len(chunk) // adu, chunk)
+        seen.append(w.written_adus())
+        out.done = out.given  # stdout catches up
+        seen.append(w.written_adus())
+    assert seen == sorted(seen) and seen[-1] == len(stream) // adu
+    out.done = 0
+    assert w.written_adus() == seen[-1]  # (said once: kept)
+
+
+def test_a_live_pipe_goes_out_before_a_mib_of_it_gathered() -> None:
+    """A pipe that pauses (tail -f): its block is cut after IDLE, so what came goes out."""
+    from alf.io.source import CompressedStream, pump_compressed
+
+    r, w = os.pipe()
+    source = CompressedStream(1400, 4096, wire.DigestAlg.XXH3_128, Compressor(1, 1400))
+    stop = threading.Event()
+    pump = threading.Thread(target=pump_compressed, args=(source, r, None, stop), daemon=True)
+    pump.start()
+    try:
+        os.write(w, TEXT[:120_000])
+        deadline = time.monotonic() + 5
+        while not source.available() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert source.available() > 0 and source.total_bytes() is None  # sent while the pipe is open
+    finally:
+        os.close(w)
+        pump.join(timeout=5)
+        os.close(r)
+    assert source.total_bytes() is not None and source.counts.bytes_in == 120_000
+
+
+def test_tcp_restores_what_it_holds_after_every_connection_is_lost() -> None:
+    """All DATA and the FINAL in, then the sender's connections die: the receiver restores
+    and verifies what it holds (it waited for ever: nothing moved the restorer, and no
+    timeout runs while output is pending)."""
+    from alf.io.sink import ThreadedDecompressor
+    from alf.io.source import StreamSource
+    from alf.tcp import TcpReceiver, TcpReceiverConfig, TcpSender, TcpSenderConfig
+
+    adu = 1000
+    raw = os.urandom(300_000)
+    stream, _ = _framed(raw, adu)
+    source = StreamSource(adu, 4096)
+    source.feed(stream)
+    source.feed_eof()
+    source.digest = lambda: digest_bytes(wire.DigestAlg.XXH3_128, raw)  # type: ignore[method-assign]
+    cfg = TcpSenderConfig(adu_size=adu, frame_bytes=7 * adu, features=wire.FEATURE_COMPRESS)
+    sender = TcpSender(cfg, 0x1234, wire.Kind.STREAM, None, source)
+    out = MemoryWriter()
+    sink = EitherSink(OrderedSink(out), lambda: DecompressingSink(ThreadedDecompressor(out)))
+    receiver = TcpReceiver(TcpReceiverConfig(window_bytes=4 << 20, timeout=5.0), sink, 0.0)
+
+    def body(frame: bytes) -> memoryview:
+        return memoryview(bytearray(frame[wire.FRAME_HEAD :]))
+
+    sender.conn_opened(1)
+    receiver.conn_opened(1, 0.0)
+    receiver.on_frame(1, body(sender.hello(0.0)), 0.0)
+    for _, frame in receiver.poll(0.0).items:
+        sender.on_message(1, body(frame), 0.0)
+    while (item := sender.next_frame(1, 0.0)) is not None:
+        head, payload = item
+        receiver.on_frame(1, body(head + (bytes(payload) if payload is not None else b"")), 0.0)
+    assert receiver.final_digest is not None
+    receiver.conn_lost(1)
+    now = 0.0
+    for _ in range(200):
+        if receiver.outcome is not None:
+            break
+        time.sleep(0.01)
+        now += 0.05
+        receiver.poll(now)
+    assert receiver.outcome is not None and receiver.outcome.ok, receiver.outcome
+    assert bytes(out.data) == raw

@@ -362,8 +362,7 @@ class ThreadedDecompressor(DecompressingWriter):
     The loop hands it chunks of ADUs (a batch's runs) many times per MiB; waking the thread
     for each cost more CPU than the work (random data through a pipe, on loopback: 0.5 s more
     of the receiver's CPU per GiB). So chunks gather, and the thread is woken once ``WAKE``
-    bytes wait, or when the loop asks how far it got (``written_adus``) and some have waited
-    ``LINGER``."""
+    bytes wait, or by itself once the first of them has waited ``LINGER``."""
 
     BACKLOG = 16
     WAKE = 1 << 20
@@ -379,10 +378,18 @@ class ThreadedDecompressor(DecompressingWriter):
         self._thread = threading.Thread(target=self._run, name="alf-decompress", daemon=True)
         self._thread.start()
 
+    def _due(self) -> bool:
+        if self._end or self._stopped:
+            return True
+        return bool(self._pending) and (
+            self._pending_bytes >= self.WAKE or time.monotonic() - self._since >= self.LINGER
+        )
+
     def _run(self) -> None:
         while True:
             with self._cv:
-                self._cv.wait_for(lambda: self._pending or self._end or self._stopped)
+                while not self._due():  # (it wakes itself LINGER after a chunk came: the loop may not ask)
+                    self._cv.wait(self.LINGER if self._pending else None)
                 items, self._pending, self._pending_bytes = self._pending, [], 0
                 end = self._end
             for item in items:
@@ -400,18 +407,13 @@ class ThreadedDecompressor(DecompressingWriter):
 
     def submit(self, n_adus: int, data: Buffer) -> None:
         with self._cv:
-            if not self._pending:
+            first = not self._pending
+            if first:
                 self._since = time.monotonic()
             self._pending.append((n_adus, data))
             self._pending_bytes += len(data)
-            if self._pending_bytes >= self.WAKE:
+            if first or self._pending_bytes >= self.WAKE:  # (the first starts its LINGER)
                 self._cv.notify()
-
-    def written_adus(self) -> int:
-        if self._pending and time.monotonic() - self._since >= self.LINGER:
-            with self._cv:
-                self._cv.notify()
-        return super().written_adus()
 
     def finish(self) -> tuple[int, bytes]:
         with self._cv:

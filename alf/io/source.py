@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import mmap
 import os
+import select
 import threading
 import time
 from array import array
 from collections import deque
 from collections.abc import Callable
+from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import xxhash
 
-from alf.compress import BLOCK, Compressor, Counts
+from alf.compress import BLOCK, HEADER, Compressor, Counts, padded, raw_header
 from alf.content import MAX_RUN, Buffer, InputChanged, cut_adus
 from alf.digest import new_hasher
 from alf.ranges import ceil_div
@@ -557,42 +559,94 @@ def pump_compressed(
     stop: threading.Event,
     threads: int = 2,
     stamp: Callable[[], object] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> None:
     """Read ``fd`` in blocks, compress them in ``threads`` threads, and feed the framed blocks
-    to ``source`` in order, waiting while its window is full (runs in a thread). ``stamp``: the
-    input's stamp (a file): if it differs at the end from the start, the input changed while
-    it was read, and the transfer fails."""
+    to ``source`` in order, waiting while its window is full (runs in a thread). A block is
+    cut short when the input pauses for ``IDLE`` (a live pipe's data goes out, it does not
+    wait for a MiB to gather); what is compressed is fed as soon as it is, before more is
+    read. ``stamp``: the input's stamp (a file): if it differs at the end from the start, the
+    input changed while it was read: the transfer fails (``warn``: it is said, and what was
+    read goes)."""
     pool = ThreadPoolExecutor(threads, thread_name_prefix="alf-compress")
     pending: deque[Future[tuple[list[bytes], bool]]] = deque()
     hasher = new_hasher(source._alg)
     counts = source.counts
     before = stamp() if stamp is not None else None
     number, eof = 0, False
+    adu, compressor = source.adu_size, source.compressor
+
+    compressing = False  # the last block compressed: read ahead for the pool (else: into the ring)
+
+    def feed(parts: list[bytes], packed: bool) -> bool:
+        nonlocal compressing
+        compressing = packed
+        counts.blocks += 1
+        counts.blocks_raw += not packed
+        counts.bytes_out += sum(len(p) for p in parts)
+        if not all(_feed_all(source, p, stop) for p in parts):
+            return False
+        _poke(wake)
+        return True
+
     try:
         while not stop.is_set():
-            while not eof and len(pending) < 2 * threads:
-                block = _read_block(fd, BLOCK)
-                if not block:
+            if pending and pending[0].done():
+                if not feed(*pending.popleft().result()):
+                    break
+                continue
+            if not pending and not eof:
+                # Nothing waits to be fed before it: read the block straight into the ring,
+                # after room for its header. One that does not compress (the probe) is framed
+                # there, with no copy; one that does is copied out and compressed in the pool.
+                room = source.free_span()
+                if len(room) >= padded(HEADER.size + BLOCK, adu):
+                    n = _read_into(fd, room[HEADER.size : HEADER.size + BLOCK])
+                    if not n:
+                        eof = True
+                        continue
+                    inside = room[HEADER.size : HEADER.size + n]
+                    hasher.update(inside)
+                    counts.bytes_in += n
+                    compressing = compressor.worth(inside)
+                    if compressing:
+                        pending.append(pool.submit(compressor.frame, number, bytes(inside), True))
+                    else:
+                        end = padded(HEADER.size + n, adu)
+                        room[: HEADER.size] = raw_header(number, n)
+                        room[HEADER.size + n : end] = bytes(end - HEADER.size - n)
+                        source.commit(end)
+                        counts.blocks += 1
+                        counts.blocks_raw += 1
+                        counts.bytes_out += end
+                        _poke(wake)
+                    number += 1
+                    continue
+            ahead = compressing or not pending  # (raw blocks: wait for the pool, then read into the ring)
+            if ahead and not eof and len(pending) < 2 * threads and (not pending or _readable(fd)):
+                buf = bytearray(BLOCK)
+                n = _read_into(fd, memoryview(buf))
+                if not n:
                     eof = True
-                    break
-                hasher.update(block)
-                counts.bytes_in += len(block)
-                pending.append(pool.submit(source.compressor.frame, number, block))
+                    continue
+                del buf[n:]
+                hasher.update(buf)
+                counts.bytes_in += n
+                pending.append(pool.submit(compressor.frame, number, buf))
                 number += 1
-            if not pending:
-                if stamp is not None and stamp() != before:
-                    source.fail(InputChanged("the input changed while it was read"))
+                continue
+            if pending:  # (a wait that stop ends: a slow level must not hold the caller's close)
+                futures.wait([pending[0]], timeout=0.1)
+                continue
+            if stamp is not None and stamp() != before:
+                changed = "the input changed while it was read"
+                if warn is None:
+                    source.fail(InputChanged(changed))
                     break
-                source.input_digest = hasher.digest()
-                source.feed_eof()
-                break
-            parts, packed = pending.popleft().result()
-            counts.blocks += 1
-            counts.blocks_raw += not packed
-            counts.bytes_out += sum(len(p) for p in parts)
-            if not all(_feed_all(source, p, stop) for p in parts):
-                break
-            _poke(wake)
+                warn(f"warning: {changed}: what was read goes")
+            source.input_digest = hasher.digest()
+            source.feed_eof()
+            break
     except OSError as e:
         source.fail(f"cannot read the input: {e.strerror}")
     except Exception as e:  # (zstd's own errors: never a silent end of the input)
@@ -602,17 +656,25 @@ def pump_compressed(
     _poke(wake)
 
 
-def _read_block(fd: int, size: int) -> bytes:
-    """``size`` bytes of ``fd``, fewer only at its end (a pipe hands out less at a time)."""
-    parts: list[bytes] = []
+IDLE = 0.05  # s: a block is cut short when its input pauses this long
+
+
+def _readable(fd: int, timeout: float = 0.0) -> bool:
+    return bool(select.select([fd], [], [], timeout)[0])
+
+
+def _read_into(fd: int, span: memoryview) -> int:
+    """Fill ``span`` from ``fd``; fewer bytes at its end, or when it pauses for ``IDLE``
+    once some came (a regular file never pauses)."""
     got = 0
-    while got < size:
-        chunk = os.read(fd, size - got)
-        if not chunk:
+    while got < len(span):
+        if got and not _readable(fd, IDLE):
             break
-        parts.append(chunk)
-        got += len(chunk)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+        n = os.readv(fd, [span[got:]])
+        if not n:
+            break
+        got += n
+    return got
 
 
 def _feed_all(source: StreamSource, data: bytes, stop: threading.Event) -> bool:

@@ -605,7 +605,7 @@ def listener_socket(bind: str | None, port: int) -> socket.socket:
 class TcpRecvDriver:
     def __init__(self, core: TcpReceiver, listener: socket.socket, hooks: Hooks) -> None:
         self.pool = FramePool(wire.DATA_HEADER_SIZE + wire.SEAL_OVERHEAD + FRAME_BYTES)  # (sealed, §17)
-        writer = getattr(core.sink, "writer", None)
+        writer = getattr(getattr(core.sink, "active", core.sink), "writer", None)  # (EitherSink's)
         if writer is not None and hasattr(writer, "recycle"):
             writer.recycle = self.pool.put
         self.core = core
