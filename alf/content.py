@@ -486,13 +486,15 @@ class BackendWriter:
         self._hash = new_hasher(alg)
 
     def submit(self, n_adus: int, data: Buffer) -> None:
-        """Write ``data`` next, and hash it as read back from the output (what the verdict
-        speaks of is what the file holds, as OffsetSink's)."""
+        """Write ``data`` next, and hash it from the buffer it was written from, as OffsetSink
+        hashes a run that extends its hashed prefix. (Read back through a mapping per block,
+        a mmap and munmap a MiB in a process of several threads, the receiver spent up to 1.5
+        s more of CPU per GiB.)"""
         try:
             self.backend.pwritev([data], self._bytes)
-            self.backend.hash_range(self._hash.update, self._bytes, len(data))
         except OSError as e:
             raise SinkError(describe(e, "cannot write the output")) from None
+        self._hash.update(data)
         self._bytes += len(data)
         self._adus += n_adus
         if self.recycle is not None:
