@@ -10,7 +10,6 @@ process.
 from __future__ import annotations
 
 import fcntl
-import functools
 import ipaddress
 import os
 import secrets
@@ -686,11 +685,6 @@ def _stalled(obs: Observer) -> Callable[[float], None]:
     return say
 
 
-def _fd_stamp(fd: int) -> tuple[int, int, int, int]:
-    st = os.fstat(fd)
-    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
-
-
 def _compression_stats(stats: Callable[[], Stats], source: Source) -> Callable[[], Stats]:
     """A sender's statistics, with what compression did (§19) when it compresses."""
     if not isinstance(source, CompressedStream):
@@ -795,14 +789,12 @@ def _send(
             return fail(Outcome(ExitCode.LOCAL_IO, f"cannot read {given}: {e.strerror}"))
     else:
         fd, own_fd = _source_fd(given)
-    input_stamp: Callable[[], object] | None = None
     named: str | None = None  # a file sent compressed
     if level is not None and path is not None:  # §19: a file's compressed blocks are a stream
         try:
             fd, own_fd = os.open(path, os.O_RDONLY), True
         except OSError as e:
             return fail(Outcome(ExitCode.LOCAL_IO, f"cannot read {path}: {e.strerror}"))
-        input_stamp = functools.partial(_fd_stamp, fd)
         named, path = path, None
     if span is not None and path is None:
         if own_fd:
@@ -880,7 +872,7 @@ def _send(
     pump: threading.Thread | None = None
     if isinstance(source, CompressedStream):
         widen_pipe(fd)
-        args = (source, fd, wake_w, stop, 2, input_stamp, obs.say if if_changed == "warn" else None)
+        args = (source, fd, wake_w, stop, 2, named is not None, obs.say if if_changed == "warn" else None)
         pump = threading.Thread(target=pump_compressed, args=args, name="alf-stdin", daemon=True)
         pump.start()
     elif isinstance(source, StreamSource):
@@ -1084,11 +1076,7 @@ class _Receive:
         widen_pipe(fd)
         writer = FdWriter(fd)
 
-        def restored_to_stdout() -> Sink:
-            writer.recycle = None  # (what it is given now is restored blocks, not the TCP driver's frames)
-            return DecompressingSink(ThreadedDecompressor(writer))
-
-        return EitherSink(OrderedSink(writer), restored_to_stdout)
+        return EitherSink(OrderedSink(writer), lambda: DecompressingSink(ThreadedDecompressor(writer)))
 
     def finish(self, outcome: Outcome) -> Result:
         self.obs.finish(outcome)

@@ -80,6 +80,12 @@ class Compressor:
         return [head, stored, bytes(padded(size, self.adu) - size)], method == ZSTD
 
 
+def frame_all(compressor: Compressor, data: bytes) -> Iterator[tuple[list[bytes], bool]]:
+    """Every block of ``data``, framed, in order (the simulator's and the tests' sender)."""
+    for number, at in enumerate(range(0, len(data), BLOCK)):
+        yield compressor.frame(number, data[at : at + BLOCK])
+
+
 def header(method: int, stored: int, size: int, number: int) -> bytes:
     return HEADER.pack(MAGIC, method, 0, stored, size, number)
 

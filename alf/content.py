@@ -537,6 +537,7 @@ class DecompressingWriter:
     def set_adu(self, adu: int) -> None:
         self.reader = BlockReader(adu)
         if hasattr(self.out, "recycle"):  # a raw block is handed out as a view of its buffer
+            # (this replaces what recycled before: stdout's writer took the TCP driver's frames)
             self.out.recycle = self.reader.give_back
 
     def set_digest(self, alg: DigestAlg) -> None:

@@ -18,7 +18,7 @@ import zstandard
 from conftest import Procs, free_udp_port, random_file, sha256_file, wait_listening, wait_listening_tcp
 
 from alf import compress, wire
-from alf.compress import BLOCK, HEADER, BlockReader, CompressedStreamError, Compressor
+from alf.compress import BLOCK, HEADER, BlockReader, CompressedStreamError, Compressor, frame_all
 from alf.content import (
     Buffer,
     DecompressingSink,
@@ -38,8 +38,7 @@ TEXT = b"".join(b"line %d of a log that compresses well, said the sender\n" % i 
 
 
 def _framed(data: bytes, adu: int, level: int = 1) -> tuple[bytes, list[bool]]:
-    c = Compressor(level, adu)
-    frames = [c.frame(k, data[i : i + BLOCK]) for k, i in enumerate(range(0, len(data), BLOCK))]
+    frames = list(frame_all(Compressor(level, adu), data))
     return b"".join(b"".join(f) for f, _ in frames), [p for _, p in frames]
 
 

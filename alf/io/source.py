@@ -558,35 +558,38 @@ def pump_compressed(
     wake: int | None,
     stop: threading.Event,
     threads: int = 2,
-    stamp: Callable[[], object] | None = None,
+    watch: bool = False,
     warn: Callable[[str], None] | None = None,
 ) -> None:
     """Read ``fd`` in blocks, compress them in ``threads`` threads, and feed the framed blocks
     to ``source`` in order, waiting while its window is full (runs in a thread). A block is
     cut short when the input pauses for ``IDLE`` (a live pipe's data goes out, it does not
     wait for a MiB to gather); what is compressed is fed as soon as it is, before more is
-    read. ``stamp``: the input's stamp (a file): if it differs at the end from the start, the
-    input changed while it was read: the transfer fails (``warn``: it is said, and what was
-    read goes)."""
+    read. ``watch`` (a file): if its stamp (as FileSource takes it) differs at the end from
+    the start, the input changed while it was read: the transfer fails (``warn``: it is said,
+    and what was read goes)."""
     pool = ThreadPoolExecutor(threads, thread_name_prefix="alf-compress")
     pending: deque[Future[tuple[list[bytes], bool]]] = deque()
     hasher = new_hasher(source._alg)
     counts = source.counts
-    before = stamp() if stamp is not None else None
+    before = _stamp(os.fstat(fd)) if watch else None
     number, eof = 0, False
     adu, compressor = source.adu_size, source.compressor
 
     compressing = False  # the last block compressed: read ahead for the pool (else: into the ring)
 
+    def framed(nbytes: int, packed: bool) -> None:
+        counts.blocks += 1
+        counts.blocks_raw += not packed
+        counts.bytes_out += nbytes
+        _poke(wake)
+
     def feed(parts: list[bytes], packed: bool) -> bool:
         nonlocal compressing
         compressing = packed
-        counts.blocks += 1
-        counts.blocks_raw += not packed
-        counts.bytes_out += sum(len(p) for p in parts)
         if not all(_feed_all(source, p, stop) for p in parts):
             return False
-        _poke(wake)
+        framed(sum(len(p) for p in parts), packed)
         return True
 
     try:
@@ -616,10 +619,7 @@ def pump_compressed(
                         room[: HEADER.size] = raw_header(number, n)
                         room[HEADER.size + n : end] = bytes(end - HEADER.size - n)
                         source.commit(end)
-                        counts.blocks += 1
-                        counts.blocks_raw += 1
-                        counts.bytes_out += end
-                        _poke(wake)
+                        framed(end, False)
                     number += 1
                     continue
             ahead = compressing or not pending  # (raw blocks: wait for the pool, then read into the ring)
@@ -638,7 +638,7 @@ def pump_compressed(
             if pending:  # (a wait that stop ends: a slow level must not hold the caller's close)
                 futures.wait([pending[0]], timeout=0.1)
                 continue
-            if stamp is not None and stamp() != before:
+            if watch and _stamp(os.fstat(fd)) != before:
                 changed = "the input changed while it was read"
                 if warn is None:
                     source.fail(InputChanged(changed))

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from alf import wire
-from alf.compress import BLOCK, Compressor
+from alf.compress import Compressor, frame_all
 from alf.content import (
     BackendWriter,
     BytesSource,
@@ -270,10 +270,7 @@ def run_transfer(
     source: Source
     raw = data
     if compress:  # §19: the stream is the framed blocks; the digest is of the input
-        framer = Compressor(1, scfg.adu_size)
-        data = b"".join(
-            b"".join(framer.frame(k, raw[i : i + BLOCK])[0]) for k, i in enumerate(range(0, len(raw), BLOCK))
-        )
+        data = b"".join(b"".join(parts) for parts, _ in frame_all(Compressor(1, scfg.adu_size), raw))
         scfg = replace(scfg, features=scfg.features | wire.FEATURE_COMPRESS)
     if stream:
         clock = lambda: now  # noqa: E731 (virtual time, read when the ring decides to grow)
