@@ -28,7 +28,6 @@ from alf import stripe as stripe_policies
 from alf import wire
 from alf.compress import DEFAULT_LEVEL, Compressor
 from alf.content import (
-    BackendWriter,
     DecompressingSink,
     EitherSink,
     NotResumable,
@@ -44,7 +43,7 @@ from alf.fec import FEC_CHOICES, codec
 from alf.group import MAX_MEMBERS as MAX_MEMBERS
 from alf.group import SLOW_POLICIES, GroupSender
 from alf.io.common import DriverError, Hooks, LocalAddressError, Path, check_local_address, parse_path
-from alf.io.sink import FdWriter, FileBackend, ThreadedDecompressor
+from alf.io.sink import FdWriter, FileBackend, FileWriter, ThreadedDecompressor
 from alf.io.source import CompressedStream, FileSource, StreamSource, pump_compressed, pump_stream
 from alf.io.tcp import HelloGate, TcpRecvDriver, TcpSendDriver, listener_socket, take_hello
 from alf.io.udp import (
@@ -699,6 +698,7 @@ def _compression_stats(stats: Callable[[], Stats], source: Source) -> Callable[[
             compression_ratio=round(counts.bytes_out / counts.bytes_in, 4) if counts.bytes_in else None,
             blocks=counts.blocks,
             blocks_raw=counts.blocks_raw,
+            bytes_held=counts.bytes_held,  # (§18: the blocks the receiver held, not sent)
         )
         return out
 
@@ -790,12 +790,17 @@ def _send(
     else:
         fd, own_fd = _source_fd(given)
     named: str | None = None  # a file sent compressed
+    named_st: os.stat_result | None = None
+    offset: int | None = None  # §18: where the range starts (None: the whole file)
+    stamp: tuple[int, int, int] | None = None  # §18: the file, as a receiver can name it
     if level is not None and path is not None:  # §19: a file's compressed blocks are a stream
         try:
             fd, own_fd = os.open(path, os.O_RDONLY), True
         except OSError as e:
             return fail(Outcome(ExitCode.LOCAL_IO, f"cannot read {path}: {e.strerror}"))
         named, path = path, None
+        named_st = os.fstat(fd)  # §18: the file as the HELLO names it, and as it must stay
+        stamp = (named_st.st_size, named_st.st_mtime_ns, named_st.st_ino)  # (as FileSource's)
     if span is not None and path is None:
         if own_fd:
             os.close(fd)
@@ -845,8 +850,6 @@ def _send(
         )
     adu_size = cfg.adu_size
     source: Source
-    offset: int | None = None  # §18: where the range starts (None: the whole file)
-    stamp: tuple[int, int, int] | None = None  # §18: the file, as a receiver can name it
     if path is not None:
         warn = obs.say if if_changed == "warn" else None
         try:
@@ -872,7 +875,7 @@ def _send(
     pump: threading.Thread | None = None
     if isinstance(source, CompressedStream):
         widen_pipe(fd)
-        args = (source, fd, wake_w, stop, 2, named is not None, obs.say if if_changed == "warn" else None)
+        args = (source, fd, wake_w, stop, 2, named_st, obs.say if if_changed == "warn" else None)
         pump = threading.Thread(target=pump_compressed, args=args, name="alf-stdin", daemon=True)
         pump.start()
     elif isinstance(source, StreamSource):
@@ -1068,7 +1071,9 @@ class _Receive:
             self._said_kept = True
 
             def restored_into_file() -> Sink:
-                return DecompressingSink(ThreadedDecompressor(BackendWriter(backend)), backend, keep)
+                return DecompressingSink(
+                    ThreadedDecompressor(FileWriter(backend)), backend, keep, backend.kept
+                )
 
             return EitherSink(OffsetSink(backend, keep_partial=keep), restored_into_file)
         stdout: IO[bytes] = sys.stdout.buffer
@@ -1239,7 +1244,7 @@ class _Receive:
                 outcome = tdriver.run()
             finally:
                 self.listener.close()
-                held = tcore.gaps.held_runs() if tcore.keepable else []
+                held = tcore.gaps.held_runs() if tcore.keepable else None
                 note = sink.close(outcome is not None and outcome.ok, held)
         assert outcome is not None
         self._after_write()

@@ -582,7 +582,7 @@ def main() -> None:
     default=False,
     help="Compress the input in blocks of 1 MiB (zstd), each sent as it is when a probe says it "
     "does not compress; the receiver restores it. Pays on paths slower than about "
-    "1 Gbit/s; a file goes as a stream then (no resume).",
+    "1 Gbit/s; a file goes as a stream then (alf recv --resume takes it up in whole MiB).",
 )
 @click.option(
     "--compress-level",

@@ -38,6 +38,7 @@ class Counts:
     bytes_out: int = 0  # bytes the blocks took on the wire: headers and padding included
     blocks: int = 0
     blocks_raw: int = 0  # ... sent as they were (the probe said they do not compress)
+    bytes_held: int = 0  # §18: input the receiver held already (resumed): hashed, not sent
 
 
 def padded(n: int, adu: int) -> int:
@@ -86,6 +87,13 @@ def frame_all(compressor: Compressor, data: bytes) -> Iterator[tuple[list[bytes]
         yield compressor.frame(number, data[at : at + BLOCK])
 
 
+def held_blocks(prefix: int, size: int) -> int:
+    """§18 with §19: of a file of ``size`` bytes whose first ``prefix`` bytes are held, the
+    blocks a resumed transfer passes over: those wholly held, but never the last (a resumed
+    content is never empty; what holds all of it holds the last block again)."""
+    return min(prefix, size - 1) // BLOCK if size > 0 else 0
+
+
 def header(method: int, stored: int, size: int, number: int) -> bytes:
     return HEADER.pack(MAGIC, method, 0, stored, size, number)
 
@@ -105,14 +113,15 @@ class BlockReader:
     restore to that length, padding that is not zero; any of it is a ``CompressedStreamError``.
     """
 
-    def __init__(self, adu: int) -> None:
+    def __init__(self, adu: int, first: int = 0) -> None:
+        """``first``: the number of the first block (§18: the blocks before it are held)."""
         self.adu = adu
         self._head = bytearray()  # a header's first bytes, while it is not whole
         self._body: memoryview | None = None  # the block being gathered: bytes, then padding
         self._spare: list[bytearray] = []  # buffers handed out and given back (``give_back``)
         self._fill = 0
         self._method = self._stored = self._size = 0
-        self._next = 0  # the number the next block must have
+        self._next = first  # the number the next block must have
         self._dctx = zstandard.ZstdDecompressor()
         self.wire_bytes = 0  # bytes consumed (whole blocks)
 

@@ -17,10 +17,10 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from alf import resume
-from alf.compress import BlockReader, CompressedStreamError
+from alf.compress import BLOCK, BlockReader, CompressedStreamError
 from alf.digest import NAMES, Hasher, new_hasher
 from alf.errors import ExitCode
-from alf.ranges import ceil_div
+from alf.ranges import ceil_div, merge_ranges
 from alf.wire import DigestAlg
 
 Buffer = bytes | bytearray | memoryview
@@ -66,6 +66,11 @@ class Source(Protocol):
     def skipping(self) -> None:
         """§18: the first pass will pass over what the receiver holds: the digest must come
         from reading all of the content in order all the same (without sending it)."""
+        ...
+
+    def accepted(self, held: tuple[Span, ...]) -> None:
+        """The receiver accepted the content (its first ACCEPT) and holds ``held`` of it (§18;
+        of a file's compressed blocks, §19: at most ``((0, n),)``, its first ``n`` blocks)."""
         ...
 
     def read(self, first: int, count: int, at: int = 0) -> list[Buffer]: ...
@@ -116,6 +121,9 @@ class BytesSource:
     def skipping(self) -> None:
         pass  # (hashed whole already)
 
+    def accepted(self, held: tuple[Span, ...]) -> None:
+        pass
+
     def read(self, first: int, count: int, at: int = 0) -> list[Buffer]:
         a = self.adu_size
         return cut_adus(self._data[first * a : (first + count) * a], a)
@@ -163,9 +171,10 @@ class Sink(Protocol):
 
     def finish(self, total_bytes: int, expected: bytes | None) -> tuple[int, bytes]: ...
 
-    def close(self, ok: bool, held: Sequence[Span] = ()) -> str | None:
+    def close(self, ok: bool, held: Sequence[Span] | None = None) -> str | None:
         """Release the output; ``held``: the ADU ranges the receiver holds (on failure, §18,
-        what a resume can take up). Returns a note for the user."""
+        what a resume can take up; None: nothing it holds is worth keeping, the sender's input
+        failed). Returns a note for the user."""
         ...
 
 
@@ -351,7 +360,7 @@ class OffsetSink:
             self._mismatch = True
         return total_bytes, digest
 
-    def close(self, ok: bool, held: Sequence[Span] = ()) -> str | None:
+    def close(self, ok: bool, held: Sequence[Span] | None = None) -> str | None:
         """On failure the partial output is kept with its resume state (§18) when it holds
         part of a content its sender named and its digest was not found wrong; else it is
         deleted (``keep_partial``: kept, without a state)."""
@@ -360,17 +369,23 @@ class OffsetSink:
         started = self.adu != 0  # a session began: there may be something worth keeping
         place, total = self._place, self._total
         if started and not self._mismatch and place.source is not None and not place.ranged and total:
-            runs = resume.subtract(list(held), self._failed)
+            runs = resume.subtract(list(held or ()), self._failed)
             spans = tuple(resume.held_bytes(runs, self.adu, total))
             if spans:
                 state = resume.Kept(total, place.offset, place.source, NAMES[self._alg], spans)
-                try:
-                    return self.backend.keep_for_resume(state)
-                except OSError as e:
-                    note = self.backend.discard(self.keep_partial)
-                    why = describe(e, "cannot keep the partial output for a resume")
-                    return f"{why}; {note}" if note else why
+                return keep_for_resume(self.backend, state, self.keep_partial)
         return self.backend.discard(self.keep_partial and started)
+
+
+def keep_for_resume(backend: OffsetBackend, state: resume.Kept, keep_partial: bool) -> str | None:
+    """Keep the partial output with ``state`` beside it (§18); if that fails, it is discarded
+    (or kept without a state, ``keep_partial``) and the note says why."""
+    try:
+        return backend.keep_for_resume(state)
+    except OSError as e:
+        note = backend.discard(keep_partial)
+        why = describe(e, "cannot keep the partial output for a resume")
+        return f"{why}; {note}" if note else why
 
 
 class Writer(Protocol):
@@ -462,7 +477,7 @@ class OrderedSink:
     def finish(self, total_bytes: int, expected: bytes | None) -> tuple[int, bytes]:
         return self.writer.finish()  # stdout has it already: the exit status is the verdict
 
-    def close(self, ok: bool, held: Sequence[Span] = ()) -> str | None:
+    def close(self, ok: bool, held: Sequence[Span] | None = None) -> str | None:
         if not ok:
             self.writer.stop()
         return None
@@ -475,15 +490,47 @@ class BackendWriter:
     """A Writer into a file's backend, from its start in order: where a compressed content's
     blocks go once restored (§19)."""
 
-    def __init__(self, backend: OffsetBackend) -> None:
+    def __init__(self, backend: OffsetBackend, hash_chunk: int = HASH_CHUNK) -> None:
         self.backend = backend
-        self._bytes = 0
+        self.hash_chunk = hash_chunk
+        self._bytes = 0  # the output is written up to here, from its start
+        self._unhashed = 0  # §18: the held prefix, read back and hashed before the first write
+        self._error: str | None = None  # ... could not be read back
         self._adus = 0
         self._hash: Hasher = new_hasher(DigestAlg.XXH3_128)
         self.recycle: Callable[[Buffer], None] | None = None  # gets each buffer once written
 
+    @property
+    def written_bytes(self) -> int:
+        return self._bytes
+
     def set_digest(self, alg: DigestAlg) -> None:
         self._hash = new_hasher(alg)
+
+    def resume_at(self, held: int) -> None:
+        """§18 with §19: the output's first ``held`` bytes are the content's already; writing
+        goes on after them, and the digest covers them (read back here before the first write;
+        a file's writer, alf/io/sink.py, reads them back in a thread of its own meanwhile)."""
+        self._bytes = self._unhashed = held
+
+    def _hash_held(self) -> None:
+        done = 0
+        while done < self._unhashed:
+            n = min(self.hash_chunk, self._unhashed - done)
+            try:
+                self.backend.hash_range(self._hash.update, done, n)
+            except (OSError, SinkError) as e:
+                why = describe(e, "cannot read back the output") if isinstance(e, OSError) else str(e)
+                self._error = why
+                raise SinkError(why) from None
+            done += n
+        self._unhashed = 0
+
+    def _hash_written(self, data: Buffer) -> None:
+        """Hash what was just written (the held prefix first)."""
+        if self._unhashed:
+            self._hash_held()
+        self._hash.update(data)
 
     def submit(self, n_adus: int, data: Buffer) -> None:
         """Write ``data`` next, and hash it from the buffer it was written from, as OffsetSink
@@ -494,8 +541,8 @@ class BackendWriter:
             self.backend.pwritev([data], self._bytes)
         except OSError as e:
             raise SinkError(describe(e, "cannot write the output")) from None
-        self._hash.update(data)
         self._bytes += len(data)
+        self._hash_written(data)
         self._adus += n_adus
         if self.recycle is not None:
             self.recycle(data)
@@ -504,10 +551,12 @@ class BackendWriter:
         return self._adus
 
     def finish(self) -> tuple[int, bytes]:
+        if self._unhashed:
+            self._hash_held()
         return self._bytes, self._hash.digest()
 
     def error(self) -> str | None:
-        return None
+        return self._error
 
     def stop(self) -> None:
         pass
@@ -534,8 +583,9 @@ class DecompressingWriter:
         self.restored = 0  # bytes the blocks restored to, so far
         self.out_bytes = 0  # what ``out`` wrote, once finished
 
-    def set_adu(self, adu: int) -> None:
-        self.reader = BlockReader(adu)
+    def set_adu(self, adu: int, first: int = 0) -> None:
+        """``first``: the number of the first block to come (§18: those before it are held)."""
+        self.reader = BlockReader(adu, first)
         if hasattr(self.out, "recycle"):  # a raw block is handed out as a view of its buffer
             # (this replaces what recycled before: stdout's writer took the TCP driver's frames)
             self.out.recycle = self.reader.give_back
@@ -610,21 +660,36 @@ class DecompressingSink(OrderedSink):
     writer: DecompressingWriter
 
     def __init__(
-        self, writer: DecompressingWriter, backend: OffsetBackend | None = None, keep_partial: bool = False
+        self,
+        writer: DecompressingWriter,
+        backend: OffsetBackend | None = None,
+        keep_partial: bool = False,
+        kept: Kept | None = None,
     ) -> None:
+        """``kept``: what the output held before (§18), as its state said."""
         super().__init__(writer)
         self.backend = backend
         self.keep_partial = keep_partial
+        self.kept = kept
         self._done = False
+        self._mismatch = False  # the digest did not match: what was written is not to be trusted
+        self._place = WHOLE
+        self._alg = DigestAlg.XXH3_128
 
     def start(self, adu_size: int, total_bytes: int | None, alg: DigestAlg, place: Placement = WHOLE) -> None:
         super().start(adu_size, total_bytes, alg, place)
-        self.writer.set_adu(adu_size)
+        self._place, self._alg = place, alg
+        self.writer.set_adu(adu_size, place.blocks)
         if self.backend is not None:
             try:
                 self.backend.place(place, None)
             except OSError as e:
                 raise SinkError(describe(e, "cannot place the output")) from None
+        if place.blocks:  # §18: the output's first blocks are held; the sender starts after them
+            out = self.writer.out
+            if not isinstance(out, BackendWriter):
+                raise SinkError("only a file's output can hold part of a content")
+            out.resume_at(place.blocks * BLOCK)
 
     def finish(self, total_bytes: int, expected: bytes | None) -> tuple[int, bytes]:
         nbytes, digest = self.writer.finish()
@@ -634,13 +699,30 @@ class DecompressingSink(OrderedSink):
             except OSError as e:
                 raise SinkError(describe(e, "cannot complete the output")) from None
             self._done = True
+        elif digest != expected:
+            self._mismatch = True
         return nbytes, digest
 
-    def close(self, ok: bool, held: Sequence[Span] = ()) -> str | None:
+    def close(self, ok: bool, held: Sequence[Span] | None = None) -> str | None:
+        """On failure a file's output is kept for a resume (§18) with its restored prefix, as
+        OffsetSink keeps what it holds: when its sender named the file, the sender's input did
+        not fail (``held`` is not None), the digest was not found wrong and what was held could
+        be read back. What an earlier receive kept beyond the prefix is still named."""
         super().close(ok, held)
         if self.backend is None or self._done:
             return None
-        return self.backend.discard(self.keep_partial)  # (a compressed content cannot resume yet)
+        out, place = self.writer.out, self._place
+        prefix = out.written_bytes if isinstance(out, BackendWriter) else 0
+        total = place.source[0] if place.source is not None else 0
+        readable = out.error() is None
+        if held is not None and readable and not self._mismatch and 0 < prefix <= total and not place.ranged:
+            assert place.source is not None
+            spans: list[Span] = [(0, prefix)]
+            if place.keep and self.kept is not None:  # (the rest of what it held is untouched)
+                spans += [(max(a, prefix), b) for a, b in self.kept.held if b > prefix]
+            state = resume.Kept(total, 0, place.source, NAMES[self._alg], tuple(merge_ranges(spans)))
+            return keep_for_resume(self.backend, state, self.keep_partial)
+        return self.backend.discard(self.keep_partial)
 
 
 class EitherSink:
@@ -676,5 +758,5 @@ class EitherSink:
     def finish(self, total_bytes: int, expected: bytes | None) -> tuple[int, bytes]:
         return self.active.finish(total_bytes, expected)
 
-    def close(self, ok: bool, held: Sequence[Span] = ()) -> str | None:
+    def close(self, ok: bool, held: Sequence[Span] | None = None) -> str | None:
         return self.active.close(ok, held)

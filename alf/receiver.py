@@ -659,9 +659,10 @@ class Receiver:
         if msg.kind == wire.Kind.FILE:
             self.total_bytes = msg.total_bytes
             self.end_adus = ceil_div(msg.total_bytes, msg.adu_size)
-        for a, b in held:  # §18: what the output holds already counts as received
-            self.gaps.add_run(a, b - a)
-            self.stats.adus_resumed += b - a
+        if not self.place.compressed:  # (§19: what it holds are blocks of input, not ADUs)
+            for a, b in held:  # §18: what the output holds already counts as received
+                self.gaps.add_run(a, b - a)
+                self.stats.adus_resumed += b - a
         self._held = resume.claim(held)
         self._last_heard = now
         self._round_at = now + MIN_ROUND

@@ -20,6 +20,7 @@ import json
 from dataclasses import dataclass
 
 from alf import wire
+from alf.compress import BLOCK, held_blocks
 from alf.events import Resumed
 from alf.ranges import ceil_div
 
@@ -39,14 +40,18 @@ class Placement:
     source: tuple[int, int, int] | None = None  # its source as the HELLO named it (None: unnamed)
     keep: bool = False  # the output holds parts of it already (a resume): not started afresh
     compressed: bool = False  # §19: the content is compressed blocks, restored in order
+    blocks: int = 0  # §18 with §19: the blocks of input the output holds, passed over (resumed)
 
 
-def placement(hello: wire.Hello, keep: bool) -> Placement:
-    """Where the content ``hello`` offers goes; ``keep``: what the output holds is of it."""
+def placement(hello: wire.Hello, keep: bool, blocks: int = 0) -> Placement:
+    """Where the content ``hello`` offers goes; ``keep``: what the output holds is of it;
+    ``blocks``: of a compressed content (§19), the blocks held."""
     ranged = bool(hello.features & wire.FEATURE_RANGE)
     named = bool(hello.features & wire.FEATURE_RESUME)
     compressed = bool(hello.features & wire.FEATURE_COMPRESS)
-    return Placement(ranged, hello.offset if ranged else 0, hello.source if named else None, keep, compressed)
+    return Placement(
+        ranged, hello.offset if ranged else 0, hello.source if named else None, keep, compressed, blocks
+    )
 
 
 class StateError(ValueError):
@@ -128,13 +133,15 @@ def decode_state_untrusted(data: bytes) -> Kept:
 
 def mismatch(kept: Kept, hello: wire.Hello) -> str | None:
     """Why ``kept`` is not part of the content ``hello`` offers; None: it is."""
-    if hello.kind != wire.Kind.FILE or not hello.features & wire.FEATURE_RESUME:
+    if not hello.features & wire.FEATURE_RESUME:
         return "the sender's input is not a file it names (a pipe, or a group)"
     if hello.features & wire.FEATURE_RANGE:
         return "the sender sends a range (written in place), not the whole file that was kept"
     if kept.offset:
         return f"the kept part is of a range (from byte {kept.offset}), the sender sends the whole file"
-    if hello.total_bytes != kept.total_bytes or hello.source != kept.source:
+    # (a file's compressed blocks are a stream, §19: its length is its source's)
+    total = hello.source[0] if hello.features & wire.FEATURE_COMPRESS else hello.total_bytes
+    if total != kept.total_bytes or hello.source != kept.source:
         return "the source changed since (its size, modification time or inode differ)"
     return None
 
@@ -183,13 +190,21 @@ def subtract(runs: list[Span], lost: list[Span]) -> list[Span]:
 
 
 def take_up(kept: Kept | None, hello: wire.Hello) -> tuple[list[Span], str | None]:
-    """What a receiver that kept ``kept`` holds of the content ``hello`` offers, in ADUs, and
+    """What a receiver that kept ``kept`` holds of the content ``hello`` offers, in ADUs (of
+    a compressed content, §19: ``[(0, n)]``, its first ``n`` blocks of input, or nothing), and
     why nothing (None: it takes up what it kept, or there was nothing to take up)."""
     if kept is None:
         return [], None
     why = mismatch(kept, hello)
     if why is not None:
         return [], why
+    if hello.features & wire.FEATURE_COMPRESS:  # §19: the blocks of the held prefix, if any
+        prefix = kept.held[0][1] if kept.held and kept.held[0][0] == 0 else 0
+        n = held_blocks(prefix, kept.total_bytes)
+        if not n:
+            why = "what is kept holds no whole MiB at the file's start (what a compressed sender takes up)"
+            return [], why
+        return [(0, n)], None
     return held_adus(kept.held, hello.adu_size, hello.total_bytes), None
 
 
@@ -214,6 +229,12 @@ def decided(
 ) -> tuple[Placement, Resumed | None]:
     """Where the content of ``msg`` goes once a receiver (UDP or TCP) took it, and the event
     that tells its user what of it was there (None: nothing was to be taken up)."""
+    if msg.features & wire.FEATURE_COMPRESS:  # §19: ``held`` is at most the first blocks
+        blocks = held[0][1] if held else 0
+        place = placement(msg, kept is not None and why is None, blocks)
+        if kept is None:
+            return place, None
+        return place, Resumed(blocks * BLOCK, msg.source[0], why)
     place = placement(msg, kept is not None and why is None)
     if kept is None:
         return place, None

@@ -270,9 +270,10 @@ class Sender:
         self.source = source or (0, 0, 0)
         if offset is not None:
             self._features |= wire.FEATURE_RANGE
-        if source is not None and kind == wire.Kind.FILE:
-            self._features |= wire.FEATURE_RESUME
+        if source is not None and (kind == wire.Kind.FILE or self._features & wire.FEATURE_COMPRESS):
+            self._features |= wire.FEATURE_RESUME  # (§19: a file's compressed blocks name it too)
         self._held: list[tuple[int, int]] = []  # §18: what the receiver holds, not sent yet passed
+        self.peer_held: tuple[tuple[int, int], ...] | None = None  # what the first ACCEPT named held
         if config.fec and kind == wire.Kind.FILE and not self.multipath:
             self._features |= wire.FEATURE_FEC
         self.peer_fec = False  # §16: the receiver decodes parity (its ACCEPT said so)
@@ -1047,7 +1048,13 @@ class Sender:
         self.peer_fec = msg.fec and bool(self._features & wire.FEATURE_FEC)
         peer.last_heard = now
         peer.window_limit = msg.window_limit
-        if msg.held and self._features & wire.FEATURE_RESUME and self.end_adus is not None:
+        self.peer_held = msg.held if self._features & wire.FEATURE_RESUME else ()
+        if (
+            msg.held
+            and self._features & wire.FEATURE_RESUME
+            and self.kind == wire.Kind.FILE
+            and self.end_adus is not None
+        ):
             # §18: what the receiver holds of our file is not sent (it is hashed all the same)
             self._held, self.stats.adus_held, self.stats.bytes_held = resume.held_by_peer(
                 msg.held, self.end_adus, self.adu, self.total_bytes or 0

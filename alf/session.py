@@ -105,6 +105,7 @@ class SendSession:
         self.source = source
         sender.source_window = source.window_adus
         self._skipping = False  # the source was told the receiver holds parts of it (§18)
+        self._told = False  # the source was told the receiver accepted it (and what it holds)
         self.dropper = dropper
         self.max_run = max_run
         self.datapath = ""  # how the driver moves datagrams ("gso", "per-datagram"), for the stats
@@ -132,6 +133,9 @@ class SendSession:
 
     def _sync_source(self) -> None:
         s, src = self.sender, self.source
+        if s.peer_held is not None and not self._told:
+            self._told = True
+            src.accepted(s.peer_held)
         if s.stats.adus_held and not self._skipping:
             self._skipping = True
             src.skipping()  # §18: what the receiver holds is hashed, not sent
@@ -627,7 +631,7 @@ class RecvSession:
         """Release the output; returns a note for the user (where a partial output is kept)."""
         ok = self.receiver.outcome is not None and self.receiver.outcome.ok
         r = self.receiver
-        return self.sink.close(ok, r.gaps.held_runs() if r.keepable else [])
+        return self.sink.close(ok, r.gaps.held_runs() if r.keepable else None)
 
     def take_events(self) -> list[Event]:
         return self.receiver.take_events()

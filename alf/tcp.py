@@ -158,8 +158,8 @@ class TcpSender:
         self.offset, self.stamp = offset or 0, stamp or (0, 0, 0)  # §18, as the UDP sender's
         if offset is not None:
             self._features |= wire.FEATURE_RANGE
-        if stamp is not None and kind == wire.Kind.FILE:
-            self._features |= wire.FEATURE_RESUME
+        if stamp is not None and (kind == wire.Kind.FILE or self._features & wire.FEATURE_COMPRESS):
+            self._features |= wire.FEATURE_RESUME  # (§19: a file's compressed blocks name it too)
         self._held: list[tuple[int, int]] = []  # §18: what the receiver holds, not yet passed
 
     # -- connections
@@ -335,8 +335,14 @@ class TcpSender:
                 self.accepted = True
                 self.began = now
                 self.window_limit = msg.window_limit
+                self.source.accepted(msg.held if self._features & wire.FEATURE_RESUME else ())
                 end = self.end_adus()
-                if msg.held and self._features & wire.FEATURE_RESUME and end is not None:
+                if (
+                    msg.held
+                    and self._features & wire.FEATURE_RESUME
+                    and self.kind == wire.Kind.FILE
+                    and end is not None
+                ):
                     # §18: what the receiver holds is hashed, not sent
                     self._held, self.stats.adus_held, self.stats.bytes_held = resume.held_by_peer(
                         msg.held, end, self.adu, self.source.total_bytes() or 0
@@ -616,9 +622,10 @@ class TcpReceiver:
                 self.total_bytes = msg.total_bytes
                 self.end_adus = ceil_div(msg.total_bytes, msg.adu_size)
             self.gaps = GapMap()
-            for a, b in held:  # §18: what the output holds already counts as received
-                self.gaps.add_run(a, b - a)
-            self.stats.adus_resumed = sum(b - a for a, b in held)
+            if not self.place.compressed:  # (§19: what it holds are blocks of input, not ADUs)
+                for a, b in held:  # §18: what the output holds already counts as received
+                    self.gaps.add_run(a, b - a)
+                self.stats.adus_resumed = sum(b - a for a, b in held)
             self._held = resume.claim(held)
             if self._responder is None and not self._start_sink(cid):
                 return

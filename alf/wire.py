@@ -674,8 +674,10 @@ def decode_untrusted(buf: bytes | bytearray | memoryview) -> Message:
             raise BadPacket("file without a length")
         if kind_e == Kind.FILE and total > MAX_TOTAL_BYTES:
             return Unsupported(session, f"a content of {total} bytes (at most 2^63-1)")
-        if features & (FEATURE_RANGE | FEATURE_RESUME) and kind_e != Kind.FILE:
-            raise BadPacket("a stream with a range or a source")
+        if features & FEATURE_RANGE and kind_e != Kind.FILE:
+            raise BadPacket("a stream with a range")
+        if features & FEATURE_RESUME and kind_e != Kind.FILE and not features & FEATURE_COMPRESS:
+            raise BadPacket("a stream with a source (only a file's compressed blocks name one, §19)")
         if features & FEATURE_COMPRESS and kind_e != Kind.STREAM:
             raise BadPacket("compressed blocks are a stream (§19)")
         if kind_e == Kind.FILE and offset > MAX_TOTAL_BYTES - total:

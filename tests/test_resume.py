@@ -3,21 +3,36 @@ file written in place at its offset), in the core, in the simulator and over loo
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import random
 import signal
 import subprocess
+import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from conftest import Procs, free_udp_port, random_file, sha256_file, wait_listening, wait_listening_tcp
 
 from alf import resume, wire
-from alf.content import BytesSource
+from alf.compress import BLOCK, Compressor, frame_all
+from alf.content import (
+    BackendWriter,
+    BytesSource,
+    DecompressingSink,
+    DecompressingWriter,
+    MemoryBackend,
+    Placement,
+    SinkError,
+)
+from alf.digest import digest_bytes
 from alf.errors import ExitCode
 from alf.events import DataArrived
-from alf.io.source import FileSource
+from alf.io.sink import FileBackend, FileWriter
+from alf.io.source import CompressedStream, FileSource, pump_compressed
 from alf.receiver import ReceiverConfig
 from alf.sender import SenderConfig
 from alf.testing.simnet import Link, run_transfer
@@ -320,11 +335,14 @@ def _wait(path: str, seconds: float = 20) -> None:
         time.sleep(0.02)
 
 
-def _interrupted(procs: Procs, port: int, src: str, dst: str, transport: str, rate: str = "800M") -> None:
-    """A receive into ``dst`` whose sender is killed (SIGKILL) about half way."""
+def _interrupted(
+    procs: Procs, port: int, src: str, dst: str, transport: str, rate: str = "800M", *more: str
+) -> None:
+    """A receive into ``dst`` whose sender (with ``more`` options) is killed (SIGKILL) about
+    half way."""
     recv = procs.start("recv", str(port), "-o", dst, "--timeout", "2", "--transport", transport)
     (wait_listening_tcp if transport == "tcp" else wait_listening)(port)
-    send = procs.start("send", "127.0.0.1", str(port), src, "--rate", rate, "--transport", transport)
+    send = procs.start("send", "127.0.0.1", str(port), src, "--rate", rate, "--transport", transport, *more)
     _wait(dst + ".alf-partial")
     size = os.path.getsize(src)
     deadline = time.monotonic() + 30
@@ -339,6 +357,24 @@ def _interrupted(procs: Procs, port: int, src: str, dst: str, transport: str, ra
     assert recv.stderr is not None
     said = recv.stderr.read()
     assert b"alf recv --resume -o " + dst.encode() + b" takes it up" in said, said
+
+
+def _resumed(
+    procs: Procs, port: int, src: str, dst: str, transport: str, stats: Path, *more: str
+) -> dict[str, object]:
+    """``alf recv --resume`` into ``dst`` and a sender (with ``more`` options) of ``src``: both
+    exit 0, the receiver says it resumes, the output is identical and nothing is left beside
+    it. The sender's last statistics."""
+    recv = procs.start("recv", str(port), "-o", dst, "--resume", "--timeout", "10", "--transport", transport)
+    (wait_listening_tcp if transport == "tcp" else wait_listening)(port)
+    r = procs.run("send", "127.0.0.1", str(port), src, "--transport", transport, "--timeout", "10",
+                  "--stats-json", str(stats), *more)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert recv.wait(timeout=30) == 0
+    assert recv.stderr is not None and b"resuming: " in recv.stderr.read()
+    assert sha256_file(dst) == sha256_file(src)
+    assert not os.path.exists(dst + ".alf-partial") and not os.path.exists(dst + ".alf-resume")
+    return _last_stats(stats)
 
 
 def _held_share(dst: str) -> float:
@@ -357,17 +393,7 @@ def test_resume_after_the_sender_was_killed_half_way(
     _interrupted(procs, port, src, dst, transport)
     held = _held_share(dst)
     assert 0.45 <= held <= 0.75, held
-    recv = procs.start("recv", str(port), "-o", dst, "--resume", "--timeout", "10", "--transport", transport,
-                       "--stats-json", str(tmp_path / "r.json"))  # fmt: skip
-    (wait_listening_tcp if transport == "tcp" else wait_listening)(port)
-    r = procs.run("send", "127.0.0.1", str(port), src, "--transport", transport, "--timeout", "10",
-                  "--stats-json", str(tmp_path / "s.json"))  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    assert recv.wait(timeout=30) == 0
-    assert recv.stderr is not None and b"resuming: " in recv.stderr.read()
-    assert sha256_file(dst) == sha256_file(src)
-    assert not os.path.exists(dst + ".alf-partial") and not os.path.exists(dst + ".alf-resume")
-    s = _last_stats(tmp_path / "s.json")
+    s = _resumed(procs, port, src, dst, transport, tmp_path / "s.json")
     sent = int(s["bytes_sent"])  # type: ignore[call-overload]
     assert sent <= (1 - held) * 500_000_000 + 2 * (1 << 20), (sent, held)
     assert sent <= 0.55 * 500_000_000 or held > 0.45, (sent, held)
@@ -474,3 +500,189 @@ def test_range_errors(procs: Procs, port: int, tmp_path: Path) -> None:
     assert second.wait(timeout=20) == ExitCode.LOCAL_IO
     assert a.wait(timeout=60) == 0 and first.wait(timeout=20) == 0
     assert Path(dst).read_bytes()[:600_000] == Path(src).read_bytes()[:600_000]
+
+
+# ---------------------------------------------------------------- with compression (§19)
+
+
+def _mixed_file(path: str, mib: int) -> str:
+    """Half random, half text: blocks that go raw and blocks that go as zstd frames."""
+    rng = random.Random(21)
+    with open(path, "wb") as f:
+        for i in range(mib):
+            f.write(rng.randbytes(BLOCK) if i % 2 else (b"block %d of a log, said the sender\n" % i) * 29127)
+        f.write(b"a short last block")
+    return path
+
+
+def test_a_compressed_content_takes_up_the_held_prefix_in_whole_blocks() -> None:
+    tag = wire.checkphrase_tag("")
+    size = 5 * BLOCK + 3
+    features = wire.FEATURE_COMPRESS | wire.FEATURE_RESUME
+    hello = wire.Hello(1, 512, wire.Kind.STREAM, wire.UNKNOWN_LENGTH, 1, tag, features=features,
+                       source=(size, *STAMP[1:]))  # fmt: skip
+    assert wire.decode_untrusted(wire.encode_hello(hello)) == hello  # a compressed stream names its file
+    with pytest.raises(wire.BadPacket):
+        wire.decode_untrusted(wire.encode_hello(replace(hello, features=wire.FEATURE_RESUME)))
+    source = (size, *STAMP[1:])
+    kept = resume.Kept(size, 0, source, "xxh3-128", ((0, 3 * BLOCK + 7), (4 * BLOCK, size)))
+    held, why = resume.take_up(kept, hello)
+    assert (held, why) == ([(0, 3)], None)  # the whole blocks of the prefix; the rest is sent again
+    place, event = resume.decided(kept, hello, held, why)
+    assert place.compressed and place.keep and place.blocks == 3 and place.source == source
+    assert event is not None and (event.held_bytes, event.total_bytes) == (3 * BLOCK, size)
+    none = resume.take_up(replace(kept, held=((BLOCK, size),)), hello)  # no prefix: starts afresh
+    assert none[0] == [] and "no whole MiB at the file's start" in str(none[1])
+    assert resume.take_up(replace(kept, held=((0, size),)), hello) == ([(0, 5)], None)
+    four = (4 * BLOCK, *STAMP[1:])
+    whole = resume.Kept(4 * BLOCK, 0, four, "xxh3-128", ((0, 4 * BLOCK),))  # the last block always goes
+    assert resume.take_up(whole, replace(hello, source=four))[0] == [(0, 3)]
+    assert resume.take_up(kept, replace(hello, source=STAMP))[1] == (
+        "the source changed since (its size, modification time or inode differ)"
+    )
+
+
+def test_a_restored_prefix_is_kept_and_taken_up_with_its_digest() -> None:
+    """The sink's side, in memory: a compressed receive that fails keeps its restored prefix;
+    the next one starts after its whole blocks and its digest covers the whole file."""
+    text = b"".join(b"line %d of a log\n" % i for i in range(130_000))[:BLOCK]
+    data = text + os.urandom(BLOCK) + os.urandom(99)
+    source = (len(data), *STAMP[1:])
+    frames = [b"".join(f) for f, _ in frame_all(Compressor(1, 512), data)]
+    place = Placement(source=source, compressed=True)
+    backend = MemoryBackend()
+    sink = DecompressingSink(DecompressingWriter(BackendWriter(backend)), backend)
+    sink.start(512, None, wire.DigestAlg.XXH3_128, place)
+    stream = frames[0] + frames[1][:1024]  # a block and a part: the part is not written
+    sink.write_block(0, len(stream) // 512, stream)
+    sink.advance(len(stream) // 512)
+    assert sink.close(False, [(0, len(stream) // 512)]) == "kept for a resume"
+    assert backend.kept is not None and backend.kept.held == ((0, BLOCK),)
+    assert bytes(backend.data) == data[:BLOCK]
+    gone = MemoryBackend()  # the sender's input failed (held None): nothing is kept
+    other = DecompressingSink(DecompressingWriter(BackendWriter(gone)), gone)
+    other.start(512, None, wire.DigestAlg.XXH3_128, place)
+    other.write_block(0, len(frames[0]) // 512, frames[0])
+    other.advance(len(frames[0]) // 512)
+    assert other.close(False, None) is None and gone.kept is None
+    # taken up: blocks 1 and 2 come, numbered from 1; the digest is of all of it
+    again = DecompressingSink(DecompressingWriter(BackendWriter(backend)), backend)
+    again.start(512, None, wire.DigestAlg.XXH3_128, replace(place, keep=True, blocks=1))
+    rest = frames[1] + frames[2]
+    again.write_block(0, len(rest) // 512, rest)
+    again.advance(len(rest) // 512)
+    assert again.finish(len(rest), digest_bytes(wire.DigestAlg.XXH3_128, data)) == (
+        len(rest), digest_bytes(wire.DigestAlg.XXH3_128, data)
+    )  # fmt: skip
+    assert bytes(backend.data) == data
+    # a first block numbered otherwise than the held count says is a broken stream
+    wrong = DecompressingSink(DecompressingWriter(BackendWriter(MemoryBackend())), MemoryBackend())
+    wrong.start(512, None, wire.DigestAlg.XXH3_128, replace(place, blocks=2))
+    wrong.write_block(0, len(rest) // 512, rest)
+    with pytest.raises(SinkError, match="block 1 came where block 2 belongs"):
+        wrong.advance(len(rest) // 512)
+
+
+def test_the_sender_refuses_held_blocks_its_file_cannot_have(tmp_path: Path) -> None:
+    path = tmp_path / "in.bin"
+    path.write_bytes(os.urandom(3 * BLOCK))
+    for held, said in [(((0, 3),), "claims to hold"), (((1, 2),), "claims to hold"), (((0, 1),), None)]:
+        source = CompressedStream(512, 1 << 14, wire.DigestAlg.XXH3_128, Compressor(1, 512))
+        fd = os.open(path, os.O_RDONLY)
+        stop = threading.Event()
+        pump = threading.Thread(target=pump_compressed, args=(source, fd, None, stop, 2, os.fstat(fd)))
+        pump.start()
+        source.accepted(held)
+        pump.join(10)
+        os.close(fd)
+        assert not pump.is_alive()
+        source.accepted(held)  # (the same again: a TCP ACCEPT after UDP's)
+        if said is None:
+            assert source.error() is None and source.counts.bytes_held == BLOCK
+            assert source.counts.bytes_in == 2 * BLOCK and source.counts.blocks == 2
+            assert source.digest() == digest_bytes(wire.DigestAlg.XXH3_128, path.read_bytes())
+            source.accepted(((0, 2),))  # another claim, once the blocks are numbered: fails
+            assert "held blocks changed from [(0, 1)] to [(0, 2)]" in (source.error() or "")
+        else:
+            assert said in (source.error() or ""), source.error()
+
+
+def test_a_compressed_failure_keeps_what_was_held_beyond_and_nothing_unreadable(tmp_path: Path) -> None:
+    data = os.urandom(3 * BLOCK + 5)
+    source = (len(data), *STAMP[1:])
+    frames = [b"".join(f) for f, _ in frame_all(Compressor(1, 512), data)]
+    place = Placement(source=source, keep=True, compressed=True, blocks=1)
+    # a plain receive kept [0, 1.5 MiB) and [2.5 MiB, end): block 1 is restored, then it fails
+    kept = resume.Kept(
+        len(data), 0, source, "xxh3-128", ((0, BLOCK + BLOCK // 2), (5 * BLOCK // 2, len(data)))
+    )
+    backend = MemoryBackend(kept)
+    backend.data = bytearray(data)
+    sink = DecompressingSink(DecompressingWriter(BackendWriter(backend)), backend, kept=kept)
+    sink.start(512, None, wire.DigestAlg.XXH3_128, place)
+    sink.write_block(0, len(frames[1]) // 512, frames[1])
+    sink.advance(len(frames[1]) // 512)
+    assert sink.close(False, []) == "kept for a resume"
+    assert backend.kept is not None and backend.kept.held == ((0, 2 * BLOCK), (5 * BLOCK // 2, len(data)))
+
+    # a held prefix that cannot be read back (a disk error): what it held is not claimed again
+    class Unreadable(MemoryBackend):
+        def hash_range(self, update: object, offset: int, n: int) -> None:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    broken = Unreadable(kept)
+    broken.data = bytearray(data)
+    bad = DecompressingSink(DecompressingWriter(BackendWriter(broken)), broken, kept=kept)
+    bad.start(512, None, wire.DigestAlg.XXH3_128, place)
+    bad.write_block(0, len(frames[1]) // 512, frames[1])
+    with pytest.raises(SinkError, match="cannot read back the output: Input/output error"):
+        bad.advance(len(frames[1]) // 512)
+    assert bad.close(False, []) is None and broken.kept is kept  # (MemoryBackend: left as it was)
+
+
+def test_a_file_writer_hashes_the_held_prefix_in_a_thread_while_it_writes(tmp_path: Path) -> None:
+    data = os.urandom(5 * BLOCK + 77)
+    out = tmp_path / "out.bin"
+    backend = FileBackend(str(out), force=False)
+    backend.place(Placement(), None)
+    backend.pwritev([data[: 3 * BLOCK]], 0)  # (what an earlier receive wrote)
+    writer = FileWriter(backend)
+    writer.set_digest(wire.DigestAlg.XXH3_128)
+    writer.resume_at(3 * BLOCK)
+    writer.submit(1, data[3 * BLOCK : 4 * BLOCK])  # written at once, not after the prefix is read
+    assert os.path.getsize(str(out) + ".alf-partial") >= 4 * BLOCK
+    writer.submit(1, data[4 * BLOCK :])
+    assert writer.finish() == (len(data), digest_bytes(wire.DigestAlg.XXH3_128, data))
+    assert writer.error() is None
+    backend.commit(len(data))
+    assert out.read_bytes() == data
+
+
+@pytest.mark.parametrize(
+    ("transport", "first", "then"),
+    [
+        ("udp", ["--compress"], ["--compress"]),
+        ("tcp", ["--compress"], ["--compress"]),
+        ("udp", ["--compress"], []),  # what a compressed receive kept, a plain one takes up
+        ("udp", [], ["--compress"]),  # ... and the other way round
+    ],
+)
+def test_resume_with_compression(
+    procs: Procs, port: int, tmp_path: Path, transport: str, first: list[str], then: list[str]
+) -> None:
+    """§18 with §19: a compressed transfer killed half way is taken up; the second sends only
+    the rest (its input bytes and what it held add up to the file), identical, both exit 0."""
+    src = _mixed_file(str(tmp_path / "in.bin"), 240)
+    size = os.path.getsize(src)
+    dst = str(tmp_path / "out.bin")
+    _interrupted(procs, port, src, dst, transport, "800M", *first)
+    held = _held_share(dst)
+    assert 0.3 <= held <= 0.9, held
+    s = _resumed(procs, port, src, dst, transport, tmp_path / "s.json", *then)
+    passed = int(s["bytes_held"])  # type: ignore[call-overload]
+    assert passed >= held * size - (BLOCK if then else 64 << 10), (passed, held)
+    if then:
+        assert int(s["input_bytes"]) + passed == size  # type: ignore[call-overload]
+        assert int(s["input_bytes"]) <= (1 - held) * size + BLOCK  # type: ignore[call-overload]
+    else:
+        assert int(s["bytes_sent"]) + passed == size  # type: ignore[call-overload]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -162,3 +163,69 @@ def parse_path(text: str, default_port: int) -> Path:
     if not 1 <= p <= 65535:
         raise ValueError(f"{text!r}: port out of range")
     return Path(host, p, local, device, backup, rate)
+
+
+Update = Callable[[bytes | bytearray | memoryview], object]
+
+
+class TrailingHash:
+    """Hashes a file's bytes from its start, in order, in a thread, by reading them (again) up
+    to where ``extend`` says they are: what a resumed transfer holds of a compressed content
+    (§18 with §19) is hashed while the transfer goes on, so neither the network nor the writer
+    waits for a long held part to be read from disk (a peer would see silence). ``read(update,
+    offset, n)`` feeds bytes ``[offset, offset + n)`` to ``update`` (raises OSError)."""
+
+    CHUNK = 8 << 20
+
+    def __init__(self, update: Update, read: Callable[[Update, int, int], None]) -> None:
+        self._update, self._read = update, read
+        self._upto = 0  # what may be hashed: there, in the file
+        self._hashed = 0
+        self._end = self._stopped = False
+        self.error: str | None = None
+        self._cv = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="alf-hash", daemon=True)
+        self._thread.start()
+
+    @property
+    def hashed(self) -> int:
+        return self._hashed
+
+    def extend(self, upto: int) -> None:
+        with self._cv:
+            if upto > self._upto:
+                self._upto = upto
+                self._cv.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while self._hashed >= self._upto and not self._end and not self._stopped:
+                    self._cv.wait()
+                if self._stopped or self._hashed >= self._upto:
+                    return
+                upto = self._upto
+            n = min(self.CHUNK, upto - self._hashed)
+            try:
+                self._read(self._update, self._hashed, n)
+            except OSError as e:
+                self.error = f"cannot read what is held, to hash it: {e.strerror}"
+                return
+            except Exception as e:  # (a file that shrank: the reader's own error)
+                self.error = str(e)
+                return
+            self._hashed += n
+
+    def finish(self, timeout: float | None = None) -> bool:
+        """Hash up to the last ``extend`` and end; whether it all was (not: see ``error``)."""
+        with self._cv:
+            self._end = True
+            self._cv.notify()
+        self._thread.join(timeout)
+        return not self._thread.is_alive() and self.error is None and self._hashed >= self._upto
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stopped = True
+            self._cv.notify()
+        self._thread.join(10)

@@ -16,8 +16,18 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from alf.content import Buffer, DecompressingWriter, NotResumable, Placement, SinkError, Writer, describe
+from alf.content import (
+    BackendWriter,
+    Buffer,
+    DecompressingWriter,
+    NotResumable,
+    Placement,
+    SinkError,
+    Writer,
+    describe,
+)
 from alf.digest import Hasher, new_hasher
+from alf.io.common import TrailingHash
 from alf.progress import human_bytes
 from alf.resume import STATE_SUFFIX, Kept, StateError, decode_state_untrusted, encode_state
 from alf.wire import DigestAlg
@@ -429,3 +439,39 @@ class ThreadedDecompressor(DecompressingWriter):
             self._cv.notify()
         self._thread.join(timeout=10)
         super().stop()
+
+
+class FileWriter(BackendWriter):
+    """§19 into ``-o FILE``: a ``BackendWriter`` whose held prefix (a resume, §18) is hashed by
+    reading it back in a thread of its own (``TrailingHash``), which then goes on hashing what
+    is written by reading it back too (the digest is in order): the restorer writes at once,
+    and a large held part never keeps the receiver's window shut (a TCP sender would give up
+    on a silent receiver). Without a held prefix it is a ``BackendWriter``."""
+
+    def __init__(self, backend: FileBackend) -> None:
+        super().__init__(backend)
+        self._trail: TrailingHash | None = None
+
+    def resume_at(self, held: int) -> None:
+        super().resume_at(held)
+        self._unhashed = 0
+        self._trail = TrailingHash(self._hash.update, self.backend.hash_range)
+        self._trail.extend(held)
+
+    def _hash_written(self, data: Buffer) -> None:
+        if self._trail is None:
+            super()._hash_written(data)
+        else:
+            self._trail.extend(self._bytes)
+
+    def finish(self) -> tuple[int, bytes]:
+        if self._trail is not None and not self._trail.finish():
+            raise SinkError(self._trail.error or "the output could not be hashed")
+        return super().finish()
+
+    def error(self) -> str | None:
+        return self._trail.error if self._trail is not None else super().error()
+
+    def stop(self) -> None:
+        if self._trail is not None:
+            self._trail.stop()

@@ -22,9 +22,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import xxhash
 
-from alf.compress import BLOCK, HEADER, Compressor, Counts, padded, raw_header
+from alf.compress import BLOCK, HEADER, Compressor, Counts, held_blocks, padded, raw_header
 from alf.content import MAX_RUN, Buffer, InputChanged, cut_adus
-from alf.digest import new_hasher
+from alf.digest import Hasher, new_hasher
+from alf.io.common import TrailingHash
 from alf.ranges import ceil_div
 from alf.wire import DigestAlg
 
@@ -123,6 +124,9 @@ class FileSource:
             if self._changed is None:
                 self._digest = self._hash.digest()
         return self._digest
+
+    def accepted(self, held: tuple[tuple[int, int], ...]) -> None:
+        pass  # (what is held is passed over by the sender's core: ``skipping`` follows)
 
     def skipping(self) -> None:
         """§18: the receiver holds parts of the file, which the first pass passes over: a
@@ -448,6 +452,9 @@ class StreamSource:
     def skipping(self) -> None:
         raise ValueError("a stream names no source: nothing of it is held (§18)")
 
+    def accepted(self, held: tuple[tuple[int, int], ...]) -> None:
+        pass
+
     def read(self, first: int, count: int, at: int = 0) -> list[Buffer]:
         a = self.adu_size
         w, off = self._layout
@@ -539,9 +546,29 @@ class CompressedStream(StreamSource):
         self.input_digest: bytes | None = None
         self._alg = alg
         self._hash = _NoHash()  # (the digest is of the input, hashed by the pump: not of the blocks)
+        self.held: tuple[tuple[int, int], ...] | None = None  # what the receiver's ACCEPT named held
+        self._accepted = threading.Event()
 
     def digest(self) -> bytes | None:
         return self.input_digest if self._total is not None else None
+
+    def accepted(self, held: tuple[tuple[int, int], ...]) -> None:
+        """§18 with §19: a named file's pump starts once the receiver said which of its
+        first blocks it holds (``((0, n),)``: blocks 0 to n-1, passed over; else none). The
+        first ACCEPT decides: one that says otherwise later (a move to TCP after UDP's) fails
+        the input (its blocks are numbered already)."""
+        if self.held is None:
+            self.held = held
+            self._accepted.set()
+        elif held != self.held:
+            self.fail(f"the receiver's held blocks changed from {list(self.held)} to {list(held)}")
+
+    def wait_accepted(self, stop: threading.Event) -> tuple[tuple[int, int], ...] | None:
+        """The held blocks, once accepted; None if ``stop`` came first."""
+        while not self._accepted.wait(0.1):
+            if stop.is_set():
+                return None
+        return self.held
 
 
 class _NoHash:
@@ -558,23 +585,24 @@ def pump_compressed(
     wake: int | None,
     stop: threading.Event,
     threads: int = 2,
-    watch: bool = False,
+    watch: os.stat_result | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> None:
     """Read ``fd`` in blocks, compress them in ``threads`` threads, and feed the framed blocks
     to ``source`` in order, waiting while its window is full (runs in a thread). A block is
     cut short when the input pauses for ``IDLE`` (a live pipe's data goes out, it does not
     wait for a MiB to gather); what is compressed is fed as soon as it is, before more is
-    read. ``watch`` (a file): if its stamp (as FileSource takes it) differs at the end from
-    the start, the input changed while it was read: the transfer fails (``warn``: it is said,
-    and what was read goes)."""
+    read. ``watch`` (a file, as it was when the sender named it): the pump starts once the
+    receiver accepted (and passes over the blocks it holds, §18); if the file's stamp (as
+    FileSource takes it) differs at the end, the input changed while it was read: the
+    transfer fails (``warn``: it is said, and what was read goes)."""
     pool = ThreadPoolExecutor(threads, thread_name_prefix="alf-compress")
     pending: deque[Future[tuple[list[bytes], bool]]] = deque()
     hasher = new_hasher(source._alg)
     counts = source.counts
-    before = _stamp(os.fstat(fd)) if watch else None
     number, eof = 0, False
     adu, compressor = source.adu_size, source.compressor
+    trail: TrailingHash | None = None  # §18: hashes the file by reading it again, from its start
 
     compressing = False  # the last block compressed: read ahead for the pool (else: into the ring)
 
@@ -592,8 +620,18 @@ def pump_compressed(
         framed(sum(len(p) for p in parts), packed)
         return True
 
+    def read(data: memoryview) -> None:
+        counts.bytes_in += len(data)
+        if trail is None:
+            hasher.update(data)
+        else:
+            trail.extend(counts.bytes_held + counts.bytes_in)
+
     try:
-        while not stop.is_set():
+        if watch is not None:
+            held = source.wait_accepted(stop)
+            number, trail = (-1, None) if held is None else _pass_held(source, fd, held, hasher)
+        while number >= 0 and not stop.is_set():
             if pending and pending[0].done():
                 if not feed(*pending.popleft().result()):
                     break
@@ -609,8 +647,7 @@ def pump_compressed(
                         eof = True
                         continue
                     inside = room[HEADER.size : HEADER.size + n]
-                    hasher.update(inside)
-                    counts.bytes_in += n
+                    read(inside)
                     compressing = compressor.worth(inside)
                     if compressing:
                         pending.append(pool.submit(compressor.frame, number, bytes(inside), True))
@@ -630,15 +667,18 @@ def pump_compressed(
                     eof = True
                     continue
                 del buf[n:]
-                hasher.update(buf)
-                counts.bytes_in += n
+                read(memoryview(buf))
                 pending.append(pool.submit(compressor.frame, number, buf))
                 number += 1
                 continue
             if pending:  # (a wait that stop ends: a slow level must not hold the caller's close)
                 futures.wait([pending[0]], timeout=0.1)
                 continue
-            if watch and _stamp(os.fstat(fd)) != before:
+            if trail is not None and not _trailed(trail, stop):
+                if trail.error is not None:
+                    source.fail(InputChanged(trail.error))
+                break
+            if watch is not None and _stamp(os.fstat(fd)) != _stamp(watch):
                 changed = "the input changed while it was read"
                 if warn is None:
                     source.fail(InputChanged(changed))
@@ -653,7 +693,47 @@ def pump_compressed(
         source.fail(f"cannot compress the input: {e}")
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+        if trail is not None:
+            trail.stop()
     _poke(wake)
+
+
+def _trailed(trail: TrailingHash, stop: threading.Event) -> bool:
+    """Wait (``stop`` ends it) for ``trail`` to have hashed all it was given; whether it did."""
+    while not trail.finish(0.1):
+        if trail.error is not None or stop.is_set():
+            return False
+    return True
+
+
+def _pass_held(
+    source: CompressedStream, fd: int, held: tuple[tuple[int, int], ...], hasher: Hasher
+) -> tuple[int, TrailingHash | None]:
+    """§18 with §19: pass over the first blocks of the file ``fd`` that the receiver holds
+    (``held``, as its ACCEPT named them): the number of the next block to send, and a thread
+    that hashes the file from its start by reading it again (the held blocks, then what the
+    pump reads: the digest is of the whole file, and the first block goes without waiting for
+    the held ones to be read). (-1, None) if ``held`` is not what a receiver can hold (the
+    source fails)."""
+    if not held:
+        return 0, None
+    size = os.fstat(fd).st_size
+    n = held[0][1]
+    if len(held) != 1 or held[0][0] != 0 or not 0 < n <= held_blocks(size, size):
+        source.fail(f"the receiver claims to hold blocks {list(held)} of a file of {size} bytes")
+        return -1, None
+    os.lseek(fd, n * BLOCK, os.SEEK_SET)
+    source.counts.bytes_held = n * BLOCK
+    buf = memoryview(bytearray(TrailingHash.CHUNK))
+
+    def read(update: Callable[[Buffer], object], offset: int, count: int) -> None:
+        if os.preadv(fd, [buf[:count]], offset) != count:
+            raise ValueError("the input shrank while it was read")
+        update(buf[:count])
+
+    trail = TrailingHash(hasher.update, read)
+    trail.extend(n * BLOCK)
+    return n, trail
 
 
 IDLE = 0.05  # s: a block is cut short when its input pauses this long
