@@ -26,7 +26,7 @@ from typing import IO, Any
 import cc
 from alf import stripe as stripe_policies
 from alf import wire
-from alf.compress import DEFAULT_LEVEL, Compressor
+from alf.compress import DEFAULT_LEVEL, Adaptive, Compressor
 from alf.content import (
     DecompressingSink,
     EitherSink,
@@ -73,6 +73,7 @@ from alf.verdict import unsupported_reason
 AUTO_HELLO_TIMEOUT = 1.5  # transport "auto": UDP gets this long to answer before TCP is tried
 DEFAULT_TIMEOUT = 30.0
 MIN_TIMEOUT, MAX_TIMEOUT = 0.1, 1e6  # seconds: --timeout's range (1e6 s is 11.6 days)
+COMPRESS_THREADS = 2  # §19: threads that compress a sender's blocks
 SLOW_RATE_BPS = 64e3  # below this a rate is more likely a slip than a wish: a note says so
 DIGESTS = {"xxh3": wire.DigestAlg.XXH3_128, "blake3": wire.DigestAlg.BLAKE3, "sha256": wire.DigestAlg.SHA256}
 TRANSPORTS = ("auto", "udp", "tcp")
@@ -452,7 +453,7 @@ def send(
     key: str | bytes | None = None,
     offset: int | str | None = None,
     length: int | str | None = None,
-    compress: bool = False,
+    compress: bool | str = False,
     compress_level: int = DEFAULT_LEVEL,
 ) -> Result:
     """Send ``source`` (a path, a binary file object, or None / "-" for stdin) to a receiver
@@ -466,9 +467,9 @@ def send(
     of parity with every block (unicast), "off" only resends. ``key``: a key file (or its 32
     bytes): the transfer is sealed (docs/usage.md, Encryption). ``offset``, ``length``: send
     only that byte range of a file; the receiver writes it at the same offset of its output
-    (docs/usage.md, Byte ranges). ``compress``: the input goes as zstd blocks of 1 MiB (at
-    ``compress_level``), each sent as it is when it does not compress (docs/usage.md,
-    Compression)."""
+    (docs/usage.md, Byte ranges). ``compress`` (True or "on"): the input goes as zstd blocks
+    of 1 MiB (at ``compress_level``), each sent as it is when it does not compress; "auto":
+    each compressed only while compression outruns the wire (docs/usage.md, Compression)."""
     _choice("transport", transport, TRANSPORTS)
     fec_ratio = _fec_ratio(fec)
     psk = _key(key)
@@ -502,6 +503,10 @@ def send(
     )
     if span is not None and group is not None:
         raise UsageError("offset/length: a byte range goes to one receiver, not to a group")
+    if compress not in (False, True, None, "off", "on", "auto"):
+        raise UsageError(f"compress must be on, auto or off, not {compress!r}")
+    auto = compress == "auto"
+    compress = compress not in (False, None, "off")
     if compress and (span is not None or group is not None):
         raise UsageError("compress: not with a byte range or a multicast group yet")
     if not isinstance(compress_level, int) or not 1 <= compress_level <= 19:
@@ -573,6 +578,7 @@ def send(
         group,
         span,
         compress_level if compress else None,
+        auto,
     )
 
 
@@ -688,7 +694,7 @@ def _compression_stats(stats: Callable[[], Stats], source: Source) -> Callable[[
     """A sender's statistics, with what compression did (§19) when it compresses."""
     if not isinstance(source, CompressedStream):
         return stats
-    counts = source.counts
+    counts, adapt = source.counts, source.adapt
 
     def both() -> Stats:
         out = stats()
@@ -700,9 +706,21 @@ def _compression_stats(stats: Callable[[], Stats], source: Source) -> Callable[[
             blocks_raw=counts.blocks_raw,
             bytes_held=counts.bytes_held,  # (§18: the blocks the receiver held, not sent)
         )
+        if adapt is not None:  # --compress auto: what it decided on, and why
+            out.update(
+                blocks_auto_raw=counts.blocks_auto_raw,
+                auto_trials=adapt.trials,
+                auto_rate_compressed_bps=_bits(adapt.rates[True] or 0),
+                auto_rate_raw_bps=_bits(adapt.rates[False] or 0),
+            )
         return out
 
     return both
+
+
+def _bits(bytes_per_s: float) -> int | None:
+    """A rate in bytes/s as bits/s for the statistics (None: not measured)."""
+    return round(8 * bytes_per_s) if bytes_per_s else None
 
 
 def _restored_stats(stats: Callable[[], Stats], sink: Sink) -> Callable[[], Stats]:
@@ -740,6 +758,7 @@ def _send(
     group: _GroupOptions | None = None,
     span: tuple[int, int | None] | None = None,
     level: int | None = None,
+    auto: bool = False,
 ) -> Result:
     """``span``: (offset, length or None: to the end), a byte range of a file (§18); ``level``:
     the input goes compressed at that zstd level (§19), a file as a stream."""
@@ -865,7 +884,9 @@ def _send(
         offset = source.offset if span is not None else None
         stamp = source.stamp if group is None else None
     elif level is not None:
-        source = CompressedStream(adu_size, max(1, window // adu_size), alg, Compressor(level, adu_size))
+        adapt = Adaptive() if auto else None
+        compressor = Compressor(level, adu_size)
+        source = CompressedStream(adu_size, max(1, window // adu_size), alg, compressor, adapt)
     else:
         source = StreamSource(adu_size, max(1, window // adu_size), alg)
     session_id = secrets.randbits(64) or 1
@@ -875,7 +896,15 @@ def _send(
     pump: threading.Thread | None = None
     if isinstance(source, CompressedStream):
         widen_pipe(fd)
-        args = (source, fd, wake_w, stop, 2, named_st, obs.say if if_changed == "warn" else None)
+        args = (
+            source,
+            fd,
+            wake_w,
+            stop,
+            COMPRESS_THREADS,
+            named_st,
+            obs.say if if_changed == "warn" else None,
+        )
         pump = threading.Thread(target=pump_compressed, args=args, name="alf-stdin", daemon=True)
         pump.start()
     elif isinstance(source, StreamSource):
@@ -886,7 +915,7 @@ def _send(
         pump.start()
     what = f"{path} ({human_bytes(total or 0)})" if path is not None else named or "a stream"
     if level is not None:
-        what += f", compressed (zstd level {level})"
+        what += f", compressed (zstd level {level}{', while that pays' if auto else ''})"
     if offset is not None:
         what = f"bytes {offset} to {offset + (total or 0)} of {path} ({human_bytes(total or 0)})"
     obs.say(f"{what} to {host} port {port}, session {session_id:016x}", detail=True)

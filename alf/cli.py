@@ -86,6 +86,18 @@ class ResumeType(click.ParamType):  # type: ignore[type-arg]
         )
 
 
+class CompressType(click.ParamType):  # type: ignore[type-arg]
+    name = "[=auto]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if value in ("on", "auto"):
+            return str(value)
+        raise click.BadParameter(
+            f"{value!r} is not 'auto': write --compress alone (after HOST PORT [FILE], or "
+            "--compress=on), or --compress=auto"
+        )
+
+
 DEFAULT_TRANSPORT = "auto"
 
 
@@ -578,11 +590,15 @@ def main() -> None:
 )
 @click.option(
     "--compress",
-    is_flag=True,
-    default=False,
+    type=CompressType(),
+    metavar="[=auto]",
+    is_flag=False,
+    flag_value="on",
+    default=None,
     help="Compress the input in blocks of 1 MiB (zstd), each sent as it is when a probe says it "
     "does not compress; the receiver restores it. Pays on paths slower than about "
-    "1 Gbit/s; a file goes as a stream then (alf recv --resume takes it up in whole MiB).",
+    "1 Gbit/s; a file goes as a stream then (alf recv --resume takes it up in whole MiB). "
+    "--compress=auto compresses a block only while compression outruns the wire.",
 )
 @click.option(
     "--compress-level",
@@ -633,7 +649,7 @@ def send(
     fec: str,
     offset: str | None,
     length: str | None,
-    compress: bool,
+    compress: str | None,
     compress_level: int,
     **kw: Any,
 ) -> None:

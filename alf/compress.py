@@ -39,6 +39,7 @@ class Counts:
     blocks: int = 0
     blocks_raw: int = 0  # ... sent as they were (the probe said they do not compress)
     bytes_held: int = 0  # §18: input the receiver held already (resumed): hashed, not sent
+    blocks_auto_raw: int = 0  # --compress auto: ... sent as they were because the wire was faster
 
 
 def padded(n: int, adu: int) -> int:
@@ -79,6 +80,70 @@ class Compressor:
         size = HEADER.size + len(stored)
         head = header(method, len(stored), len(data), number)
         return [head, stored, bytes(padded(size, self.adu) - size)], method == ZSTD
+
+
+class Adaptive:
+    """``--compress auto``: compress while that makes the input go faster, found by trying, as
+    a bandit does. What decides is the rate the input goes at end to end (the pump's reading
+    rate: the ring it fills frees only as fast as the wire, the window and the receiver take
+    it), with blocks compressed and with blocks sent as they are: that rate counts every cost,
+    the compressors' CPU taken from a sender's loop on the same cores (loopback) as much as a
+    slow wire. Each way is tried for at least ``TRIAL`` seconds and ``MIN_BLOCKS`` blocks (as
+    they are first: the ring's first filling flatters the first trial, least so raw); the
+    faster (compressing, unless the other is faster by ``MARGIN``) then runs for ``HOLD``
+    times the trial that lost, doubled each time it wins again up to ``LONGEST`` times,
+    before the other is tried again: a path or an input that changes is followed, and trying
+    costs at most a ninth of the time. Pure: the pump gives it the time and its input count."""
+
+    TRIAL = 0.5  # s
+    MIN_BLOCKS = 2
+    MARGIN = 1.1
+    HOLD = 8
+    LONGEST = 64
+
+    def __init__(self, trial: float = TRIAL) -> None:
+        self.trial = trial
+        self.best: bool | None = None  # compressing is faster (None: not known yet)
+        self.mode = False  # what the blocks now do: compress or not
+        self.rates: dict[bool, float | None] = {True: None, False: None}  # input bytes/s, each way
+        self.trials = 0
+        self._trial = True  # ``mode`` is on trial (else it is ``best``, held)
+        self._since: tuple[float, int] | None = None  # (when, input bytes) ``mode`` began
+        self._blocks = 0
+        self._hold = self.HOLD
+        self._length = trial  # how long ``mode`` runs
+
+    def wants(self, now: float, bytes_in: int) -> bool:
+        """Whether the next block is compressed, at ``now``, with ``bytes_in`` read so far."""
+        if self._since is None:
+            self._since = (now, bytes_in)
+        began, before = self._since
+        if now - began >= self._length and self._blocks >= self.MIN_BLOCKS:
+            self._next(now, (bytes_in - before) / (now - began))
+            self._since, self._blocks = (now, bytes_in), 0
+        self._blocks += 1
+        return self.mode
+
+    def _next(self, now: float, rate: float) -> None:
+        took = now - self._since[0] if self._since else self.trial
+        self.rates[self.mode] = rate
+        other = not self.mode
+        if not self._trial:  # ``best`` ran its time: the other is tried
+            self.mode, self._trial, self._length = other, True, self.trial
+            return
+        self.trials += 1
+        theirs = self.rates[other]
+        if theirs is None:  # (the first trial: the other is tried too)
+            self.mode, self._length = other, self.trial
+            return
+        on, off = self.rates[True] or 0.0, self.rates[False] or 0.0
+        best = not off > on * self.MARGIN
+        if best == self.best:
+            self._hold = min(2 * self._hold, self.LONGEST)
+        else:
+            self.best, self._hold = best, self.HOLD
+        self.mode, self._trial = best, False
+        self._length = self._hold * max(took, self.trial)
 
 
 def frame_all(compressor: Compressor, data: bytes) -> Iterator[tuple[list[bytes], bool]]:

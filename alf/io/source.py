@@ -22,7 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import xxhash
 
-from alf.compress import BLOCK, HEADER, Compressor, Counts, held_blocks, padded, raw_header
+from alf.compress import BLOCK, HEADER, Adaptive, Compressor, Counts, held_blocks, padded, raw_header
 from alf.content import MAX_RUN, Buffer, InputChanged, cut_adus
 from alf.digest import Hasher, new_hasher
 from alf.io.common import TrailingHash
@@ -539,9 +539,18 @@ class CompressedStream(StreamSource):
     the ring holds wire bytes, ``digest()`` is of the input itself (what the receiver restores)
     and ``counts`` says what compression did."""
 
-    def __init__(self, adu_size: int, window_adus: int, alg: DigestAlg, compressor: Compressor) -> None:
+    def __init__(
+        self,
+        adu_size: int,
+        window_adus: int,
+        alg: DigestAlg,
+        compressor: Compressor,
+        adapt: Adaptive | None = None,
+    ) -> None:
+        """``adapt``: --compress auto (each block compressed only while that pays)."""
         super().__init__(adu_size, window_adus, alg)
         self.compressor = compressor
+        self.adapt = adapt
         self.counts = Counts()
         self.input_digest: bytes | None = None
         self._alg = alg
@@ -601,8 +610,9 @@ def pump_compressed(
     hasher = new_hasher(source._alg)
     counts = source.counts
     number, eof = 0, False
-    adu, compressor = source.adu_size, source.compressor
+    adu, compressor, adapt = source.adu_size, source.compressor, source.adapt
     trail: TrailingHash | None = None  # §18: hashes the file by reading it again, from its start
+    whole = padded(HEADER.size + BLOCK, adu)  # the ring's room for a block
 
     compressing = False  # the last block compressed: read ahead for the pool (else: into the ring)
 
@@ -619,6 +629,13 @@ def pump_compressed(
             return False
         framed(sum(len(p) for p in parts), packed)
         return True
+
+    def worth() -> bool:
+        """--compress auto: is the next block to be compressed (then the probe decides)?"""
+        if adapt is None or adapt.wants(time.monotonic(), counts.bytes_in):
+            return True
+        counts.blocks_auto_raw += 1
+        return False
 
     def read(data: memoryview) -> None:
         counts.bytes_in += len(data)
@@ -641,14 +658,14 @@ def pump_compressed(
                 # after room for its header. One that does not compress (the probe) is framed
                 # there, with no copy; one that does is copied out and compressed in the pool.
                 room = source.free_span()
-                if len(room) >= padded(HEADER.size + BLOCK, adu):
+                if len(room) >= whole:
                     n = _read_into(fd, room[HEADER.size : HEADER.size + BLOCK])
                     if not n:
                         eof = True
                         continue
                     inside = room[HEADER.size : HEADER.size + n]
                     read(inside)
-                    compressing = compressor.worth(inside)
+                    compressing = worth() and compressor.worth(inside)
                     if compressing:
                         pending.append(pool.submit(compressor.frame, number, bytes(inside), True))
                     else:
@@ -668,7 +685,12 @@ def pump_compressed(
                     continue
                 del buf[n:]
                 read(memoryview(buf))
-                pending.append(pool.submit(compressor.frame, number, buf))
+                if worth():
+                    pending.append(pool.submit(compressor.frame, number, buf))
+                else:  # (a raw block, in turn behind those pending)
+                    done: Future[tuple[list[bytes], bool]] = Future()
+                    done.set_result((_raw_frame(number, buf, adu), False))
+                    pending.append(done)
                 number += 1
                 continue
             if pending:  # (a wait that stop ends: a slow level must not hold the caller's close)
@@ -696,6 +718,11 @@ def pump_compressed(
         if trail is not None:
             trail.stop()
     _poke(wake)
+
+
+def _raw_frame(number: int, data: bytearray, adu: int) -> list[bytes]:
+    size = HEADER.size + len(data)
+    return [raw_header(number, len(data)), bytes(data), bytes(padded(size, adu) - size)]
 
 
 def _trailed(trail: TrailingHash, stop: threading.Event) -> bool:
