@@ -74,27 +74,22 @@ class SizeType(click.ParamType):  # type: ignore[type-arg]
             raise click.BadParameter(str(e)) from None
 
 
-class ResumeType(click.ParamType):  # type: ignore[type-arg]
-    name = "[=strict]"
+class OptionalValue(click.ParamType):  # type: ignore[type-arg]
+    """An option that is a flag ("on") or takes one other value with ``=``, such as
+    ``--resume[=strict]``: a value that is neither was most likely the next argument, read as
+    the option's value (``--resume 8834``), and the error says how to write it."""
+
+    def __init__(self, option: str, other: str, after: str) -> None:
+        self.option, self.other, self.after = option, other, after
+        self.name = f"[={other}]"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        if value in ("on", "strict"):
+        if value in ("on", self.other):
             return str(value)
+        o = self.option
         raise click.BadParameter(
-            f"{value!r} is not 'strict': write --resume alone (after PORT, or --resume=on), "
-            "or --resume=strict"
-        )
-
-
-class CompressType(click.ParamType):  # type: ignore[type-arg]
-    name = "[=auto]"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        if value in ("on", "auto"):
-            return str(value)
-        raise click.BadParameter(
-            f"{value!r} is not 'auto': write --compress alone (after HOST PORT [FILE], or "
-            "--compress=on), or --compress=auto"
+            f"{value!r} is not '{self.other}': write {o} alone (after {self.after}, or {o}=on), "
+            f"or {o}={self.other}"
         )
 
 
@@ -590,7 +585,7 @@ def main() -> None:
 )
 @click.option(
     "--compress",
-    type=CompressType(),
+    type=OptionalValue("--compress", "auto", "HOST PORT [FILE]"),
     metavar="[=auto]",
     is_flag=False,
     flag_value="on",
@@ -748,7 +743,7 @@ def host_port_file(host: str, port: str | None, file: str | None) -> tuple[str, 
 )
 @click.option(
     "--resume",
-    type=ResumeType(),
+    type=OptionalValue("--resume", "strict", "PORT"),
     metavar="[=strict]",
     is_flag=False,
     flag_value="on",
