@@ -469,7 +469,8 @@ def send(
     only that byte range of a file; the receiver writes it at the same offset of its output
     (docs/usage.md, Byte ranges). ``compress`` (True or "on"): the input goes as zstd blocks
     of 1 MiB (at ``compress_level``), each sent as it is when it does not compress; "auto":
-    each compressed only while compression outruns the wire (docs/usage.md, Compression)."""
+    compressed while that makes the input go faster, found by trying either way in turn
+    (docs/usage.md, Compression)."""
     _choice("transport", transport, TRANSPORTS)
     fec_ratio = _fec_ratio(fec)
     psk = _key(key)

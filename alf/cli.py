@@ -75,22 +75,19 @@ class SizeType(click.ParamType):  # type: ignore[type-arg]
 
 
 class OptionalValue(click.ParamType):  # type: ignore[type-arg]
-    """An option that is a flag ("on") or takes one other value with ``=``, such as
-    ``--resume[=strict]``: a value that is neither was most likely the next argument, read as
-    the option's value (``--resume 8834``), and the error says how to write it."""
+    """An option that is a flag ("on") or takes one other value, such as ``--resume[=strict]``:
+    it takes the next argument only if that is its value (``SectionedCommand.parse_args``), so
+    ``--resume 8834`` and ``--compress HOST`` leave the argument where it is."""
 
-    def __init__(self, option: str, other: str, after: str) -> None:
-        self.option, self.other, self.after = option, other, after
+    def __init__(self, option: str, other: str) -> None:
+        self.option, self.other = option, other
         self.name = f"[={other}]"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
         if value in ("on", self.other):
             return str(value)
         o = self.option
-        raise click.BadParameter(
-            f"{value!r} is not '{self.other}': write {o} alone (after {self.after}, or {o}=on), "
-            f"or {o}={self.other}"
-        )
+        raise click.BadParameter(f"{value!r} is not '{self.other}': write {o} alone, or {o}={self.other}")
 
 
 DEFAULT_TRANSPORT = "auto"
@@ -322,6 +319,19 @@ class SectionedCommand(click.Command):
     order, as a man page groups them."""
 
     sections = HELP_SECTIONS
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """An ``OptionalValue`` option followed by anything but its values is the flag alone:
+        ``--compress FILE`` is ``--compress=on FILE`` (click would take FILE as its value)."""
+        takes = {o: p.type for p in self.params if isinstance(p.type, OptionalValue) for o in p.opts}
+        out = list(args)
+        for i, a in enumerate(args):
+            if a == "--":
+                break
+            t = takes.get(a)
+            if t is not None and (i + 1 == len(args) or args[i + 1] not in ("on", t.other)):
+                out[i] = a + "=on"
+        return super().parse_args(ctx, out)
 
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         for title, rows in manpage.option_sections(self, ctx, self.sections):
@@ -585,7 +595,7 @@ def main() -> None:
 )
 @click.option(
     "--compress",
-    type=OptionalValue("--compress", "auto", "HOST PORT [FILE]"),
+    type=OptionalValue("--compress", "auto"),
     metavar="[=auto]",
     is_flag=False,
     flag_value="on",
@@ -593,7 +603,7 @@ def main() -> None:
     help="Compress the input in blocks of 1 MiB (zstd), each sent as it is when a probe says it "
     "does not compress; the receiver restores it. Pays on paths slower than about "
     "1 Gbit/s; a file goes as a stream then (alf recv --resume takes it up in whole MiB). "
-    "--compress=auto compresses a block only while compression outruns the wire.",
+    "--compress=auto compresses while that makes the input go faster, found by trying either way.",
 )
 @click.option(
     "--compress-level",
@@ -743,7 +753,7 @@ def host_port_file(host: str, port: str | None, file: str | None) -> tuple[str, 
 )
 @click.option(
     "--resume",
-    type=OptionalValue("--resume", "strict", "PORT"),
+    type=OptionalValue("--resume", "strict"),
     metavar="[=strict]",
     is_flag=False,
     flag_value="on",

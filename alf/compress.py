@@ -84,56 +84,68 @@ class Compressor:
 
 class Adaptive:
     """``--compress auto``: compress while that makes the input go faster, found by trying, as
-    a bandit does. What decides is the rate the input goes at end to end (the pump's reading
-    rate: the ring it fills frees only as fast as the wire, the window and the receiver take
-    it), with blocks compressed and with blocks sent as they are: that rate counts every cost,
-    the compressors' CPU taken from a sender's loop on the same cores (loopback) as much as a
-    slow wire. Each way is tried for at least ``TRIAL`` seconds and ``MIN_BLOCKS`` blocks (as
-    they are first: the ring's first filling flatters the first trial, least so raw); the
-    faster (compressing, unless the other is faster by ``MARGIN``) then runs for ``HOLD``
-    times the trial that lost, doubled each time it wins again up to ``LONGEST`` times,
-    before the other is tried again: a path or an input that changes is followed, and trying
-    costs at most a ninth of the time. Pure: the pump gives it the time and its input count."""
+    a bandit does. What decides is the rate the input goes at (the pump's reading rate: the
+    ring it fills frees only as fast as the wire and the window take it), with blocks
+    compressed and with blocks sent as they are: it counts the compressors' CPU taken from a
+    sender's loop on the same cores (loopback) as much as a slow wire. (Not what the receiver's
+    restore costs once its window holds it apart: that shows only as the window fills.) Each
+    way is tried for at least ``TRIAL`` seconds and ``MIN_BLOCKS`` blocks, raw first, the
+    clock started once the receiver took something (the ring's first filling is no trial's);
+    the faster (compressing, unless the other is faster by ``MARGIN``) then runs for ``HOLD``
+    times the losing way's last trial, doubled each time it wins again up to ``LONGEST``
+    times and never over ``MAX_HOLD`` seconds, before the other is tried again: a path or an
+    input that changes is followed, and trying costs about a ninth of the time. Time the pump
+    waited for its input is no way's: a span mostly spent so (a pipe slower than either way)
+    decides nothing and compresses (it then costs no time and saves the wire its bytes).
+    Pure: the pump gives it the time, its input count and its input waits."""
 
     TRIAL = 0.5  # s
     MIN_BLOCKS = 2
     MARGIN = 1.1
     HOLD = 8
     LONGEST = 64
+    MAX_HOLD = 120.0  # s
 
     def __init__(self, trial: float = TRIAL) -> None:
         self.trial = trial
         self.best: bool | None = None  # compressing is faster (None: not known yet)
         self.mode = False  # what the blocks now do: compress or not
         self.rates: dict[bool, float | None] = {True: None, False: None}  # input bytes/s, each way
-        self.trials = 0
+        self.trials = 0  # trials done
+        self._took = {True: trial, False: trial}  # each way's last trial, seconds
         self._trial = True  # ``mode`` is on trial (else it is ``best``, held)
-        self._since: tuple[float, int] | None = None  # (when, input bytes) ``mode`` began
+        self._since: tuple[float, int, float] | None = None  # (when, input bytes, waits) it began
         self._blocks = 0
         self._hold = self.HOLD
         self._length = trial  # how long ``mode`` runs
 
-    def wants(self, now: float, bytes_in: int) -> bool:
-        """Whether the next block is compressed, at ``now``, with ``bytes_in`` read so far."""
+    def wants(self, now: float, bytes_in: int, waited: float = 0.0, started: bool = True) -> bool:
+        """Whether the next block is compressed, at ``now``, with ``bytes_in`` read so far and
+        ``waited`` seconds spent waiting for the input; ``started``: the receiver took some."""
+        if not started:
+            return self.mode
         if self._since is None:
-            self._since = (now, bytes_in)
-        began, before = self._since
-        if now - began >= self._length and self._blocks >= self.MIN_BLOCKS:
-            self._next(now, (bytes_in - before) / (now - began))
-            self._since, self._blocks = (now, bytes_in), 0
+            self._since = (now, bytes_in, waited)
+        began, before, idle = self._since
+        span, idle = now - began, waited - idle
+        if span >= self._length and self._blocks >= self.MIN_BLOCKS:
+            if idle > span / 2:  # the input held it back, not either way
+                self.mode, self._trial, self._length = True, False, self.HOLD * self.trial
+            else:
+                self._next(span, (bytes_in - before) / (span - idle))
+            self._since, self._blocks = (now, bytes_in, waited), 0
         self._blocks += 1
         return self.mode
 
-    def _next(self, now: float, rate: float) -> None:
-        took = now - self._since[0] if self._since else self.trial
+    def _next(self, span: float, rate: float) -> None:
         self.rates[self.mode] = rate
         other = not self.mode
         if not self._trial:  # ``best`` ran its time: the other is tried
             self.mode, self._trial, self._length = other, True, self.trial
             return
         self.trials += 1
-        theirs = self.rates[other]
-        if theirs is None:  # (the first trial: the other is tried too)
+        self._took[self.mode] = span
+        if self.rates[other] is None:  # (the first trial: the other is tried too)
             self.mode, self._length = other, self.trial
             return
         on, off = self.rates[True] or 0.0, self.rates[False] or 0.0
@@ -143,7 +155,7 @@ class Adaptive:
         else:
             self.best, self._hold = best, self.HOLD
         self.mode, self._trial = best, False
-        self._length = self._hold * max(took, self.trial)
+        self._length = min(self._hold * self._took[not best], self.MAX_HOLD)
 
 
 def frame_all(compressor: Compressor, data: bytes) -> Iterator[tuple[list[bytes], bool]]:

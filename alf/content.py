@@ -685,6 +685,12 @@ class DecompressingSink(OrderedSink):
                 self.backend.place(place, None)
             except OSError as e:
                 raise SinkError(describe(e, "cannot place the output")) from None
+            if place.source is not None:  # a named file (§19 rule 5): its length is known
+                size = place.source[0]
+                try:  # (reserved as a plain file's is: the restorer's writes need not extend it)
+                    self.backend.reserve(size)
+                except OSError as e:
+                    raise SinkError(describe(e, f"cannot reserve {size} bytes for the output")) from None
         if place.blocks:  # §18: the output's first blocks are held; the sender starts after them
             out = self.writer.out
             if not isinstance(out, BackendWriter):

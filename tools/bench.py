@@ -374,7 +374,7 @@ def main() -> int:
         "--compress-ab",
         action="store_true",
         help="alf's rows run alternately as they are and with the sender's --compress (the input is "
-        "random: what the skip rule costs)",
+        "random: what the skip rule costs); with --against, the other tree's rows both ways too",
     )
     args = ap.parse_args()
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -416,11 +416,10 @@ def main() -> int:
                 keyed = dict(receiver=cfg.receiver + sealed, sender=cfg.sender + sealed)
                 pair.append(dataclasses.replace(cfg, name=f"{cfg.name} [--key]", **keyed))
             if args.compress_ab and cfg.name.startswith("alf"):
-                pair.append(
-                    dataclasses.replace(
-                        cfg, name=f"{cfg.name} [--compress]", sender=cfg.sender + " --compress"
+                for c in list(pair[: 2 if against else 1]):  # (with --against: both trees, both ways)
+                    pair.append(
+                        dataclasses.replace(c, name=f"{c.name} [--compress]", sender=c.sender + " --compress")
                     )
-                )
             if args.progress_ab and cfg.name.startswith("alf"):
                 shown = dict(receiver=cfg.receiver + " --progress", sender=cfg.sender + " --progress")
                 pair.append(

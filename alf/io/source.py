@@ -488,6 +488,11 @@ class StreamSource:
         if end - self._released > self._in_flight_peak:
             self._in_flight_peak = end - self._released
 
+    @property
+    def released_any(self) -> bool:
+        """The receiver has acknowledged something."""
+        return self._released > 0
+
     def release(self, below: int) -> None:
         if below <= self._released:
             return
@@ -630,12 +635,21 @@ def pump_compressed(
         framed(sum(len(p) for p in parts), packed)
         return True
 
+    waited = 0.0  # seconds spent waiting for the input (--compress auto counts them for no way)
+
     def worth() -> bool:
         """--compress auto: is the next block to be compressed (then the probe decides)?"""
-        if adapt is None or adapt.wants(time.monotonic(), counts.bytes_in):
+        if adapt is None or adapt.wants(time.monotonic(), counts.bytes_in, waited, source.released_any):
             return True
         counts.blocks_auto_raw += 1
         return False
+
+    def read_into(span: memoryview) -> int:
+        nonlocal waited
+        began = time.monotonic()
+        n = _read_into(fd, span)
+        waited += time.monotonic() - began
+        return n
 
     def read(data: memoryview) -> None:
         counts.bytes_in += len(data)
@@ -659,7 +673,7 @@ def pump_compressed(
                 # there, with no copy; one that does is copied out and compressed in the pool.
                 room = source.free_span()
                 if len(room) >= whole:
-                    n = _read_into(fd, room[HEADER.size : HEADER.size + BLOCK])
+                    n = read_into(room[HEADER.size : HEADER.size + BLOCK])
                     if not n:
                         eof = True
                         continue
@@ -679,7 +693,7 @@ def pump_compressed(
             ahead = compressing or not pending  # (raw blocks: wait for the pool, then read into the ring)
             if ahead and not eof and len(pending) < 2 * threads and (not pending or _readable(fd)):
                 buf = bytearray(BLOCK)
-                n = _read_into(fd, memoryview(buf))
+                n = read_into(memoryview(buf))
                 if not n:
                     eof = True
                     continue
