@@ -39,6 +39,15 @@ def finish(p: subprocess.Popen[str]) -> dict[str, Any]:
     return dict(json.loads(out.strip().splitlines()[-1]))
 
 
+def test_a_lab_leaves_no_directory_behind() -> None:
+    """The wires' counters live in a directory of the lab's, removed with its namespaces."""
+    with Lab() as lab:
+        pair = Pair(lab, [LinkSpec(delay=0.001, force_wire=True)])
+        made = pair._tmp
+        assert os.path.isdir(made) and pair.wire_stats()
+    assert not os.path.exists(made)
+
+
 def test_random_loss_calibration(lab: Lab) -> None:
     """2% configured: 2% +/- 0.5% measured over 60,000 datagrams."""
     pair = Pair(lab, [LinkSpec(loss=0.02)])

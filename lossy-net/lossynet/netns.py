@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -103,6 +105,7 @@ class Lab:
         self.pid = os.getpid()
         self.namespaces: list[str] = []
         self.procs: list[subprocess.Popen[Any]] = []
+        self.tmpdirs: list[str] = []  # made for the lab's topologies, removed with it
         self._closed = False
         r, w = os.pipe()
         # The guard holds the read end; our write end closes when we die, however we die.
@@ -130,6 +133,12 @@ class Lab:
     ) -> subprocess.CompletedProcess[str]:
         return sh("ip", "netns", "exec", ns, *cmd, check=check, input=input)
 
+    def mkdtemp(self, prefix: str) -> str:
+        """A directory of the lab's own (its wires' counters), removed when the lab closes."""
+        path = tempfile.mkdtemp(prefix=prefix)
+        self.tmpdirs.append(path)
+        return path
+
     def start(self, ns: str, cmd: Sequence[str] | str, **kw: Any) -> subprocess.Popen[Any]:
         """Start a process inside ``ns`` (a shell command when ``cmd`` is a string)."""
         argv = ["ip", "netns", "exec", ns] + (["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd))
@@ -150,6 +159,8 @@ class Lab:
             except subprocess.TimeoutExpired:
                 pass
         remove_namespaces(self.namespaces)
+        for path in self.tmpdirs:
+            shutil.rmtree(path, ignore_errors=True)
         os.close(self._guard_pipe)  # the guard sees EOF, finds nothing left, and exits
         try:
             self._guard.wait(timeout=10)

@@ -18,7 +18,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -164,7 +163,7 @@ class Pair:
         self.wires: list[subprocess.Popen[Any]] = []
         self.devs: list[tuple[str, str]] = []
         self.bursts: list[int] = []  # each link's tbf bucket now, bytes
-        self._tmp = tempfile.mkdtemp(prefix="lnet-")
+        self._tmp = lab.mkdtemp("lnet-")
         self._timers: list[threading.Timer] = []
         for k, link in enumerate(links):
             self._add_link(k, link, seed + 10 * k)
