@@ -39,7 +39,7 @@ class Counts:
     blocks: int = 0
     blocks_raw: int = 0  # ... sent as they were (the probe said they do not compress)
     bytes_held: int = 0  # §18: input the receiver held already (resumed): hashed, not sent
-    blocks_auto_raw: int = 0  # --compress auto: ... sent as they were because the wire was faster
+    blocks_auto_raw: int = 0  # --compress auto: ... sent as they were, that being the faster way
 
 
 def padded(n: int, adu: int) -> int:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import ALF, Procs
@@ -120,8 +121,10 @@ def test_wan_part_alf_and_tcp_both_verified(procs: Procs) -> None:
 @pytest.mark.lab
 @needs_lab
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
-def test_wan_part_leaves_no_namespace_when_interrupted(how: int) -> None:
-    p = subprocess.Popen(ALF + ["demo", "--wan-only", "--wan-size", "64M"], stderr=subprocess.PIPE)
+def test_wan_part_leaves_no_namespace_when_interrupted(how: int, tmp_path: Path) -> None:
+    # (its files go in tmp_path: a SIGKILL leaves them, and the lab's counters, behind)
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    p = subprocess.Popen(ALF + ["demo", "--wan-only", "--wan-size", "64M"], stderr=subprocess.PIPE, env=env)
     try:
         assert p.stderr is not None
         line = p.stderr.readline()  # printed once the path is built, before alf starts

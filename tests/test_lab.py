@@ -289,13 +289,13 @@ def process_tree(pid: int) -> list[str]:
 
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=["kill", "term", "int"])
-def test_runner_cleans_up_when_killed(how: int) -> None:
+def test_runner_cleans_up_when_killed(how: int, tmp_path: os.PathLike[str]) -> None:
     runner = subprocess.Popen(
         [PY, "-m", "lossynet", "run", "wan", "--recv", "sleep 30", "--send", "sleep 30", "--timeout", "60"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=ENV,
+        env={**ENV, "TMPDIR": str(tmp_path)},  # (a SIGKILL leaves the lab's directory: here)
     )
     try:
         # This once failed on CI: the runner's trial namespace (lnet-PID-probe, made and deleted
