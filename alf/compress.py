@@ -77,9 +77,7 @@ class Compressor:
             packed = self._contexts()[1].compress(data)
             if len(packed) < PROBE_RATIO * len(data):  # (the probe may be wrong about the rest)
                 stored, method = packed, ZSTD
-        size = HEADER.size + len(stored)
-        head = header(method, len(stored), len(data), number)
-        return [head, stored, bytes(padded(size, self.adu) - size)], method == ZSTD
+        return block_parts(method, stored, len(data), number, self.adu), method == ZSTD
 
 
 class Adaptive:
@@ -169,6 +167,13 @@ def held_blocks(prefix: int, size: int) -> int:
     blocks a resumed transfer passes over: those wholly held, but never the last (a resumed
     content is never empty; what holds all of it holds the last block again)."""
     return min(prefix, size - 1) // BLOCK if size > 0 else 0
+
+
+def block_parts(method: int, stored: bytes, size: int, number: int, adu: int) -> list[bytes]:
+    """Block ``number`` on the wire, in parts: its header, its ``stored`` bytes (``size`` bytes
+    of input), zeros up to the next multiple of ``adu``."""
+    end = HEADER.size + len(stored)
+    return [header(method, len(stored), size, number), stored, bytes(padded(end, adu) - end)]
 
 
 def header(method: int, stored: int, size: int, number: int) -> bytes:

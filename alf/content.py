@@ -335,13 +335,9 @@ class OffsetSink:
     def _hash_to(self, end: int) -> None:
         """Hash the output from the hashed prefix up to ``end``, read back from the output."""
         assert self._hash is not None
-        while self._hashed < end:
-            n = min(self.hash_chunk, end - self._hashed)
-            try:
-                self.backend.hash_range(self._hash.update, self._hashed, n)
-            except OSError as e:
-                raise SinkError(describe(e, "cannot read back the output")) from None
-            self._hashed += n
+        if end > self._hashed:
+            hash_back(self.backend, self._hash.update, self._hashed, end, self.hash_chunk)
+            self._hashed = end
 
     def finish(self, total_bytes: int, expected: bytes | None) -> tuple[int, bytes]:
         """Hash the rest; only if the digest is ``expected`` does the output take its final name
@@ -375,6 +371,20 @@ class OffsetSink:
                 state = resume.Kept(total, place.offset, place.source, NAMES[self._alg], spans)
                 return keep_for_resume(self.backend, state, self.keep_partial)
         return self.backend.discard(self.keep_partial and started)
+
+
+def hash_back(
+    backend: OffsetBackend, update: Callable[[Buffer], object], start: int, end: int, chunk: int
+) -> None:
+    """Feed bytes ``[start, end)`` of ``backend``'s output to ``update``, read back ``chunk``
+    bytes at a time; raises SinkError."""
+    while start < end:
+        n = min(chunk, end - start)
+        try:
+            backend.hash_range(update, start, n)
+        except OSError as e:
+            raise SinkError(describe(e, "cannot read back the output")) from None
+        start += n
 
 
 def keep_for_resume(backend: OffsetBackend, state: resume.Kept, keep_partial: bool) -> str | None:
@@ -514,16 +524,11 @@ class BackendWriter:
         self._bytes = self._unhashed = held
 
     def _hash_held(self) -> None:
-        done = 0
-        while done < self._unhashed:
-            n = min(self.hash_chunk, self._unhashed - done)
-            try:
-                self.backend.hash_range(self._hash.update, done, n)
-            except (OSError, SinkError) as e:
-                why = describe(e, "cannot read back the output") if isinstance(e, OSError) else str(e)
-                self._error = why
-                raise SinkError(why) from None
-            done += n
+        try:
+            hash_back(self.backend, self._hash.update, 0, self._unhashed, self.hash_chunk)
+        except SinkError as e:
+            self._error = str(e)
+            raise
         self._unhashed = 0
 
     def _hash_written(self, data: Buffer) -> None:

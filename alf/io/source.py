@@ -22,7 +22,18 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import xxhash
 
-from alf.compress import BLOCK, HEADER, Adaptive, Compressor, Counts, held_blocks, padded, raw_header
+from alf.compress import (
+    BLOCK,
+    HEADER,
+    RAW,
+    Adaptive,
+    Compressor,
+    Counts,
+    block_parts,
+    held_blocks,
+    padded,
+    raw_header,
+)
 from alf.content import MAX_RUN, Buffer, InputChanged, cut_adus
 from alf.digest import Hasher, new_hasher
 from alf.io.common import TrailingHash
@@ -703,7 +714,7 @@ def pump_compressed(
                     pending.append(pool.submit(compressor.frame, number, buf))
                 else:  # (a raw block, in turn behind those pending)
                     done: Future[tuple[list[bytes], bool]] = Future()
-                    done.set_result((_raw_frame(number, buf, adu), False))
+                    done.set_result((block_parts(RAW, bytes(buf), len(buf), number, adu), False))
                     pending.append(done)
                 number += 1
                 continue
@@ -732,11 +743,6 @@ def pump_compressed(
         if trail is not None:
             trail.stop()
     _poke(wake)
-
-
-def _raw_frame(number: int, data: bytearray, adu: int) -> list[bytes]:
-    size = HEADER.size + len(data)
-    return [raw_header(number, len(data)), bytes(data), bytes(padded(size, adu) - size)]
 
 
 def _trailed(trail: TrailingHash, stop: threading.Event) -> bool:
