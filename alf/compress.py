@@ -1,7 +1,7 @@
 """§19: the compression side-chain. The sender cuts its input into blocks of ``BLOCK`` bytes,
 compresses each on its own (zstd) or, when a quick probe says it does not compress, sends it
 as it is; each block goes out as a header, its bytes, and zeros up to the next ADU boundary,
-so a block always starts an ADU. The receiver takes the blocks in order and restores them.
+so a block always starts an ADU. The receiver gathers the blocks in order and restores them.
 The end-to-end digest is of the content as it was before compression. Pure: bytes in, bytes
 out; the threads that run this are the drivers' (alf/io/source.py, alf/io/sink.py)."""
 
@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import zstandard
 
@@ -184,16 +185,42 @@ def raw_header(number: int, size: int) -> bytes:
     return header(RAW, size, size, number)
 
 
+class Gathered(NamedTuple):
+    """A block's wire bytes, gathered and its header checked, not yet restored."""
+
+    number: int
+    method: int
+    stored: int
+    size: int
+    body: memoryview  # its stored bytes, then its padding
+
+
+class Direct(NamedTuple):
+    """Bytes of a raw block, in order, as they came (views of what was fed): written where
+    they are, not gathered; ``ends``: the block's last (it was checked whole)."""
+
+    parts: Sequence[Buffer]
+    nbytes: int  # their length
+    ends: bool
+
+
 class BlockReader:
     """The receiver's side: the wire stream, fed in order, becomes the blocks' input bytes.
 
-    Each block's bytes are gathered into a buffer of their own, its length known from the
-    header (one copy; a raw block is then handed out as a view of it). Everything is checked
-    before it is used: a header that is not one, a block out of order or longer than a block
-    can be, a zstd frame whose header names another length than the block's (checked before
-    it is decompressed: zstd would allocate what the frame names), a frame that does not
-    restore to that length, padding that is not zero; any of it is a ``CompressedStreamError``.
+    ``feed`` gathers each block's bytes into a buffer of their own, its length known from the
+    header (the one copy), and ``restore`` makes a gathered block its input bytes (a raw
+    block as a view of that buffer), so the two may run in different threads: the network
+    loop gathers straight from what it received, a restorer's thread restores and writes.
+    A raw block that ``direct`` says may be written at once is not gathered at all: its bytes
+    come out as views of what was fed (``Direct``), as a plain file's receiver writes ADUs.
+    Everything is checked before it is used: a header that is not one, a block out of order
+    or longer than a block can be, a zstd frame whose header names another length than the
+    block's (checked before it is decompressed: zstd would allocate what the frame names), a
+    frame that does not restore to that length, padding that is not zero; any of it is a
+    ``CompressedStreamError``.
     """
+
+    SPARE = 16  # gathering buffers kept for reuse (given back once written)
 
     def __init__(self, adu: int, first: int = 0) -> None:
         """``first``: the number of the first block (§18: the blocks before it are held)."""
@@ -204,21 +231,66 @@ class BlockReader:
         self._fill = 0
         self._method = self._stored = self._size = 0
         self._next = first  # the number the next block must have
-        self._dctx = zstandard.ZstdDecompressor()
+        self._dctx = zstandard.ZstdDecompressor()  # (``restore``'s: one thread's)
         self.wire_bytes = 0  # bytes consumed (whole blocks)
+        self.direct: Callable[[], bool] = lambda: False  # may the raw block starting now go direct?
+        self._direct = False  # the block being read goes direct: ...
+        self._left = self._pad = 0  # ... its bytes still to come, then its padding
 
-    def feed(self, data: bytes | bytearray | memoryview) -> Iterator[bytes | memoryview]:
-        """The blocks completed by ``data``, restored, in order."""
+    def feed_run(self, parts: Sequence[Buffer]) -> Iterator[Gathered | Direct]:
+        """As ``feed``, for ADUs given one by one: the whole ADUs inside a block's bytes are
+        taken many at a time (a direct block's pass as they are; others are joined into the
+        block's buffer), the ADUs where a block starts or ends one by one."""
+        adu, i, n = self.adu, 0, len(parts)
+        while i < n:
+            body = self._body
+            room = self._left if self._direct else len(body) - self._fill if body is not None else 0
+            k = min(n - i, room // adu)
+            if k:
+                run = parts[i : i + k]
+                if sum(map(len, run)) == k * adu:  # (all whole: the usual case)
+                    i += k
+                    if self._direct:
+                        self._left -= k * adu
+                        yield Direct(run, k * adu, False)
+                        continue
+                    assert body is not None
+                    body[self._fill : self._fill + k * adu] = b"".join(run)  # (one call, in C)
+                    self._fill += k * adu
+                    if self._fill == len(body):
+                        yield Gathered(self._next, self._method, self._stored, self._size, body)
+                        self._end_block()
+                    continue
+            yield from self.feed(parts[i])
+            i += 1
+
+    def feed(self, data: Buffer) -> Iterator[Gathered | Direct]:
+        """The blocks completed by ``data``, gathered, in order (and a direct block's bytes)."""
         view = memoryview(data).cast("B")
         pos, n = 0, len(view)
         while pos < n:
-            if self._body is None:
+            if self._body is None and not self._direct:
                 k = min(HEADER.size - len(self._head), n - pos)
                 self._head += view[pos : pos + k]
                 pos += k
                 if len(self._head) < HEADER.size:
                     break
                 self._start_block()
+            if self._direct:
+                if self._left:
+                    k = min(self._left, n - pos)
+                    self._left -= k
+                    pos += k
+                    yield Direct((view[pos - k : pos],), k, False)
+                k = min(self._pad, n - pos)
+                if k and any(view[pos : pos + k]):
+                    raise CompressedStreamError(f"block {self._next}'s padding is not zero")
+                self._pad -= k
+                pos += k
+                if not self._left and not self._pad:
+                    self._end_block()
+                    yield Direct((), 0, True)
+                continue
             body = self._body
             assert body is not None
             k = min(len(body) - self._fill, n - pos)
@@ -226,7 +298,15 @@ class BlockReader:
             self._fill += k
             pos += k
             if self._fill == len(body):
-                yield self._restore(body)
+                yield Gathered(self._next, self._method, self._stored, self._size, body)
+                self._end_block()
+
+    def _end_block(self) -> None:
+        self.wire_bytes += padded(HEADER.size + self._stored, self.adu)
+        self._next += 1
+        self._head.clear()
+        self._body = None
+        self._direct = False
 
     def _start_block(self) -> None:
         magic, method, flags, stored, size, number = HEADER.unpack(self._head)
@@ -238,8 +318,14 @@ class BlockReader:
             raise CompressedStreamError(f"block {number} names impossible lengths")
         self._method, self._stored, self._size = method, stored, size
         need = padded(HEADER.size + stored, self.adu) - HEADER.size
+        if method == RAW and self.direct():
+            self._direct, self._left, self._pad = True, stored, need - stored
+            return
         cap = padded(HEADER.size + MAX_STORED, self.adu)
-        buf = self._spare.pop() if self._spare else bytearray(cap)  # (a fresh MiB costs 256 page faults)
+        try:  # (a fresh MiB costs 256 page faults)
+            buf = self._spare.pop()  # (given back from another thread: list.pop is atomic)
+        except IndexError:
+            buf = bytearray(cap)
         self._body = memoryview(buf)[:need]
         self._fill = 0
 
@@ -248,38 +334,33 @@ class BlockReader:
         thread once it wrote them; anything but this reader's buffers is ignored)."""
         buf = data.obj if isinstance(data, memoryview) else None
         if isinstance(buf, bytearray) and len(buf) == padded(HEADER.size + MAX_STORED, self.adu):
-            if len(self._spare) < 4:
+            if len(self._spare) < self.SPARE:
                 self._spare.append(buf)
 
-    def _restore(self, body: memoryview) -> bytes | memoryview:
-        number, stored, size = self._next, self._stored, self._size
-        whole = body
+    def restore(self, block: Gathered) -> bytes | memoryview:
+        """A gathered block's input bytes (a raw one's: a view of its buffer, given back once
+        written; a zstd one's buffer is given back here)."""
+        number, stored, size = block.number, block.stored, block.size
+        whole = block.body
         if any(whole[stored:]):
             raise CompressedStreamError(f"block {number}'s padding is not zero")
         part = whole[:stored]
-        if self._method == RAW:
-            out: bytes | memoryview = part
-        else:
-            try:
-                named = zstandard.frame_content_size(part)
-                if named != size:  # (-1: not named; the sender always names it)
-                    raise CompressedStreamError(
-                        f"block {number}'s zstd frame names {named} bytes, not {size}"
-                    )
-                out = self._dctx.decompress(part, max_output_size=size, allow_extra_data=False)
-            except zstandard.ZstdError as e:
-                raise CompressedStreamError(f"block {number} does not decompress: {e}") from None
-            if len(out) != size:
-                raise CompressedStreamError(f"block {number} restores to {len(out)} bytes, not {size}")
-            part.release()
-            self.give_back(body)  # (what it restored to is new bytes: its buffer is free)
-        self._next += 1
-        self.wire_bytes += HEADER.size + len(body)
-        self._head.clear()
-        self._body = None
+        if block.method == RAW:
+            return part
+        try:
+            named = zstandard.frame_content_size(part)
+            if named != size:  # (-1: not named; the sender always names it)
+                raise CompressedStreamError(f"block {number}'s zstd frame names {named} bytes, not {size}")
+            out = self._dctx.decompress(part, max_output_size=size, allow_extra_data=False)
+        except zstandard.ZstdError as e:
+            raise CompressedStreamError(f"block {number} does not decompress: {e}") from None
+        if len(out) != size:
+            raise CompressedStreamError(f"block {number} restores to {len(out)} bytes, not {size}")
+        part.release()
+        self.give_back(whole)  # (what it restored to is new bytes: its buffer is free)
         return out
 
     def finish(self) -> None:
         """The stream ended: it must not end inside a block."""
-        if self._head or self._body is not None:
+        if self._head or self._body is not None or self._direct:
             raise CompressedStreamError("the compressed stream ends inside a block")

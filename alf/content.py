@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from alf import resume
-from alf.compress import BLOCK, BlockReader, CompressedStreamError
+from alf.compress import BLOCK, BlockReader, CompressedStreamError, Direct, Gathered
 from alf.digest import NAMES, Hasher, new_hasher
 from alf.errors import ExitCode
 from alf.ranges import ceil_div, merge_ranges
@@ -531,26 +531,34 @@ class BackendWriter:
             raise
         self._unhashed = 0
 
-    def _hash_written(self, data: Buffer) -> None:
+    def _hash_written(self, parts: Sequence[Buffer]) -> None:
         """Hash what was just written (the held prefix first)."""
         if self._unhashed:
             self._hash_held()
-        self._hash.update(data)
+        for data in parts:
+            self._hash.update(data)
 
     def submit(self, n_adus: int, data: Buffer) -> None:
         """Write ``data`` next, and hash it from the buffer it was written from, as OffsetSink
         hashes a run that extends its hashed prefix. (Read back through a mapping per block,
         a mmap and munmap a MiB in a process of several threads, the receiver spent up to 1.5
         s more of CPU per GiB.)"""
-        try:
-            self.backend.pwritev([data], self._bytes)
-        except OSError as e:
-            raise SinkError(describe(e, "cannot write the output")) from None
-        self._bytes += len(data)
-        self._hash_written(data)
+        self.write_parts((data,), len(data))
         self._adus += n_adus
         if self.recycle is not None:
             self.recycle(data)
+
+    def write_parts(self, parts: Sequence[Buffer], nbytes: int, ends: bool = False) -> None:
+        """Write ``parts`` (``nbytes`` in all) next: a direct raw block's bytes as they came
+        (§19); ``ends``: a block is whole with them."""
+        if parts:
+            try:
+                self.backend.pwritev(parts, self._bytes)
+            except OSError as e:
+                raise SinkError(describe(e, "cannot write the output")) from None
+        self._bytes += nbytes
+        self._hash_written(parts)
+        self._adus += ends
 
     def written_adus(self) -> int:
         return self._adus
@@ -568,20 +576,22 @@ class BackendWriter:
 
 
 class DecompressingWriter:
-    """§19: a Writer of the wire's compressed blocks: it restores them in order and hands their
-    bytes, one block at a time, to ``out`` (stdout's writer, or a file's), which hashes them:
-    the digest is of the content as the sender read it. ``written_adus`` counts the wire ADUs
-    of the blocks ``out`` has written (so a slow stdout holds the receiver's window, and the
-    verdict waits until it has all): all it was given, once ``out`` has every block handed
-    to it (a block's first ADUs included: what is in ``BlockReader`` is bounded by a block).
-    This class does the work in ``submit``; its threaded twin (alf/io/sink.py) in a thread."""
+    """§19: a Writer of the wire's compressed blocks: it gathers them in order (``submit``,
+    in the caller's thread: the network loop's, straight from what it received) and hands each
+    gathered block to ``_hand``, which restores it and gives its bytes to ``out`` (stdout's
+    writer, or a file's), which hashes them: the digest is of the content as the sender read
+    it. ``written_adus`` counts the wire ADUs of the blocks ``out`` has written (so a slow
+    stdout holds the receiver's window, and the verdict waits until it has all): all it was
+    given, once ``out`` has every block gathered (a block's first ADUs included: what is in
+    ``BlockReader`` is bounded by a block). This class restores in ``submit``; its threaded
+    twin (alf/io/sink.py) in a thread."""
 
     def __init__(self, out: Writer) -> None:
         self.out = out
         self.reader: BlockReader | None = None
         self._adus = 0  # wire ADUs taken (fed to the reader)
-        self._blocks = 0  # blocks handed to ``out``
-        self._marks: deque[tuple[int, int]] = deque()  # (blocks handed, the wire ADU they end at)
+        self._gathered = 0  # blocks gathered
+        self._marks: deque[tuple[int, int]] = deque()  # (blocks gathered, the wire ADU they end at)
         self._covered = 0
         self._error: str | None = None
         self._stopped = False
@@ -591,6 +601,7 @@ class DecompressingWriter:
     def set_adu(self, adu: int, first: int = 0) -> None:
         """``first``: the number of the first block to come (§18: those before it are held)."""
         self.reader = BlockReader(adu, first)
+        self.reader.direct = self._direct
         if hasattr(self.out, "recycle"):  # a raw block is handed out as a view of its buffer
             # (this replaces what recycled before: stdout's writer took the TCP driver's frames)
             self.out.recycle = self.reader.give_back
@@ -599,22 +610,27 @@ class DecompressingWriter:
         self.out.set_digest(alg)
 
     def submit(self, n_adus: int, data: Buffer) -> None:
-        self._take(n_adus, data)
+        self.submit_run(n_adus, (data,))
 
-    def _take(self, n_adus: int, data: Buffer) -> None:
+    def submit_run(self, n_adus: int, parts: Sequence[Buffer]) -> None:
+        """The next ``n_adus`` wire ADUs, laid end to end in ``parts`` (read before this
+        returns: they may be the receiver's buffers)."""
         if self._error is not None or self._stopped:
             return
         reader = self.reader
         assert reader is not None
         try:
-            for block in reader.feed(data):
-                self._before_block()
-                if self._stopped:
-                    return
-                self.out.submit(1, block)
-                self.restored += len(block)
-                self._blocks += 1
-                self._marks.append((self._blocks, reader.wire_bytes // reader.adu))
+            for item in reader.feed_run(parts):
+                if isinstance(item, Direct):
+                    assert isinstance(self.out, BackendWriter)
+                    self.out.write_parts(item.parts, item.nbytes, item.ends)
+                    self.restored += item.nbytes
+                    if not item.ends:
+                        continue
+                else:
+                    self._hand(item)
+                self._gathered += 1
+                self._marks.append((self._gathered, reader.wire_bytes // reader.adu))
         except CompressedStreamError as e:
             self._error = f"cannot restore the compressed content: {e}"
         except SinkError as e:
@@ -623,12 +639,25 @@ class DecompressingWriter:
             self._error = f"cannot restore the compressed content: {e!r}"
         self._adus += n_adus
 
-    def _before_block(self) -> None:
-        """(The threaded twin waits here while ``out`` is behind.)"""
+    def _hand(self, block: Gathered) -> None:
+        """Restore a gathered block and write it (the threaded twin queues it for its thread)."""
+        self._restore(block)
+
+    def _direct(self) -> bool:
+        """May a raw block that starts now be written at once, not gathered? Into a file,
+        yes (the views it is written from are the caller's, used before ``submit`` returns);
+        stdout's writer keeps what it is given, so there it is gathered."""
+        return isinstance(self.out, BackendWriter)
+
+    def _restore(self, block: Gathered) -> None:
+        """Raises CompressedStreamError or SinkError."""
+        assert self.reader is not None
+        data = self.reader.restore(block)
+        self.out.submit(1, data)
+        self.restored += len(data)
 
     def written_adus(self) -> int:
-        # read in this order: every chunk counted in ``adus`` has its blocks in ``blocks``
-        adus, blocks = self._adus, self._blocks
+        adus, blocks = self._adus, self._gathered  # (both the caller's: its thread's)
         done = self.out.written_adus()
         while self._marks and self._marks[0][0] <= done:
             self._covered = max(self._covered, self._marks.popleft()[1])
@@ -680,6 +709,22 @@ class DecompressingSink(OrderedSink):
         self._mismatch = False  # the digest did not match: what was written is not to be trusted
         self._place = WHOLE
         self._alg = DigestAlg.XXH3_128
+
+    def write_run(self, first: int, payloads: Sequence[Buffer]) -> None:
+        """A run that comes next in order is gathered into its blocks at once, straight from
+        the receiver's buffers; one beyond a hole is kept (joined) until the hole is filled."""
+        if first == self._next:
+            self.writer.submit_run(len(payloads), payloads)
+            self._next += len(payloads)
+        else:
+            super().write_run(first, payloads)
+
+    def write_block(self, first: int, count: int, data: Buffer) -> None:
+        if first == self._next:
+            self.writer.submit(count, data)
+            self._next += count
+        else:
+            super().write_block(first, count, data)
 
     def start(self, adu_size: int, total_bytes: int | None, alg: DigestAlg, place: Placement = WHOLE) -> None:
         super().start(adu_size, total_bytes, alg, place)

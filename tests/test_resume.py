@@ -18,7 +18,7 @@ import pytest
 from conftest import Procs, free_udp_port, random_file, sha256_file, wait_listening, wait_listening_tcp
 
 from alf import resume, wire
-from alf.compress import BLOCK, Compressor, frame_all
+from alf.compress import BLOCK, HEADER, Compressor, frame_all
 from alf.content import (
     BackendWriter,
     BytesSource,
@@ -553,12 +553,13 @@ def test_a_restored_prefix_is_kept_and_taken_up_with_its_digest() -> None:
     backend = MemoryBackend()
     sink = DecompressingSink(DecompressingWriter(BackendWriter(backend)), backend)
     sink.start(512, None, wire.DigestAlg.XXH3_128, place)
-    stream = frames[0] + frames[1][:1024]  # a block and a part: the part is not written
+    stream = frames[0] + frames[1][:1024]  # a block and a part of a raw one, written as it came
     sink.write_block(0, len(stream) // 512, stream)
     sink.advance(len(stream) // 512)
     assert sink.close(False, [(0, len(stream) // 512)]) == "kept for a resume"
-    assert backend.kept is not None and backend.kept.held == ((0, BLOCK),)
-    assert bytes(backend.data) == data[:BLOCK]
+    prefix = BLOCK + 1024 - HEADER.size
+    assert backend.kept is not None and backend.kept.held == ((0, prefix),)
+    assert bytes(backend.data) == data[:prefix]
     gone = MemoryBackend()  # the sender's input failed (held None): nothing is kept
     other = DecompressingSink(DecompressingWriter(BackendWriter(gone)), gone)
     other.start(512, None, wire.DigestAlg.XXH3_128, place)

@@ -13,9 +13,11 @@ import stat
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
+from alf.compress import CompressedStreamError, Gathered
 from alf.content import (
     BackendWriter,
     Buffer,
@@ -206,10 +208,11 @@ class FileBackend:
         offset += self.base
         for k in range(0, len(buffers), IOV_MAX):
             part = buffers[k : k + IOV_MAX]
-            total = len(part[0]) * (len(part) - 1) + len(part[-1])  # all full but the last
+            total = len(part[0]) * (len(part) - 1) + len(part[-1])  # (all full but the last, as a rule)
             done = os.pwritev(self.fd, part, offset)
-            if done != total:  # rare short write: finish it piece by piece
+            if done != total:  # a short write (rare), or parts not all full: go on from the bytes
                 blob = b"".join(part)
+                total = len(blob)
                 while done < total:
                     done += os.pwrite(self.fd, blob[done:], offset + done)
             offset += total
@@ -365,65 +368,62 @@ class FdWriter:
 
 
 class ThreadedDecompressor(DecompressingWriter):
-    """§19: restores the blocks in a thread (zstd lets go of the GIL), so the network loop never
-    waits for it; it waits itself while ``out`` (stdout's writer thread) is more than
-    ``BACKLOG`` blocks behind, and so the receiver's window closes on a slow consumer.
-
-    The loop hands it chunks of ADUs (a batch's runs) many times per MiB; waking the thread
-    for each cost more CPU than the work (random data through a pipe, on loopback: 0.5 s more
-    of the receiver's CPU per GiB). So chunks gather, and the thread is woken once ``WAKE``
-    bytes wait, or by itself once the first of them has waited ``LINGER``."""
+    """§19: restores and writes the gathered blocks in a thread (zstd lets go of the GIL), so
+    the network loop never waits for it; it waits itself while ``out`` (stdout's writer
+    thread) is more than ``BACKLOG`` blocks behind, and so the receiver's window closes on a
+    slow consumer. The loop gathers each block (one copy) and hands the thread whole blocks,
+    one wake-up per block; into a file, a raw block comes while the thread is idle is not
+    gathered: the loop writes it from what it received, as a plain file's receiver does."""
 
     BACKLOG = 16
-    WAKE = 1 << 20
-    LINGER = 0.002  # s: what waits less than WAKE is handed over after this
 
     def __init__(self, out: Writer) -> None:
         super().__init__(out)
-        self._pending: list[tuple[int, Buffer]] = []
-        self._pending_bytes = 0
-        self._since = 0.0  # when the first of what waits came
+        self._pending: deque[Gathered] = deque()
+        self._queued = 0  # blocks handed to the thread
+        self._written = 0  # ... and by it to ``out``
         self._end = False
         self._cv = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="alf-decompress", daemon=True)
         self._thread.start()
 
-    def _due(self) -> bool:
-        if self._end or self._stopped:
-            return True
-        return bool(self._pending) and (
-            self._pending_bytes >= self.WAKE or time.monotonic() - self._since >= self.LINGER
-        )
-
     def _run(self) -> None:
         while True:
             with self._cv:
-                while not self._due():  # (it wakes itself LINGER after a chunk came: the loop may not ask)
-                    self._cv.wait(self.LINGER if self._pending else None)
-                items, self._pending, self._pending_bytes = self._pending, [], 0
-                end = self._end
-            for item in items:
-                if self._stopped:
+                while not self._pending and not self._end and not self._stopped:
+                    self._cv.wait()
+                if self._stopped or not self._pending:
                     return
-                self._take(*item)
-            if (end and not self._pending) or self._stopped:
+                block = self._pending.popleft()
+            self._backlog()
+            if self._stopped or self._error is not None:
                 return
+            try:
+                self._restore(block)
+            except CompressedStreamError as e:
+                self._error = f"cannot restore the compressed content: {e}"
+            except SinkError as e:
+                self._error = str(e)
+            except Exception as e:  # (MemoryError, a codec's own: never a silent stop)
+                self._error = f"cannot restore the compressed content: {e!r}"
+            self._written += 1
 
-    def _before_block(self) -> None:
-        while self._blocks - self.out.written_adus() > self.BACKLOG and not self._stopped:
+    def _backlog(self) -> None:
+        while self._written - self.out.written_adus() > self.BACKLOG and not self._stopped:
             if self.out.error() is not None:
                 return
             time.sleep(0.002)
 
-    def submit(self, n_adus: int, data: Buffer) -> None:
+    def _hand(self, block: Gathered) -> None:
+        self._queued += 1
         with self._cv:
-            first = not self._pending
-            if first:
-                self._since = time.monotonic()
-            self._pending.append((n_adus, data))
-            self._pending_bytes += len(data)
-            if first or self._pending_bytes >= self.WAKE:  # (the first starts its LINGER)
-                self._cv.notify()
+            self._pending.append(block)
+            self._cv.notify()
+
+    def _direct(self) -> bool:
+        """Into a file, a raw block is written at once by the caller while the thread has
+        nothing to write before it (random data: every block; the file is written in order)."""
+        return self._written == self._queued and super()._direct()
 
     def finish(self) -> tuple[int, bytes]:
         with self._cv:
@@ -458,9 +458,9 @@ class FileWriter(BackendWriter):
         self._trail = TrailingHash(self._hash.update, self.backend.hash_range)
         self._trail.extend(held)
 
-    def _hash_written(self, data: Buffer) -> None:
+    def _hash_written(self, parts: Sequence[Buffer]) -> None:
         if self._trail is None:
-            super()._hash_written(data)
+            super()._hash_written(parts)
         else:
             self._trail.extend(self._bytes)
 
