@@ -271,3 +271,33 @@ def test_the_marks_stay_small_for_a_huge_file(tmp_path: Any) -> None:
     src = FileSource(path, 8800)
     assert src.block_adus == 120 and len(src._marks) <= FileSource.MAX_MARKS
     src.close()
+
+
+def test_waiting_for_a_blocks_room_ends_at_the_wrap() -> None:
+    """``wait_for_room(t, need)``: while what is in flight holds the ring, it waits (and says
+    it timed out); once that is released it comes back, with the room up to the wrap even if
+    that is less than ``need`` (waiting longer would never give more)."""
+    src = StreamSource(ADU, 8, initial_adus=8)
+    src.feed(bytes(5 * ADU))
+    assert src.wait_for_room(0.01, 4 * ADU) and len(src.free_span()) == 3 * ADU  # the wrap cuts it
+    src.feed(bytes(3 * ADU))
+    src.read(0, 8)
+    src.release(5)  # 5 slots free after the wrap; 3 still in flight
+    assert not src.wait_for_room(0.01, 6 * ADU)
+    assert src.wait_for_room(0.01, 5 * ADU)
+    src.release(8)
+    assert src.wait_for_room(0.01, 6 * ADU) and len(src.free_span()) == 8 * ADU
+
+
+def test_a_compressed_streams_ring_holds_whole_raw_blocks() -> None:
+    """Full raw blocks (random data: all of them) tile the ring, so each is read straight
+    into it and none meets the wrap: its size, and the most it may grow to, are whole blocks."""
+    from alf.compress import BLOCK, HEADER, Compressor, padded
+    from alf.io.source import CompressedStream
+    from alf.wire import DigestAlg
+
+    for adu, window in [(1400, 190_000), (8952, 30_001), (1428, 2000)]:
+        src = CompressedStream(adu, window, DigestAlg.XXH3_128, Compressor(1, adu))
+        per = padded(HEADER.size + BLOCK, adu) // adu
+        assert src.ring_adus % per == 0 and src.window_adus % per == 0
+        assert window - per < src.window_adus <= window and src.ring_adus <= src.window_adus

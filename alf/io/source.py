@@ -446,9 +446,21 @@ class StreamSource:
     def fail(self, message: str) -> None:
         self._error = message
 
-    def wait_for_room(self, timeout: float) -> bool:
+    def wait_for_room(self, timeout: float, need: int = 1) -> bool:
+        """Wait until ``free_span()`` holds ``need`` bytes, or as many as it can before the
+        wrap (all of the ring up to it is free), or ``timeout``; whether it came to that."""
+
+        def room() -> bool:
+            span = self.free_span()
+            if len(span) >= need:
+                return True
+            w, off = self._layout
+            ring = w * self.adu_size
+            pos = (self._bytes + off * self.adu_size) % ring
+            return pos + len(span) == ring  # (the wrap cuts it, not what is in flight)
+
         with self._room:
-            return self._room.wait_for(lambda: len(self.free_span()) > 0, timeout)
+            return self._room.wait_for(room, timeout)
 
     # -- sender side
     def available(self) -> int:
@@ -563,8 +575,16 @@ class CompressedStream(StreamSource):
         compressor: Compressor,
         adapt: Adaptive | None = None,
     ) -> None:
-        """``adapt``: --compress auto (each block compressed only while that pays)."""
-        super().__init__(adu_size, window_adus, alg)
+        """``adapt``: --compress auto (each block compressed only while that pays).
+
+        The ring holds a whole number of full raw blocks, and grows by doubling, so that such
+        blocks (random data: all of them) tile it and each is read straight into it; one that
+        met the wrap was read aside and copied in (a quarter of them, 1 GiB of random data)."""
+        per = padded(HEADER.size + BLOCK, adu_size) // adu_size  # a full raw block's ADUs
+        if window_adus >= per:
+            window_adus -= window_adus % per
+        initial = max(per, self.INITIAL_BYTES // adu_size // per * per)
+        super().__init__(adu_size, window_adus, alg, initial_adus=initial)
         self.compressor = compressor
         self.adapt = adapt
         self.counts = Counts()
@@ -700,6 +720,14 @@ def pump_compressed(
                         source.commit(end)
                         framed(end, False)
                     number += 1
+                    continue
+            if not compressing and not pending and not eof:
+                # raw blocks: wait for the ring's room, to read the next straight into it
+                # (reading it aside while the ring was full, then copying it in, was a
+                # quarter of the blocks of 1 GiB of random data); unless the wrap leaves
+                # less than a block: read aside, copied in once framed
+                came = source.wait_for_room(0.1, whole)
+                if not came or len(source.free_span()) >= whole:
                     continue
             ahead = compressing or not pending  # (raw blocks: wait for the pool, then read into the ring)
             if ahead and not eof and len(pending) < 2 * threads and (not pending or _readable(fd)):
