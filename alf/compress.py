@@ -258,8 +258,9 @@ class BlockReader:
                     body[self._fill : self._fill + k * adu] = b"".join(run)  # (one call, in C)
                     self._fill += k * adu
                     if self._fill == len(body):
-                        yield Gathered(self._next, self._method, self._stored, self._size, body)
-                        self._end_block()
+                        block = Gathered(self._next, self._method, self._stored, self._size, body)
+                        self._end_block()  # (first: ``wire_bytes`` counts it once it is out)
+                        yield block
                     continue
             yield from self.feed(parts[i])
             i += 1
@@ -298,8 +299,9 @@ class BlockReader:
             self._fill += k
             pos += k
             if self._fill == len(body):
-                yield Gathered(self._next, self._method, self._stored, self._size, body)
+                block = Gathered(self._next, self._method, self._stored, self._size, body)
                 self._end_block()
+                yield block
 
     def _end_block(self) -> None:
         self.wire_bytes += padded(HEADER.size + self._stored, self.adu)

@@ -575,6 +575,15 @@ class BackendWriter:
         pass
 
 
+def restore_error(e: Exception) -> str:
+    """What restoring a compressed content (§19) failed with, for the user."""
+    if isinstance(e, SinkError):
+        return str(e)
+    if isinstance(e, CompressedStreamError):
+        return f"cannot restore the compressed content: {e}"
+    return f"cannot restore the compressed content: {e!r}"  # (MemoryError, a codec's own)
+
+
 class DecompressingWriter:
     """§19: a Writer of the wire's compressed blocks: it gathers them in order (``submit``,
     in the caller's thread: the network loop's, straight from what it received) and hands each
@@ -621,6 +630,8 @@ class DecompressingWriter:
         assert reader is not None
         try:
             for item in reader.feed_run(parts):
+                if self._error is not None:  # (the restorer's thread failed on a block before)
+                    break
                 if isinstance(item, Direct):
                     assert isinstance(self.out, BackendWriter)
                     self.out.write_parts(item.parts, item.nbytes, item.ends)
@@ -631,12 +642,8 @@ class DecompressingWriter:
                     self._hand(item)
                 self._gathered += 1
                 self._marks.append((self._gathered, reader.wire_bytes // reader.adu))
-        except CompressedStreamError as e:
-            self._error = f"cannot restore the compressed content: {e}"
-        except SinkError as e:
-            self._error = str(e)
-        except Exception as e:  # (MemoryError, a codec's own: never a silent stop)
-            self._error = f"cannot restore the compressed content: {e!r}"
+        except Exception as e:
+            self._error = restore_error(e)
         self._adus += n_adus
 
     def _hand(self, block: Gathered) -> None:
@@ -646,8 +653,9 @@ class DecompressingWriter:
     def _direct(self) -> bool:
         """May a raw block that starts now be written at once, not gathered? Into a file,
         yes (the views it is written from are the caller's, used before ``submit`` returns);
-        stdout's writer keeps what it is given, so there it is gathered."""
-        return isinstance(self.out, BackendWriter)
+        stdout's writer keeps what it is given, so there it is gathered. Never after a block
+        failed: the output's offset did not move past it."""
+        return self._error is None and isinstance(self.out, BackendWriter)
 
     def _restore(self, block: Gathered) -> None:
         """Raises CompressedStreamError or SinkError."""

@@ -20,12 +20,15 @@ from conftest import Procs, free_udp_port, random_file, sha256_file, wait_listen
 from alf import compress, wire
 from alf.compress import BLOCK, HEADER, BlockReader, CompressedStreamError, Compressor, frame_all
 from alf.content import (
+    BackendWriter,
     Buffer,
     DecompressingSink,
     DecompressingWriter,
     EitherSink,
+    MemoryBackend,
     MemoryWriter,
     OrderedSink,
+    SinkError,
 )
 from alf.digest import digest_bytes
 from alf.errors import ExitCode
@@ -661,3 +664,58 @@ def test_a_files_writes_of_parts_not_all_full_are_whole(tmp_path: Path) -> None:
     backend.pwritev([b"e" * 1000, b"f" * 10], 2017)
     backend.commit(3027)
     assert (tmp_path / "o").read_bytes() == b"".join(parts) + b"e" * 1000 + b"f" * 10
+
+
+def test_the_window_counts_a_gathered_block_once_it_is_written() -> None:
+    """Each block stdout has written counts all of its wire ADUs, no fewer (a count that
+    lagged a block behind shut the window for nothing while stdout was behind)."""
+    adu = 1000
+    data = os.urandom(3 * BLOCK)
+    stream, _ = _framed(data, adu)
+    per = len(_framed(data[:BLOCK], adu)[0]) // adu  # one raw block's wire ADUs
+    out = _LaggingWriter()
+    w = DecompressingWriter(out)
+    w.set_adu(adu)
+    w.submit(len(stream) // adu, stream)
+    assert out.given == 3
+    for done in (1, 2):
+        out.done = done
+        assert w.written_adus() == done * per
+
+
+class _FailingOnce(BackendWriter):
+    """A file's writer whose first write fails (a full disk), slowly."""
+
+    def submit(self, n_adus: int, data: Buffer) -> None:
+        if not self.written_bytes:
+            time.sleep(0.05)
+            raise SinkError("cannot write the output: No space left on device")
+        super().submit(n_adus, data)
+
+
+def test_after_the_restorer_failed_no_block_is_written_in_its_place() -> None:
+    """The restorer's thread failed on a zstd block: a raw block after it must not be written
+    at that block's offset (the output kept for a resume would hold the wrong bytes there),
+    whichever of the two threads comes first."""
+    from alf.io.sink import ThreadedDecompressor
+
+    adu = 1000
+    data = TEXT[:BLOCK] + os.urandom(BLOCK)
+    stream, zstd = _framed(data, adu)
+    assert zstd == [True, False]
+    backend = MemoryBackend()
+    w = ThreadedDecompressor(_FailingOnce(backend))
+    w.set_adu(adu)
+    asked = w.reader.direct  # type: ignore[union-attr]
+
+    def late() -> bool:  # the raw block's header is read once the thread has failed
+        deadline = time.monotonic() + 5
+        while w._written < w._queued and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return asked()
+
+    w.reader.direct = late  # type: ignore[union-attr]
+    w.submit(len(stream) // adu, stream)
+    with pytest.raises(SinkError, match="No space left"):
+        w.finish()
+    assert not backend.data and w.out.written_bytes == 0  # type: ignore[attr-defined]

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from alf.compress import CompressedStreamError, Gathered
+from alf.compress import Gathered
 from alf.content import (
     BackendWriter,
     Buffer,
@@ -27,6 +27,7 @@ from alf.content import (
     SinkError,
     Writer,
     describe,
+    restore_error,
 )
 from alf.digest import Hasher, new_hasher
 from alf.io.common import TrailingHash
@@ -208,11 +209,10 @@ class FileBackend:
         offset += self.base
         for k in range(0, len(buffers), IOV_MAX):
             part = buffers[k : k + IOV_MAX]
-            total = len(part[0]) * (len(part) - 1) + len(part[-1])  # (all full but the last, as a rule)
+            total = sum(map(len, part))  # (a restored raw block's first part is short)
             done = os.pwritev(self.fd, part, offset)
-            if done != total:  # a short write (rare), or parts not all full: go on from the bytes
+            if done != total:  # rare short write: finish it piece by piece
                 blob = b"".join(part)
-                total = len(blob)
                 while done < total:
                     done += os.pwrite(self.fd, blob[done:], offset + done)
             offset += total
@@ -400,12 +400,8 @@ class ThreadedDecompressor(DecompressingWriter):
                 return
             try:
                 self._restore(block)
-            except CompressedStreamError as e:
-                self._error = f"cannot restore the compressed content: {e}"
-            except SinkError as e:
-                self._error = str(e)
-            except Exception as e:  # (MemoryError, a codec's own: never a silent stop)
-                self._error = f"cannot restore the compressed content: {e!r}"
+            except Exception as e:  # (never a silent stop)
+                self._error = restore_error(e)
             self._written += 1
 
     def _backlog(self) -> None:
