@@ -32,6 +32,11 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 from alf import wire
 
+try:  # the C batch (setup.py); without it every datagram is one `cryptography` call
+    from alf._gcm import Gcm as native
+except ImportError:  # built without a compiler or OpenSSL's headers
+    native = None  # type: ignore[assignment,misc]
+
 KEY_SIZE = 32  # the PSK: 256 random bits
 SHARE_SIZE = wire.SHARE_SIZE  # a random (32) and an X25519 public key (32), in HELLO and ACCEPT
 MAC_SIZE = wire.MAC_SIZE  # the HELLO's binder and the ACCEPT's finished MAC: HMAC-SHA256
@@ -189,18 +194,35 @@ class _Direction:
 
     def __init__(self, secret: bytes, th: bytes, label: str) -> None:
         self._secret, self._th, self._label = secret, th, label
-        self._iv = int.from_bytes(expand_label(secret, label + " iv", th, 12), "big")
+        self._iv_bytes = expand_label(secret, label + " iv", th, 12)
+        self._iv = int.from_bytes(self._iv_bytes, "big")
         self._keys: dict[int, AESGCM] = {}
+        self._native = native  # (read when made: a test may set seal.native to None first)
+        self._batches: dict[int, native] = {}
+
+    def _key(self, epoch: int) -> bytes:
+        return expand_label(self._secret, f"{self._label} key", self._th + epoch.to_bytes(8, "big"), 32)
 
     def aead(self, epoch: int) -> AESGCM:
         aead = self._keys.get(epoch)
         if aead is None:
-            key = expand_label(self._secret, f"{self._label} key", self._th + epoch.to_bytes(8, "big"), 32)
-            aead = AESGCM(key)
+            aead = AESGCM(self._key(epoch))
             self._keys[epoch] = aead
             for old in [e for e in self._keys if e < epoch - 1]:
                 del self._keys[old]  # (an epoch two behind is never opened again)
         return aead
+
+    def batch(self, epoch: int) -> native | None:
+        """The same key for whole batches in one call (alf/_gcm.c), or None without it."""
+        if self._native is None:
+            return None
+        gcm = self._batches.get(epoch)
+        if gcm is None:
+            gcm = self._native(self._key(epoch), self._iv_bytes)
+            self._batches[epoch] = gcm
+            for old in [e for e in self._batches if e < epoch - 1]:
+                del self._batches[old]
+        return gcm
 
     def nonce(self, pn: int) -> bytes:
         return (self._iv ^ pn).to_bytes(12, "big")
@@ -264,11 +286,19 @@ class Sealer(_Direction):
         clear_views, body_views = self._views(out, stride, h)
         pn = self.pn
         self.pn += n
+        sealed = body_views[first : first + n]
+        clear = clear_views[first : first + n]
+        gcm = self.batch(pn >> EPOCH_BITS)
+        if gcm is not None:
+            at = memoryview(out)[first * stride :] if first else out
+            hs = heads if type(heads) is list else list(heads)
+            bs = bodies if type(bodies) is list else list(bodies)
+            for k in gcm.seal_batch(at, stride, hs, bs, pn, EPOCH_BITS):
+                sealed[k] = sealed[k][: len(bodies[k]) + TAG_SIZE]  # a short last ADU
+            return clear, sealed
         encrypt = self.aead(pn >> EPOCH_BITS).encrypt_into
         iv = self._iv
         full = stride - h - PN_SIZE
-        sealed = body_views[first : first + n]
-        clear = clear_views[first : first + n]
         for k in range(n):
             c = clear[k]
             c[:h] = heads[k]
@@ -375,8 +405,17 @@ class Opener(_Direction):
         are then made once."""
         assert not self._replay
         n = len(buf)
-        count = -(-n // segment)
         start = head + PN_SIZE
+        top = max(self.highest, 0) >> EPOCH_BITS
+        gcm = self.batch(top)
+        if gcm is not None:
+            bad, other, highest = gcm.open_segments(buf, segment, head, EPOCH_BITS, top, _SEALED_KINDS)
+            if highest > self.highest:
+                self.highest = highest
+            if other:  # (numbers of another epoch: the first of the next key, or forged)
+                bad = sorted(bad + [k for k in other if not self._open_at(buf, k, min(k + segment, n), head)])
+            return bad
+        count = -(-n // segment)
         if n - (count - 1) * segment < start + TAG_SIZE:
             return [k for k in range(0, n, segment) if min(k + segment, n) - k < start + TAG_SIZE] + (
                 self.open_segments(buf[: (count - 1) * segment], segment, head) if count > 1 else []
@@ -419,6 +458,26 @@ class Opener(_Direction):
             if pn > self.highest:
                 self.highest = pn
         return failed
+
+    def _open_at(self, buf: memoryview, k: int, end: int, head: int) -> bool:
+        """Opens the datagram at ``buf[k:end]`` in place, its head left where it is (as
+        ``open_segments`` does); False if it fails."""
+        start = k + head + PN_SIZE
+        pn = int.from_bytes(buf[k + head : start], "big")
+        if not self._epoch_ok(pn):
+            return False
+        try:
+            self.aead(pn >> EPOCH_BITS).decrypt_into(
+                self.nonce(pn), buf[start:end], buf[k:start], buf[start : end - TAG_SIZE]
+            )
+        except Exception:  # InvalidTag
+            return False
+        if pn > self.highest:
+            self.highest = pn
+        return True
+
+
+_SEALED_KINDS = bytes([wire.MsgType.DATA, wire.MsgType.PARITY])  # what open_segments opens
 
 
 @functools.lru_cache(maxsize=256)

@@ -322,9 +322,18 @@ INPUT_HASH: dict[str, str] = {}
 
 def compile_alf(tree: str) -> None:
     """Byte-compile alf and cc as an installed wheel is: with PYTHONDONTWRITEBYTECODE set (as on
-    this machine) an editable checkout is otherwise parsed again by every run, 50 ms a process."""
+    this machine) an editable checkout is otherwise parsed again by every run, 50 ms a process.
+    A tree with a C part (setup.py) gets it built in place, as pip install does, so a worktree
+    runs as an install of it would."""
     for pkg in ("alf", "cc"):
         compileall.compile_dir(os.path.join(tree, pkg), quiet=1)
+    if os.path.exists(os.path.join(tree, "setup.py")):
+        subprocess.run(
+            [sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
+            cwd=tree,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
 
 
 def alf_command(tree: str) -> str:
@@ -368,7 +377,8 @@ def main() -> int:
     ap.add_argument(
         "--key-ab",
         action="store_true",
-        help="alf's rows run alternately as they are and sealed (--key on both sides, a fresh key)",
+        help="alf's rows run alternately as they are and sealed (--key on both sides, a fresh key); "
+        "with --against, the other tree's rows both ways too",
     )
     ap.add_argument(
         "--compress-ab",
@@ -413,8 +423,9 @@ def main() -> int:
                 pair.append(dataclasses.replace(against[k], name=f"{cfg.name} [against]"))
             if args.key_ab and cfg.name.startswith("alf"):
                 sealed = f" --key {shlex.quote(key)}"
-                keyed = dict(receiver=cfg.receiver + sealed, sender=cfg.sender + sealed)
-                pair.append(dataclasses.replace(cfg, name=f"{cfg.name} [--key]", **keyed))
+                for c in list(pair[: 2 if against else 1]):  # (with --against: both trees, both ways)
+                    keyed = dict(receiver=c.receiver + sealed, sender=c.sender + sealed)
+                    pair.append(dataclasses.replace(c, name=f"{c.name} [--key]", **keyed))
             if args.compress_ab and cfg.name.startswith("alf"):
                 for c in list(pair[: 2 if against else 1]):  # (with --against: both trees, both ways)
                     pair.append(
