@@ -260,7 +260,19 @@ def _stderr(cfg: Config) -> int:
 TERMINALS: list[int] = []  # slave ends handed to this run's processes; closed once they started
 
 
+def warm(path: str) -> None:
+    """Read the input through once more, untimed, before every run of every tool: this VM's
+    kernel runs DAMON's proactive reclaim (a ``pageout`` scheme on physical memory), which drops
+    page-cache pages that sat idle between runs, and a sender that then faults them back from
+    the disk stalls (docs/performance.md, "This machine pages out what sits idle")."""
+    buf = bytearray(8 << 20)
+    with open(path, "rb", buffering=0) as f:
+        while f.readinto(buf):
+            pass
+
+
 def run_once(cfg: Config, inp: str, size: int, work: str, timeout: float) -> dict[str, object]:
+    warm(inp)
     port = free_port()
     out = os.path.join(work, "out.bin")
     outdir = os.path.join(work, "outdir")
