@@ -887,7 +887,8 @@ def _send(
     elif level is not None:
         adapt = Adaptive() if auto else None
         compressor = Compressor(level, adu_size)
-        source = CompressedStream(adu_size, max(1, window // adu_size), alg, compressor, adapt)
+        lead = StreamSource.LEAD_BYTES if named is not None else None  # (a file is read as it is sent)
+        source = CompressedStream(adu_size, max(1, window // adu_size), alg, compressor, adapt, lead)
     else:
         source = StreamSource(adu_size, max(1, window // adu_size), alg)
     session_id = secrets.randbits(64) or 1

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -301,3 +303,30 @@ def test_a_compressed_streams_ring_holds_whole_raw_blocks() -> None:
         per = padded(HEADER.size + BLOCK, adu) // adu
         assert src.ring_adus % per == 0 and src.window_adus % per == 0
         assert window - per < src.window_adus <= window and src.ring_adus <= src.window_adus
+
+
+def test_a_lead_keeps_the_reader_just_ahead_of_the_sender() -> None:
+    """With ``lead_bytes`` (a file compressed into the ring) the reader stores at most that much
+    beyond what the sender took, and a reader waiting on it wakes when the sender takes more;
+    without it (a pipe) the reader may fill the whole ring."""
+    lead = 8 * ADU
+    src = StreamSource(ADU, 64, initial_adus=64, lead_bytes=lead)
+    assert len(src.free_span()) == lead
+    src.commit(lead)
+    assert len(src.free_span()) == 0  # 8 ADUs stored, none taken: the reader waits
+    assert not src.wait_for_room(0.01)
+    woke: list[bool] = []
+    reader = threading.Thread(target=lambda: woke.append(src.wait_for_room(5.0)))
+    reader.start()
+    deadline = time.monotonic() + 5.0
+    while not src._reader_waits and time.monotonic() < deadline:  # (the reader is inside its wait)
+        time.sleep(0.001)
+    src.read(0, 3)  # taking 3 leaves 5 stored ahead: more than half the lead, still waiting
+    time.sleep(0.05)
+    assert not woke
+    src.read(3, 2)  # 3 ahead: it wakes, with room for what it may now store
+    reader.join(5.0)
+    assert woke == [True]
+    assert len(src.free_span()) == 5 * ADU
+    free = StreamSource(ADU, 64, initial_adus=64)
+    assert len(free.free_span()) == 64 * ADU
