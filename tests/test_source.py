@@ -316,15 +316,16 @@ def test_a_lead_keeps_the_reader_just_ahead_of_the_sender() -> None:
     assert len(src.free_span()) == 0  # 8 ADUs stored, none taken: the reader waits
     assert not src.wait_for_room(0.01)
     woke: list[bool] = []
-    reader = threading.Thread(target=lambda: woke.append(src.wait_for_room(5.0)))
+    # (it waits for 4 ADUs of room: whether it is inside its wait yet or not, 3 do not end it)
+    reader = threading.Thread(target=lambda: woke.append(src.wait_for_room(5.0, 4 * ADU)))
     reader.start()
     deadline = time.monotonic() + 5.0
     while not src._reader_waits and time.monotonic() < deadline:  # (the reader is inside its wait)
         time.sleep(0.001)
-    src.read(0, 3)  # taking 3 leaves 5 stored ahead: more than half the lead, still waiting
+    src.read(0, 3)  # taking 3 leaves 5 stored ahead: room for 3, and no wake (5 > half the lead)
     time.sleep(0.05)
     assert not woke
-    src.read(3, 2)  # 3 ahead: it wakes, with room for what it may now store
+    src.read(3, 2)  # 3 ahead: it wakes, with room for 5
     reader.join(5.0)
     assert woke == [True]
     assert len(src.free_span()) == 5 * ADU

@@ -404,6 +404,7 @@ class StreamSource:
         ring = w * a
         pos = (self._bytes + off * a) % ring
         limit = self._released * a + ring - self._bytes
+        lead = (self._handed + self._lead_adus) * a - self._bytes  # (ahead of the sender: LEAD_BYTES)
         if pos == 0 and self._bytes:  # at the wrap: the lap that ends here decides
             if w < self.window_adus and self._in_flight_peak * 2 > w:
                 now = self._clock()
@@ -423,9 +424,8 @@ class StreamSource:
                     # up) sets no bar: the next doubling is then a trial, judged after it
                     self._bar = rate * self.GROWTH_PAYS if measured else 0.0
                     self._size_since = (now, self._released)
-            if limit:  # a new lap starts (not while waiting at the wrap)
+            if limit > 0 and lead > 0:  # a new lap starts (not while waiting at the wrap)
                 self._in_flight_peak = 0
-        lead = (self._handed + self._lead_adus) * a - self._bytes  # (ahead of the sender: LEAD_BYTES)
         return self._view[pos : pos + max(0, min(limit, ring - pos, lead))]
 
     def commit(self, n: int) -> None:
