@@ -679,12 +679,14 @@ def test_udp_multipath_repairs_go_on_the_clean_path(lab: Lab, tmp_path: os.PathL
     multipath_lab.py: 97-100% on the clean path). In 100 MB the clean path's start-up
     overshoots its queue by 1-2% of what it carries, which is as much as 1% random loss
     (the two then look alike for the whole transfer), and repairs spill onto the lossy path
-    while the clean one's pacer is busy: 86-97% at 3% in five runs."""
+    while the clean one's pacer is busy: 86-97% at 3% in five runs, and 73% once in a CI run
+    of the whole suite (both cores busy); so the bound is two thirds, still far from the
+    quarter that shares alone would give."""
     links = [LinkSpec(rate_bps=300e6, loss=0.03), LinkSpec(rate_bps=100e6)]
     s, _r = _multipath(lab, Pair(lab, links), tmp_path, ["--stripe", "weighted"], size=100_000_000)
     lossy, clean = s["paths"]
     assert lossy["loss"] > clean["loss"], s["paths"]
-    assert clean["bytes_repaired"] >= 0.75 * (lossy["bytes_repaired"] + clean["bytes_repaired"]), s["paths"]
+    assert clean["bytes_repaired"] >= 2 / 3 * (lossy["bytes_repaired"] + clean["bytes_repaired"]), s["paths"]
     headers = s["wire_bytes"] / ((s["adus_new"] + s["adus_repair"]) * s["adu_size"]) - 1
     overhead = s["wire_bytes"] / s["total_bytes"] - 1
     assert overhead <= 0.03 + headers + 0.01, (overhead, headers)

@@ -342,10 +342,10 @@ class StreamSource:
     INITIAL_BYTES = 8 << 20
     # With ``lead_bytes`` (a file read into the ring, §19) the reader keeps at most that much
     # stored ahead of what the sender has taken, rather than filling the ring ahead: what it
-    # reads goes out soon after, and the ring grows less (1 GiB of random data compressed from
-    # a file at a fixed 20G: 0.96 and 1.05 GB/s against 0.86 and 0.96 in two sittings, the
-    # ring 32 MiB where it grew to 64; docs/performance.md). A pipe is read ahead without a
-    # bound: held to 4 MiB, `cat FILE | alf send` ran 4-14% slower.
+    # reads goes out soon after (1 GiB of random data compressed from a file at a fixed 20G:
+    # 0.96 and 1.05 GB/s against 0.86 and 0.96 in two sittings, docs/performance.md; why is
+    # not pinned down). A pipe is read ahead without a bound: held to 4 MiB, `cat FILE | alf
+    # send` ran 4-14% slower.
     LEAD_BYTES = 4 << 20
     FREE_BYTES = 32 << 20  # up to this, much in flight is reason enough to grow
     GROWTH_PAYS = 1.25
