@@ -27,8 +27,7 @@ typedef struct {
     EVP_CIPHER_CTX *enc;
     EVP_CIPHER_CTX *dec;
     unsigned char iv[NONCE_SIZE];
-    int keyed; /* both contexts made and keyed */
-    int busy;  /* a call runs without the GIL: a second one on the same object is refused */
+    int busy; /* a call runs without the GIL: a second one on the same object is refused */
 } Gcm;
 
 static void nonce_of(const unsigned char *iv, uint64_t pn, unsigned char *out) {
@@ -89,16 +88,14 @@ static int Gcm_init(Gcm *self, PyObject *args, PyObject *kwds) {
     int ok = key.len == KEY_SIZE && iv.len == NONCE_SIZE;
     if (!ok) {
         PyErr_SetString(PyExc_ValueError, "a key is 32 bytes and an IV 12");
-    } else if (!self->keyed && self->enc == NULL) {
+    } else if (self->enc == NULL) { /* (both contexts are made and keyed, or neither is) */
         memcpy(self->iv, iv.buf, NONCE_SIZE);
         self->enc = EVP_CIPHER_CTX_new();
         self->dec = EVP_CIPHER_CTX_new();
         ok = self->enc && self->dec &&
              EVP_EncryptInit_ex(self->enc, EVP_aes_256_gcm(), NULL, key.buf, self->iv) == 1 &&
              EVP_DecryptInit_ex(self->dec, EVP_aes_256_gcm(), NULL, key.buf, self->iv) == 1;
-        if (ok) {
-            self->keyed = 1;
-        } else {
+        if (!ok) {
             EVP_CIPHER_CTX_free(self->enc);
             EVP_CIPHER_CTX_free(self->dec);
             self->enc = self->dec = NULL;
@@ -120,7 +117,7 @@ static void Gcm_dealloc(Gcm *self) {
 }
 
 static int take(Gcm *self) {
-    if (!self->keyed) {
+    if (self->enc == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "the Gcm has no key");
         return 0;
     }
@@ -175,20 +172,16 @@ static PyObject *Gcm_seal_batch(Gcm *self, PyObject *args) {
     }
     Py_ssize_t h = -1;
     for (Py_ssize_t k = 0; k < n; k++) {
-        if (PyList_GET_SIZE(heads) != n || PyList_GET_SIZE(bodies) != n) { /* (changed meanwhile) */
-            PyErr_SetString(PyExc_RuntimeError, "heads or bodies changed while being read");
-            goto unbusy;
+        for (int part = 0; part < 2; part++) { /* its head, then its body */
+            PyObject *list = part ? bodies : heads;
+            if (PyList_GET_SIZE(list) != n) { /* (a buffer's exporter changed it meanwhile) */
+                PyErr_SetString(PyExc_RuntimeError, "heads or bodies changed while being read");
+                goto unbusy;
+            }
+            if (PyObject_GetBuffer(PyList_GET_ITEM(list, k), &views[got], PyBUF_SIMPLE) < 0)
+                goto unbusy;
+            got++;
         }
-        if (PyObject_GetBuffer(PyList_GET_ITEM(heads, k), &views[got], PyBUF_SIMPLE) < 0)
-            goto unbusy;
-        got++;
-        if (PyList_GET_SIZE(bodies) != n) {
-            PyErr_SetString(PyExc_RuntimeError, "bodies changed while being read");
-            goto unbusy;
-        }
-        if (PyObject_GetBuffer(PyList_GET_ITEM(bodies, k), &views[got], PyBUF_SIMPLE) < 0)
-            goto unbusy;
-        got++;
         if (h < 0)
             h = views[got - 2].len;
         if (views[got - 2].len != h || h + PN_SIZE + TAG_SIZE + views[got - 1].len > stride ||

@@ -23,7 +23,8 @@ import os
 import secrets
 import stat
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -36,6 +37,8 @@ try:  # the C batch (setup.py); without it every datagram is one `cryptography` 
     from alf._gcm import Gcm as native
 except ImportError:  # built without a compiler or OpenSSL's headers
     native = None  # type: ignore[assignment,misc]
+
+_T = TypeVar("_T")
 
 KEY_SIZE = 32  # the PSK: 256 random bits
 SHARE_SIZE = wire.SHARE_SIZE  # a random (32) and an X25519 public key (32), in HELLO and ACCEPT
@@ -204,28 +207,28 @@ class _Direction:
         return expand_label(self._secret, f"{self._label} key", self._th + epoch.to_bytes(8, "big"), 32)
 
     def aead(self, epoch: int) -> AESGCM:
-        aead = self._keys.get(epoch)
-        if aead is None:
-            aead = AESGCM(self._key(epoch))
-            self._keys[epoch] = aead
-            for old in [e for e in self._keys if e < epoch - 1]:
-                del self._keys[old]  # (an epoch two behind is never opened again)
-        return aead
+        return _of_epoch(self._keys, epoch, lambda: AESGCM(self._key(epoch)))
 
     def batch(self, epoch: int) -> native | None:
         """The same key for whole batches in one call (alf/_gcm.c), or None without it."""
-        if self._native is None:
+        make = self._native
+        if make is None:
             return None
-        gcm = self._batches.get(epoch)
-        if gcm is None:
-            gcm = self._native(self._key(epoch), self._iv_bytes)
-            self._batches[epoch] = gcm
-            for old in [e for e in self._batches if e < epoch - 1]:
-                del self._batches[old]
-        return gcm
+        return _of_epoch(self._batches, epoch, lambda: make(self._key(epoch), self._iv_bytes))
 
     def nonce(self, pn: int) -> bytes:
         return (self._iv ^ pn).to_bytes(12, "big")
+
+
+def _of_epoch(cache: dict[int, _T], epoch: int, make: Callable[[], _T]) -> _T:
+    """``cache[epoch]``, made by ``make`` the first time; an epoch two behind is dropped (it is
+    never opened again)."""
+    got = cache.get(epoch)
+    if got is None:
+        got = cache[epoch] = make()
+        for old in [e for e in cache if e < epoch - 1]:
+            del cache[old]
+    return got
 
 
 class Sealer(_Direction):
@@ -405,7 +408,6 @@ class Opener(_Direction):
         are then made once."""
         assert not self._replay
         n = len(buf)
-        start = head + PN_SIZE
         top = max(self.highest, 0) >> EPOCH_BITS
         gcm = self.batch(top)
         if gcm is not None:
@@ -415,6 +417,7 @@ class Opener(_Direction):
             if other:  # (numbers of another epoch: the first of the next key, or forged)
                 bad = sorted(bad + [k for k in other if not self._open_at(buf, k, min(k + segment, n), head)])
             return bad
+        start = head + PN_SIZE
         count = -(-n // segment)
         if n - (count - 1) * segment < start + TAG_SIZE:
             return [k for k in range(0, n, segment) if min(k + segment, n) - k < start + TAG_SIZE] + (
