@@ -495,8 +495,6 @@ def send(
     if transport == "tcp" and checksum:
         raise UsageError("checksum is for UDP (TCP checksums every segment itself)")
     group = _group_options(host, transport, paths, chaos_bytes, receivers, wait, quorum, ttl, interface, slow)
-    if group is not None and psk is not None:
-        raise UsageError("key: a multicast group cannot be sealed yet (--key is for one receiver)")
     span = (
         None
         if offset is None and length is None
@@ -863,11 +861,7 @@ def _send(
     else:
         cfg = replace(cfg, paths=1, backup=())  # TCP: its driver stripes itself
     if cfg.key is None and not _loopback(host):  # (said once, whichever transport carries it)
-        obs.say(
-            "note: this transfer is not encrypted (a multicast group cannot be sealed yet)"
-            if group is not None
-            else "note: this transfer is not encrypted (--key seals it; alf keygen makes a key)"
-        )
+        obs.say("note: this transfer is not encrypted (--key seals it; alf keygen makes a key)")
     adu_size = cfg.adu_size
     source: Source
     if path is not None:
@@ -1038,8 +1032,6 @@ def receive(
         if group is not None:
             raise UsageError("resume: not with a multicast group")
     psk = _key(key)
-    if psk is not None and group is not None:
-        raise UsageError("key: a multicast group cannot be sealed yet (--key is for one sender)")
     if group is not None:
         if not is_multicast(group) or ipaddress.ip_address(group).version != 4:
             raise UsageError(f"group: {group} is not an IPv4 multicast address (224.0.0.0/4)")

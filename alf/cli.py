@@ -369,8 +369,8 @@ def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
             envvar="ALF_KEY_FILE",
             show_envvar=True,
             help="Encrypt and authenticate the transfer with the key in FILE (make one with "
-            "alf keygen > FILE; both sides give the same; mode 600). UDP and TCP, not multicast; the "
-            "other side must have it too (else exit 4).",
+            "alf keygen > FILE; both sides give the same; mode 600). UDP, TCP and multicast alike; "
+            "the other side must have it too (else exit 4).",
         ),
         click.option(
             "-v",

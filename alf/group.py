@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, replace
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cc
 from alf import fec, wire
@@ -30,6 +30,9 @@ from alf.ranges import merge_ranges, subtract_ranges, trim_ranges
 from alf.receiver import FEC_MAX_NEED
 from alf.sender import CLOSE_COPIES, Datagram, Run, Sender, SenderConfig, State, rtt_sample, smooth_rtt
 from alf.verdict import verdict_outcome
+
+if TYPE_CHECKING:
+    from alf import seal
 
 ANNOUNCE_GAP = 0.25  # §15 rule 1: the HELLO to the group, until the start
 LATE_ANNOUNCE_GAP = 1.0  # ... and after it, for late members (file kind)
@@ -84,6 +87,8 @@ class Member:
     naks: int = 0
     nakked_adus: int = 0
     fec: bool = False  # §16: it decodes parity (its ACCEPT said so)
+    keys: seal.Keys | None = None  # §17 rule 8: its own keys, from its keyed ACCEPT
+    share: bytes = b""  # ... and the share that ACCEPT carried (every later one carries it too)
     app_limited: bool = False
     received_bytes: int = 0
     ended_at: float | None = None
@@ -146,8 +151,6 @@ class GroupSender(Sender):
     ) -> None:
         if config.paths != 1:
             raise ValueError("a group sender has one path, to the group")
-        if config.key is not None:
-            raise ValueError("a group is not sealed yet (§17 covers one receiver)")
         if receivers is not None and receivers < 1 or quorum is not None and quorum < 1:
             raise ValueError("receivers and quorum: at least 1")
         if receivers is not None and quorum is not None and quorum > receivers:
@@ -179,6 +182,13 @@ class GroupSender(Sender):
             raise ValueError(f"slow: one of {', '.join(SLOW_POLICIES)}")
         self.slow_policy = slow
         self.naks_deferred = 0  # NAKs of slow members while the others still received
+        self.refusals: list[str] = []  # receivers that refused the session over its key (§17)
+        self._group_secret = b""
+        if config.key is not None:  # §17 rule 8: the group's keys, from a secret drawn for it
+            from alf import seal as _seal
+
+            self._group_secret = _seal.new_group_secret()
+            self.keys = _seal.group_keys(self._group_secret, self._hello(0.0, 0), sender=True)
 
     # ------------------------------------------------------------ the group's view
 
@@ -302,7 +312,7 @@ class GroupSender(Sender):
                     abort = wire.Abort(
                         self.session_id, wire.AbortCode.CANCELLED, f"too slow for the group: {why}"
                     )
-                    self._out.extend([self._to_member(wire.encode_abort(abort), m)] * CLOSE_COPIES)
+                    self._out.extend(self._to_member(wire.encode_abort(abort), m, CLOSE_COPIES))
                     self._member_ends(m, Fate.DROPPED_SLOW, f"too slow: {why}", now)
                     if self.outcome is not None:
                         return
@@ -325,7 +335,11 @@ class GroupSender(Sender):
             if not joined or self.quorum is None or joined < self.quorum:
                 some = f"only {joined} of {self.expected}" if self.expected else "no"
                 msg = f"{some} receivers joined the group within {limit:g} s"
-                self._abort(wire.AbortCode.TIMEOUT, msg, Outcome(ExitCode.PEER_UNREACHABLE, msg))
+                code = ExitCode.PEER_UNREACHABLE
+                if self.refusals:  # §17 rule 4: those that came refused our key (or its absence)
+                    msg += f"; {len(self.refusals)} refused it: " + "; ".join(self.refusals[:4])
+                    code = ExitCode.PEER_ABORTED if not joined else code
+                self._abort(wire.AbortCode.TIMEOUT, msg, Outcome(code, msg))
                 return
         path = self.path
         self.state = State.SENDING
@@ -402,6 +416,12 @@ class GroupSender(Sender):
     ) -> None:
         got = now if arrived is None else min(arrived, now)
         self._carrier_list = None
+        if self.keys is not None and len(buf) > 1 and buf[1] != wire.MsgType.ACCEPT:
+            opened = self._open_from(buf, addr)
+            if opened is None:
+                self.stats.unauthenticated += 1
+                return
+            buf = opened
         if len(buf) > 16 and buf[1] == wire.MsgType.NAK and self._deferred_nak(buf, now, addr):
             return
         try:
@@ -418,9 +438,12 @@ class GroupSender(Sender):
         if isinstance(msg, wire.Accept) and msg.retry:
             self._on_join(msg, m, addr, now, got)
             return
+        if isinstance(msg, wire.Accept) and self.keys is not None and not self._sealed_accept(msg, m):
+            self.stats.unauthenticated += 1
+            return
         if m is None or m.fate not in (Fate.JOINING, Fate.RECEIVING):
             if m is not None and isinstance(msg, wire.Done) and m.fate in (Fate.OK, Fate.MISMATCH):
-                self._out.append(self._to_member(wire.encode_close(wire.Close(self.session_id)), m))
+                self._out.extend(self._to_member(wire.encode_close(wire.Close(self.session_id)), m))
             else:
                 self.stats.foreign += 1
             return
@@ -431,6 +454,11 @@ class GroupSender(Sender):
         if isinstance(msg, wire.Accept):
             if m.fate == Fate.JOINING:
                 self._on_accept_member(msg, m, now, got)
+            elif self.keys is not None:
+                self._send_keys(m)  # (proved by _sealed_accept: it has not got them yet)
+            return
+        if m.fate == Fate.JOINING and isinstance(msg, wire.Abort):
+            self._left(m, msg)  # it refused our HELLO (§17 rule 4: a key mismatch, in clear)
             return
         if m.fate != Fate.RECEIVING:
             self.stats.unexpected += 1
@@ -453,17 +481,21 @@ class GroupSender(Sender):
                     Outcome(ExitCode.VERIFY_FAILED, "its DONE names another content"),
                 )
             self._member_ends(m, fate, verdict.message, now)
-            self._out.extend(
-                [self._to_member(wire.encode_close(wire.Close(self.session_id)), m)] * CLOSE_COPIES
-            )
+            self._out.extend(self._to_member(wire.encode_close(wire.Close(self.session_id)), m, CLOSE_COPIES))
         elif isinstance(msg, wire.Abort):
             if self.state == State.HANDSHAKE:  # it left before the start: its place is free again
-                del self.members[m.addr]
-                self.events.add(MemberEnded(m.addr, Fate.ABORTED.value, f"{msg.code.name}: {msg.reason}"))
+                self._left(m, msg)
                 return
             self._member_ends(m, Fate.ABORTED, f"{msg.code.name}: {msg.reason}", now)
         else:
             self.stats.unexpected += 1
+
+    def _left(self, m: Member, msg: wire.Abort) -> None:
+        """A receiver that is no member (yet) aborted: it is forgotten, its place free again."""
+        del self.members[m.addr]
+        if msg.code == wire.AbortCode.KEY_MISMATCH:
+            self.refusals.append(f"{_addr(m.addr)}: {msg.reason}")
+        self.events.add(MemberEnded(m.addr, Fate.ABORTED.value, f"{msg.code.name}: {msg.reason}"))
 
     def _deferred_nak(self, buf: bytes | bytearray | memoryview, now: float, addr: object) -> bool:
         """--slow catch-up: a slow member's NAK while the others still receive is not even
@@ -478,8 +510,58 @@ class GroupSender(Sender):
         self.naks_deferred += 1
         return True
 
-    def _to_member(self, data: bytes, m: Member) -> Datagram:
-        return Datagram(data, 0, m.addr)
+    def _open_from(self, buf: bytes | bytearray | memoryview, addr: object) -> bytes | None:
+        """§17 rule 8: a member's datagram opened under its own keys; None if it does not
+        open. Before it has keys only an ABORT in clear counts (a receiver with another key,
+        or none, refuses us in clear: rule 4), and it ends only that receiver's part."""
+        m = self.members.get(addr)
+        if m is None:
+            return None
+        if m.keys is None:
+            return bytes(buf) if buf[1] == wire.MsgType.ABORT and m.fate == Fate.JOINING else None
+        return m.keys.into.open(buf, wire.HEADER_SIZE)
+
+    def _sealed_accept(self, msg: wire.Accept, m: Member | None) -> bool:
+        """§17 rule 8: a keyed ACCEPT that proves itself: a joining receiver's first (its
+        finished MAC over our HELLO and its share, echoing the token we sent it) gives its
+        keys; a member's later ones carry the same share and a MAC that checks."""
+        from alf import seal
+
+        if m is None or not msg.share:
+            return False
+        head = wire.encode_accept(replace(msg, mac=b""))[: -wire.MAC_SIZE]
+        if m.keys is not None:
+            return msg.share == m.share and seal.proves(m.keys, head, msg.mac)
+        assert self._initiator is not None
+        if m.fate != Fate.JOINING or msg.token != m.token:
+            return False
+        keys = self._initiator.complete(self._hello(0.0, 0), head, msg.share, msg.mac)
+        if keys is None:
+            return False
+        m.keys, m.share = keys, msg.share
+        return True
+
+    def _send_keys(self, m: Member) -> None:
+        """§17 rule 8: the group's secret to one member, under its own keys, with the numbers
+        the group's directions are at (a member that joins late opens from there)."""
+        assert self.keys is not None and self.keys.data is not None
+        keys = wire.Keys(self.session_id, self._group_secret, self.keys.data.pn, self.keys.out.pn)
+        self._out.extend(self._to_member(wire.encode_keys(keys), m))
+        self.stats.keys_sent += 1
+
+    def _to_member(self, data: bytes, m: Member, copies: int = 1) -> list[Datagram]:
+        """``copies`` of a datagram to one member; with a key each sealed under that member's
+        keys now (it may be forgotten before they leave) with a number of its own (a copy of
+        one sealed datagram would be refused as a replay), but for a HELLO."""
+        if self.keys is None or data[1] == wire.MsgType.HELLO:
+            return [Datagram(data, 0, m.addr)] * copies
+        assert m.keys is not None, "only a HELLO goes to a receiver without its keys"
+        return [Datagram(m.keys.out.seal(data, wire.HEADER_SIZE), 0, m.addr) for _ in range(copies)]
+
+    def _sealed(self, d: Datagram) -> Datagram:
+        """§17 rule 8: what goes to the group is sealed under the group's keys; what goes to
+        one member was sealed under its own (``_to_member``)."""
+        return super()._sealed(d) if d.addr == self.path.addr else d
 
     def _on_join(self, msg: wire.Accept, m: Member | None, addr: object, now: float, got: float) -> None:
         """§15 rule 1: a receiver read our announcement; it gets the HELLO with its token, by
@@ -499,7 +581,7 @@ class GroupSender(Sender):
         m.token = msg.token
         self._member_rtt(m, got, msg.echo_timestamp_us, 0)
         self.stats.retries_received += 1
-        self._out.append(self._to_member(self._hello(now, m.token), m))
+        self._out.extend(self._to_member(self._hello(now, m.token), m))
         m.hellos = (*m.hellos[-3:], wire.to_us(now))  # its ACCEPT must echo one of these
         self.stats.hellos_sent += 1
 
@@ -515,16 +597,19 @@ class GroupSender(Sender):
             late = wire.Abort(
                 self.session_id, wire.AbortCode.BUSY, "the stream began before this receiver joined"
             )
-            self._out.append(self._to_member(wire.encode_abort(late), m))
+            self._out.extend(self._to_member(wire.encode_abort(late), m))
             return
         if not self._room():  # others took the places meanwhile: it is told, and forgotten
             del self.members[m.addr]
             self.joins_refused += 1
             busy = wire.Abort(self.session_id, wire.AbortCode.BUSY, "the group is full")
-            self._out.append(self._to_member(wire.encode_abort(busy), m))
+            self._out.extend(self._to_member(wire.encode_abort(busy), m))
             return
         m.fate = Fate.RECEIVING
         m.joined_at = now
+        if self.keys is not None:
+            for _ in range(CLOSE_COPIES):  # (each a datagram of its own: one lost costs nothing)
+                self._send_keys(m)
         m.late = self.state != State.HANDSHAKE
         m.window_limit = msg.window_limit
         m.fec = msg.fec and bool(self._features & wire.FEATURE_FEC)

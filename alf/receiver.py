@@ -74,6 +74,7 @@ NAK_CREDIT_CAP = 256 << 10  # ... saved up to at most this
 MAX_PATHS = 8  # §14: addresses one session may use
 NAK_BACKOFF_MIN = 0.005  # §15 rule 8: a group member's NAK waits up to max(this, K srtt) ...
 NAK_BACKOFF_RTTS = 3.0  # ... K = this x (ln N + 1), N the members receiving
+KEYS_ASK_GAP = 0.25  # §17 rule 8: a sealed group's member without its secret asks this often
 FEC_MAX_NEED = 32  # §16: a block that needs more symbols than this asks for its ADUs instead
 
 if TYPE_CHECKING:
@@ -197,6 +198,8 @@ class Receiver:
         self.fec = False  # we decode the session's parity (§16)
         self.keys: seal.Keys | None = None  # §17: the bound session's keys
         self.sender_keyed = False  # §17: a sealed datagram from the sender opened: it has them too
+        self.group_keys: seal.Keys | None = None  # §17 rule 8: a sealed group's, from its KEYS
+        self._keys_ask_at = 0.0  # ... asked for again (our ACCEPT again) until they come
         self._responder: seal.Responder | None = None
         if config.key is not None:
             from alf import seal as _seal  # (cryptography costs 70 ms to import: only with a key)
@@ -540,7 +543,7 @@ class Receiver:
         """A control datagram read at ``now``; ``arrived``, if the driver knows it, is when it
         reached our host (before it waited in our socket): a PROBE's echo counts from then."""
         if self.keys is not None and len(buf) > 1 and buf[1] != wire.MsgType.HELLO:
-            opened = self.keys.into.open(buf, wire.HEADER_SIZE)  # §17: sealed, or not ours
+            opened = self._open_control(buf)  # §17: sealed, or not ours
             if opened is None:
                 self.stats.unauthenticated += 1
                 return
@@ -577,6 +580,8 @@ class Receiver:
         elif isinstance(msg, wire.Close):
             if self.state == State.FINISHED:
                 self.state = State.CLOSED
+        elif isinstance(msg, wire.Keys) and self.multicast and self.keys is not None:
+            self._on_keys(msg)
         elif isinstance(msg, wire.Abort):
             self.events.add(PeerAborted(msg.code, msg.reason))
             self._end(aborted_by("sender", msg.code.name, msg.reason))
@@ -584,6 +589,37 @@ class Receiver:
             self.keepable = resume.keepable_after(msg.code)
         else:
             self.stats.violations += 1  # a message only a receiver sends
+
+    @property
+    def data_keys(self) -> seal.Keys | None:
+        """§17: the keys the sender's DATA and PARITY open under: the session's, or in a sealed
+        group the group's (rule 8: None until its KEYS came)."""
+        return self.group_keys if self.multicast else self.keys
+
+    def _open_control(self, buf: bytes | bytearray | memoryview) -> bytes | None:
+        """§17: a sealed control datagram opened, or None. In a group (rule 8) a PROBE opens
+        under the group's keys, a KEYS or CLOSE under our own, an ABORT under either."""
+        assert self.keys is not None
+        kind = buf[1]
+        if self.multicast and kind != wire.MsgType.KEYS and kind != wire.MsgType.CLOSE:
+            group = self.group_keys
+            opened = group.into.open(buf, wire.HEADER_SIZE) if group is not None else None
+            if opened is not None or kind != wire.MsgType.ABORT:
+                return opened
+        return self.keys.into.open(buf, wire.HEADER_SIZE)
+
+    def _on_keys(self, msg: wire.Keys) -> None:
+        """§17 rule 8: the group's secret (it came sealed under our keys): its DATA, PARITY and
+        PROBEs open from the numbers it names on. Later copies change nothing."""
+        if self.group_keys is not None or self.hello is None:
+            return
+        from alf import seal
+
+        keys = seal.group_keys(msg.secret, wire.encode_hello(self.hello), sender=False)
+        assert keys.data_in is not None
+        keys.data_in.start_at(msg.data_pn)
+        keys.into.start_at(msg.control_pn)
+        self.group_keys = keys
 
     def _reject(self, session_id: int, addr: Addr, code: wire.AbortCode, reason: str, now: float) -> None:
         self.stats.rejected_hellos += 1
@@ -668,6 +704,7 @@ class Receiver:
         self._round_at = now + MIN_ROUND
         self._rate_since = now
         self._send(self._accept(msg))
+        self._keys_ask_at = now + KEYS_ASK_GAP
         self.events.add(Joined(addr, msg.session_id))
 
     def _take_up(self, msg: wire.Hello, addr: Addr) -> list[Span] | None:
@@ -833,12 +870,21 @@ class Receiver:
             msg = f"the sender went silent for {self.cfg.timeout:g} s"
             self._abort(wire.AbortCode.TIMEOUT, msg, Outcome(ExitCode.PEER_UNREACHABLE, msg))
             return
+        if self._keys_wanted() and now >= self._keys_ask_at:
+            assert self.hello is not None
+            self._send(self._accept(self.hello))  # §17 rule 8: the sender answers with KEYS
+            self._keys_ask_at = now + KEYS_ASK_GAP
         if self._nak_due is not None and now >= self._nak_due:
             self._backed_off_naks()
         if now >= self._round_at:
             self._nak_round(now)
         if self._data_since_status and (now >= self._status_at or self._window_update_due()):
             self._send_status(now)
+
+    def _keys_wanted(self) -> bool:
+        """§17 rule 8: a member of a sealed group that has not got the group's secret yet."""
+        keyed = self.keys is not None and self.group_keys is None
+        return self.multicast and keyed and self.state == State.RECEIVING
 
     def _window_update_due(self) -> bool:
         """The flow window moved by a quarter of itself since the limit last advertised."""
@@ -986,6 +1032,8 @@ class Receiver:
         if self.state == State.FINISHED:
             return self._linger_until
         t = min(self._last_heard + self.cfg.timeout, self._round_at)
+        if self._keys_wanted():
+            t = min(t, self._keys_ask_at)
         if self._nak_due is not None:
             t = min(t, self._nak_due)
         if self._data_since_status:

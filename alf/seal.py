@@ -340,6 +340,13 @@ class Opener(_Direction):
         self.highest = -1
         self._seen = 0  # bit k: highest - k was taken
 
+    def start_at(self, pn: int) -> None:
+        """Take only numbers from ``pn`` on (§17 rule 8: a member that joins a group late opens
+        its directions from where they are; every number below counts as taken)."""
+        if pn > 0 and pn - 1 > self.highest:
+            self.highest = pn - 1
+            self._seen = _WINDOW_MASK
+
     def _fresh(self, pn: int) -> bool:
         if not self._replay or pn > self.highest:
             return True
@@ -506,6 +513,18 @@ class Keys:
             self.data_in = Opener(secret, th, S2R_DATA, replay=data_replay)
             self.out = Sealer(secret, th, R2S_CONTROL)
             self.into = Opener(secret, th, S2R_CONTROL, replay=True)
+
+
+def group_keys(secret: bytes, hello_head: bytes, sender: bool) -> Keys:
+    """§17 rule 8: a sealed group's keys, from the secret the sender drew for the session (sent
+    to each member under that member's own keys) and the session's HELLO: its DATA and
+    PARITY, and the PROBEs and ABORTs it sends to the group."""
+    th = hashlib.sha256(b"alf1 group" + hello_core(hello_head)).digest()
+    return Keys(secret, th, sender)
+
+
+def new_group_secret() -> bytes:
+    return secrets.token_bytes(KEY_SIZE)
 
 
 def proves(keys: Keys, accept_head: bytes, mac: bytes) -> bool:

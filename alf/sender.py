@@ -127,6 +127,7 @@ class SenderStats:
     foreign: int = 0
     unexpected: int = 0
     unauthenticated: int = 0  # §17: datagrams that failed to open under the session's keys: dropped
+    keys_sent: int = 0  # §17 rule 8: a sealed group's secret sent to a member (KEYS)
     dropped_injected: int = 0
     adus_held: int = 0  # §18: ADUs the receiver held already (resumed): hashed, not sent
     bytes_held: int = 0  # ... their bytes
@@ -374,16 +375,17 @@ class Sender:
             self._timers(now)
         out, self._out = self._out, []
         if self.keys is not None:  # §17: all but HELLOs go sealed once the keys are known
-            seal_control = self.keys.out.seal
-            out = [
-                d
-                if d.data[1] == wire.MsgType.HELLO
-                else d._replace(data=seal_control(d.data, wire.HEADER_SIZE))
-                for d in out
-            ]
+            out = [self._sealed(d) for d in out]
         if self.outcome is not None:
             self.events.add(Ended())  # the last ABORT or CLOSE copies are in ``out``
         return out
+
+    def _sealed(self, d: Datagram) -> Datagram:
+        """§17: a datagram of ours as it goes (a HELLO in clear, the rest sealed)."""
+        assert self.keys is not None
+        if d.data[1] == wire.MsgType.HELLO:
+            return d
+        return d._replace(data=self.keys.out.seal(d.data, wire.HEADER_SIZE))
 
     def take_events(self) -> list[Event]:
         return self.events.take()

@@ -353,8 +353,8 @@ class RecvSession:
         count = ceil_div(n, segment)
         at, tail = _HDR_SIZE, 0  # where each payload starts in its segment, and what follows it
         if r.cfg.key is not None:  # §17: nothing of it counts unless it opens
-            if r.keys is None or not self._open_coalesced(buf, segment, addr, now, slot):
-                if r.keys is None:
+            if r.data_keys is None or not self._open_coalesced(buf, segment, addr, now, slot):
+                if r.data_keys is None:
                     self.on_datagrams([(buf[k : k + segment], addr) for k in range(0, n, segment)], now)
                 return
             at, tail = _HDR_SIZE + _PN, _TAG  # §17: opened where it lies: header, number, payload, tag
@@ -407,8 +407,9 @@ class RecvSession:
         up to their payloads) and any control among them go on one by one from here, and the
         DATA and PARITY that did not open are counted."""
         r = self.receiver
-        assert r.keys is not None and r.keys.data_in is not None
-        failed = r.keys.data_in.open_segments(buf, segment, _HDR_SIZE, slot)
+        keys = r.data_keys
+        assert keys is not None and keys.data_in is not None
+        failed = keys.data_in.open_segments(buf, segment, _HDR_SIZE, slot)
         if len(failed) < ceil_div(len(buf), segment):
             r.sender_keyed = True
         if not failed:
@@ -473,7 +474,7 @@ class RecvSession:
                 st.dropped_injected += 1
                 continue
             if sealed and (is_data or kind == _PARITY):
-                plain = self._opened(buf) if r.keys is not None else None  # §17 (keys come with a HELLO)
+                plain = self._opened(buf) if r.data_keys is not None else None  # §17 (keys come with a HELLO)
                 if plain is None:
                     st.unauthenticated += 1
                     continue
@@ -524,7 +525,7 @@ class RecvSession:
     def _opened(self, buf: Buffer) -> memoryview | None:
         """§17: a sealed DATA or PARITY opened in place (in a copy, if ``buf`` is read-only),
         as its plain datagram; None if it fails."""
-        keys = self.receiver.keys
+        keys = self.receiver.data_keys
         assert keys is not None and keys.data_in is not None
         view = memoryview(buf)
         if view.readonly:

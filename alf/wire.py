@@ -51,6 +51,7 @@ class MsgType(IntEnum):
     CLOSE = 8
     ABORT = 9
     PARITY = 10
+    KEYS = 11
 
 
 class Kind(IntEnum):
@@ -153,6 +154,8 @@ NAK_BLOCK = struct.Struct("!BBHIQ")
 PROBE_BODY = struct.Struct("!QQIIQ32s")
 # §9 DONE body: received_bytes u64 | digest 32s
 DONE_BODY = struct.Struct("!Q32s")
+# §17 KEYS body (a sealed group's secret for one member): secret 32s | data_pn u64 | control_pn u64
+KEYS_BODY = struct.Struct("!32sQQ")
 # §10 ABORT body: reason length u16; the UTF-8 reason follows
 ABORT_BODY = struct.Struct("!H")
 
@@ -327,7 +330,18 @@ class Parity:
     payload: bytes
 
 
-Message = Hello | Unsupported | Accept | Status | Nak | Probe | Done | Close | Abort | Data | Parity
+@dataclass(frozen=True)
+class Keys:
+    """§17 rule 8: a sealed group's secret, for one member (sent only sealed under its keys),
+    with the packet numbers the group's directions are at."""
+
+    session_id: int
+    secret: bytes
+    data_pn: int
+    control_pn: int
+
+
+Message = Hello | Unsupported | Accept | Status | Nak | Probe | Done | Close | Abort | Data | Parity | Keys
 
 
 # ---------------------------------------------------------------- encoders
@@ -402,6 +416,12 @@ def encode_done(m: Done) -> bytes:
 
 def encode_close(m: Close) -> bytes:
     return COMMON.pack(VERSION, MsgType.CLOSE, 0, 0, 0, m.session_id)
+
+
+def encode_keys(m: Keys) -> bytes:
+    return COMMON.pack(VERSION, MsgType.KEYS, 0, 0, 0, m.session_id) + KEYS_BODY.pack(
+        m.secret, m.data_pn, m.control_pn
+    )
 
 
 def encode_abort(m: Abort) -> bytes:
@@ -546,6 +566,8 @@ def encode(m: Message) -> bytes:
         return encode_data(m)
     if isinstance(m, Parity):
         return encode_parity(m)
+    if isinstance(m, Keys):
+        return encode_keys(m)
     if isinstance(m, Unsupported):
         raise ValueError("an unsupported offer is only ever decoded")
     datagrams, covered = encode_naks(m.session_id, list(m.ranges), 1, m.needs)
@@ -566,7 +588,7 @@ def peek_header_untrusted(buf: bytes | bytearray | memoryview) -> tuple[int, int
         raise BadPacket(f"unknown version {version}")
     if reserved != 0:
         raise BadPacket("reserved header byte is not zero")
-    if not 1 <= mtype <= 10:
+    if not 1 <= mtype <= MsgType.KEYS:
         raise BadPacket(f"unknown type {mtype}")
     return mtype, session
 
@@ -743,6 +765,11 @@ def decode_untrusted(buf: bytes | bytearray | memoryview) -> Message:
         if not final and (total or any(digest)):
             raise BadPacket("PROBE length or digest without FINAL")
         return Probe(session, nxt, ts, srtt, final, total, digest, receivers)
+    if mtype == MsgType.KEYS:
+        if flags or aux or n != _HEAD + KEYS_BODY.size:
+            raise BadPacket("bad KEYS")
+        secret, data_pn, control_pn = KEYS_BODY.unpack_from(buf, _HEAD)
+        return Keys(session, secret, data_pn, control_pn)
     # CLOSE is the only type left (peek_header_untrusted rejected unknown types).
     if flags or n != _HEAD:
         raise BadPacket("bad CLOSE")

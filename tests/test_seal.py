@@ -17,9 +17,10 @@ from hypothesis import strategies as st
 
 from alf import seal, wire
 from alf.errors import ExitCode
+from alf.group import GroupSender
 from alf.receiver import Receiver, ReceiverConfig
 from alf.sender import SenderConfig
-from alf.testing.simnet import Link, run_transfer
+from alf.testing.simnet import Link, run_group_transfer, run_transfer
 
 SID = 0x1122334455667788
 PSK = bytes(range(32))
@@ -541,3 +542,140 @@ def test_tcp_a_replayed_hello_of_an_older_session_holds_no_place() -> None:
     rcv.joined.add(2)  # (as if the attacker's connection had joined with a replayed HELLO)
     rcv.on_frame(2, memoryview(replay), 0.0)
     assert 2 in rcv.poll(0.0).close and rcv.stats.unauthenticated >= 2
+
+
+# ---------------------------------------------------------------- §17 rule 8: a sealed group
+
+
+def _group(*losses: float) -> list[tuple[Link, Link]]:
+    return [(Link(loss=p), Link(loss=p)) for p in losses]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["file", "pipe"])
+def test_a_sealed_group_at_mixed_loss_all_verify(stream: bool) -> None:
+    """Four members at 0-10% loss both ways (KEYS copies and asks lost too): each gets its own
+    keys and the group's secret, and every output is the input; nothing failed to open."""
+    data = random.Random(5).randbytes(600_000)
+    scfg, rcfg = _configs(PSK, PSK)
+    rcfg = dataclasses.replace(rcfg, in_order=stream)
+    r = run_group_transfer(
+        data, _group(0.0, 0.01, 0.05, 0.10), stream=stream, expected=4, sender_config=scfg,
+        receiver_config=rcfg, seed=3,
+    )  # fmt: skip
+    assert r.sender is not None and r.sender.ok, r.sender
+    assert r.outputs == [data] * 4
+    assert r.sender_stats["keys_sent"] >= 4 * 3 and r.sender_stats["unauthenticated"] == 0
+    assert all(s["unauthenticated"] == 0 for s in r.receiver_stats)
+    assert r.sender_stats["adus_repair"] > 0  # repairs to the group, sealed under its keys
+
+
+def test_a_sealed_groups_late_member_gets_the_secret_and_the_whole_file() -> None:
+    """A file's member that joins at the second announcement after the start (1.2 s, about
+    half-way): its KEYS name where the group's numbers are, and it gets the rest and its
+    prefix by repair."""
+    data = random.Random(6).randbytes(2_000_000)
+    scfg, rcfg = _configs(PSK, PSK)
+    r = run_group_transfer(
+        data, _group(0.0, 0.02, 0.0), quorum=2, wait=0.2, start_at=[0.0, 0.0, 0.5],
+        sender_config=dataclasses.replace(scfg, rate_bps=10e6), receiver_config=rcfg, seed=4,
+    )  # fmt: skip
+    assert r.sender is not None and r.sender.ok, r.sender
+    assert r.outputs == [data] * 3
+    late = r.sender_stats["receivers"][2]
+    assert late["late"] and late["state"] == "ok"
+
+
+def test_a_member_with_another_key_is_refused_and_the_others_verify() -> None:
+    """Rule 4 in a group: the receiver with another key ends with exit 4, writes nothing,
+    and holds no place; the members with the key verify (the quorum is theirs)."""
+    data = random.Random(7).randbytes(200_000)
+    scfg, rcfg = _configs(PSK, PSK)
+    wrong = dataclasses.replace(rcfg, key=bytes(32))
+    r = run_group_transfer(
+        data, _group(0.0, 0.0, 0.0), quorum=2, wait=0.5, sender_config=scfg,
+        receiver_configs=[rcfg, wrong, rcfg], seed=5,
+    )  # fmt: skip
+    assert r.sender is not None and r.sender.ok, r.sender
+    assert r.sender.message == "2 of 2 receivers verified the content"
+    bad = r.receivers[1]
+    assert bad is not None and bad.code == ExitCode.PEER_ABORTED and "key" in bad.message
+    assert r.outputs[0] == data and r.outputs[2] == data and r.outputs[1] == b""
+
+
+def test_a_sealed_group_refuses_forged_group_and_member_traffic() -> None:
+    """A member bound to a sealed group: a PROBE or KEYS in clear, a PROBE sealed under the
+    member's own keys (only the group's open a PROBE) and a KEYS sealed under the group's
+    (only the member's open a KEYS) are all counted and change nothing."""
+    r = Receiver(ReceiverConfig(in_order=False, key=PSK), 0.0, secret=b"s" * 8)
+    ini = seal.Initiator(PSK)
+    feats = wire.FEATURE_KEY | wire.FEATURE_MULTICAST
+    hello = wire.Hello(SID, 1404, wire.Kind.FILE, 100_000, 1, TAG, features=feats, share=ini.share)
+    addr = ("10.0.0.1", 5)
+    r.handle_control(ini.bind(wire.encode_hello(hello)), addr, 0.0)
+    retry = wire.decode_untrusted(r.poll(0.0)[-1][0])
+    assert isinstance(retry, wire.Accept) and retry.join
+    hello = dataclasses.replace(hello, token=retry.token)
+    bound = ini.bind(wire.encode_hello(hello))
+    r.handle_control(bound, addr, 0.0)
+    accept = wire.decode_untrusted(r.poll(0.0)[-1][0])
+    assert isinstance(accept, wire.Accept) and accept.share
+    head = wire.encode_accept(dataclasses.replace(accept, mac=b""))[:-32]
+    mine = ini.complete(bound, head, accept.share, accept.mac)
+    assert mine is not None
+    secret = os.urandom(32)
+    group = seal.group_keys(secret, bound, sender=True)
+    probe = wire.encode_probe(wire.Probe(SID, 10, 1, 1000))
+    keys = wire.encode_keys(wire.Keys(SID, secret, 0, 0))
+    before = r.stats.unauthenticated
+    for d in (probe, keys, mine.out.seal(probe, 16), group.out.seal(keys, 16)):
+        r.handle_control(d, addr, 0.1)
+    assert r.stats.unauthenticated == before + 4 and r.group_keys is None
+    assert r.poll(0.1) == []  # nothing answered them
+    r.handle_control(mine.out.seal(keys, 16), addr, 0.2)  # the sender's KEYS: the group's secret
+    assert r.group_keys is not None and r.stats.unauthenticated == before + 4
+    r.handle_control(group.out.seal(probe, 16), addr, 0.2)  # now a group PROBE opens: a STATUS
+    assert r.stats.unauthenticated == before + 4
+    assert r.poll(0.2)
+
+
+def test_the_group_sender_takes_a_members_accept_only_if_it_proves_itself() -> None:
+    """The group sender: an ACCEPT whose finished MAC does not check, or that another
+    receiver's share would need, makes no member and is answered with nothing; a proved one
+    is answered with the group's secret (KEYS, sealed under that member's keys)."""
+    scfg, _ = _configs(PSK, PSK)
+    g = GroupSender(scfg, SID, wire.Kind.FILE, 100_000, 0.0, ("239.1.2.3", 9), receivers=2)
+    announce = next(d for d in g.poll(0.0) if d.data[1] == wire.MsgType.HELLO)
+    member = ("10.0.0.2", 9)
+    r = Receiver(ReceiverConfig(in_order=False, key=PSK), 0.0, secret=b"t" * 8)
+    r.handle_control(announce.data, ("10.0.0.1", 9), 0.0)
+    ((join, _to),) = r.poll(0.0)
+    g.handle_datagram(join, 0.01, addr=member)
+    (tokened,) = [d for d in g.poll(0.01) if d.addr == member]
+    r.handle_control(tokened.data, ("10.0.0.1", 9), 0.02)
+    ((accept, _to),) = r.poll(0.02)
+    forged = bytearray(accept)
+    forged[-1] ^= 1
+    g.handle_datagram(bytes(forged), 0.03, addr=member)
+    assert g.stats.unauthenticated == 1 and g.stats.keys_sent == 0
+    assert [d for d in g.poll(0.03) if d.addr == member] == []
+    g.handle_datagram(accept, 0.04, addr=member)
+    sent = [d for d in g.poll(0.04) if d.addr == member]
+    assert g.stats.keys_sent == 3 and len(sent) == 3
+    for d in sent:  # sealed: the secret is not on the wire in clear
+        assert g._group_secret not in d.data
+        r.handle_control(d.data, ("10.0.0.1", 9), 0.05)
+    assert r.group_keys is not None and r.stats.unauthenticated == 0
+
+
+def test_a_group_whose_only_receiver_has_another_key_fails_with_exit_4_on_both_sides() -> None:
+    data = random.Random(8).randbytes(50_000)
+    scfg, rcfg = _configs(PSK, bytes(32))
+    r = run_group_transfer(
+        data, _group(0.0), expected=1, sender_config=dataclasses.replace(scfg, timeout=2.0),
+        receiver_config=rcfg, seed=6, max_time=30,
+    )  # fmt: skip
+    assert r.sender is not None and r.sender.code == ExitCode.PEER_ABORTED, r.sender
+    assert "only 0 of 1 receivers joined" in r.sender.message and "1 refused it" in r.sender.message
+    assert "key" in r.sender.message
+    assert r.receivers[0] is not None and r.receivers[0].code == ExitCode.PEER_ABORTED
+    assert r.group_data == 0 and r.outputs == [b""]

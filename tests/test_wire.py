@@ -65,6 +65,20 @@ def test_status_probe_done_abort_golden() -> None:
     assert acc == HEADER(2) + struct.pack("!QQQ", 11, 12, 0)
 
 
+def test_keys_golden() -> None:
+    """§17 rule 8: KEYS, 64 bytes: the common header, the group's secret, its two numbers."""
+    got = wire.encode_keys(wire.Keys(SID, bytes(range(32)), 0x1122, 0x3344))
+    assert got == (
+        bytes.fromhex("010b0000 00000000 0102030405060708")
+        + bytes(range(32))
+        + bytes.fromhex("0000000000001122 0000000000003344")
+    )
+    assert wire.decode_untrusted(got) == wire.Keys(SID, bytes(range(32)), 0x1122, 0x3344)
+    for bad in (got[:2] + b"\x01" + got[3:], got[:4] + b"\x00\x00\x00\x01" + got[8:], got + b"\0"):
+        with pytest.raises(BadPacket):
+            wire.decode_untrusted(bad)
+
+
 def test_nak_golden_range_and_bitmap() -> None:
     # Two far-apart holes: two RANGE blocks. Many close holes: one BITMAP block.
     (d,), n = wire.encode_naks(SID, [(10, 12), (100000, 100001)], 4)
@@ -146,6 +160,7 @@ messages = st.one_of(
     ),
     st.builds(wire.Done, sids, st.sampled_from(wire.Verdict), u64, digests),
     st.builds(wire.Close, sids),
+    st.builds(wire.Keys, sids, st.binary(min_size=32, max_size=32), u64, u64),
     st.builds(wire.Abort, sids, st.sampled_from(wire.AbortCode), st.text(max_size=100)),
     st.builds(wire.Data, sids, u64, st.binary(min_size=1, max_size=300)),
     st.builds(
@@ -216,6 +231,7 @@ def _samples() -> list[bytes]:
             )
         ),
         wire.encode_accept(wire.Accept(SID, 1, 2, share=b"s" * 64, mac=b"m" * 32)),
+        wire.encode_keys(wire.Keys(SID, b"g" * 32, 5, 6)),  # §17 rule 8: a group's secret
     ]
     out.extend(wire.encode_naks(SID, [(1, 3), (5, 6), (40, 41), (9000, 9100)], 1)[0])
     return out
@@ -259,6 +275,7 @@ def test_strict_rejections() -> None:
     for bad in (
         b"\x02" + close[1:],  # unknown version
         close[:1] + b"\x0a" + close[2:],  # unknown type
+        close[:1] + b"\x0c" + close[2:],
         close[:3] + b"\x01" + close[4:],  # reserved byte
         close[:2] + b"\x01" + close[3:],  # flags on CLOSE
         close[:8] + bytes(8),  # session id 0
