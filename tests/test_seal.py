@@ -20,7 +20,7 @@ from alf.errors import ExitCode
 from alf.group import GroupSender
 from alf.receiver import Receiver, ReceiverConfig
 from alf.sender import SenderConfig
-from alf.testing.simnet import Link, run_group_transfer, run_transfer
+from alf.testing.simnet import SENDER_ADDR, Link, run_group_transfer, run_transfer
 
 SID = 0x1122334455667788
 PSK = bytes(range(32))
@@ -679,3 +679,90 @@ def test_a_group_whose_only_receiver_has_another_key_fails_with_exit_4_on_both_s
     assert "key" in r.sender.message
     assert r.receivers[0] is not None and r.receivers[0].code == ExitCode.PEER_ABORTED
     assert r.group_data == 0 and r.outputs == [b""]
+
+
+class _GroupAttacker:
+    """On every link of a sealed group: flips a bit of one datagram in 50, truncates one in
+    100, replays an earlier one of the same direction in 50 (and datagrams of an older
+    session, with this session's id written in), and every 100 datagrams injects forgeries in
+    clear that seem to come from the real peer: to members a FINAL PROBE, CLOSE, ABORT, DATA
+    and a KEYS with a secret of its own; every 10 a member sends, to the sender a STATUS, NAK,
+    DONE (OK), ABORT and ACCEPT."""
+
+    def __init__(self, seed: int, old: list[bytes] | None = None) -> None:
+        self.rng = random.Random(seed)
+        self.seen: dict[bool, list[bytes]] = {True: [], False: []}
+        self.old = old or []
+        self.recorded: list[bytes] = []
+        self.counts = {True: 0, False: 0}
+        self.tampered = 0
+
+    def __call__(self, src: object, dst: object, d: bytes) -> list[bytes]:
+        rng = self.rng
+        down = src == SENDER_ADDR
+        seen = self.seen[down]
+        sid = int.from_bytes(d[8:16], "big")
+        self.recorded.append(d)
+        out = [d]
+        x = rng.random()
+        if x < 0.02:
+            b = bytearray(d)
+            b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
+            out = [bytes(b)]
+        elif x < 0.03:
+            out = [d[: rng.randrange(1, len(d))]]
+        elif x < 0.05 and seen:
+            out.append(rng.choice(seen[-500:]))
+        seen.append(d)
+        self.tampered += out != [d]
+        self.counts[down] += 1
+        if self.counts[down] % (100 if down else 10) == 0 and sid:
+            out += self._forged(sid, down)
+        return out
+
+    def _forged(self, sid: int, down: bool) -> list[bytes]:
+        if down:
+            out = [
+                wire.encode_probe(wire.Probe(sid, 10, 1, 1000, True, 5, b"\x01" * 32)),
+                wire.encode_close(wire.Close(sid)),
+                wire.encode_abort(wire.Abort(sid, wire.AbortCode.CANCELLED, "forged")),
+                wire.encode_data(wire.Data(sid, 3, b"forged" * 80)),
+                wire.encode_keys(wire.Keys(sid, b"\x05" * 32, 0, 0)),
+            ]
+            for d in self.rng.sample(self.old, min(4, len(self.old))):
+                out += [d, d[:8] + sid.to_bytes(8, "big") + d[16:]]
+            return out
+        return [
+            wire.encode_status(wire.Status(sid, 10**6, 10**6, 10**6, 10**7, 1, 1, 1)),
+            wire.encode_naks(sid, [(0, 500)], 1)[0][0],
+            wire.encode_done(wire.Done(sid, wire.Verdict.OK, 5, b"\x02" * 32)),
+            wire.encode_abort(wire.Abort(sid, wire.AbortCode.CANCELLED, "forged")),
+            wire.encode_accept(wire.Accept(sid, 1, 1 << 20, 7, share=b"\x03" * 64, mac=b"\x04" * 32)),
+        ]
+
+
+def test_an_on_path_attacker_on_a_sealed_group_never_gets_a_wrong_output_past_exit_0() -> None:
+    """Issue 19 point 3 for a group, on the simulated network (every link attacked, both
+    ways): the sender and every member end alike (all OK, or the failure reported), an OK
+    output is the input, and what was forged, altered or replayed was counted and dropped.
+    (The same attacker on a group without a key fails every member: forged FINALs and
+    ABORTs end them.)"""
+    scfg, rcfg = _configs(PSK, PSK)
+    older = _GroupAttacker(1)
+    first = random.Random(10).randbytes(200_000)
+    run_group_transfer(first, _group(0.0, 0.0), expected=2, sender_config=scfg, receiver_config=rcfg,
+                       tamper=older, seed=8)  # fmt: skip
+    data = random.Random(11).randbytes(800_000)
+    attacker = _GroupAttacker(2, [d for d in older.recorded if len(d) > 100])
+    r = run_group_transfer(
+        data, _group(0.0, 0.01, 0.02), expected=3, sender_config=scfg, receiver_config=rcfg,
+        tamper=attacker, seed=9,
+    )  # fmt: skip
+    assert attacker.tampered > 100
+    assert r.sender is not None and all(o is not None for o in r.receivers)
+    assert r.sender.ok == all(o is not None and o.ok for o in r.receivers), (r.sender, r.receivers)
+    for o, out in zip(r.receivers, r.outputs, strict=True):
+        assert o is not None and (not o.ok or out == data)
+    assert r.sender.ok, "the group should survive this much tampering"
+    assert r.sender_stats["unauthenticated"] > 10
+    assert all(s["unauthenticated"] > 10 for s in r.receiver_stats)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -137,6 +138,9 @@ class Network:
         self.tick: dict[Node, float] = {}  # a node that reads on a clock gets arrivals on its ticks
         self._queue: list[tuple[float, int, Node, Node, bytes]] = []
         self._seq = 0
+        # an on-path attacker: what each datagram from src to dst becomes on the way (altered,
+        # dropped, joined by replays and forgeries that seem to come from src)
+        self.tamper: Callable[[Node, Node, bytes], list[bytes]] | None = None
 
     def link(self, src: Node, dst: Node, link: Link = Link()) -> Wire:
         """Join ``src`` to ``dst`` (one way); returns the wire, whose counters tell its story."""
@@ -156,11 +160,12 @@ class Network:
             w = self.links.get((src, to))
             if w is None:
                 continue
-            for arrival in w.arrivals(len(datagram), now):
-                tick = self.tick.get(to)
-                if tick:  # it wakes on a tick and finds a backlog
-                    arrival = math.ceil(arrival / tick - 1e-9) * tick
-                self.inject(src, to, datagram, arrival)
+            for d in self.tamper(src, to, datagram) if self.tamper is not None else (datagram,):
+                for arrival in w.arrivals(len(d), now):
+                    tick = self.tick.get(to)
+                    if tick:  # it wakes on a tick and finds a backlog
+                        arrival = math.ceil(arrival / tick - 1e-9) * tick
+                    self.inject(src, to, d, arrival)
 
     def inject(self, src: Node, dst: Node, datagram: bytes, at: float) -> None:
         """Deliver ``datagram`` to ``dst`` at ``at`` as if from ``src``, past every link (a forger)."""
@@ -465,16 +470,19 @@ def run_group_transfer(
     receiver_buffer: int = 0,
     slow: str = "catch-up",
     receiver_configs: list[ReceiverConfig] | None = None,
+    tamper: Callable[[Node, Node, bytes], list[bytes]] | None = None,
 ) -> GroupSimResult:
     """Send ``data`` from one sender to a group of receivers, one per (forward, backward) link
     pair in ``members``: receiver ``k`` is node ("receiver", k) and joins the group; it starts
     at ``start_at[k]`` and vanishes at ``kill_at[k]``. ``upstream_loss`` drops DATA once, before
     the fan-out, so every receiver misses the same datagrams (loss upstream of a bridge).
     ``receiver_buffer``: each receiver's read buffer, so its window follows §6's flow rule.
-    ``receiver_configs``: each receiver's own configuration (else ``receiver_config`` for all)."""
+    ``receiver_configs``: each receiver's own configuration (else ``receiver_config`` for all).
+    ``tamper``: an on-path attacker on every link (``Network.tamper``)."""
     from alf.group import GroupSender
 
     net = Network(seed)
+    net.tamper = tamper
     rng = net.rng
     upstream_rng = random.Random(seed ^ 0x0F0F)
     scfg = sender_config or SenderConfig(adu_size=512, rate_bps=50e6, timeout=10.0)
