@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 ANNOUNCE_GAP = 0.25  # §15 rule 1: the HELLO to the group, until the start
 LATE_ANNOUNCE_GAP = 1.0  # ... and after it, for late members (file kind)
 MAX_MEMBERS = 1024
+KEYS_GAP = 0.25  # §17 rule 8: a member's ACCEPT draws one KEYS this often at most
+MAX_REFUSALS = 16  # receivers that refused our key named in the outcome (the rest counted)
 REPAIR_HOLD_MIN = 0.005  # §15 rule 6
 RECENT_MAX = 4096  # repairs remembered before the old ones are let go
 JOINING_WAIT = 5.0  # a JOIN whose ACCEPT did not follow in this long is forgotten
@@ -89,6 +91,7 @@ class Member:
     fec: bool = False  # §16: it decodes parity (its ACCEPT said so)
     keys: seal.Keys | None = None  # §17 rule 8: its own keys, from its keyed ACCEPT
     share: bytes = b""  # ... and the share that ACCEPT carried (every later one carries it too)
+    keys_at: float = float("-inf")  # when the group's secret was last sent to it (KEYS)
     app_limited: bool = False
     received_bytes: int = 0
     ended_at: float | None = None
@@ -182,8 +185,10 @@ class GroupSender(Sender):
             raise ValueError(f"slow: one of {', '.join(SLOW_POLICIES)}")
         self.slow_policy = slow
         self.naks_deferred = 0  # NAKs of slow members while the others still received
-        self.refusals: list[str] = []  # receivers that refused the session over its key (§17)
+        self.refusals: list[str] = []  # receivers that refused the session over its key (§17) ...
+        self.refused = 0  # ... and how many did (the list names MAX_REFUSALS at most)
         self._group_secret = b""
+        self._keys_of: dict[bytes, tuple[object, seal.Keys]] = {}  # §17: a share's address and keys
         if config.key is not None:  # §17 rule 8: the group's keys, from a secret drawn for it
             from alf import seal as _seal
 
@@ -336,8 +341,8 @@ class GroupSender(Sender):
                 some = f"only {joined} of {self.expected}" if self.expected else "no"
                 msg = f"{some} receivers joined the group within {limit:g} s"
                 code = ExitCode.PEER_UNREACHABLE
-                if self.refusals:  # §17 rule 4: those that came refused our key (or its absence)
-                    msg += f"; {len(self.refusals)} refused it: " + "; ".join(self.refusals[:4])
+                if self.refused:  # §17 rule 4: those that came refused our key (or its absence)
+                    msg += f"; {self.refused} refused it: " + "; ".join(self.refusals[:4])
                     code = ExitCode.PEER_ABORTED if not joined else code
                 self._abort(wire.AbortCode.TIMEOUT, msg, Outcome(code, msg))
                 return
@@ -417,6 +422,9 @@ class GroupSender(Sender):
         got = now if arrived is None else min(arrived, now)
         self._carrier_list = None
         if self.keys is not None and len(buf) > 1 and buf[1] != wire.MsgType.ACCEPT:
+            if addr not in self.members:
+                self.stats.foreign += 1  # (a receiver that left: the further copies of its ABORT)
+                return
             opened = self._open_from(buf, addr)
             if opened is None:
                 self.stats.unauthenticated += 1
@@ -438,8 +446,20 @@ class GroupSender(Sender):
         if isinstance(msg, wire.Accept) and msg.retry:
             self._on_join(msg, m, addr, now, got)
             return
-        if isinstance(msg, wire.Accept) and self.keys is not None and not self._sealed_accept(msg, m):
-            self.stats.unauthenticated += 1
+        if isinstance(msg, wire.Accept) and self.keys is not None:
+            if not self._sealed_accept(msg, m):
+                self.stats.unauthenticated += 1
+                return
+            assert m is not None
+            if m.fate == Fate.JOINING:
+                m.heard_at = self.peer.last_heard = now
+                self.path.heard_since_final = True
+                self._on_accept_member(msg, m, now, got)
+            elif m.fate == Fate.RECEIVING and now - m.keys_at >= KEYS_GAP:
+                # it has not got the group's secret (one that has answers no announcement); an
+                # ACCEPT is in clear and may be a replay, so it says nothing of the member's
+                # liveness, and draws one KEYS per KEYS_GAP at most
+                self._send_keys(m, now)
             return
         if m is None or m.fate not in (Fate.JOINING, Fate.RECEIVING):
             if m is not None and isinstance(msg, wire.Done) and m.fate in (Fate.OK, Fate.MISMATCH):
@@ -454,8 +474,6 @@ class GroupSender(Sender):
         if isinstance(msg, wire.Accept):
             if m.fate == Fate.JOINING:
                 self._on_accept_member(msg, m, now, got)
-            elif self.keys is not None:
-                self._send_keys(m)  # (proved by _sealed_accept: it has not got them yet)
             return
         if m.fate == Fate.JOINING and isinstance(msg, wire.Abort):
             self._left(m, msg)  # it refused our HELLO (§17 rule 4: a key mismatch, in clear)
@@ -490,11 +508,23 @@ class GroupSender(Sender):
         else:
             self.stats.unexpected += 1
 
+    def _abort(self, code: wire.AbortCode, reason: str, outcome: Outcome) -> None:
+        """The sender's ABORT to the group; sealed, also to each member under its own keys
+        (one whose KEYS were lost could not open the group's copies)."""
+        super()._abort(code, reason, outcome)
+        if self.keys is not None:
+            abort = wire.encode_abort(wire.Abort(self.session_id, code, reason))
+            for m in self.members.values():
+                if m.keys is not None and m.fate in (Fate.JOINING, Fate.RECEIVING):
+                    self._out.extend(self._to_member(abort, m))
+
     def _left(self, m: Member, msg: wire.Abort) -> None:
         """A receiver that is no member (yet) aborted: it is forgotten, its place free again."""
         del self.members[m.addr]
         if msg.code == wire.AbortCode.KEY_MISMATCH:
-            self.refusals.append(f"{_addr(m.addr)}: {msg.reason}")
+            self.refused += 1
+            if len(self.refusals) < MAX_REFUSALS:
+                self.refusals.append(f"{_addr(m.addr)}: {msg.reason[:200]}")
         self.events.add(MemberEnded(m.addr, Fate.ABORTED.value, f"{msg.code.name}: {msg.reason}"))
 
     def _deferred_nak(self, buf: bytes | bytearray | memoryview, now: float, addr: object) -> bool:
@@ -514,9 +544,7 @@ class GroupSender(Sender):
         """§17 rule 8: a member's datagram opened under its own keys; None if it does not
         open. Before it has keys only an ABORT in clear counts (a receiver with another key,
         or none, refuses us in clear: rule 4), and it ends only that receiver's part."""
-        m = self.members.get(addr)
-        if m is None:
-            return None
+        m = self.members[addr]
         if m.keys is None:
             return bytes(buf) if buf[1] == wire.MsgType.ABORT and m.fate == Fate.JOINING else None
         return m.keys.into.open(buf, wire.HEADER_SIZE)
@@ -533,21 +561,34 @@ class GroupSender(Sender):
         if m.keys is not None:
             return msg.share == m.share and seal.proves(m.keys, head, msg.mac)
         assert self._initiator is not None
-        if m.fate != Fate.JOINING or msg.token != m.token:
+        if m.fate != Fate.JOINING or msg.token != m.token or msg.echo_timestamp_us not in m.hellos:
             return False
-        keys = self._initiator.complete(self._hello(0.0, 0), head, msg.share, msg.mac)
-        if keys is None:
-            return False
+        known = self._keys_of.get(msg.share)
+        if known is not None:
+            # A share is one receiver's: another address with it is a copy of that receiver's
+            # ACCEPT (an on-path clone); the same address again is that receiver coming back,
+            # whose keys go on from the numbers they reached (a number is never sealed twice).
+            addr, keys = known
+            if addr != m.addr or not seal.proves(keys, head, msg.mac):
+                return False
+        else:
+            got = self._initiator.complete(self._hello(0.0, 0), head, msg.share, msg.mac)
+            if got is None:
+                return False
+            keys = got
+            if len(self._keys_of) < 4 * MAX_MEMBERS:
+                self._keys_of[msg.share] = (m.addr, keys)
         m.keys, m.share = keys, msg.share
         return True
 
-    def _send_keys(self, m: Member) -> None:
+    def _send_keys(self, m: Member, now: float, copies: int = 1) -> None:
         """§17 rule 8: the group's secret to one member, under its own keys, with the numbers
         the group's directions are at (a member that joins late opens from there)."""
         assert self.keys is not None and self.keys.data is not None
         keys = wire.Keys(self.session_id, self._group_secret, self.keys.data.pn, self.keys.out.pn)
-        self._out.extend(self._to_member(wire.encode_keys(keys), m))
-        self.stats.keys_sent += 1
+        self._out.extend(self._to_member(wire.encode_keys(keys), m, copies))
+        self.stats.keys_sent += copies
+        m.keys_at = now
 
     def _to_member(self, data: bytes, m: Member, copies: int = 1) -> list[Datagram]:
         """``copies`` of a datagram to one member; with a key each sealed under that member's
@@ -607,9 +648,8 @@ class GroupSender(Sender):
             return
         m.fate = Fate.RECEIVING
         m.joined_at = now
-        if self.keys is not None:
-            for _ in range(CLOSE_COPIES):  # (each a datagram of its own: one lost costs nothing)
-                self._send_keys(m)
+        if self.keys is not None:  # (three datagrams, each sealed on its own)
+            self._send_keys(m, now, CLOSE_COPIES)
         m.late = self.state != State.HANDSHAKE
         m.window_limit = msg.window_limit
         m.fec = msg.fec and bool(self._features & wire.FEATURE_FEC)

@@ -658,7 +658,8 @@ class Receiver:
         if self.state != State.IDLE:
             if msg.session_id == self.session_id and addr in self.peers:
                 self._last_heard = now  # (a group's announcements go on while it waits to start)
-                if self.state == State.RECEIVING:
+                if self.state == State.RECEIVING and self.group_keys is None:
+                    # (§17 rule 8: a member that holds the group's secret has been accepted)
                     self._out.append((self._accept(msg), addr))
                 return
             if msg.session_id == self.session_id and self.multipath:

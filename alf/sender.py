@@ -990,6 +990,8 @@ class Sender:
         if self.state == State.HANDSHAKE:
             self.stats.unexpected += 1
             return
+        if isinstance(msg, wire.Accept) and self._initiator is not None:
+            return  # §17: an ACCEPT is in clear (perhaps a replay): it says nothing of liveness
         peer.last_heard = now
         on.heard_at = now
         on.heard_since_final = True

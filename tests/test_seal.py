@@ -639,19 +639,24 @@ def test_a_sealed_group_refuses_forged_group_and_member_traffic() -> None:
 
 
 def test_the_group_sender_takes_a_members_accept_only_if_it_proves_itself() -> None:
-    """The group sender: an ACCEPT whose finished MAC does not check, or that another
-    receiver's share would need, makes no member and is answered with nothing; a proved one
-    is answered with the group's secret (KEYS, sealed under that member's keys)."""
+    """The group sender: an ACCEPT whose finished MAC does not check makes no member and is
+    answered with nothing; a proved one is answered with the group's secret (three KEYS, each
+    sealed under that member's keys with a number of its own). The same ACCEPT from another
+    address (a clone: the JOIN and the ACCEPT replayed from there) is refused: a share is one
+    receiver's. If every KEYS is lost the member asks again with its ACCEPT after 250 ms and
+    gets one; a replay of that ACCEPT within 250 ms draws nothing and is no sign of life; once
+    the member holds the secret it answers announcements no more."""
     scfg, _ = _configs(PSK, PSK)
     g = GroupSender(scfg, SID, wire.Kind.FILE, 100_000, 0.0, ("239.1.2.3", 9), receivers=2)
     announce = next(d for d in g.poll(0.0) if d.data[1] == wire.MsgType.HELLO)
-    member = ("10.0.0.2", 9)
+    member, clone, src = ("10.0.0.2", 9), ("10.0.0.3", 9), ("10.0.0.1", 9)
     r = Receiver(ReceiverConfig(in_order=False, key=PSK), 0.0, secret=b"t" * 8)
-    r.handle_control(announce.data, ("10.0.0.1", 9), 0.0)
+    r.handle_control(announce.data, src, 0.0)
     ((join, _to),) = r.poll(0.0)
     g.handle_datagram(join, 0.01, addr=member)
+    g.handle_datagram(join, 0.01, addr=clone)  # its JOIN replayed from another address
     (tokened,) = [d for d in g.poll(0.01) if d.addr == member]
-    r.handle_control(tokened.data, ("10.0.0.1", 9), 0.02)
+    r.handle_control(tokened.data, src, 0.02)
     ((accept, _to),) = r.poll(0.02)
     forged = bytearray(accept)
     forged[-1] ^= 1
@@ -661,10 +666,49 @@ def test_the_group_sender_takes_a_members_accept_only_if_it_proves_itself() -> N
     g.handle_datagram(accept, 0.04, addr=member)
     sent = [d for d in g.poll(0.04) if d.addr == member]
     assert g.stats.keys_sent == 3 and len(sent) == 3
+    numbers = {d.data[16:24] for d in sent}
+    assert len(numbers) == 3  # three records, three numbers
+    g.handle_datagram(accept, 0.05, addr=clone)  # the clone's ACCEPT: the member's, echoing its HELLO
+    assert g.stats.unauthenticated == 2 and g.poll(0.05) == [] and g.members[clone].keys is None
     for d in sent:  # sealed: the secret is not on the wire in clear
         assert g._group_secret not in d.data
-        r.handle_control(d.data, ("10.0.0.1", 9), 0.05)
+    # every KEYS lost: the member asks again, once per 250 ms
+    assert r.poll(0.2) == [] and r.next_deadline(0.2) <= 0.02 + 0.25 + 1e-9
+    ((again, _to),) = r.poll(0.3)
+    assert wire.decode_untrusted(again) == wire.decode_untrusted(accept)
+    heard = g.members[member].heard_at
+    g.handle_datagram(again, 0.31, addr=member)
+    ((keys,),) = [[d for d in g.poll(0.31) if d.addr == member]]
+    g.handle_datagram(again, 0.32, addr=member)  # a replay: nothing, and no sign of life
+    assert g.poll(0.32) == [] and g.members[member].heard_at == heard and g.stats.keys_sent == 4
+    assert keys.data[16:24] not in numbers
+    r.handle_control(keys.data, src, 0.33)
     assert r.group_keys is not None and r.stats.unauthenticated == 0
+    r.handle_control(announce.data, src, 0.5)  # an announcement: no more ACCEPTs
+    assert r.poll(0.5) == []
+
+
+def test_an_opener_started_late_takes_only_what_follows() -> None:
+    """§17 rule 8: a late member opens the group's directions from the numbers its KEYS
+    names: a control number below is refused as taken, and a DATA epochs ahead opens (which
+    it would not without the start: rule 6 tries only the epochs next to the highest)."""
+    sealer = seal.Keys(os.urandom(32), os.urandom(32), sender=True)
+    assert sealer.data is not None
+    far = 5 << seal.EPOCH_BITS
+    sealer.out.pn = far + 10
+    before = sealer.out.seal(wire.encode_probe(wire.Probe(SID, 1, 2, 3)), 16)
+    at = sealer.out.seal(wire.encode_probe(wire.Probe(SID, 1, 2, 4)), 16)
+    sealer.data.pn = far
+    data = sealer.data.seal(wire.encode_data(wire.Data(SID, 7, b"x" * 100)), 24)
+    for start in (False, True):
+        opener = seal.Keys(sealer.secret, sealer.th, sender=False)
+        assert opener.data_in is not None
+        if start:
+            opener.into.start_at(far + 11)
+            opener.data_in.start_at(far)
+        assert (opener.data_in.open(data, 24) is not None) == start
+        assert (opener.into.open(at, 16) is not None) == start
+        assert opener.into.open(before, 16) is None
 
 
 def test_a_group_whose_only_receiver_has_another_key_fails_with_exit_4_on_both_sides() -> None:

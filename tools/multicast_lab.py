@@ -10,6 +10,7 @@ this tool makes (lossy-net's Segment), the same input, every output hashed.
 0/0/1/1/3/3/10/10%), ``--rate`` each receiver's bridge port a tbf limit. ``alf`` is `alf send
 GROUP --receivers N` to every receiver (its default ``--fec auto``: a file's repairs are
 erasure-coded parity), ``alf-arq`` the same with ``--fec off`` (repairs resend what was lost),
+``alf-key`` the same as ``alf`` sealed (``--key`` on every side, protocol §17 rule 8),
 ``uni`` alf unicast to the first receiver alone (the
 same segment), ``uftp`` Debian's uftp/uftpd with ``--uftp-args`` (its knobs; the default is
 the best of the search in docs/performance.md). Each run prints one JSON line: the wall time
@@ -69,7 +70,7 @@ def _tx_packets(lab: Lab, ns: str) -> int:
 
 
 def _run_alf(
-    lab: Lab, seg: Segment, src: str, tmp: str, group: bool, pipe: bool, extra: str = ""
+    lab: Lab, seg: Segment, src: str, tmp: str, group: bool, pipe: bool, extra: str = "", key: str = ""
 ) -> tuple[float, list[str], int, dict[str, Any]]:
     hosts = seg.r if group else seg.r[:1]
     procs = []
@@ -79,6 +80,7 @@ def _run_alf(
         cmd = [PY, "-m", "alf", "recv", str(PORT), "--timeout", "30", "--no-progress", "-q"]
         cmd += ["--stats-json", rs]
         cmd += ["--group", GROUP] if group else []
+        cmd += ["--key", key] if key else []
         if pipe:
             with open(out, "wb") as f:
                 procs.append(lab.start(ns, [*cmd, "-o", "-"], stdout=f))
@@ -89,6 +91,7 @@ def _run_alf(
     stats = os.path.join(tmp, "s.json")
     dest = f"{GROUP} {PORT} --receivers {len(hosts)}" if group else f"{seg.addr(10)} {PORT}"
     send = f"{PY} -m alf send {dest} --no-progress -q --timeout 30 --stats-json {stats} {extra}"
+    send += f" --key {key}" if key else ""
     t = time.monotonic()
     s = lab.start(seg.s, f"cat {src} | {send}" if pipe else f"{send} {src}")
     s.wait(timeout=600)
@@ -124,12 +127,21 @@ def _run_uftp(lab: Lab, seg: Segment, src: str, tmp: str, args: str) -> tuple[fl
     return seconds, [os.path.join(d, os.path.basename(src)) for d in dirs], _tx_packets(lab, seg.s) - before
 
 
+def _key_file(top: str) -> str:
+    """``alf-key``: a key both sides of every run are given (made once, mode 600)."""
+    path = os.path.join(top, "lab.key")
+    if not os.path.exists(path):
+        subprocess.run([PY, "-m", "alf", "keygen", path], check=True)
+    return path
+
+
 def _clear_outputs(top: str, src: str) -> None:
-    """The outputs of the run before (alf's outK.bin, uftpd's uK/ copies), not the input."""
+    """The outputs of the run before (alf's outK.bin, uftpd's uK/ copies), not the input
+    (nor the key of ``alf-key``)."""
     for where, _dirs, files in os.walk(top):
         for name in files:
             path = os.path.join(where, name)
-            if path != src:
+            if path != src and name != "lab.key":
                 os.remove(path)
 
 
@@ -166,10 +178,11 @@ def main() -> None:
                     block = int(a.uftp_args.split("-b ")[1].split()[0]) if "-b " in a.uftp_args else 1300
                 else:
                     extra = ("--fec off " if tool == "alf-arq" else "") + a.alf_args
+                    key = _key_file(a.dir) if tool == "alf-key" else ""
                     seconds, outs, sent, repairs = _run_alf(
-                        lab, seg, src, a.dir, tool != "uni", a.pipe, extra
+                        lab, seg, src, a.dir, tool != "uni", a.pipe, extra, key
                     )
-                    block = ALF_ADU
+                    block = ALF_ADU - (24 if key else 0)  # (sealed: a number and a tag in each)
                 content = -(-size // block)
                 row = {
                     "tool": tool,
