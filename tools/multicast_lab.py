@@ -39,6 +39,9 @@ from lossynet.topology import LinkSpec, Segment, wait_port  # noqa: E402
 
 from alf.units import parse_rate, parse_size  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench import warm  # noqa: E402
+
 PY = sys.executable
 GROUP, PORT, UFTP_PORT = "239.1.2.3", 8834, 1044
 UFTP_BEST = "-b 1400 -B 4194304 -R 600000 -s 10 -r 0.01:0.001:1"
@@ -102,7 +105,7 @@ def _run_alf(
         last = json.loads(f.read().strip().splitlines()[-1])
     sent = last["adus_new"] + last["adus_repair"] + last["probes_sent"] + last["hellos_sent"]
     counts = {"repairs": last["adus_repair"], "parity": last.get("adus_parity", 0)}
-    for key in ("socket_overflows", "adus_decoded"):  # each receiver's, in receiver order
+    for key in ("socket_overflows", "adus_decoded", "unauthenticated"):  # each receiver's, in order
         counts[key] = [_last_json(rs).get(key, 0) for rs in rstats]
     return seconds, outs, sent, counts
 
@@ -172,6 +175,7 @@ def main() -> None:
         for run in range(a.runs):
             for tool in a.tools.split(","):
                 _clear_outputs(a.dir, src)
+                warm(src)  # (this VM pages out what sat idle: tools/bench.py's warm says why)
                 repairs: dict[str, Any] = {}
                 if tool == "uftp":
                     seconds, outs, sent = _run_uftp(lab, seg, src, a.dir, a.uftp_args)
