@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 ANNOUNCE_GAP = 0.25  # §15 rule 1: the HELLO to the group, until the start
 LATE_ANNOUNCE_GAP = 1.0  # ... and after it, for late members (file kind)
 MAX_MEMBERS = 1024
-KEYS_GAP = 0.25  # §17 rule 8: a member's ACCEPT draws one KEYS this often at most
+KEYS_GAP = 0.2  # §17 rule 8: a member's ACCEPT draws one KEYS this often at most (it asks every 0.25 s)
 MAX_REFUSALS = 16  # receivers that refused our key named in the outcome (the rest counted)
 REPAIR_HOLD_MIN = 0.005  # §15 rule 6
 RECENT_MAX = 4096  # repairs remembered before the old ones are let go
@@ -347,6 +347,8 @@ class GroupSender(Sender):
                 self._abort(wire.AbortCode.TIMEOUT, msg, Outcome(code, msg))
                 return
         path = self.path
+        for m in self._receiving():  # (silence, and progress, count from the start)
+            m.heard_at = m.progress_at = now
         self.state = State.SENDING
         self.began = self.peer.progress_at = now
         path.joined = path.up = True
@@ -516,7 +518,7 @@ class GroupSender(Sender):
             abort = wire.encode_abort(wire.Abort(self.session_id, code, reason))
             for m in self.members.values():
                 if m.keys is not None and m.fate in (Fate.JOINING, Fate.RECEIVING):
-                    self._out.extend(self._to_member(abort, m))
+                    self._out.extend(self._to_member(abort, m, CLOSE_COPIES))
 
     def _left(self, m: Member, msg: wire.Abort) -> None:
         """A receiver that is no member (yet) aborted: it is forgotten, its place free again."""
@@ -572,12 +574,13 @@ class GroupSender(Sender):
             if addr != m.addr or not seal.proves(keys, head, msg.mac):
                 return False
         else:
+            if len(self._keys_of) >= 4 * MAX_MEMBERS:
+                return False  # (no room to remember another share: refused, never unbound)
             got = self._initiator.complete(self._hello(0.0, 0), head, msg.share, msg.mac)
             if got is None:
                 return False
             keys = got
-            if len(self._keys_of) < 4 * MAX_MEMBERS:
-                self._keys_of[msg.share] = (m.addr, keys)
+            self._keys_of[msg.share] = (m.addr, keys)
         m.keys, m.share = keys, msg.share
         return True
 
@@ -620,7 +623,8 @@ class GroupSender(Sender):
             return  # a member's JOIN crossed our HELLO: its ACCEPT follows
         m.heard_at = now
         m.token = msg.token
-        self._member_rtt(m, got, msg.echo_timestamp_us, 0)
+        if self.keys is None:  # (§17: a JOIN is in clear: sealed, it changes nothing but the HELLO)
+            self._member_rtt(m, got, msg.echo_timestamp_us, 0)
         self.stats.retries_received += 1
         self._out.extend(self._to_member(self._hello(now, m.token), m))
         m.hellos = (*m.hellos[-3:], wire.to_us(now))  # its ACCEPT must echo one of these

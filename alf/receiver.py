@@ -200,6 +200,7 @@ class Receiver:
         self.sender_keyed = False  # §17: a sealed datagram from the sender opened: it has them too
         self.group_keys: seal.Keys | None = None  # §17 rule 8: a sealed group's, from its KEYS
         self._keys_ask_at = 0.0  # ... asked for again (our ACCEPT again) until they come
+        self._hello_ts = 0  # the latest HELLO stamp of the bound session (a replay is not news)
         self._responder: seal.Responder | None = None
         if config.key is not None:
             from alf import seal as _seal  # (cryptography costs 70 ms to import: only with a key)
@@ -657,10 +658,15 @@ class Receiver:
             return  # refused (§17 rule 4) and ending: the refused sender's HELLO copies are not news
         if self.state != State.IDLE:
             if msg.session_id == self.session_id and addr in self.peers:
-                self._last_heard = now  # (a group's announcements go on while it waits to start)
+                if msg.timestamp_us > self._hello_ts:  # (a replayed HELLO is no sign of life)
+                    self._hello_ts = msg.timestamp_us
+                    self._last_heard = now  # (a group's announcements go on while it waits to start)
                 if self.state == State.RECEIVING and self.group_keys is None:
-                    # (§17 rule 8: a member that holds the group's secret has been accepted)
-                    self._out.append((self._accept(msg), addr))
+                    # a group's member answers an announcement as it answered the HELLO that
+                    # bound it (whose token and stamp the sender checks); §17 rule 8: one that
+                    # holds the group's secret has been accepted, and answers no more
+                    bound = self.hello if self.multicast and self.hello is not None else msg
+                    self._out.append((self._accept(bound), addr))
                 return
             if msg.session_id == self.session_id and self.multipath:
                 self._on_path_hello(msg, addr, now)
@@ -690,6 +696,7 @@ class Receiver:
         offered = bool(msg.features & wire.FEATURE_FEC) and msg.kind == wire.Kind.FILE
         self.fec = self.cfg.fec and offered
         self.hello = msg
+        self._hello_ts = msg.timestamp_us
         self.began = now
         self.adu = msg.adu_size
         self._update_flow()

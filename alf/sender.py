@@ -1022,7 +1022,8 @@ class Sender:
             on.token = msg.token
             if self.state == State.HANDSHAKE:
                 peer.last_heard = now  # it answers: the handshake's timers count from here
-            self._rtt_sample(on, got, msg.echo_timestamp_us, 0)
+            if self._initiator is None:  # (§17 rule 4: sealed, a RETRY only makes us send the HELLO again)
+                self._rtt_sample(on, got, msg.echo_timestamp_us, 0)
             on.hello_at = now
             on.hello_gap = HELLO_FIRST_RETRY
             on.extra_hellos = 1  # two copies: one lost HELLO costs a HELLO gap

@@ -311,3 +311,45 @@ def test_sixty_four_receivers_exact_counts_for_a_fixed_seed() -> None:
     assert sum(s["adus_nak_suppressed"] for s in r.receiver_stats) == 1514
     assert r.sender_stats["adus_repair"] == 1098
     assert sum(r.feedback) == 522
+
+
+@pytest.mark.parametrize("key", [None, bytes(range(32))], ids=["clear", "sealed"])
+def test_a_join_window_longer_than_the_timeout_loses_no_member(key: bytes | None) -> None:
+    """Silence counts from the start: members that joined early and said nothing while the
+    window stayed open (a sealed one answers no announcement once it holds the group's
+    secret) are neither lost nor judged for progress at the start."""
+    data = _data(200_000)
+    cfg = SenderConfig(adu_size=488, rate_bps=50e6, timeout=2.0, key=key)
+    rcfg = ReceiverConfig(in_order=False, timeout=10.0, window_bytes=1 << 20, key=key)
+    r = run_group_transfer(
+        data, _members((0.0, 0.0)), wait=4.0, sender_config=cfg, receiver_config=rcfg, max_time=30
+    )
+    assert r.sender is not None and r.sender.ok, r.sender
+    assert r.outputs == [data, data]
+
+
+@pytest.mark.parametrize("key", [None, bytes(range(32))], ids=["clear", "sealed"])
+def test_a_member_whose_accept_was_lost_joins_on_the_next_announcement(key: bytes | None) -> None:
+    """A bound receiver answers an announcement as it answered the HELLO that bound it (its
+    token and stamp), so the sender, which never got its first ACCEPT, takes this one."""
+    from alf.receiver import Receiver
+
+    cfg = SenderConfig(adu_size=488, rate_bps=50e6, timeout=5.0, key=key)
+    g = GroupSender(cfg, 7, wire.Kind.FILE, 100_000, 0.0, GROUP_ADDR, receivers=2)
+    src, me = ("10.0.0.1", 9), ("10.0.0.2", 9)
+    r = Receiver(ReceiverConfig(in_order=False, key=key), 0.0, secret=b"u" * 8)
+    announce = next(d for d in g.poll(0.0) if d.data[1] == wire.MsgType.HELLO)
+    r.handle_control(announce.data, src, 0.0)
+    ((join, _to),) = r.poll(0.0)
+    g.handle_datagram(join, 0.01, addr=me)
+    (tokened,) = [d for d in g.poll(0.01) if d.addr == me]
+    r.handle_control(tokened.data, src, 0.02)
+    assert [d[1] for d, _a in r.poll(0.02)] == [wire.MsgType.ACCEPT]  # lost on the way
+    later = next(d for d in g.poll(0.3) if d.data[1] == wire.MsgType.HELLO)
+    r.handle_control(later.data, src, 0.31)
+    answers = r.poll(0.31)  # (sealed, its ask for the group's secret is due too: an ACCEPT)
+    assert answers and all(d[1] == wire.MsgType.ACCEPT for d, _a in answers)
+    for d, _a in answers:
+        g.handle_datagram(d, 0.32, addr=me)
+    assert g.members[me].fate.value == "receiving"
+    assert g.stats.unauthenticated == 0 and g.stats.unexpected == 0

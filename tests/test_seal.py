@@ -810,3 +810,26 @@ def test_an_on_path_attacker_on_a_sealed_group_never_gets_a_wrong_output_past_ex
     assert r.sender.ok, "the group should survive this much tampering"
     assert r.sender_stats["unauthenticated"] > 10
     assert all(s["unauthenticated"] > 10 for s in r.receiver_stats)
+
+
+def test_a_replayed_announcement_keeps_no_member_waiting() -> None:
+    """A HELLO is in clear and its binder makes it no fresher: a member whose sender has died
+    ends at its timeout however often an on-path attacker replays an announcement it saw."""
+    ini = seal.Initiator(PSK)
+    feats = wire.FEATURE_KEY | wire.FEATURE_MULTICAST
+    r = Receiver(ReceiverConfig(in_order=False, key=PSK, timeout=3.0), 0.0, secret=b"s" * 8)
+    hello = wire.Hello(SID, 1404, wire.Kind.FILE, 100_000, 1, TAG, features=feats, share=ini.share)
+    addr = ("10.0.0.1", 5)
+    r.handle_control(ini.bind(wire.encode_hello(hello)), addr, 0.0)
+    retry = wire.decode_untrusted(r.poll(0.0)[-1][0])
+    assert isinstance(retry, wire.Accept)
+    bound = ini.bind(wire.encode_hello(dataclasses.replace(hello, token=retry.token, timestamp_us=2)))
+    r.handle_control(bound, addr, 0.0)
+    r.poll(0.0)
+    announce = ini.bind(wire.encode_hello(dataclasses.replace(hello, timestamp_us=5)))
+    t = 0.5
+    while t < 4.0 and r.outcome is None:
+        r.handle_control(announce, addr, t)  # the same announcement, again and again
+        r.poll(t)
+        t += 0.5
+    assert r.outcome is not None and r.outcome.code == ExitCode.PEER_UNREACHABLE, r.outcome
