@@ -147,16 +147,25 @@ def configs(alf: str, rate: str) -> list[Config]:
             ("nc",),
         ),
         Config(
+            # the peers' rows below are each peer's best in tools/peer_search.py's search
+            # (docs/performance.md, "The peers' knobs, searched"): socat's -b 131072
             "socat (TCP)",
-            "socat -u TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr OPEN:{out},creat,trunc",
-            "socat -u OPEN:{inp} TCP:127.0.0.1:{port}",
+            "socat -b 131072 -u TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr OPEN:{out},creat,trunc",
+            "socat -b 131072 -u OPEN:{inp} TCP:127.0.0.1:{port}",
             "file",
+            ("socat",),
+        ),
+        Config(
+            "socat pipe (> /dev/null)",
+            "socat -u TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr - > /dev/null",
+            "cat {inp} | socat -u - TCP:127.0.0.1:{port}",
+            "none",
             ("socat",),
         ),
         Config(
             "iperf3 (TCP, memory only)",
             "iperf3 -s -1 -B 127.0.0.1 -p {port}",
-            "iperf3 -c 127.0.0.1 -p {port} -n {size}",
+            "iperf3 -c 127.0.0.1 -p {port} -n {size} -l 1M",
             "none",
             ("iperf3",),
             settle=0.8,
@@ -176,19 +185,20 @@ def configs(alf: str, rate: str) -> list[Config]:
             ("uftp", "uftpd"),
         ),
         Config(
-            # issue 21's search: short announce timers, so the handshake does not wait out
-            # uftp's default 0.5 s GRTT (its best on this machine then: 0.82-0.92 GB/s)
-            "uftp 8800 B blocks, short timers",
+            # its best in the search: short announce timers and a GRTT of 1 ms (at most 10), so
+            # neither the handshake nor the end waits out its default 0.5 s GRTT
+            "uftp 8800 B blocks, 1 ms GRTT",
             "exec uftpd -d -D {outdir} -p {port} -B 4194304 -x 0",
-            "uftp -M 127.0.0.1 -P 127.0.0.1 -p {port} -b 8800 -B 4194304 -R -1 -x 0 -s 10 -r 0.05 {inp}",
+            "uftp -M 127.0.0.1 -P 127.0.0.1 -p {port} -b 8800 -B 4194304 -R -1 -x 0 -s 10 "
+            "-r 0.001:0.001:0.01 {inp}",
             "dir",
             ("uftp", "uftpd"),
         ),
         Config(
-            "udpcast (point to point)",
+            "udpcast (point to point, 8192 B blocks)",
             "udp-receiver --file {out} --interface lo --portbase {port} --nokbd",
             "udp-sender --file {inp} --interface lo --portbase {port} --nokbd --min-receivers 1 "
-            "--pointopoint",
+            "--pointopoint --blocksize 8192",
             "file",
             ("udp-sender", "udp-receiver"),
         ),
