@@ -306,13 +306,17 @@ def test_a_key_mismatch_ends_both_sides_with_exit_4(skey: bytes | None, rkey: by
     assert res.output == b"" and res.receiver_stats["adus_received"] == 0
 
 
-def _bind(r: Receiver, addr: tuple[str, int]) -> tuple[seal.Keys, bytes]:
+def _bind(r: Receiver, addr: tuple[str, int], features: int = wire.FEATURE_KEY) -> tuple[seal.Keys, bytes]:
     """A keyed sender's handshake with the receiver core ``r``: its keys and tokened HELLO."""
     ini = seal.Initiator(PSK)
-    hello = wire.Hello(SID, 1404, wire.Kind.FILE, 100_000, 1, TAG, features=wire.FEATURE_KEY, share=ini.share)
+    hello = wire.Hello(SID, 1404, wire.Kind.FILE, 100_000, 1, TAG, features=features, share=ini.share)
     r.handle_control(ini.bind(wire.encode_hello(hello)), addr, 0.0)
     retry = wire.decode_untrusted(r.poll(0.0)[-1][0])
-    assert isinstance(retry, wire.Accept) and retry.retry
+    assert (
+        isinstance(retry, wire.Accept)
+        and retry.retry
+        and retry.join == bool(features & wire.FEATURE_MULTICAST)
+    )
     tokened = ini.bind(wire.encode_hello(dataclasses.replace(hello, token=retry.token)))
     r.handle_control(tokened, addr, 0.0)
     accept = wire.decode_untrusted(r.poll(0.0)[-1][0])
@@ -607,21 +611,8 @@ def test_a_sealed_group_refuses_forged_group_and_member_traffic() -> None:
     member's own keys (only the group's open a PROBE) and a KEYS sealed under the group's
     (only the member's open a KEYS) are all counted and change nothing."""
     r = Receiver(ReceiverConfig(in_order=False, key=PSK), 0.0, secret=b"s" * 8)
-    ini = seal.Initiator(PSK)
-    feats = wire.FEATURE_KEY | wire.FEATURE_MULTICAST
-    hello = wire.Hello(SID, 1404, wire.Kind.FILE, 100_000, 1, TAG, features=feats, share=ini.share)
     addr = ("10.0.0.1", 5)
-    r.handle_control(ini.bind(wire.encode_hello(hello)), addr, 0.0)
-    retry = wire.decode_untrusted(r.poll(0.0)[-1][0])
-    assert isinstance(retry, wire.Accept) and retry.join
-    hello = dataclasses.replace(hello, token=retry.token)
-    bound = ini.bind(wire.encode_hello(hello))
-    r.handle_control(bound, addr, 0.0)
-    accept = wire.decode_untrusted(r.poll(0.0)[-1][0])
-    assert isinstance(accept, wire.Accept) and accept.share
-    head = wire.encode_accept(dataclasses.replace(accept, mac=b""))[:-32]
-    mine = ini.complete(bound, head, accept.share, accept.mac)
-    assert mine is not None
+    mine, bound = _bind(r, addr, wire.FEATURE_KEY | wire.FEATURE_MULTICAST)
     secret = os.urandom(32)
     group = seal.group_keys(secret, bound, sender=True)
     probe = wire.encode_probe(wire.Probe(SID, 10, 1, 1000))
@@ -815,18 +806,9 @@ def test_an_on_path_attacker_on_a_sealed_group_never_gets_a_wrong_output_past_ex
 def test_a_replayed_announcement_keeps_no_member_waiting() -> None:
     """A HELLO is in clear and its binder makes it no fresher: a member whose sender has died
     ends at its timeout however often an on-path attacker replays an announcement it saw."""
-    ini = seal.Initiator(PSK)
-    feats = wire.FEATURE_KEY | wire.FEATURE_MULTICAST
     r = Receiver(ReceiverConfig(in_order=False, key=PSK, timeout=3.0), 0.0, secret=b"s" * 8)
-    hello = wire.Hello(SID, 1404, wire.Kind.FILE, 100_000, 1, TAG, features=feats, share=ini.share)
     addr = ("10.0.0.1", 5)
-    r.handle_control(ini.bind(wire.encode_hello(hello)), addr, 0.0)
-    retry = wire.decode_untrusted(r.poll(0.0)[-1][0])
-    assert isinstance(retry, wire.Accept)
-    bound = ini.bind(wire.encode_hello(dataclasses.replace(hello, token=retry.token, timestamp_us=2)))
-    r.handle_control(bound, addr, 0.0)
-    r.poll(0.0)
-    announce = ini.bind(wire.encode_hello(dataclasses.replace(hello, timestamp_us=5)))
+    _keys, announce = _bind(r, addr, wire.FEATURE_KEY | wire.FEATURE_MULTICAST)  # replayed below
     t = 0.5
     while t < 4.0 and r.outcome is None:
         r.handle_control(announce, addr, t)  # the same announcement, again and again
