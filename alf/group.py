@@ -568,8 +568,9 @@ class GroupSender(Sender):
         known = self._keys_of.get(msg.share)
         if known is not None:
             # A share is one receiver's: another address with it is a copy of that receiver's
-            # ACCEPT (an on-path clone); the same address again is that receiver coming back,
-            # whose keys go on from the numbers they reached (a number is never sealed twice).
+            # ACCEPT (an on-path clone); the same address again is a replay of its JOIN and
+            # ACCEPT after it left, whose keys go on from the numbers they reached (a number
+            # is never sealed twice under one key).
             addr, keys = known
             if addr != m.addr or not seal.proves(keys, head, msg.mac):
                 return False

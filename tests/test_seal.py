@@ -109,6 +109,34 @@ def test_key_schedule_matches_an_independent_hkdf_and_the_golden_vectors() -> No
     assert mac.hex() == GOLDEN["finished"]
 
 
+def test_a_groups_key_schedule_matches_an_independent_one_and_its_golden_vectors() -> None:
+    """§17 rule 8: the group's keys are rule 3's directions over the group secret, with
+    ``th = SHA-256("alf1 group" || core)``; a sealed group DATA as a golden vector."""
+    hello = _hello()
+    secret = bytes(range(100, 132))
+    core = bytearray(hello[:168])
+    core[32:40] = bytes(8)
+    core[64:72] = bytes(8)
+    th = hashlib.sha256(b"alf1 group" + bytes(core)).digest()
+    keys = seal.group_keys(secret, hello, sender=True)
+    assert keys.th == th and keys.data is not None
+    assert seal.group_keys(secret, _hello(token=0, ts=12345), sender=True).th == th  # any copy's
+    key = _label(secret, "s2r data key", th + bytes(8), 32)
+    iv = _label(secret, "s2r data iv", th, 12)
+    header = wire.pack_data_header(SID, 9, None)
+    clear, body = keys.data.seal_into(bytearray(200), 200, [header], [b"hello, sealed group"])
+    datagram = bytes(clear[0]) + bytes(body[0])
+    aad = header + bytes(8)
+    assert datagram == aad + AESGCM(key).encrypt(iv, b"hello, sealed group", aad)
+    assert th.hex() == "fb10bd8db88170901b88b1f0ebbfda74c40d74f536b06c44046ac5f3a6fc2b33"
+    assert datagram.hex() == (
+        "0103000000000000112233445566778800000000000000090000000000000000aab1dc179fce2755"
+        "b680da4966d7f929c90be434b3d052b41833983bfc5d4d4231556e"
+    )
+    member = seal.group_keys(secret, hello, sender=False)
+    assert member.data_in is not None and member.data_in.open(datagram, 24) == header + b"hello, sealed group"
+
+
 GOLDEN = {
     "data_key": "99722d84f4c8583ea6b410f9b6c534cee9639c76eaf3395b606042eabbf0adba",
     "data_iv": "89a6a72ada9779f40c541a70",
