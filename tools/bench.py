@@ -11,7 +11,8 @@ the output is byte-identical to the input (hashed independently here; for alf's 
 whose output goes to /dev/null, alf's own end-to-end verification and its exit status).
 
 The other tools are Debian packages: apt-get install netcat-openbsd socat iperf3 uftp udpcast.
-A tool that is missing is reported and skipped. Sends go only to 127.0.0.1.
+A tool that is missing is reported and skipped. Sends go only to 127.0.0.1. Every row chosen
+runs once in turn, then again (``--runs`` rounds), so alf and each peer meet the same host.
 
 ``--against TREE`` (another checkout of alf, e.g. ``git worktree add /tmp/base HEAD~3``) runs
 each alf row alternately with this tree and that one, run by run, and reports both: this
@@ -437,6 +438,7 @@ def main() -> int:
         os.write(fd, subprocess.run([*shlex.split(alf), "keygen"], capture_output=True, check=True).stdout)
         os.close(fd)
     rows = []
+    chosen: list[Config] = []
     try:
         for k, cfg in enumerate(configs(alf, args.rate)):
             if args.only and not any(cfg.name.startswith(p.strip()) for p in args.only.split(",")):
@@ -467,15 +469,16 @@ def main() -> int:
                 pair.append(
                     dataclasses.replace(cfg, name=f"{cfg.name} [--progress, pty]", terminal=True, **shown)
                 )
-            results: list[list[dict[str, object]]] = [[] for _ in pair]
-            for _ in range(args.runs):  # alternately, run by run
-                for c, runs in zip(pair, results, strict=True):
-                    runs.append(run_once(c, inp, size, work, args.timeout))
-            for c, runs in zip(pair, results, strict=True):
-                med = report(c.name, runs)
-                rows.append(
-                    dict(name=c.name, median_GBps=med, runs=runs, receiver=c.receiver, sender=c.sender)
-                )
+            chosen.extend(pair)
+        # every row alternately, run by run: a drift of the host spreads over alf and its peers
+        # alike (a peer's runs all after alf's would meet another host)
+        results: list[list[dict[str, object]]] = [[] for _ in chosen]
+        for _ in range(args.runs):
+            for c, runs in zip(chosen, results, strict=True):
+                runs.append(run_once(c, inp, size, work, args.timeout))
+        for c, runs in zip(chosen, results, strict=True):
+            med = report(c.name, runs)
+            rows.append(dict(name=c.name, median_GBps=med, runs=runs, receiver=c.receiver, sender=c.sender))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result = dict(
