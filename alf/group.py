@@ -453,16 +453,13 @@ class GroupSender(Sender):
                 self.stats.unauthenticated += 1
                 return
             assert m is not None
-            if m.fate == Fate.JOINING:
-                m.heard_at = self.peer.last_heard = now
-                self.path.heard_since_final = True
-                self._on_accept_member(msg, m, now, got)
-            elif m.fate == Fate.RECEIVING and now - m.keys_at >= KEYS_GAP:
-                # it has not got the group's secret (one that has answers no announcement); an
-                # ACCEPT is in clear and may be a replay, so it says nothing of the member's
-                # liveness, and draws one KEYS per KEYS_GAP at most
-                self._send_keys(m, now)
-            return
+            if m.fate != Fate.JOINING:  # (a joining one's goes on below, as in clear)
+                if m.fate == Fate.RECEIVING and now - m.keys_at >= KEYS_GAP:
+                    # it has not got the group's secret (one that has answers no announcement);
+                    # an ACCEPT is in clear and may be a replay, so it says nothing of the
+                    # member's liveness, and draws one KEYS per KEYS_GAP at most
+                    self._send_keys(m, now)
+                return
         if m is None or m.fate not in (Fate.JOINING, Fate.RECEIVING):
             if m is not None and isinstance(msg, wire.Done) and m.fate in (Fate.OK, Fate.MISMATCH):
                 self._out.extend(self._to_member(wire.encode_close(wire.Close(self.session_id)), m))

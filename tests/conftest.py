@@ -24,6 +24,16 @@ def random_file(path: str, size: int, seed: int = 0) -> str:
     return _random_file(path, size, seed)
 
 
+def key_file(path: str | os.PathLike[str]) -> str:
+    """A new key file (mode 600, as alf keygen makes it) at ``path``."""
+    from alf import seal
+
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+    os.write(fd, (seal.new_key() + "\n").encode())
+    os.close(fd)
+    return str(path)
+
+
 ALF = [sys.executable, "-m", "alf"]
 
 

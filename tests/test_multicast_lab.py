@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from conftest import last_json, random_file, sha256_file
+from conftest import key_file, last_json, random_file, sha256_file
 from lossynet import Lab, namespaces_available
 from lossynet.topology import LinkSpec, Segment, wait_port
 
@@ -182,20 +182,12 @@ def test_a_sealed_group_is_intact_and_its_capture_holds_no_content(
     the marker the file is full of (issue 19 points 2 and 4 for a group)."""
     from scapy.all import UDP, rdpcap
 
-    from alf import seal
-
     tmp = str(tmp_path)
     marker = b"alf-marker-7f3c9e21-"
     src = os.path.join(tmp, "marked.bin")
     with open(src, "wb") as f:
         f.write(marker * 200_000)  # 4 MB
-    keys = []
-    for name in ("k", "other"):
-        path = os.path.join(tmp, name)
-        fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
-        os.write(fd, (seal.new_key() + "\n").encode())
-        os.close(fd)
-        keys.append(path)
+    keys = [key_file(os.path.join(tmp, name)) for name in ("k", "other")]
     seg = Segment(lab, [LinkSpec(), LinkSpec(loss=0.03), LinkSpec(), LinkSpec()])
     pcap = os.path.join(tmp, "group.pcap")
     cap = lab.start(seg.s, [PY, "-c", _SNIFF, pcap], stdin=subprocess.PIPE)

@@ -17,16 +17,9 @@ from pathlib import Path
 import pytest
 
 from alf import seal, wire
-from tests.conftest import Procs, last_json, wait_listening, wait_listening_tcp
+from tests.conftest import Procs, key_file, last_json, wait_listening, wait_listening_tcp
 
 MARKER = b"ALF-MARKER-0123456789-SECRET-"
-
-
-def _key(path: Path) -> str:
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
-    os.write(fd, (seal.new_key() + "\n").encode())
-    os.close(fd)
-    return str(path)
 
 
 def _capture(procs: Procs, tmp_path: Path, port: int, key: str | None, transport: str) -> bytes:
@@ -68,7 +61,7 @@ def test_a_capture_of_a_sealed_transfer_holds_no_content(
 ) -> None:
     clear = _capture(procs, tmp_path, port, None, transport)
     assert MARKER in clear  # the capture works: in clear the content is on the wire
-    sealed = _capture(procs, tmp_path, port, _key(tmp_path / "k"), transport)
+    sealed = _capture(procs, tmp_path, port, key_file(tmp_path / "k"), transport)
     assert MARKER not in sealed and MARKER[:12] not in sealed
 
 
@@ -210,7 +203,7 @@ def _through_relay(
 def test_an_on_path_attacker_never_gets_a_wrong_output_past_exit_0(
     procs: Procs, tmp_path: Path, port: int
 ) -> None:
-    key = _key(tmp_path / "k")
+    key = key_file(tmp_path / "k")
     rng = random.Random(9)
     first = rng.randbytes(3 << 20)
     s1, r1, got1, relay1, _ss, _rs = _through_relay(procs, tmp_path, port, key, first, 1, None, "old")
@@ -232,7 +225,7 @@ def test_an_on_path_attacker_never_gets_a_wrong_output_past_exit_0(
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 def test_key_mismatches_and_bad_key_files(procs: Procs, tmp_path: Path, port: int, transport: str) -> None:
-    k1, k2 = _key(tmp_path / "k1"), _key(tmp_path / "k2")
+    k1, k2 = key_file(tmp_path / "k1"), key_file(tmp_path / "k2")
     src = tmp_path / "in.bin"
     src.write_bytes(os.urandom(100_000))
     out = tmp_path / "out.bin"
@@ -281,7 +274,7 @@ def test_keygen_writes_a_private_key(procs: Procs, tmp_path: Path) -> None:
 @pytest.mark.parametrize("pipe", [False, True])
 def test_sealed_loopback_with_loss(procs: Procs, tmp_path: Path, port: int, pipe: bool) -> None:
     """UDP with 3% of datagrams dropped at the receiver, a file and a pipe: intact."""
-    key = _key(tmp_path / "k")
+    key = key_file(tmp_path / "k")
     data = os.urandom(8 << 20)
     src = tmp_path / "in.bin"
     src.write_bytes(data)
@@ -312,7 +305,7 @@ def test_sealed_loopback_with_loss(procs: Procs, tmp_path: Path, port: int, pipe
 def test_sealed_tcp_with_connection_resets(procs: Procs, tmp_path: Path, port: int, pipe: bool) -> None:
     """The TCP transport sealed: one connection reset every 2 MiB (--chaos), its runs resent
     on the others under new packet numbers; intact, and nothing failed to open."""
-    key = _key(tmp_path / "k")
+    key = key_file(tmp_path / "k")
     data = os.urandom(12 << 20)
     src = tmp_path / "in.bin"
     src.write_bytes(data)

@@ -38,6 +38,8 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench import INPUT_HASH, Config, file_hash, random_file, run_once  # noqa: E402
 
+from alf.units import parse_size  # noqa: E402
+
 UFTPD = "exec uftpd -d -D {outdir} -p {port} -B 4194304 -x 0"
 
 
@@ -135,8 +137,7 @@ def main() -> int:
     ap.add_argument("--only", default="", help="comma-separated peers (uftp, udpcast, netcat, socat, iperf3)")
     ap.add_argument("--timeout", type=float, default=60)
     args = ap.parse_args()
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    size = int(float(args.size[:-1]) * units[args.size[-1]]) if args.size[-1] in units else int(args.size)
+    size = parse_size(args.size)
     chosen = {k: v for k, v in grids().items() if not args.only or k in args.only.split(",")}
     work = tempfile.mkdtemp(prefix="alf-peers-")
     inp = os.path.join(work, "input.bin")
