@@ -220,6 +220,7 @@ class Receiver:
         self._path_high: dict[Addr, tuple[int, float]] = {}
         self._path_rate: dict[Addr, tuple[int, float, int]] = {}  # (bytes, when, rate) at its last STATUS
         self.hello: wire.Hello | None = None
+        self._answering: wire.Hello | None = None  # the tokened HELLO our ACCEPTs answer (§15 rule 1)
         self.place = Placement()  # §18: where the bound session's content goes, what is there
         self.keepable = True  # §18: on failure, what is held may be kept for a resume
         self._data_seen = False  # DATA of the session arrived
@@ -665,8 +666,7 @@ class Receiver:
                     # a group's member answers an announcement as it answered the HELLO that
                     # bound it (whose token and stamp the sender checks); §17 rule 8: one that
                     # holds the group's secret has been accepted, and answers no more
-                    bound = self.hello if self.multicast and self.hello is not None else msg
-                    self._out.append((self._accept(bound), addr))
+                    self._out.append((self._accept(self._answer_to(msg, addr, now)), addr))
                 return
             if msg.session_id == self.session_id and self.multipath:
                 self._on_path_hello(msg, addr, now)
@@ -695,7 +695,7 @@ class Receiver:
         self.in_order = self.cfg.in_order or bool(msg.features & wire.FEATURE_COMPRESS)
         offered = bool(msg.features & wire.FEATURE_FEC) and msg.kind == wire.Kind.FILE
         self.fec = self.cfg.fec and offered
-        self.hello = msg
+        self.hello = self._answering = msg
         self._hello_ts = msg.timestamp_us
         self.began = now
         self.adu = msg.adu_size
@@ -761,13 +761,36 @@ class Receiver:
         self.state = State.CLOSED
         return False
 
+    def _answer_to(self, msg: wire.Hello, addr: Addr, now: float) -> wire.Hello:
+        """The HELLO a member's ACCEPT answers: a group's, the latest one with our token (a
+        receiver that JOINed a backlog of announcements gets a HELLO for each, and the sender
+        remembers the stamps of its last few only), else the one that bound us."""
+        if not self.multicast or self._answering is None:
+            return msg
+        if (
+            msg.token
+            and msg.timestamp_us > self._answering.timestamp_us
+            and _terms(msg) == _terms(self._answering)
+            and msg.share == self._answering.share
+            and self._token_ok(msg, addr, now)
+        ):
+            self._answering = msg
+        return self._answering
+
+    def _token_ok(self, msg: wire.Hello, addr: Addr, now: float) -> bool:
+        """§4.3: ``msg`` carries the token only ``addr`` can have read (this epoch's or the last)."""
+        epoch = int((now - self._start) // TOKEN_EPOCH)
+        return bool(msg.token) and msg.token in (
+            self._token(msg, addr, epoch),
+            self._token(msg, addr, epoch - 1),
+        )
+
     def _address_proven(self, msg: wire.Hello, addr: Addr, now: float) -> bool:
         """§4.3: the HELLO carries the token only ``addr`` can have read (this epoch's or the
         last); if not, it gets a RETRY with one (within the answer rate) and binds nothing."""
-        epoch = int((now - self._start) // TOKEN_EPOCH)
-        token = self._token(msg, addr, epoch)
-        if msg.token and msg.token in (token, self._token(msg, addr, epoch - 1)):
+        if self._token_ok(msg, addr, now):
             return True
+        token = self._token(msg, addr, int((now - self._start) // TOKEN_EPOCH))
         if msg.token:
             self.stats.bad_tokens += 1
         join = bool(msg.features & wire.FEATURE_MULTICAST)  # §15: a group's announcement
@@ -879,8 +902,8 @@ class Receiver:
             self._abort(wire.AbortCode.TIMEOUT, msg, Outcome(ExitCode.PEER_UNREACHABLE, msg))
             return
         if self._keys_wanted() and now >= self._keys_ask_at:
-            assert self.hello is not None
-            self._send(self._accept(self.hello))  # §17 rule 8: the sender answers with KEYS
+            assert self._answering is not None
+            self._send(self._accept(self._answering))  # §17 rule 8: the sender answers with KEYS
             self._keys_ask_at = now + KEYS_ASK_GAP
         if self._nak_due is not None and now >= self._nak_due:
             self._backed_off_naks()

@@ -353,3 +353,33 @@ def test_a_member_whose_accept_was_lost_joins_on_the_next_announcement(key: byte
         g.handle_datagram(d, 0.32, addr=me)
     assert g.members[me].fate.value == "receiving"
     assert g.stats.unauthenticated == 0 and g.stats.unexpected == 0
+
+
+@pytest.mark.parametrize("key", [None, bytes(range(32))], ids=["clear", "sealed"])
+def test_a_receiver_that_joined_more_often_than_the_sender_remembers_still_joins(key: bytes | None) -> None:
+    """A receiver starved of CPU reads a backlog of announcements and JOINs each before the
+    first HELLO comes back; the sender answers every JOIN and remembers only its last few
+    stamps. The receiver binds on the first HELLO and answers each later one with that
+    HELLO's own stamp, so the sender can check it (seen in CI: a member stuck joining until
+    the 15 s join wait ran out, its every ACCEPT echoing a stamp the sender had let go)."""
+    from alf.receiver import Receiver
+
+    cfg = SenderConfig(adu_size=488, rate_bps=50e6, timeout=5.0, key=key)
+    g = GroupSender(cfg, 7, wire.Kind.FILE, 100_000, 0.0, GROUP_ADDR, receivers=1)
+    src, me = ("10.0.0.1", 9), ("10.0.0.2", 9)
+    r = Receiver(ReceiverConfig(in_order=False, key=key), 0.0, secret=b"u" * 8)
+    announce = next(d for d in g.poll(0.0) if d.data[1] == wire.MsgType.HELLO)
+    r.handle_control(announce.data, src, 0.0)
+    ((join, _to),) = r.poll(0.0)
+    hellos = []
+    for k in range(8):  # (the sender answers each JOIN with a HELLO stamped anew)
+        g.handle_datagram(join, 0.01 + k * 0.01, addr=me)
+        hellos += [d for d in g.poll(0.01 + k * 0.01) if d.addr == me]
+    assert len(hellos) == 8
+    r.handle_control(hellos[0].data, src, 0.1)
+    r.poll(0.1)  # its ACCEPT echoes the first HELLO's stamp, which the sender no longer holds
+    for k, h in enumerate(hellos[1:]):
+        r.handle_control(h.data, src, 0.11 + k * 0.001)
+        for d, _a in r.poll(0.11 + k * 0.001):
+            g.handle_datagram(d, 0.12 + k * 0.001, addr=me)
+    assert g.members[me].fate.value == "receiving"
