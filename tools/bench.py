@@ -12,7 +12,9 @@ whose output goes to /dev/null, alf's own end-to-end verification and its exit s
 
 The other tools are Debian packages: apt-get install netcat-openbsd socat iperf3 uftp udpcast.
 A tool that is missing is reported and skipped. Sends go only to 127.0.0.1. Every row chosen
-runs once in turn, then again (``--runs`` rounds), so alf and each peer meet the same host.
+runs once in turn, then again (``--runs`` rounds, each starting one row further on), so alf
+and each peer meet the same host. ``--only`` takes comma-separated name prefixes, or
+``=NAME`` for one row (a name with a comma in it cannot be chosen on its own).
 
 ``--against TREE`` (another checkout of alf, e.g. ``git worktree add /tmp/base HEAD~3``) runs
 each alf row alternately with this tree and that one, run by run, and reports both: this
@@ -291,6 +293,11 @@ def warm(path: str) -> None:
             pass
 
 
+def _chosen(name: str, only: str) -> bool:
+    """--only: ``only`` names the row exactly (``=NAME``) or starts its name."""
+    return name == only[1:] if only.startswith("=") else name.startswith(only)
+
+
 def run_once(cfg: Config, inp: str, size: int, work: str, timeout: float) -> dict[str, object]:
     warm(inp)
     port = free_port()
@@ -397,7 +404,9 @@ def main() -> int:
         help="alf's --rate for the --cc fixed GSO rows (loopback has no link rate: at 10G the pace, "
         "not the data path, bounded the file row)",
     )
-    ap.add_argument("--only", default="", help="comma-separated name prefixes to run")
+    ap.add_argument(
+        "--only", default="", help="comma-separated name prefixes to run (=NAME: only the row of that name)"
+    )
     ap.add_argument("--json", default="", help="also write the results here")
     ap.add_argument("--timeout", type=float, default=120)
     ap.add_argument("--against", default="", help="another alf checkout: alf rows run alternately with it")
@@ -441,7 +450,7 @@ def main() -> int:
     chosen: list[Config] = []
     try:
         for k, cfg in enumerate(configs(alf, args.rate)):
-            if args.only and not any(cfg.name.startswith(p.strip()) for p in args.only.split(",")):
+            if args.only and not any(_chosen(cfg.name, p.strip()) for p in args.only.split(",")):
                 continue
             missing = [t for t in (*cfg.needs, "/usr/bin/time") if shutil.which(t) is None]
             if missing:
@@ -473,8 +482,13 @@ def main() -> int:
         # every row alternately, run by run: a drift of the host spreads over alf and its peers
         # alike (a peer's runs all after alf's would meet another host)
         results: list[list[dict[str, object]]] = [[] for _ in chosen]
-        for _ in range(args.runs):
-            for c, runs in zip(chosen, results, strict=True):
+        pairs = list(zip(chosen, results, strict=True))
+        for k in range(args.runs):
+            # Each round starts one row further on: a row that always ran first (or right after
+            # a given other) took that place's share of the host's noise every time (a row run
+            # twice, the same command, medians 1.014 and 1.390 in one sitting).
+            turn = k % len(pairs) if pairs else 0
+            for c, runs in pairs[turn:] + pairs[:turn]:
                 runs.append(run_once(c, inp, size, work, args.timeout))
         for c, runs in zip(chosen, results, strict=True):
             med = report(c.name, runs)
