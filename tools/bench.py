@@ -13,8 +13,8 @@ whose output goes to /dev/null, alf's own end-to-end verification and its exit s
 The other tools are Debian packages: apt-get install netcat-openbsd socat iperf3 uftp udpcast.
 A tool that is missing is reported and skipped. Sends go only to 127.0.0.1. Every row chosen
 runs once in turn, then again (``--runs`` rounds, each starting one row further on), so alf
-and each peer meet the same host. ``--only`` takes comma-separated name prefixes, or
-``=NAME`` for one row (a name with a comma in it cannot be chosen on its own).
+and each peer meet the same host. ``--only`` takes name prefixes, or ``=NAME`` for one row,
+separated by commas (a comma and a space belong to a name: "alf file, defaults").
 
 ``--against TREE`` (another checkout of alf, e.g. ``git worktree add /tmp/base HEAD~3``) runs
 each alf row alternately with this tree and that one, run by run, and reports both: this
@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import pty
+import re
 import shlex
 import shutil
 import statistics
@@ -405,7 +406,7 @@ def main() -> int:
         "not the data path, bounded the file row)",
     )
     ap.add_argument(
-        "--only", default="", help="comma-separated name prefixes to run (=NAME: only the row of that name)"
+        "--only", default="", help="name prefixes to run, comma-separated (=NAME: only the row of that name)"
     )
     ap.add_argument("--json", default="", help="also write the results here")
     ap.add_argument("--timeout", type=float, default=120)
@@ -450,7 +451,7 @@ def main() -> int:
     chosen: list[Config] = []
     try:
         for k, cfg in enumerate(configs(alf, args.rate)):
-            if args.only and not any(_chosen(cfg.name, p.strip()) for p in args.only.split(",")):
+            if args.only and not any(_chosen(cfg.name, p.strip()) for p in re.split(r",(?! )", args.only)):
                 continue
             missing = [t for t in (*cfg.needs, "/usr/bin/time") if shutil.which(t) is None]
             if missing:
