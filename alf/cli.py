@@ -465,7 +465,7 @@ def main() -> None:
     "--rate",
     type=RateType(),
     default=None,
-    help="RATE, in bits/s: the ceiling of --cc adaptive [default: 10G], or the pacing rate "
+    help="RATE, in bits/s: the ceiling of --cc adaptive [default: 40G], or the pacing rate "
     "of --cc fixed [default: 800M, headroom on a 1 Gbit/s link; set it below a slower path's capacity]. "
     "Over TCP, only when given: a cap on what the connections are handed.",
 )
