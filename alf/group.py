@@ -37,6 +37,10 @@ if TYPE_CHECKING:
 ANNOUNCE_GAP = 0.25  # §15 rule 1: the HELLO to the group, until the start
 LATE_ANNOUNCE_GAP = 1.0  # ... and after it, for late members (file kind)
 MAX_MEMBERS = 1024
+# The stamps of the last HELLOs sent to one joining receiver that its ACCEPT may echo: a
+# receiver short of CPU JOINs a backlog of announcements (8 a second at most, §15 rule 1) and
+# may read only the older answers; four were too few once (a member stuck joining in CI).
+HELLO_STAMPS = 32
 KEYS_GAP = 0.2  # §17 rule 8: a member's ACCEPT draws one KEYS this often at most (it asks every 0.25 s)
 MAX_REFUSALS = 16  # receivers that refused our key named in the outcome (the rest counted)
 REPAIR_HOLD_MIN = 0.005  # §15 rule 6
@@ -78,7 +82,7 @@ class Member:
     stalled: bool = False  # silent for a while (not yet for the timeout): it sets no pace
     slow: bool = False  # --slow catch-up: far slower than the others; served after them
     slow_since: float | None = None  # since when its rate is below SLOW_SHARE of the median
-    hellos: tuple[int, ...] = ()  # the timestamps of the last HELLOs sent to it (its ACCEPT echoes one)
+    hellos: tuple[int, ...] = ()  # stamps of the last HELLO_STAMPS HELLOs to it (its ACCEPT echoes one)
     progress_at: float = 0.0  # when it last showed it holds more of the data
     srtt: float | None = None
     rttvar: float = 0.0
@@ -170,6 +174,7 @@ class GroupSender(Sender):
         self.join_wait = wait if wait is not None or receivers is not None else DEFAULT_WAIT
         self.quorum = quorum
         self.joins_refused = 0  # JOINs beyond the members admitted, or after a stream began
+        self.rejoined = 0  # members whose place a new receiver at their address took (_rejoins)
         self.repairs_held = 0  # NAKed ADUs not queued again: a repair for them was just sent
         path = self.path
         path.addr = group
@@ -230,18 +235,29 @@ class GroupSender(Sender):
             self.path.srtt = max(rtts)
             self.stats.srtt_ms = self.path.srtt * 1e3
 
+    def _open(self) -> bool:
+        """The transfer can still take a member: before the start, or a file's while it lasts."""
+        return self.state == State.HANDSHAKE or (
+            self.kind == wire.Kind.FILE and self.state in (State.SENDING, State.FINISHING)
+        )
+
     def _admitting(self) -> bool:
-        """A JOIN may be answered: the transfer can still take a member (before the start, or
-        a file's while it lasts), there is room for one, and not too many JOINs wait."""
-        if self.state != State.HANDSHAKE and (
-            self.kind != wire.Kind.FILE or self.state not in (State.SENDING, State.FINISHING)
-        ):
-            return False
-        return self._room() and len(self.members) < MAX_MEMBERS
+        """A JOIN may be answered: the transfer can still take a member, there is room for
+        one, and not too many JOINs wait."""
+        return self._open() and self._room() and len(self.members) < MAX_MEMBERS
+
+    def _announcing(self) -> bool:
+        """The group is told of the session while a JOIN may be answered, and, in clear, while
+        a member has gone quiet: started again at its address, it hears us and JOINs
+        (``_rejoins``). Sealed, its place opens once it is lost, and the announcements with it."""
+        if self._admitting():
+            return True
+        return self.keys is None and self._open() and any(m.stalled for m in self._receiving())
 
     def _room(self) -> bool:
         """Fewer members than ``--receivers`` (or MAX_MEMBERS) have joined so far."""
-        joined = sum(1 for m in self.members.values() if m.joined_at is not None)
+        gone = (Fate.LOST, Fate.ABORTED)  # (their places may be taken again: _rejoins)
+        joined = sum(1 for m in self.members.values() if m.joined_at is not None and m.fate not in gone)
         return joined < (self.expected or MAX_MEMBERS)
 
     # ------------------------------------------------------------ timers
@@ -276,7 +292,7 @@ class GroupSender(Sender):
                 self._regroup()
         if self._settled(now):
             return
-        if self._admitting() and now >= path.hello_at:
+        if self._announcing() and now >= path.hello_at:
             self._hello_due(path, now)
             path.hello_gap = LATE_ANNOUNCE_GAP
         self._judge_slow(now)
@@ -396,7 +412,7 @@ class GroupSender(Sender):
             if self.join_wait is not None:
                 t = min(t, self._start + self.join_wait)
             return t
-        if self._admitting():
+        if self._announcing():
             t = min(t, path.hello_at)
         for m in self.members.values():
             if m.receiving:
@@ -611,22 +627,41 @@ class GroupSender(Sender):
         if not msg.join:
             self.stats.unexpected += 1
             return
+        if m is not None and m.fate != Fate.JOINING:
+            if not self._rejoins(m, msg, now):
+                return  # a member's JOIN crossed our HELLO: its ACCEPT follows
+            m = None
         if m is None:
             if not self._admitting():
                 self.joins_refused += 1
                 return
             m = Member(addr, self._controller(0, now), now)
             self.members[addr] = m
-        if m.fate != Fate.JOINING:
-            return  # a member's JOIN crossed our HELLO: its ACCEPT follows
         m.heard_at = now
         m.token = msg.token
         if self.keys is None:  # (§17: a JOIN is in clear: sealed, it changes nothing but the HELLO)
             self._member_rtt(m, got, msg.echo_timestamp_us, 0)
         self.stats.retries_received += 1
         self._out.extend(self._to_member(self._hello(now, m.token), m))
-        m.hellos = (*m.hellos[-3:], wire.to_us(now))  # its ACCEPT must echo one of these
+        m.hellos = (*m.hellos[-(HELLO_STAMPS - 1) :], wire.to_us(now))  # its ACCEPT must echo one of these
         self.stats.hellos_sent += 1
+
+    def _rejoins(self, m: Member, msg: wire.Accept, now: float) -> bool:
+        """§15 rule 1: a JOIN from a member's address is a new receiver there (started again
+        after it was lost or aborted, or, in clear, while it still counted as receiving: its
+        token is another secret's), which takes the old one's place while the transfer can
+        take a member; the old one's record goes. Sealed, a receiving member is never ended by
+        a JOIN (it is not authenticated): a new receiver there waits until it is lost."""
+        restarted = m.fate == Fate.RECEIVING and self.keys is None and msg.token != m.token
+        if not (self._open() if restarted else m.fate in (Fate.LOST, Fate.ABORTED) and self._admitting()):
+            return False
+        if restarted:
+            self.events.add(MemberEnded(m.addr, Fate.LOST.value, "a new receiver joined from its address"))
+        del self.members[m.addr]
+        self.rejoined += 1
+        self._carrier_list = None
+        self._regroup()
+        return True
 
     def _on_accept_member(self, msg: wire.Accept, m: Member, now: float, got: float) -> None:
         if msg.echo_timestamp_us not in m.hellos:

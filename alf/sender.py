@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from alf import seal
 
 DEFAULT_RATE_BPS = 800e6  # --cc fixed
-DEFAULT_CEILING_BPS = 40e9  # --cc adaptive: above what one host sends (docs/performance.md, "Defaults: a 40G ceiling")
+DEFAULT_CEILING_BPS = 40e9  # --cc adaptive: above what one host sends (docs/performance.md)
 HELLO_FIRST_RETRY = 0.2
 HELLO_MAX_RETRY = 2.0
 FINAL_MIN = 0.02

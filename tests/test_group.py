@@ -9,6 +9,7 @@ import pytest
 
 from alf import wire
 from alf.errors import ExitCode
+from alf.events import MemberEnded
 from alf.group import GroupSender
 from alf.receiver import ReceiverConfig
 from alf.sender import SenderConfig
@@ -383,3 +384,39 @@ def test_a_receiver_that_joined_more_often_than_the_sender_remembers_still_joins
         for d, _a in r.poll(0.11 + k * 0.001):
             g.handle_datagram(d, 0.12 + k * 0.001, addr=me)
     assert g.members[me].fate.value == "receiving"
+
+
+@pytest.mark.parametrize(
+    ("key", "timeout", "why"),
+    [(None, 5.0, "joined from its address"), (bytes(range(32)), 1.0, "silent")],
+    ids=["clear", "sealed"],
+)
+def test_a_receiver_started_again_at_its_address_takes_its_place(
+    key: bytes | None, timeout: float, why: str
+) -> None:
+    """A member killed mid-file and started again at the same address rejoins and gets the
+    whole file: in clear at its first JOIN (another secret's token: a new receiver), sealed once
+    the old one is judged lost (a JOIN is not authenticated, so it never ends a receiving
+    member). Its JOINs were ignored before, and it waited for its timeout."""
+    data = _data(8_000_000)
+    cfg = SenderConfig(adu_size=488, rate_bps=20e6, timeout=timeout, key=key)
+    rcfg = ReceiverConfig(in_order=False, timeout=10.0, window_bytes=1 << 20, key=key)
+    inf = float("inf")
+    r = run_group_transfer(
+        data,
+        _members((0.0, 0.0, 0.01)),
+        expected=3,
+        sender_config=cfg,
+        receiver_config=rcfg,
+        kill_at=[inf, inf, 0.3],
+        restart_at=[inf, inf, 0.5],
+        max_time=40,
+    )
+    assert r.sender is not None and r.sender.ok, r.sender
+    assert r.sender.message == "3 of 3 receivers verified the content"
+    assert r.outputs == [data] * 3
+    again = r.sender_stats["receivers"][2]
+    assert again["late"] and again["state"] == "ok"
+    lost = [e for e in r.sender_log if isinstance(e, MemberEnded) and e.fate != "ok"]
+    assert len(lost) == 1 and lost[0].fate == "lost"
+    assert why in lost[0].reason, lost[0].reason

@@ -463,6 +463,7 @@ def run_group_transfer(
     quorum: int | None = None,
     start_at: list[float] | None = None,
     kill_at: list[float] | None = None,
+    restart_at: list[float] | None = None,
     upstream_loss: float = 0.0,
     stream_window_adus: int = 256,
     max_time: float = 120.0,
@@ -474,7 +475,9 @@ def run_group_transfer(
 ) -> GroupSimResult:
     """Send ``data`` from one sender to a group of receivers, one per (forward, backward) link
     pair in ``members``: receiver ``k`` is node ("receiver", k) and joins the group; it starts
-    at ``start_at[k]`` and vanishes at ``kill_at[k]``. ``upstream_loss`` drops DATA once, before
+    at ``start_at[k]`` and vanishes at ``kill_at[k]``; ``restart_at[k]`` (after its kill) starts a
+    new receiver at the same node, with a secret of its own (its output replaces the first's).
+    ``upstream_loss`` drops DATA once, before
     the fan-out, so every receiver misses the same datagrams (loss upstream of a bridge).
     ``receiver_buffer``: each receiver's read buffer, so its window follows §6's flow rule.
     ``receiver_configs``: each receiver's own configuration (else ``receiver_config`` for all).
@@ -501,7 +504,9 @@ def run_group_transfer(
     send = SendSession(sender, source)
     n = len(members)
     starts = start_at or [0.0] * n
-    kills = kill_at or [float("inf")] * n
+    kills = list(kill_at or [float("inf")] * n)
+    restarts = list(restart_at or [float("inf")] * n)
+    lives = [0] * n
     nodes = [("receiver", k) for k in range(n)]
     index = {node: k for k, node in enumerate(nodes)}
     backs = []
@@ -523,8 +528,13 @@ def run_group_transfer(
     while now <= max_time and events < max_events:
         events += 1
         for k in range(n):
+            if now >= restarts[k] and now >= kills[k] and rxs[k] is not None:
+                rxs[k], sessions[k], ended[k] = None, None, False
+                kills[k] = restarts[k] = float("inf")
+                lives[k] += 1
             if rxs[k] is None and now >= starts[k] and now < kills[k]:
-                rx = Receiver(receiver_configs[k] if receiver_configs else rcfg, now, secret=bytes([k]) * 8)
+                secret = bytes([k, lives[k]]) * 4 if lives[k] else bytes([k]) * 8
+                rx = Receiver(receiver_configs[k] if receiver_configs else rcfg, now, secret=secret)
                 if receiver_buffer:  # the read buffer each receiver is told it has (its flow window)
                     rx.set_read_buffer(receiver_buffer)
                 store: MemoryWriter | MemoryBackend
@@ -574,6 +584,7 @@ def run_group_transfer(
             made = rxs[k]
             deadlines.append(made.next_deadline(now) if made is not None else starts[k])
             deadlines.append(kills[k])
+        deadlines += [t for t in restarts if now < t < float("inf")]
         if not deadlines:
             break
         nxt = min(deadlines)
