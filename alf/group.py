@@ -41,6 +41,11 @@ MAX_MEMBERS = 1024
 # receiver short of CPU JOINs a backlog of announcements (8 a second at most, §15 rule 1) and
 # may read only the older answers; four were too few once (a member stuck joining in CI).
 HELLO_STAMPS = 32
+# A receiver started again at a lost or aborted member's address: it may try this many times,
+# each try JOINING_WAIT long from its first JOIN (later JOINs in it are answered as a joining
+# receiver's), and the verdict waits for a try under way. A forged JOIN cannot change the
+# verdict; it can use up a try, and hold the verdict back by JOINING_WAIT per try at most.
+MAX_SUCCESSORS = 3
 KEYS_GAP = 0.2  # §17 rule 8: a member's ACCEPT draws one KEYS this often at most (it asks every 0.25 s)
 MAX_REFUSALS = 16  # receivers that refused our key named in the outcome (the rest counted)
 REPAIR_HOLD_MIN = 0.005  # §15 rule 6
@@ -100,6 +105,11 @@ class Member:
     received_bytes: int = 0
     ended_at: float | None = None
     reason: str = ""
+    # (lost or aborted) a new receiver at its address, JOINed but not yet proved, since when,
+    # and how many such have tried (``_on_join``, ``_successor_accepts``)
+    successor: Member | None = None
+    successor_since: float = 0.0
+    successors: int = 0
 
     @property
     def receiving(self) -> bool:
@@ -174,7 +184,7 @@ class GroupSender(Sender):
         self.join_wait = wait if wait is not None or receivers is not None else DEFAULT_WAIT
         self.quorum = quorum
         self.joins_refused = 0  # JOINs beyond the members admitted, or after a stream began
-        self.rejoined = 0  # members whose place a new receiver at their address took (_rejoins)
+        self.rejoined = 0  # members whose place a new receiver at their address took (_successor_accepts)
         self.repairs_held = 0  # NAKed ADUs not queued again: a repair for them was just sent
         path = self.path
         path.addr = group
@@ -247,17 +257,20 @@ class GroupSender(Sender):
         return self._open() and self._room() and len(self.members) < MAX_MEMBERS
 
     def _announcing(self) -> bool:
-        """The group is told of the session while a JOIN may be answered, and, in clear, while
-        a member has gone quiet: started again at its address, it hears us and JOINs
-        (``_rejoins``). Sealed, its place opens once it is lost, and the announcements with it."""
+        """The group is told of the session while a JOIN may be answered, and while a member
+        lost or aborted may be taken again: a receiver started again at its address hears
+        us and JOINs (``_on_join``)."""
         if self._admitting():
             return True
-        return self.keys is None and self._open() and any(m.stalled for m in self._receiving())
+        return self._open() and any(self._retakeable(m) for m in self.members.values())
+
+    @staticmethod
+    def _retakeable(m: Member) -> bool:
+        return m.fate in (Fate.LOST, Fate.ABORTED) and m.successors < MAX_SUCCESSORS
 
     def _room(self) -> bool:
         """Fewer members than ``--receivers`` (or MAX_MEMBERS) have joined so far."""
-        gone = (Fate.LOST, Fate.ABORTED)  # (their places may be taken again: _rejoins)
-        joined = sum(1 for m in self.members.values() if m.joined_at is not None and m.fate not in gone)
+        joined = sum(1 for m in self.members.values() if m.joined_at is not None)
         return joined < (self.expected or MAX_MEMBERS)
 
     # ------------------------------------------------------------ timers
@@ -268,6 +281,8 @@ class GroupSender(Sender):
         for m in list(self.members.values()):
             if m.fate == Fate.JOINING and now - m.heard_at >= min(timeout, JOINING_WAIT):
                 del self.members[m.addr]  # not a member yet: it frees its place
+            elif m.successor is not None and now - m.successor_since >= JOINING_WAIT:
+                m.successor = None  # its ACCEPT never proved it: the member stays as it ended
         if self.state == State.HANDSHAKE:
             if now >= path.hello_at:
                 self._hello_due(path, now)
@@ -375,8 +390,8 @@ class GroupSender(Sender):
 
     def _settled(self, now: float) -> bool:
         """Every member has ended: the sender's outcome, from their verdicts (§15 rule 7)."""
-        if self.outcome is not None or any(m.receiving for m in self.members.values()):
-            return self.outcome is not None
+        if self.outcome is not None or any(m.receiving or m.successor for m in self.members.values()):
+            return self.outcome is not None  # (a receiver started again may yet take a place)
         ended = [m for m in self.members.values() if m.joined_at is not None]
         ok = [m for m in ended if m.fate == Fate.OK]
         need = self.quorum or self.expected or len(ended)
@@ -412,6 +427,11 @@ class GroupSender(Sender):
             if self.join_wait is not None:
                 t = min(t, self._start + self.join_wait)
             return t
+        if not self._receiving():
+            # none to hear from (the verdict waits for a receiver started again, _settled): the
+            # base's silence and probe times have passed and mean nothing; a loop woken by
+            # them at once would spin until the try ran out
+            t = float("inf")
         if self._announcing():
             t = min(t, path.hello_at)
         for m in self.members.values():
@@ -419,7 +439,9 @@ class GroupSender(Sender):
                 t = min(t, m.heard_at + self.cfg.timeout)
             elif m.fate == Fate.JOINING:
                 t = min(t, m.heard_at + min(self.cfg.timeout, JOINING_WAIT))
-        return t
+            if m.successor is not None:
+                t = min(t, m.successor_since + JOINING_WAIT)
+        return max(t, now) if t < float("inf") else now + JOINING_WAIT
 
     def _nothing_to_send(self, now: float) -> None:
         super()._nothing_to_send(now)
@@ -463,6 +485,9 @@ class GroupSender(Sender):
         m = self.members.get(addr)
         if isinstance(msg, wire.Accept) and msg.retry:
             self._on_join(msg, m, addr, now, got)
+            return
+        if isinstance(msg, wire.Accept) and m is not None and m.successor is not None:
+            self._successor_accepts(msg, m, now, got)
             return
         if isinstance(msg, wire.Accept) and self.keys is not None:
             if not self._sealed_accept(msg, m):
@@ -628,9 +653,20 @@ class GroupSender(Sender):
             self.stats.unexpected += 1
             return
         if m is not None and m.fate != Fate.JOINING:
-            if not self._rejoins(m, msg, now):
+            if not (self._retakeable(m) or m.successor) or not self._open():
                 return  # a member's JOIN crossed our HELLO: its ACCEPT follows
-            m = None
+            if m.successor is None:
+                if m.successors >= MAX_SUCCESSORS:
+                    self.joins_refused += 1
+                    return
+                # §15 rule 2: a new receiver at a lost or aborted member's address; it takes
+                # the place once its ACCEPT proves it (_successor_accepts), the record stays
+                m.successors += 1
+                m.successor, m.successor_since = Member(addr, self._controller(0, now), now), now
+                m.successor.token = msg.token
+            elif m.successor.token != msg.token:
+                return  # (another receiver's JOIN: it may try once this try has run out)
+            m = m.successor
         if m is None:
             if not self._admitting():
                 self.joins_refused += 1
@@ -646,24 +682,31 @@ class GroupSender(Sender):
         m.hellos = (*m.hellos[-(HELLO_STAMPS - 1) :], wire.to_us(now))  # its ACCEPT must echo one of these
         self.stats.hellos_sent += 1
 
-    def _rejoins(self, m: Member, msg: wire.Accept, now: float) -> bool:
-        """§15 rule 1: a JOIN from a member's address is a new receiver there (started again
-        after it was lost or aborted, or, in clear, while it still counted as receiving: its
-        token is another secret's), which takes the old one's place while the transfer can
-        take a member; the old one's record goes. Sealed, a receiving member is never ended by
-        a JOIN (it is not authenticated): a new receiver there waits until it is lost."""
-        restarted = m.fate == Fate.RECEIVING and self.keys is None and msg.token != m.token
-        if not (self._open() if restarted else m.fate in (Fate.LOST, Fate.ABORTED) and self._admitting()):
-            return False
-        if restarted:
-            self.events.add(MemberEnded(m.addr, Fate.LOST.value, "a new receiver joined from its address"))
-        del self.members[m.addr]
+    def _successor_accepts(self, msg: wire.Accept, old: Member, now: float, got: float) -> None:
+        """§15 rule 2: the ACCEPT of a new receiver at a lost or aborted member's address: once
+        it proves itself (it echoes a HELLO we sent it; sealed, it proves the key, §17 rule 8)
+        the new receiver takes the member's place, as a late member; else nothing changes."""
+        new = old.successor
+        assert new is not None
+        if self.keys is not None and not self._sealed_accept(msg, new):
+            self.stats.unauthenticated += 1
+            return
+        if msg.echo_timestamp_us not in new.hellos or not self._open():
+            self.stats.unexpected += 1
+            return
+        old.successor = None
+        self.members[old.addr] = new
+        new.heard_at = self.peer.last_heard = now
+        self.path.heard_since_final = True
+        self._on_accept_member(msg, new, now, got, replacing=True)
+        if new.fate != Fate.RECEIVING:  # (refused after all: the record stays as it ended)
+            self.members[old.addr] = old
+            return
         self.rejoined += 1
-        self._carrier_list = None
-        self._regroup()
-        return True
 
-    def _on_accept_member(self, msg: wire.Accept, m: Member, now: float, got: float) -> None:
+    def _on_accept_member(
+        self, msg: wire.Accept, m: Member, now: float, got: float, replacing: bool = False
+    ) -> None:
         if msg.echo_timestamp_us not in m.hellos:
             self.stats.unexpected += 1  # it echoes no HELLO we sent it: it never read one
             return
@@ -677,7 +720,7 @@ class GroupSender(Sender):
             )
             self._out.extend(self._to_member(wire.encode_abort(late), m))
             return
-        if not self._room():  # others took the places meanwhile: it is told, and forgotten
+        if not replacing and not self._room():  # others took the places meanwhile: told, forgotten
             del self.members[m.addr]
             self.joins_refused += 1
             busy = wire.Abort(self.session_id, wire.AbortCode.BUSY, "the group is full")

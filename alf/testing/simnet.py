@@ -529,7 +529,10 @@ def run_group_transfer(
         events += 1
         for k in range(n):
             if now >= restarts[k] and now >= kills[k] and rxs[k] is not None:
-                rxs[k], sessions[k], ended[k] = None, None, False
+                old = sessions[k]
+                if old is not None:
+                    old.close()
+                rxs[k], sessions[k], ended[k], done_at[k] = None, None, False, None
                 kills[k] = restarts[k] = float("inf")
                 lives[k] += 1
             if rxs[k] is None and now >= starts[k] and now < kills[k]:
