@@ -109,6 +109,32 @@ def test_a_receiver_killed_midway_is_reported_lost_and_the_others_finish(
     assert states == {f"10.78.0.10:{PORT}": "ok", f"10.78.0.11:{PORT}": "lost", f"10.78.0.12:{PORT}": "ok"}
 
 
+def test_a_receiver_started_again_after_it_was_lost_takes_its_place(
+    lab: Lab, tmp_path: os.PathLike[str]
+) -> None:
+    """§15 rule 2: a receiver killed mid-file and started again at once (same namespace, same
+    output) JOINs until the sender has judged the old one lost, then takes its place: all
+    three outputs are the input and the sender exits 0."""
+    tmp = str(tmp_path)
+    src = random_file(os.path.join(tmp, "in.bin"), 60_000_000, seed=24)
+    seg = Segment(lab, [LinkSpec(rate_bps=100e6)] * 3)
+    recvs = _receivers(lab, seg.r, tmp)
+    send = _send(lab, seg, src, tmp, "--receivers", "3", "--rate", "100M", "--timeout", "2")
+    _wait_for(os.path.join(tmp, "out1.bin.alf-partial"))
+    time.sleep(0.5)  # under way
+    recvs[1].kill()
+    recvs[1].wait(timeout=10)
+    recvs[1] = _receivers(lab, seg.r[1:2], tmp, first=1)[0]
+    _, err = send.communicate(timeout=120)
+    assert send.returncode == 0, err
+    assert "verified by 3 of 3 receivers" in err
+    for k, p in enumerate(recvs):
+        assert p.wait(timeout=30) == 0
+        assert sha256_file(os.path.join(tmp, f"out{k}.bin")) == sha256_file(src)
+    members = {m["address"]: m for m in last_json(os.path.join(tmp, "s.json"))["receivers"]}
+    assert members[f"10.78.0.11:{PORT}"]["late"] is True
+
+
 def _wait_for(path: str) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not os.path.exists(path):
