@@ -199,10 +199,10 @@ def configs(alf: str, rate: str) -> list[Config]:
             ("uftp", "uftpd"),
         ),
         Config(
-            "udpcast (point to point, 8192 B blocks)",
+            "udpcast (point to point, 8192 B blocks, full duplex)",
             "udp-receiver --file {out} --interface lo --portbase {port} --nokbd",
             "udp-sender --file {inp} --interface lo --portbase {port} --nokbd --min-receivers 1 "
-            "--pointopoint --blocksize 8192",
+            "--pointopoint --blocksize 8192 --full-duplex",
             "file",
             ("udp-sender", "udp-receiver"),
         ),

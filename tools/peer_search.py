@@ -14,7 +14,9 @@ configuration's median, best first within its peer. The grids:
   fails every run, 10 is its least robustness), rate unlimited (``-R -1``), 4 MiB socket buffers on both sides
   (``net.core.rmem_max`` here: a larger ``-B`` is cut to it).
 - udpcast: ``--blocksize`` 1456 (about its default), 4096 and 8192, ``--full-duplex`` or
-  not, ``--max-bitrate`` none or 5 Gbit/s, point to point.
+  not, ``--max-bitrate`` none or 5 Gbit/s, point to point; with 8192-byte blocks also slices
+  of 512-1024 blocks from the start (``--min-slice-size 512 --default-slice-size 1024``; its
+  slices start at 16 and grow to 1024 in half duplex).
 - netcat (OpenBSD): reading the file itself and through ``cat``, with the kernel's socket
   buffers or ``-I/-O 4194304``.
 - socat: ``-b`` 8192 (its default), 131072 and 1048576, reading the file itself and through
@@ -58,20 +60,22 @@ def grids() -> dict[str, list[Config]]:
             name = f"uftp -b {block} {timers or '(default timers)'}"
             uftp.append(Config(name, UFTPD, " ".join(cmd.split()), "dir", ("uftp", "uftpd")))
     udpcast = []
+    slices = ("", "--min-slice-size 512 --default-slice-size 1024")  # (blocks; its defaults 16, 1024 max)
     for block in (1456, 4096, 8192):
         for duplex in ("", "--full-duplex"):
             for rate in ("", "--max-bitrate 5000m"):
-                opts = " ".join(x for x in (f"--blocksize {block}", duplex, rate) if x)
-                udpcast.append(
-                    Config(
-                        f"udpcast {opts}",
-                        "udp-receiver --file {out} --interface lo --portbase {port} --nokbd",
-                        "udp-sender --file {inp} --interface lo --portbase {port} --nokbd --min-receivers 1 "
-                        f"--pointopoint {opts}",
-                        "file",
-                        ("udp-sender", "udp-receiver"),
+                for sl in slices if block == 8192 else ("",):
+                    opts = " ".join(x for x in (f"--blocksize {block}", duplex, rate, sl) if x)
+                    udpcast.append(
+                        Config(
+                            f"udpcast {opts}",
+                            "udp-receiver --file {out} --interface lo --portbase {port} --nokbd",
+                            "udp-sender --file {inp} --interface lo --portbase {port} --nokbd "
+                            f"--min-receivers 1 --pointopoint {opts}",
+                            "file",
+                            ("udp-sender", "udp-receiver"),
+                        )
                     )
-                )
     netcat = []
     for bufs in ("", "-I 4194304 -O 4194304"):
         label = bufs or "(kernel buffers)"
