@@ -4,6 +4,7 @@ every count below is a function of the seed."""
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
@@ -386,12 +387,8 @@ def test_a_receiver_that_joined_more_often_than_the_sender_remembers_still_joins
     assert g.members[me].fate.value == "receiving"
 
 
-@pytest.mark.parametrize("key", [None, bytes(range(32))], ids=["clear", "sealed"])
-def test_a_receiver_started_again_at_its_address_takes_its_place(key: bytes | None) -> None:
-    """A member killed mid-file and started again at the same address, once the old one is
-    judged lost, JOINs, proves itself by its ACCEPT (sealed: by the key) and takes the place:
-    it gets the whole file and the sender's verdict counts it. (Its JOINs were ignored before,
-    and it waited for its timeout.)"""
+def _restarted(key: bytes | None, **kw: Any) -> tuple[bytes, GroupSimResult]:
+    """8 MB to three receivers; the third is killed at 0.3 s and started again at 0.5 s."""
     data = _data(8_000_000)
     cfg = SenderConfig(adu_size=488, rate_bps=20e6, timeout=1.0, key=key)
     rcfg = ReceiverConfig(in_order=False, timeout=10.0, window_bytes=1 << 20, key=key)
@@ -399,13 +396,23 @@ def test_a_receiver_started_again_at_its_address_takes_its_place(key: bytes | No
     r = run_group_transfer(
         data,
         _members((0.0, 0.0, 0.01)),
-        expected=3,
         sender_config=cfg,
         receiver_config=rcfg,
         kill_at=[inf, inf, 0.3],
         restart_at=[inf, inf, 0.5],
         max_time=40,
+        **kw,
     )
+    return data, r
+
+
+@pytest.mark.parametrize("key", [None, bytes(range(32))], ids=["clear", "sealed"])
+def test_a_receiver_started_again_at_its_address_takes_its_place(key: bytes | None) -> None:
+    """A member killed mid-file and started again at the same address, once the old one is
+    judged lost, JOINs, proves itself by its ACCEPT (sealed: by the key) and takes the place:
+    it gets the whole file and the sender's verdict counts it. (Its JOINs were ignored before,
+    and it waited for its timeout.)"""
+    data, r = _restarted(key, expected=3)
     assert r.sender is not None and r.sender.ok, r.sender
     assert r.sender.message == "3 of 3 receivers verified the content"
     assert r.outputs == [data] * 3
@@ -420,10 +427,6 @@ def test_a_join_at_a_lost_members_address_that_never_proves_changes_no_verdict(k
     """A JOIN is not authenticated: from a lost member's address (a forger, or a receiver
     started again whose ACCEPTs never arrive) it may delay the verdict, never change it. The
     lost member stays in the count (before, its record went: "2 of 2 verified", exit 0)."""
-    data = _data(8_000_000)
-    cfg = SenderConfig(adu_size=488, rate_bps=20e6, timeout=1.0, key=key)
-    rcfg = ReceiverConfig(in_order=False, timeout=10.0, window_bytes=1 << 20, key=key)
-    inf = float("inf")
     seen = [0]
 
     def tamper(src: object, dst: object, d: bytes) -> list[bytes]:
@@ -436,17 +439,7 @@ def test_a_join_at_a_lost_members_address_that_never_proves_changes_no_verdict(k
                     return []
         return [d]
 
-    r = run_group_transfer(
-        data,
-        _members((0.0, 0.0, 0.01)),
-        wait=0.2,
-        sender_config=cfg,
-        receiver_config=rcfg,
-        kill_at=[inf, inf, 0.3],
-        restart_at=[inf, inf, 0.5],
-        tamper=tamper,
-        max_time=40,
-    )
+    data, r = _restarted(key, wait=0.2, tamper=tamper)
     assert r.sender is not None and r.sender.code == ExitCode.PEER_UNREACHABLE, r.sender
     assert r.sender.message.startswith("2 of 3 receivers verified the content: receiver:2 lost")
     assert r.outputs[:2] == [data, data]
