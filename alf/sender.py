@@ -41,6 +41,7 @@ CLOSE_COPIES = 3
 # A handshake answered only by ICMP 'port unreachable' this long ends: the port is closed (a
 # receiver started a moment after its sender still makes it; a silent path waits --timeout).
 REFUSED_GIVE_UP = 2.5
+REFUSED_RETRY = 0.02  # the next HELLO after a refusal (so at most 1/this HELLOs a second while refused)
 # §14: a path silent this long while it has data outstanding is down (at most, and at least)
 PATH_DOWN_MAX = 1.0
 PATH_DOWN_MIN = 0.3
@@ -397,9 +398,14 @@ class Sender:
 
     def on_refused(self, now: float) -> None:
         """The socket reported ICMP 'port unreachable' (ECONNREFUSED): during the handshake,
-        nothing listens on the receiver's port; later it is a late echo, and silence decides."""
-        if self.state == State.HANDSHAKE and self._refused_since is None:
-            self._refused_since = now
+        nothing listens on the receiver's port; later it is a late echo, and silence decides.
+        A receiver started with us binds its port any moment (`alf recv & alf send`: 6 of 15
+        such 1 KB transfers waited out the first HELLO gap), so while the port refuses, the
+        next HELLO goes REFUSED_RETRY after the refusal, not a whole gap later."""
+        if self.state == State.HANDSHAKE:
+            if self._refused_since is None:
+                self._refused_since = now
+            self.path.hello_at = min(self.path.hello_at, now + REFUSED_RETRY)
 
     def _timers(self, now: float) -> None:
         wait = self.cfg.hello_timeout

@@ -202,3 +202,21 @@ def test_a_lost_verdict_is_called_that() -> None:
         t = max(s.next_deadline(t), t + 0.001)
     assert s.outcome is not None and s.outcome.code == ExitCode.PEER_UNREACHABLE
     assert s.outcome.message.startswith("no verdict came from the receiver within 5 s")
+
+
+def test_a_refused_hello_is_sent_again_soon_not_after_its_gap() -> None:
+    """ICMP port unreachable during the handshake: a receiver started with us binds its port
+    any moment, so the next HELLO goes 20 ms after the refusal (not after the 0.2 s gap), and
+    no faster than that while the port refuses."""
+    s = Sender(SenderConfig(adu_size=100), 42, wire.Kind.FILE, 1000, 0.0)
+    assert [d.data[1] for d in s.poll(0.0)] == [wire.MsgType.HELLO]
+    s.on_refused(0.001)
+    assert s.next_deadline(0.001) <= 0.021 + 1e-9
+    assert s.poll(0.01) == []
+    assert [d.data[1] for d in s.poll(0.021)] == [wire.MsgType.HELLO]
+    hellos, t = 0, 0.021
+    while t < 1.0:  # refused after every HELLO: one per 20 ms at most
+        s.on_refused(t)
+        t = s.next_deadline(t)
+        hellos += sum(1 for d in s.poll(t) if d.data[1] == wire.MsgType.HELLO)
+    assert 40 <= hellos <= 50
