@@ -184,7 +184,6 @@ class GroupSender(Sender):
         self.join_wait = wait if wait is not None or receivers is not None else DEFAULT_WAIT
         self.quorum = quorum
         self.joins_refused = 0  # JOINs beyond the members admitted, or after a stream began
-        self.rejoined = 0  # members whose place a new receiver at their address took (_successor_accepts)
         self.repairs_held = 0  # NAKed ADUs not queued again: a repair for them was just sent
         path = self.path
         path.addr = group
@@ -441,7 +440,7 @@ class GroupSender(Sender):
                 t = min(t, m.heard_at + min(self.cfg.timeout, JOINING_WAIT))
             if m.successor is not None:
                 t = min(t, m.successor_since + JOINING_WAIT)
-        return max(t, now) if t < float("inf") else now + JOINING_WAIT
+        return t if t < float("inf") else now + JOINING_WAIT
 
     def _nothing_to_send(self, now: float) -> None:
         super()._nothing_to_send(now)
@@ -663,7 +662,6 @@ class GroupSender(Sender):
                 # the place once its ACCEPT proves it (_successor_accepts), the record stays
                 m.successors += 1
                 m.successor, m.successor_since = Member(addr, self._controller(0, now), now), now
-                m.successor.token = msg.token
             elif m.successor.token != msg.token:
                 return  # (another receiver's JOIN: it may try once this try has run out)
             m = m.successor
@@ -701,8 +699,6 @@ class GroupSender(Sender):
         self._on_accept_member(msg, new, now, got, replacing=True)
         if new.fate != Fate.RECEIVING:  # (refused after all: the record stays as it ended)
             self.members[old.addr] = old
-            return
-        self.rejoined += 1
 
     def _on_accept_member(
         self, msg: wire.Accept, m: Member, now: float, got: float, replacing: bool = False

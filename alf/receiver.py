@@ -768,8 +768,7 @@ class Receiver:
         if not self.multicast or self._answering is None:
             return msg
         if (
-            msg.token
-            and msg.timestamp_us > self._answering.timestamp_us
+            msg.timestamp_us > self._answering.timestamp_us
             and _terms(msg) == _terms(self._answering)
             and msg.share == self._answering.share
             and self._token_ok(msg, addr, now)

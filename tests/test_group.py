@@ -11,8 +11,8 @@ import pytest
 from alf import wire
 from alf.errors import ExitCode
 from alf.events import MemberEnded
-from alf.group import GroupSender
-from alf.receiver import ReceiverConfig
+from alf.group import HELLO_STAMPS, GroupSender
+from alf.receiver import Receiver, ReceiverConfig
 from alf.sender import SenderConfig
 from alf.testing.simnet import GROUP_ADDR, GroupSimResult, Link, run_group_transfer
 
@@ -330,19 +330,26 @@ def test_a_join_window_longer_than_the_timeout_loses_no_member(key: bytes | None
     assert r.outputs == [data, data]
 
 
+SRC, ME = ("10.0.0.1", 9), ("10.0.0.2", 9)  # the group sender's address, one receiver's
+
+
+def _joining(key: bytes | None, receivers: int) -> tuple[GroupSender, Receiver, bytes]:
+    """A group sender, and a receiver (at ME) that read its first announcement: its JOIN."""
+    cfg = SenderConfig(adu_size=488, rate_bps=50e6, timeout=5.0, key=key)
+    g = GroupSender(cfg, 7, wire.Kind.FILE, 100_000, 0.0, GROUP_ADDR, receivers=receivers)
+    r = Receiver(ReceiverConfig(in_order=False, key=key), 0.0, secret=b"u" * 8)
+    announce = next(d for d in g.poll(0.0) if d.data[1] == wire.MsgType.HELLO)
+    r.handle_control(announce.data, SRC, 0.0)
+    ((join, _to),) = r.poll(0.0)
+    return g, r, join
+
+
 @pytest.mark.parametrize("key", [None, bytes(range(32))], ids=["clear", "sealed"])
 def test_a_member_whose_accept_was_lost_joins_on_the_next_announcement(key: bytes | None) -> None:
     """A bound receiver answers an announcement as it answered the HELLO that bound it (its
     token and stamp), so the sender, which never got its first ACCEPT, takes this one."""
-    from alf.receiver import Receiver
-
-    cfg = SenderConfig(adu_size=488, rate_bps=50e6, timeout=5.0, key=key)
-    g = GroupSender(cfg, 7, wire.Kind.FILE, 100_000, 0.0, GROUP_ADDR, receivers=2)
-    src, me = ("10.0.0.1", 9), ("10.0.0.2", 9)
-    r = Receiver(ReceiverConfig(in_order=False, key=key), 0.0, secret=b"u" * 8)
-    announce = next(d for d in g.poll(0.0) if d.data[1] == wire.MsgType.HELLO)
-    r.handle_control(announce.data, src, 0.0)
-    ((join, _to),) = r.poll(0.0)
+    g, r, join = _joining(key, 2)
+    src, me = SRC, ME
     g.handle_datagram(join, 0.01, addr=me)
     (tokened,) = [d for d in g.poll(0.01) if d.addr == me]
     r.handle_control(tokened.data, src, 0.02)
@@ -364,26 +371,21 @@ def test_a_receiver_that_joined_more_often_than_the_sender_remembers_still_joins
     stamps. The receiver binds on the first HELLO and answers each later one with that
     HELLO's own stamp, so the sender can check it (seen in CI: a member stuck joining until
     the 15 s join wait ran out, its every ACCEPT echoing a stamp the sender had let go)."""
-    from alf.receiver import Receiver
-
-    cfg = SenderConfig(adu_size=488, rate_bps=50e6, timeout=5.0, key=key)
-    g = GroupSender(cfg, 7, wire.Kind.FILE, 100_000, 0.0, GROUP_ADDR, receivers=1)
-    src, me = ("10.0.0.1", 9), ("10.0.0.2", 9)
-    r = Receiver(ReceiverConfig(in_order=False, key=key), 0.0, secret=b"u" * 8)
-    announce = next(d for d in g.poll(0.0) if d.data[1] == wire.MsgType.HELLO)
-    r.handle_control(announce.data, src, 0.0)
-    ((join, _to),) = r.poll(0.0)
+    g, r, join = _joining(key, 1)
+    src, me = SRC, ME
     hellos = []
-    for k in range(8):  # (the sender answers each JOIN with a HELLO stamped anew)
+    n = HELLO_STAMPS + 4  # (more than the sender remembers)
+    for k in range(n):  # (the sender answers each JOIN with a HELLO stamped anew)
         g.handle_datagram(join, 0.01 + k * 0.01, addr=me)
         hellos += [d for d in g.poll(0.01 + k * 0.01) if d.addr == me]
-    assert len(hellos) == 8
-    r.handle_control(hellos[0].data, src, 0.1)
-    r.poll(0.1)  # its ACCEPT echoes the first HELLO's stamp, which the sender no longer holds
+    assert len(hellos) == n
+    t = 0.02 + n * 0.01
+    r.handle_control(hellos[0].data, src, t)
+    r.poll(t)  # its ACCEPT echoes the first HELLO's stamp, which the sender no longer holds
     for k, h in enumerate(hellos[1:]):
-        r.handle_control(h.data, src, 0.11 + k * 0.001)
-        for d, _a in r.poll(0.11 + k * 0.001):
-            g.handle_datagram(d, 0.12 + k * 0.001, addr=me)
+        r.handle_control(h.data, src, t + 0.01 + k * 0.001)
+        for d, _a in r.poll(t + 0.01 + k * 0.001):
+            g.handle_datagram(d, t + 0.02 + k * 0.001, addr=me)
     assert g.members[me].fate.value == "receiving"
 
 
