@@ -439,7 +439,8 @@ def main() -> int:
     alf = alf_command(here)
     against = configs(alf_command(other), args.rate) if other else []
     terms = [p.strip() for p in re.split(r",(?! )", args.only)] if args.only else []
-    names = [c.name for c in configs(alf, args.rate)]
+    rows_all = configs(alf, args.rate)
+    names = [c.name for c in rows_all]
     unmatched = [t for t in terms if not any(_chosen(n, t) for n in names)]
     if unmatched:
         sys.exit(f"--only: no row is named {', or '.join(map(repr, unmatched))} (rows: {'; '.join(names)})")
@@ -455,7 +456,7 @@ def main() -> int:
     rows = []
     chosen: list[Config] = []
     try:
-        for k, cfg in enumerate(configs(alf, args.rate)):
+        for k, cfg in enumerate(rows_all):
             if args.only and not any(_chosen(cfg.name, p) for p in terms):
                 continue
             missing = [t for t in (*cfg.needs, "/usr/bin/time") if shutil.which(t) is None]
