@@ -24,7 +24,7 @@ from alf import fec, resume, stripe, wire
 from alf.errors import ExitCode, Outcome, aborted_by
 from alf.events import Ended, Event, EventLog, FallBack, Finished, Joined, PeerAborted, SendFailed
 from alf.pacing import Pacer, bucket_bytes
-from alf.ranges import before_held, ceil_div, merge_ranges, skip_held, trim_ranges
+from alf.ranges import before_held, ceil_div, merge_ranges, skip_held, subtract_ranges, trim_ranges
 from alf.verdict import verdict_outcome
 
 if TYPE_CHECKING:
@@ -49,10 +49,10 @@ REVIVE_FIRST = 0.2  # a down path is probed after this, doubling ...
 REVIVE_MAX = 1.0  # ... up to this: a path back is back within a second
 REPAIR_WAIT = 0.005  # a repair waits this long at most for the healthiest path's pacer
 # §16 --fec auto, unicast: parity goes with the last round trips' blocks on a path whose round
-# trip is at least FEC_AUTO_RTT and that lost at least FEC_AUTO_LOSS of what was sent (after
-# FEC_AUTO_HISTORY ADUs), at FEC_AUTO_GAIN times that loss (at most FEC_AUTO_MAX), plus
-# FEC_AUTO_EXTRA symbols (losses come in bursts: a block's share varies far more than a
-# Bernoulli loss's would)
+# trip is at least FEC_AUTO_RTT and that lost at least FEC_AUTO_LOSS of what it sent after the
+# start-up (LossMeter: over FEC_AUTO_HISTORY ADUs or more), at FEC_AUTO_GAIN times that loss
+# (at most FEC_AUTO_MAX), plus FEC_AUTO_EXTRA symbols (losses come in bursts: a block's share
+# varies far more than a Bernoulli loss's would)
 FEC_AUTO_RTT = 0.1
 FEC_AUTO_LOSS = 0.002
 FEC_AUTO_HISTORY = 1000
@@ -61,6 +61,64 @@ FEC_AUTO_GAIN = 6.0
 FEC_AUTO_EXTRA = 2
 FEC_AUTO_TAIL_RTTS = 6.0  # ... for the blocks of the last this many round trips
 PATH_JOIN_WAIT = 5.0  # a further path whose HELLOs get no ACCEPT in this long is dropped
+
+
+class LossMeter:
+    """§16 --fec auto: the share of the data a path loses, from the first ADU sent after the
+    controller's start-up (``start``) on: what a start-up's overshoot lost says nothing of the
+    path. Counted by the NAKs that name ADUs from ``start`` on for the first time, over the
+    span up to the highest ADU any NAK named; before enough NAKs, by the holes the receiver's
+    STATUS shows beyond where it was once it reached ``start`` (``_base``, taken while no resend
+    is on its way), as long as nothing has been resent since (a resend on its way is still a
+    hole: a count of holes and resends would count it twice). The share the first parity was
+    sized by is kept from then on (``_kept``): holes that parity heals are never seen."""
+
+    def __init__(self) -> None:
+        self.start: int | None = None
+        # the receiver's highest and holes, and the ADUs resent, once it reached start
+        self._base: tuple[int, int, int] | None = None
+        self._nakked = 0  # ADUs from start on named by NAKs
+        self.named = 0  # one past the highest ADU a NAK named
+        self._kept: float | None = None
+        self._started = False  # the controller was seen in its start-up
+
+    def on_status(self, starting: bool, next_new: int, peer: PeerState, resent: int, quiet: bool) -> None:
+        """After a STATUS; ``quiet``: nothing was resent for a round trip."""
+        if self.start is None:
+            if starting:
+                self._started = True
+            else:  # (a controller with no start-up: from the first ADU)
+                self.start = next_new if self._started else 0
+        elif self._base is None and peer.highest >= self.start and quiet:  # (all before it is in)
+            self._base = (peer.highest, peer.highest - peer.received, resent)
+
+    def on_nak(self, fresh: list[tuple[int, int]]) -> None:
+        """``fresh``: what a NAK named that is not already waiting to be resent."""
+        if fresh:
+            self.named = max(self.named, fresh[-1][1])
+            if self.start is not None:
+                self._nakked += sum(max(0, b - max(a, self.start)) for a, b in fresh)
+
+    def keep(self, share: float) -> None:
+        """The first parity was sized by ``share``."""
+        if self._kept is None:
+            self._kept = share
+
+    def share(self, peer: PeerState, resent: int) -> float | None:
+        """The share lost, or None if not known yet."""
+        if self._kept is not None:
+            return self._kept
+        if self.start is None:
+            return None
+        if self.named - self.start >= FEC_AUTO_HISTORY:
+            return min(1.0, self._nakked / (self.named - self.start))
+        if self._base is None:
+            return None
+        highest, holes, was_resent = self._base
+        seen = peer.highest - highest
+        if resent != was_resent or seen < FEC_AUTO_HISTORY:
+            return None
+        return max(0.0, (peer.highest - peer.received - holes) / seen)
 
 
 def rtt_sample(now: float, echo_us: int, delay_us: int) -> float | None:
@@ -305,6 +363,9 @@ class Sender:
         self._repairs: list[tuple[int, int]] = []  # sorted, disjoint [a, b)
         self._parity: dict[int, int] = {}  # §16: block -> parity symbols queued for it
         self._parity_row: dict[int, int] = {}  # block -> its next fresh parity row
+        self._loss = LossMeter()  # --fec auto: the path's loss since start-up
+        self._undecided: list[int] = []  # --fec auto: blocks of the tail sent before it was known
+        self._last_resend = float("-inf")  # when an ADU was last resent
         self._shared_repair = 0  # ADUs sent as repairs while new data waited too
         self._shared_new = 0  # ADUs of new data sent while repairs waited too
         self._out: list[Datagram] = []
@@ -628,6 +689,7 @@ class Sender:
             self._repairs[0] = (a + count, b)
         run = Run(a, count, path, True)
         self.stats.adus_repair += count
+        self._last_resend = now
         self.paths[path].repair_adus += count
         if self.next_new < new_limit:
             self._shared_repair += count
@@ -800,33 +862,54 @@ class Sender:
                 break  # not complete yet
             if first + k <= before:
                 continue
-            n = self._proactive_count(first, k)
-            if n:
-                self._parity[block] = self._parity.get(block, 0) + n
-                self.stats.parity_proactive += n
+            ratio = self.cfg.fec_ratio
+            if ratio is not None:
+                self._add_parity(block, min(fec.max_rows(k), ceil_div(int(ratio * k * 1000), 1000)))
+            elif self._loss.start is not None and first >= self._loss.start and self._in_tail(first, k):
+                loss = self._auto_loss()
+                if loss is None:
+                    self._undecided.append(block)  # decided once the loss is known
+                else:
+                    self._auto_parity(block, k, loss)
 
-    def _proactive_count(self, first: int, k: int) -> int:
-        ratio = self.cfg.fec_ratio
-        if ratio is not None:
-            return min(fec.max_rows(k), ceil_div(int(ratio * k * 1000), 1000))
+    def _add_parity(self, block: int, n: int) -> None:
+        if n:
+            self._parity[block] = self._parity.get(block, 0) + n
+            self.stats.parity_proactive += n
+
+    def _in_tail(self, first: int, k: int) -> bool:
+        """--fec auto: the block is among the data whose holes would be NAKed after the end on
+        a long path: a hole waits up to two NAK rounds of two round trips each before it is
+        named, and its repair one more round trip."""
         srtt = self.path.srtt
-        peer = self.peer
         assert self.end_adus is not None
-        if srtt is None or srtt < FEC_AUTO_RTT or peer.highest < FEC_AUTO_HISTORY:
-            return 0
-        # the share lost so far: the holes its STATUS shows below its highest, and those repaired
-        # (NAKs come a round or two later than the holes: on a 600 ms path a short transfer ends
-        # before its first NAK)
-        holes = peer.highest - peer.received + self.stats.adus_repair - self.stats.adus_parity
-        loss = max(self.stats.adus_nak_requested / self.stats.adus_new, holes / peer.highest)
-        if loss < FEC_AUTO_LOSS:
-            return 0
-        # the data whose holes would be NAKed after the end: a hole waits up to two NAK rounds of
-        # two round trips each before it is named, and its repair one more round trip
+        if srtt is None or srtt < FEC_AUTO_RTT:
+            return False
         tail = FEC_AUTO_TAIL_RTTS * self.path.pacer.rate_Bps * srtt / self._dgram
-        if first + k < self.end_adus - tail:
-            return 0
-        return min(fec.max_rows(k), int(k * min(FEC_AUTO_MAX, FEC_AUTO_GAIN * loss)) + FEC_AUTO_EXTRA)
+        return first + k >= self.end_adus - tail
+
+    def _auto_loss(self) -> float | None:
+        return self._loss.share(self.peer, self.stats.adus_repair - self.stats.adus_parity)
+
+    def _auto_parity(self, block: int, k: int, loss: float) -> None:
+        if loss >= FEC_AUTO_LOSS:
+            rows = int(k * min(FEC_AUTO_MAX, FEC_AUTO_GAIN * loss)) + FEC_AUTO_EXTRA
+            self._add_parity(block, min(fec.max_rows(k), rows))
+            self._loss.keep(loss)
+
+    def _decide_parity(self) -> None:
+        """--fec auto: the blocks of the tail sent before the path's loss was known get their
+        parity now that it is (sooner than a NAK round would name their holes), unless the
+        receiver holds them whole or a NAK has already named what they lack."""
+        loss = self._auto_loss()
+        if loss is None:
+            return
+        assert self.end_adus is not None
+        blocks, self._undecided = self._undecided, []
+        for block in blocks:
+            first, k = fec.block_span(block, self.end_adus)
+            if first + k > self.peer.acked and first >= self._loss.named:
+                self._auto_parity(block, k, loss)
 
     def _issued(self, run: Run, now: float) -> Run:
         on = self.paths[run.path]
@@ -1111,6 +1194,12 @@ class Sender:
             sent, nakked = self.sent_count, self.stats.adus_nak_requested
         on.cc.on_feedback(cc.Feedback(now, sample, msg.receive_rate * 8.0, sent, nakked, on.app_limited))
         on.app_limited = False
+        if self.peer_fec and self.cfg.fec_ratio is None:
+            resent = self.stats.adus_repair - self.stats.adus_parity
+            quiet = now - self._last_resend > (self.path.srtt or 0.0)
+            self._loss.on_status(self.path.cc.starting, self.next_new, self.peer, resent, quiet)
+        if self._undecided:
+            self._decide_parity()
         self._follow_cc(on, now)
 
     def _follow_cc(self, path: PathState, now: float) -> None:
@@ -1126,6 +1215,9 @@ class Sender:
         if not added:
             return
         self.stats.adus_nak_requested += sum(b - a for a, b in added)
+        self._loss.on_nak(subtract_ranges(merge_ranges(added), self._repairs))
+        if self._undecided:
+            self._decide_parity()
         self._repairs = merge_ranges(self._repairs + added)
         if self.multipath:
             for a, b in added:

@@ -270,6 +270,10 @@ class Adaptive(Controller):
         self.mode = "drain"
         self._drain_rounds = 0
 
+    @property
+    def starting(self) -> bool:
+        return self.mode == "startup"
+
     def _note(self, what: str) -> None:
         self.events.append(what)
         del self.events[:-8]

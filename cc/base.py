@@ -51,6 +51,12 @@ class Controller(ABC):
     def on_silence(self, now: float, silent_for: float) -> None:
         """No feedback at all for ``silent_for`` seconds while sending (called often)."""
 
+    @property
+    def starting(self) -> bool:
+        """Still finding the path's rate (a start-up that may overshoot it): the losses of
+        what it sends now say more about the start-up than about the path."""
+        return False
+
     def clamp(self, rate: float) -> float:
         return min(self.ceiling_bps, max(self.floor_bps, rate))
 
