@@ -60,7 +60,6 @@ FEC_AUTO_MAX = 0.25
 FEC_AUTO_GAIN = 6.0
 FEC_AUTO_EXTRA = 2
 FEC_AUTO_TAIL_RTTS = 6.0  # ... for the blocks of the last this many round trips
-STATUS_GAP = 0.05  # the receiver's STATUS interval (receiver.STATUS_EVERY)
 PATH_JOIN_WAIT = 5.0  # a further path whose HELLOs get no ACCEPT in this long is dropped
 
 
@@ -928,12 +927,6 @@ class Sender:
 
     def _new_limit(self) -> int:
         limit = min(self.available, self.peer.window_limit)
-        window = None if self.multipath else self.path.cc.window_bits
-        if window is not None:
-            # the controller's window, beyond the receiver's highest as its last STATUS (up to
-            # STATUS_GAP old) said: what was sent since is not in flight yet, or landed
-            pace = self.path.pacer.rate_Bps * STATUS_GAP
-            limit = min(limit, self.peer.highest + int((window / 8 + pace) / self._dgram) + 1)
         return limit if self.end_adus is None else min(limit, self.end_adus)
 
     def has_data_to_send(self) -> bool:

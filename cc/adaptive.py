@@ -17,10 +17,7 @@ of acknowledgement timing:
   it is heavy (over 10% in a round) *and* the receiver gets clearly less than is sent (a
   policer, or a full queue with no delay signal).
 - **Startup** doubles the rate each round while the receive rate still grows by a quarter;
-  three rounds without that growth, or a queue, end it. Meanwhile what is in flight is capped
-  at twice the estimate times the minimum RTT (BBR's start-up cwnd), so the doublings the
-  receive rate reports a round trip late queue at most one round trip's worth at the
-  bottleneck instead of overflowing it. **Cruising** cycles through gains
+  three rounds without that growth, or a queue, end it. **Cruising** cycles through gains
   1.25, 0.75, 1, 1, 1, 1, 1, 1 per round: a probe for more, a drain of what the probe queued,
   six rounds at the estimate. A probe that finds a tenth more than the estimate means the
   path has grown: the next round probes again from the new estimate, so the rate grows by a
@@ -65,7 +62,6 @@ MAX_DRAIN_ROUNDS = 16
 # the end of the third: two rounds). 40 ms is two rounds at 20 ms RTT, so paths of 20 ms and
 # more behave exactly as before; only LAN-scale rounds (10 ms) wait for five.
 STARTUP_FLAT_MIN = 0.04
-STARTUP_WINDOW_GAIN = 2.0  # in start-up, in flight <= this x the delivered rate x the minimum RTT
 
 
 class _WindowedMax:
@@ -277,15 +273,6 @@ class Adaptive(Controller):
     @property
     def starting(self) -> bool:
         return self.mode == "startup"
-
-    @property
-    def window_bits(self) -> float | None:
-        # Start-up learns the path a round trip late: a round that doubled past the link is
-        # measured only when the next has doubled again. BBR's start-up caps what is in
-        # flight at twice the delivered rate's BDP, so an overshoot queues at most one BDP.
-        if self.mode != "startup" or not self.min_rtt or not self.btl_bps:
-            return None
-        return STARTUP_WINDOW_GAIN * self.btl_bps * self.min_rtt
 
     def _note(self, what: str) -> None:
         self.events.append(what)

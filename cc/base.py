@@ -57,12 +57,6 @@ class Controller(ABC):
         what it sends now say more about the start-up than about the path."""
         return False
 
-    @property
-    def window_bits(self) -> float | None:
-        """The most the sender should have in flight beyond what the receiver last reported,
-        over a minimum round trip; None: no limit (the rate alone paces)."""
-        return None
-
     def clamp(self, rate: float) -> float:
         return min(self.ceiling_bps, max(self.floor_bps, rate))
 

@@ -281,13 +281,12 @@ def test_parity_sent_unasked_ends_a_long_lossy_transfer_rounds_sooner() -> None:
 
 def _long_path(data: bytes, fec_on: bool, loss: float, seed: int) -> tuple[float, dict[str, object]]:
     """``data`` with the default (adaptive) controller over 200 Mbit/s and 200 ms (the lab's
-    intercontinental), with a queue of 0.6 round trips that the start-up overflows (even
-    with its window, which keeps one round trip queued)."""
+    intercontinental), whose 10 MB queue the start-up overflows."""
     from alf.testing.simnet import run_transfer
 
     r = run_transfer(
         data,
-        forward=Link(delay=0.1, rate_bps=200e6, loss=loss, queue_bytes=3_000_000),
+        forward=Link(delay=0.1, rate_bps=200e6, loss=loss, queue_bytes=10_000_000),
         backward=Link(delay=0.1),
         seed=seed,
         sender_config=SenderConfig(adu_size=1428, cc="adaptive", rate_bps=40e9, timeout=30, fec=fec_on),
@@ -301,7 +300,7 @@ def _long_path(data: bytes, fec_on: bool, loss: float, seed: int) -> tuple[float
 
 @needs_codec
 def test_auto_sizes_parity_by_the_paths_loss_not_the_start_ups() -> None:
-    """The start-up overflows the queue (4.4k of 67k ADUs lost): that is no loss of the path.
+    """The start-up overflows the queue (3.4k of 67k ADUs lost): that is no loss of the path.
     --fec auto measures loss from the first ADU sent after the start-up, so a clean path gets
     no parity, and a path losing 0.5% gets about the tail's share of it (parity sized by the
     overshoot was 12% of the content, and 2-3% on the clean path) and still ends sooner."""
