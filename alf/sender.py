@@ -66,12 +66,13 @@ PATH_JOIN_WAIT = 5.0  # a further path whose HELLOs get no ACCEPT in this long i
 class LossMeter:
     """§16 --fec auto: the share of the data a path loses, from the first ADU sent after the
     controller's start-up (``start``) on: what a start-up's overshoot lost says nothing of the
-    path. Counted by the NAKs that name ADUs from ``start`` on for the first time, over the
-    span up to the highest ADU any NAK named; before enough NAKs, by the holes the receiver's
-    STATUS shows beyond where it was once it reached ``start`` (``_base``, taken while no resend
-    is on its way), as long as nothing has been resent since (a resend on its way is still a
-    hole: a count of holes and resends would count it twice). The share the first parity was
-    sized by is kept from then on (``_kept``): holes that parity heals are never seen."""
+    path. Counted by the NAKs that name ADUs from ``start`` on (less those already waiting to
+    be resent), over the span up to the highest ADU any NAK named; before enough NAKs, by the
+    holes the receiver's STATUS shows beyond where it was once it reached ``start`` (``_base``,
+    taken while no resend is on its way), as long as nothing has been resent since (a resend on
+    its way is still a hole: a count of holes and resends would count it twice). The share the
+    first parity was sized by is kept from then on (``_kept``): holes that parity heals are
+    never seen."""
 
     def __init__(self) -> None:
         self.start: int | None = None
@@ -889,7 +890,11 @@ class Sender:
         return first + k >= self.end_adus - tail
 
     def _auto_loss(self) -> float | None:
-        return self._loss.share(self.peer, self.stats.adus_repair - self.stats.adus_parity)
+        return self._loss.share(self.peer, self._resent_adus())
+
+    def _resent_adus(self) -> int:
+        """ADUs sent again as themselves (repairs less parity)."""
+        return self.stats.adus_repair - self.stats.adus_parity
 
     def _auto_parity(self, block: int, k: int, loss: float) -> None:
         if loss >= FEC_AUTO_LOSS:
@@ -1195,9 +1200,8 @@ class Sender:
         on.cc.on_feedback(cc.Feedback(now, sample, msg.receive_rate * 8.0, sent, nakked, on.app_limited))
         on.app_limited = False
         if self.peer_fec and self.cfg.fec_ratio is None:
-            resent = self.stats.adus_repair - self.stats.adus_parity
             quiet = now - self._last_resend > (self.path.srtt or 0.0)
-            self._loss.on_status(self.path.cc.starting, self.next_new, self.peer, resent, quiet)
+            self._loss.on_status(self.path.cc.starting, self.next_new, self.peer, self._resent_adus(), quiet)
         if self._undecided:
             self._decide_parity()
         self._follow_cc(on, now)
